@@ -1,0 +1,48 @@
+-- What a consumer (projector or saga reaction) keeps in its own database so that its
+-- effect, its dedup record and its checkpoint commit in one transaction.
+
+CREATE TABLE IF NOT EXISTS consumer_checkpoints (
+    consumer    TEXT        NOT NULL,
+    topic       TEXT        NOT NULL,
+    partition   INTEGER     NOT NULL,
+    -- Kafka semantics: the offset of the next record to process.
+    next_offset BIGINT      NOT NULL,
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, topic, partition)
+);
+
+-- Event ids already applied: a duplicate produced by a relay retry (same event, new
+-- offset) changes nothing a second time.
+CREATE TABLE IF NOT EXISTS processed_events (
+    consumer     TEXT        NOT NULL,
+    event_id     UUID        NOT NULL,
+    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+);
+
+CREATE TABLE IF NOT EXISTS consumer_status (
+    consumer       TEXT PRIMARY KEY,
+    events_applied BIGINT      NOT NULL DEFAULT 0,
+    last_event_at  TIMESTAMPTZ,
+    last_error     TEXT,
+    updated_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- Records a consumer gave up on after its retries; the same record went to the
+-- dead-letter topic. `retried_at` is set when an operator re-drives it.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          BIGSERIAL PRIMARY KEY,
+    consumer    TEXT        NOT NULL,
+    topic       TEXT        NOT NULL,
+    partition   INTEGER     NOT NULL,
+    "offset"    BIGINT      NOT NULL,
+    event_id    TEXT,
+    event_type  TEXT,
+    error       TEXT        NOT NULL,
+    attempts    INTEGER     NOT NULL,
+    headers     JSONB       NOT NULL,
+    payload     TEXT,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    retried_at  TIMESTAMPTZ,
+    UNIQUE (consumer, topic, partition, "offset")
+);

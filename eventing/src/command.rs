@@ -1,0 +1,127 @@
+//! Executing commands on cqrs-es aggregates over the [`PgEventStore`], with retries on
+//! optimistic-concurrency conflicts and one typed error for the HTTP edge.
+
+use std::time::{Duration, Instant};
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use shop_schemas::EventMetadata;
+use tracing::{debug, warn};
+
+use crate::store::{HookError, PgEventStore};
+
+/// How often a command is re-run after losing an optimistic-concurrency race before the
+/// caller gets a conflict (409).
+pub const CONFLICT_RETRIES: usize = 8;
+
+/// Why a command did not append.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command (a domain rule).
+    #[error(transparent)]
+    Rejected(E),
+    /// Other commands kept winning the race for this aggregate.
+    #[error("the aggregate was changed concurrently; retry the request")]
+    Conflict,
+    /// A unique key the service keeps (e.g. a SKU) is taken.
+    #[error("{0} is already taken")]
+    Taken(String),
+    /// The store failed.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Runs commands of one aggregate type against the event store.
+pub struct CommandBus<A>
+where
+    A: Aggregate,
+{
+    cqrs: CqrsFramework<A, PersistedEventStore<PgEventStore, A>>,
+}
+
+impl<A> CommandBus<A>
+where
+    A: Aggregate,
+    A::Command: Clone,
+{
+    pub fn new(store: PgEventStore, services: A::Services) -> Self {
+        let store = PersistedEventStore::new_event_store(store);
+        CommandBus {
+            cqrs: CqrsFramework::new(store, vec![], services),
+        }
+    }
+
+    /// Like [`CommandBus::new`], loading aggregates from a snapshot taken every
+    /// `snapshot_every` events.
+    pub fn with_snapshots(
+        store: PgEventStore,
+        services: A::Services,
+        snapshot_every: usize,
+    ) -> Self {
+        let store = PersistedEventStore::new_snapshot_store(store, snapshot_every);
+        CommandBus {
+            cqrs: CqrsFramework::new(store, vec![], services),
+        }
+    }
+
+    /// Executes a command; a lost concurrency race is retried with a fresh aggregate.
+    ///
+    /// # Errors
+    /// See [`CommandError`].
+    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, aggregate_id = %aggregate_id))]
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<(), CommandError<A::Error>> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match self
+                .cqrs
+                .execute_with_metadata(aggregate_id, command.clone(), metadata.to_map())
+                .await
+            {
+                Ok(()) => break Ok(()),
+                Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
+                    debug!(attempt, "concurrency conflict, retrying");
+                    let backoff = Duration::from_millis(fastrand::u64(1..=5 * attempt as u64));
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => break Err(map_error(e)),
+            }
+        };
+        let outcome = match &result {
+            Ok(()) => "accepted",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Conflict) => "conflict",
+            Err(CommandError::Taken(_)) => "taken",
+            Err(CommandError::Unavailable(e)) => {
+                warn!(error = %e, "command failed");
+                "failed"
+            }
+        };
+        metrics::histogram!("command_duration_seconds", "aggregate" => A::TYPE, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+fn map_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> {
+    match error {
+        AggregateError::UserError(e) => CommandError::Rejected(e),
+        AggregateError::AggregateConflict => CommandError::Conflict,
+        AggregateError::UnexpectedError(e) => match e.downcast::<HookError>() {
+            Ok(hook) => match *hook {
+                HookError::Taken { what } => CommandError::Taken(what),
+                HookError::Sql(e) => CommandError::Unavailable(e.to_string()),
+            },
+            Err(e) => CommandError::Unavailable(e.to_string()),
+        },
+        AggregateError::DatabaseConnectionError(e) | AggregateError::DeserializationError(e) => {
+            CommandError::Unavailable(e.to_string())
+        }
+    }
+}

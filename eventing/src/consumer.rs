@@ -1,0 +1,479 @@
+//! The consumer runner shared by projectors and saga reactions.
+//!
+//! It reads records of its topics as a member of a consumer group and applies each event
+//! through an [`EventHandler`] inside a database transaction that also records the event
+//! id (dedup) and the partition's checkpoint — so a crash anywhere repeats nothing and
+//! loses nothing. Records are applied in batches with one commit; when a batch fails the
+//! runner goes record by record, retries each with backoff, and sends a record it still
+//! cannot process to the dead-letter topic (and its `dead_letters` table) and goes on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use shop_schemas::CloudEvent;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::fault;
+use crate::log::{EventLog, LogRecord, OutgoingRecord, Position, StartFrom};
+
+/// The consumer tables; apply with [`crate::db::open`] in the consumer's database.
+pub const SCHEMA: &str = include_str!("../sql/consumer.sql");
+
+/// Why a handler could not apply an event.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    pub message: String,
+    /// Retrying cannot help (bad data): dead-letter at once.
+    pub permanent: bool,
+}
+
+impl HandlerError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        HandlerError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        HandlerError {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        HandlerError::transient(e.to_string())
+    }
+}
+
+/// Applies events to the consumer's own tables, inside the runner's transaction.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies one event. Called at most once per event id with effect (the runner
+    /// deduplicates), in partition order.
+    ///
+    /// # Errors
+    /// The event cannot be applied; the runner rolls back, retries and dead-letters.
+    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError>;
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consumer's name: its checkpoints and dedup records are kept under it.
+    pub name: String,
+    /// The Kafka consumer group (instances with the same group share partitions).
+    pub group: String,
+    pub topics: Vec<String>,
+    pub dead_letter_topic: String,
+    /// Records per transaction.
+    pub batch_size: usize,
+    /// Attempts per record before it is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff: Duration,
+    pub start: StartFrom,
+}
+
+/// Runs one consumer until shutdown.
+pub struct ConsumerRunner {
+    pool: PgPool,
+    log: Arc<dyn EventLog>,
+    config: ConsumerConfig,
+    handler: Arc<dyn EventHandler>,
+}
+
+enum Outcome {
+    Applied,
+    Duplicate,
+    Behind,
+}
+
+impl ConsumerRunner {
+    pub fn new(
+        pool: PgPool,
+        log: Arc<dyn EventLog>,
+        config: ConsumerConfig,
+        handler: Arc<dyn EventHandler>,
+    ) -> Self {
+        ConsumerRunner {
+            pool,
+            log,
+            config,
+            handler,
+        }
+    }
+
+    /// Consumes until `shutdown`; reconnects after failures.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let span = tracing::info_span!("consumer", consumer = %self.config.name);
+        async move {
+            while !shutdown.is_cancelled() {
+                if let Err(e) = self.consume(&shutdown).await {
+                    warn!(error = %e, "consumer failed; restarting in 1 s");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+            info!("consumer stopped");
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn consume(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut subscription = self
+            .log
+            .subscribe(&self.config.group, &self.config.topics, self.config.start)
+            .await?;
+        loop {
+            let records = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                records = subscription.poll(self.config.batch_size, Duration::from_millis(500)) => records?,
+            };
+            if records.is_empty() {
+                continue;
+            }
+            let positions = self.process(records).await?;
+            if let Err(e) = subscription.commit(&positions) {
+                debug!(error = %e, "offset commit failed (the database checkpoint stands)");
+            }
+        }
+    }
+
+    /// Applies a batch; returns the positions to commit to the log.
+    async fn process(&self, records: Vec<LogRecord>) -> Result<Vec<Position>, sqlx::Error> {
+        let positions = next_positions(&records);
+        match self.apply_batch(&records).await {
+            Ok(()) => {}
+            Err(e) => {
+                debug!(error = %e, count = records.len(), "batch failed; applying record by record");
+                for record in &records {
+                    self.apply_with_retries(record).await?;
+                }
+            }
+        }
+        Ok(positions)
+    }
+
+    async fn apply_batch(&self, records: &[LogRecord]) -> Result<(), HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let checkpoints = load_checkpoints(&mut tx, &self.config.name).await?;
+        let mut applied = 0i64;
+        let mut last_event_at: Option<DateTime<Utc>> = None;
+        for (index, record) in records.iter().enumerate() {
+            if index == records.len() / 2 && index > 0 {
+                fault::point(fault::CONSUMER_MID_BATCH);
+            }
+            let event = record
+                .cloud_event()
+                .map_err(|e| HandlerError::permanent(e.to_string()))?;
+            match self.apply(&mut tx, &checkpoints, record, &event).await? {
+                Outcome::Applied => {
+                    applied += 1;
+                    last_event_at = last_event_at.max(Some(event.time));
+                }
+                Outcome::Duplicate | Outcome::Behind => {}
+            }
+        }
+        save_progress(
+            &mut tx,
+            &self.config.name,
+            &next_positions(records),
+            applied,
+            last_event_at,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("consumer_events_total", "consumer" => self.config.name.clone(), "outcome" => "applied").increment(applied as u64);
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        checkpoints: &BTreeMap<(String, i32), i64>,
+        record: &LogRecord,
+        event: &CloudEvent,
+    ) -> Result<Outcome, HandlerError> {
+        if checkpoints
+            .get(&(record.topic.clone(), record.partition))
+            .is_some_and(|next| record.offset < *next)
+        {
+            return Ok(Outcome::Behind);
+        }
+        let fresh = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(&self.config.name)
+            .bind(event.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !fresh {
+            metrics::counter!("consumer_events_total", "consumer" => self.config.name.clone(), "outcome" => "duplicate").increment(1);
+            return Ok(Outcome::Duplicate);
+        }
+        let span = tracing::info_span!(
+            "apply",
+            event_type = %event.ty,
+            subject = %event.subject,
+            correlation_id = %event.correlationid,
+            partition = record.partition,
+            offset = record.offset,
+        );
+        self.handler.handle(tx, event).instrument(span).await?;
+        Ok(Outcome::Applied)
+    }
+
+    /// One record in its own transaction, retried with backoff, then dead-lettered.
+    async fn apply_with_retries(&self, record: &LogRecord) -> Result<(), sqlx::Error> {
+        let mut backoff = self.config.retry_backoff;
+        let mut attempt = 0;
+        let error = loop {
+            attempt += 1;
+            let result = match record.cloud_event() {
+                Err(e) => Err(HandlerError::permanent(format!(
+                    "not a Shop CloudEvent: {e}"
+                ))),
+                Ok(event) => self.apply_single(record, &event).await,
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.permanent || attempt >= self.config.max_attempts => break e,
+                Err(e) => {
+                    warn!(error = %e, attempt, topic = %record.topic, partition = record.partition, offset = record.offset, "event failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        };
+        self.dead_letter(record, &error, attempt).await
+    }
+
+    async fn apply_single(
+        &self,
+        record: &LogRecord,
+        event: &CloudEvent,
+    ) -> Result<(), HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let checkpoints = load_checkpoints(&mut tx, &self.config.name).await?;
+        let applied = matches!(
+            self.apply(&mut tx, &checkpoints, record, event).await?,
+            Outcome::Applied
+        );
+        let positions = next_positions(std::slice::from_ref(record));
+        save_progress(
+            &mut tx,
+            &self.config.name,
+            &positions,
+            applied as i64,
+            applied.then_some(event.time),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        record: &LogRecord,
+        error: &HandlerError,
+        attempts: u32,
+    ) -> Result<(), sqlx::Error> {
+        error!(error = %error, topic = %record.topic, partition = record.partition, offset = record.offset, attempts, "dead-lettering event");
+        let mut headers: Vec<(String, String)> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        headers.extend([
+            ("dlq_consumer".to_string(), self.config.name.clone()),
+            ("dlq_error".to_string(), error.message.clone()),
+            ("dlq_topic".to_string(), record.topic.clone()),
+            ("dlq_partition".to_string(), record.partition.to_string()),
+            ("dlq_offset".to_string(), record.offset.to_string()),
+            ("dlq_attempts".to_string(), attempts.to_string()),
+        ]);
+        let dead = OutgoingRecord {
+            topic: self.config.dead_letter_topic.clone(),
+            key: record.key.clone().unwrap_or_default(),
+            headers: headers.clone(),
+            payload: record.payload.clone().unwrap_or_default(),
+        };
+        // The dead letter must not be lost: keep trying until the log takes it.
+        while let Err(e) = self.log.publish(vec![dead.clone()]).await {
+            warn!(error = %e, "cannot publish dead letter; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", event_id, event_type, error, attempts, headers, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config.name)
+        .bind(&record.topic)
+        .bind(record.partition)
+        .bind(record.offset)
+        .bind(header(shop_schemas::envelope::headers::ID))
+        .bind(header(shop_schemas::envelope::headers::TYPE))
+        .bind(&error.message)
+        .bind(attempts as i32)
+        .bind(serde_json::to_value(headers.iter().cloned().collect::<BTreeMap<_, _>>()).unwrap_or_default())
+        .bind(record.payload.as_ref().map(|p| String::from_utf8_lossy(p).into_owned()))
+        .execute(&mut *tx)
+        .await?;
+        let positions = next_positions(std::slice::from_ref(record));
+        save_progress(
+            &mut tx,
+            &self.config.name,
+            &positions,
+            0,
+            None,
+            Some(&error.message),
+        )
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("dead_letters_total", "consumer" => self.config.name.clone())
+            .increment(1);
+        Ok(())
+    }
+}
+
+/// The next offset to read per partition after these records.
+fn next_positions(records: &[LogRecord]) -> Vec<Position> {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for r in records {
+        let entry = next.entry((r.topic.clone(), r.partition)).or_insert(0);
+        *entry = (*entry).max(r.offset + 1);
+    }
+    next.into_iter()
+        .map(|((topic, partition), next_offset)| Position {
+            topic,
+            partition,
+            next_offset,
+        })
+        .collect()
+}
+
+async fn load_checkpoints(
+    tx: &mut PgConnection,
+    consumer: &str,
+) -> Result<BTreeMap<(String, i32), i64>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1",
+    )
+    .bind(consumer)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get::<String, _>("topic"), r.get::<i32, _>("partition")),
+                r.get::<i64, _>("next_offset"),
+            )
+        })
+        .collect())
+}
+
+async fn save_progress(
+    tx: &mut PgConnection,
+    consumer: &str,
+    positions: &[Position],
+    applied: i64,
+    last_event_at: Option<DateTime<Utc>>,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    for p in positions {
+        sqlx::query(
+            "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (consumer, topic, partition) DO UPDATE
+             SET next_offset = GREATEST(consumer_checkpoints.next_offset, EXCLUDED.next_offset), updated_at = now()",
+        )
+        .bind(consumer)
+        .bind(&p.topic)
+        .bind(p.partition)
+        .bind(p.next_offset)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO consumer_status (consumer, events_applied, last_event_at, last_error) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (consumer) DO UPDATE SET
+           events_applied = consumer_status.events_applied + EXCLUDED.events_applied,
+           last_event_at = GREATEST(consumer_status.last_event_at, EXCLUDED.last_event_at),
+           last_error = COALESCE(EXCLUDED.last_error, consumer_status.last_error),
+           updated_at = now()",
+    )
+    .bind(consumer)
+    .bind(applied)
+    .bind(last_event_at)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A consumer's progress, as its database records it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsumerProgress {
+    pub events_applied: i64,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub positions: Vec<Position>,
+}
+
+/// Reads a consumer's progress from its database.
+///
+/// # Errors
+/// The database fails.
+pub async fn progress(pool: &PgPool, consumer: &str) -> Result<ConsumerProgress, sqlx::Error> {
+    let status = sqlx::query(
+        "SELECT events_applied, last_event_at, last_error FROM consumer_status WHERE consumer = $1",
+    )
+    .bind(consumer)
+    .fetch_optional(pool)
+    .await?;
+    let rows = sqlx::query("SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1 ORDER BY topic, partition")
+        .bind(consumer)
+        .fetch_all(pool)
+        .await?;
+    Ok(ConsumerProgress {
+        events_applied: status
+            .as_ref()
+            .map(|r| r.get("events_applied"))
+            .unwrap_or(0),
+        last_event_at: status.as_ref().and_then(|r| r.get("last_event_at")),
+        last_error: status.as_ref().and_then(|r| r.get("last_error")),
+        positions: rows
+            .iter()
+            .map(|r| Position {
+                topic: r.get("topic"),
+                partition: r.get("partition"),
+                next_offset: r.get("next_offset"),
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,150 @@
+//! Databases: one per component (`<instance>_<component>`), created on first start.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tracing::info;
+
+/// Where a component's database lives.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// A URL of the PostgreSQL server with any existing database (used to create ours).
+    pub server_url: String,
+    /// The instance name; each component's database is `<instance>_<component>`.
+    pub instance: String,
+    /// Connections per pool.
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    /// The database name of one component of this instance.
+    pub fn database_name(&self, component: &str) -> String {
+        format!("{}_{}", self.instance, component).replace('-', "_")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot reach PostgreSQL at {url}: {source}. Start it with `scripts/infra.sh up` or set SHOP_DATABASE_URL")]
+    Unreachable { url: String, source: sqlx::Error },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Hides the password of a database URL for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Creates the component's database when missing, connects a pool to it and applies the
+/// given schema scripts (idempotent SQL) under an advisory lock.
+///
+/// # Errors
+/// The server is unreachable, or a statement fails.
+pub async fn open(
+    config: &DatabaseConfig,
+    component: &str,
+    schema: &[&str],
+) -> Result<PgPool, DbError> {
+    let name = config.database_name(component);
+    let server = PgConnectOptions::from_str(&config.server_url)?;
+    let mut admin = server
+        .clone()
+        .connect()
+        .await
+        .map_err(|source| DbError::Unreachable {
+            url: redact(&config.server_url),
+            source,
+        })?;
+    ensure_database(&mut admin, &name).await?;
+    admin.close().await.ok();
+
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(server.database(&name))
+        .await?;
+    apply_schema(&pool, schema).await?;
+    Ok(pool)
+}
+
+async fn ensure_database(admin: &mut PgConnection, name: &str) -> Result<(), DbError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut *admin)
+            .await?;
+    if !exists {
+        // Two processes may race here; "already exists" is success.
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', ""));
+        match sqlx::query(&sql).execute(&mut *admin).await {
+            Ok(_) => info!(database = name, "created database"),
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Runs idempotent schema scripts in one transaction, serialized across processes.
+///
+/// # Errors
+/// A statement fails.
+pub async fn apply_schema(pool: &PgPool, scripts: &[&str]) -> Result<(), DbError> {
+    let mut tx = pool.begin().await?;
+    // An arbitrary constant key: "schema changes of this database".
+    sqlx::query("SELECT pg_advisory_xact_lock(7242001)")
+        .execute(&mut *tx)
+        .await?;
+    for script in scripts {
+        sqlx::raw_sql(script).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drops a component's database (tests and `shop` tooling for throwaway instances).
+///
+/// # Errors
+/// The server is unreachable or the drop fails.
+pub async fn drop_database(server_url: &str, name: &str) -> Result<(), DbError> {
+    let mut admin = PgConnectOptions::from_str(server_url)?.connect().await?;
+    let sql = format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        name.replace('"', "")
+    );
+    sqlx::query(&sql).execute(&mut admin).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            super::redact("postgres://postgres:secret@127.0.0.1:5432/postgres"),
+            "postgres://postgres:***@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(
+            super::redact("postgres://127.0.0.1/x"),
+            "postgres://127.0.0.1/x"
+        );
+    }
+}

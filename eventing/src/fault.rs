@@ -1,0 +1,36 @@
+//! Fault injection for crash tests: a named point where the process dies on purpose.
+//!
+//! A process started with `--fault-inject relay.after_produce` (or `SHOP_FAULT_INJECT`)
+//! aborts the first time it reaches that point, like a SIGKILL at the worst moment. In
+//! normal operation the set is empty and each check is one atomic load.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+/// After the relay's records are acknowledged by Kafka, before the outbox rows are
+/// deleted: a restart republishes them (duplicates on the topic).
+pub const RELAY_AFTER_PRODUCE: &str = "relay.after_produce";
+/// In a consumer batch, after some events were applied inside the transaction and
+/// before it commits: a restart must redo the batch exactly once.
+pub const CONSUMER_MID_BATCH: &str = "consumer.mid_batch";
+
+static POINTS: OnceLock<HashSet<String>> = OnceLock::new();
+
+/// Arms the named points (comma-separated). Only the first call takes effect.
+pub fn arm(points: &str) {
+    let set = points
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    let _ = POINTS.set(set);
+}
+
+/// Dies here when the point is armed.
+pub fn point(name: &str) {
+    if POINTS.get().is_some_and(|set| set.contains(name)) {
+        eprintln!("fault injection: aborting at {name}");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,287 @@
+//! The HTTP edge shared by every component: problem+json errors (RFC 9457), JSON bodies
+//! that reject bad input in the same format, `/health`, `/ready`, `/metrics`, and serving
+//! with graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::{error, info, Span};
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// An error answered as `application/problem+json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: format!("https://shop.example/problems/{kind}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let mut p = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "the request has invalid fields",
+        );
+        p.errors = errors;
+        p
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", detail)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// A fault on our side. The cause is logged here; the body says nothing internal.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an unexpected error occurred",
+        )
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(&self)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+/// Collects field errors of one request; empty means valid.
+#[derive(Debug, Default)]
+pub struct Validation {
+    errors: Vec<FieldError>,
+}
+
+impl Validation {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `message` for `field` when `ok` is false.
+    pub fn check(&mut self, ok: bool, field: &str, message: &str) -> &mut Self {
+        if !ok {
+            self.errors.push(FieldError {
+                field: field.to_string(),
+                message: message.to_string(),
+            });
+        }
+        self
+    }
+
+    /// # Errors
+    /// A 422 problem listing every bad field.
+    pub fn finish(self) -> Result<(), Problem> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Problem::validation(self.errors))
+        }
+    }
+}
+
+/// A JSON body whose rejections (bad syntax, wrong shape, wrong content type) come out
+/// as problem+json: 400 for unreadable bodies, 422 for well-formed JSON of the wrong shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Problem {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            let mut p = Problem::validation(vec![FieldError {
+                field: "body".into(),
+                message: e.body_text(),
+            }]);
+            p.detail = e.body_text();
+            p
+        }
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "expected Content-Type: application/json",
+        ),
+        other => Problem::bad_request(other.body_text()),
+    }
+}
+
+/// Answers every unknown route with a problem.
+pub async fn not_found_fallback() -> Problem {
+    Problem::not_found("no such route")
+}
+
+/// What `/ready` checks: the component's database and Kafka.
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// `/health`, `/ready` and `/metrics` for one component.
+pub fn ops_router(ready: ReadyCheck) -> Router {
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready().await {
+                        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+                        Err(why) => Problem::unavailable(why).into_response(),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    crate::telemetry::render_metrics(),
+                )
+            }),
+        )
+}
+
+/// Adds request ids, one span per request (joined by the request id and correlation id)
+/// and HTTP metrics to a component's router.
+pub fn with_edge_layers(router: Router, component: &'static str) -> Router {
+    router
+        .fallback(not_found_fallback)
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                crate::telemetry::record_http(component, req, next)
+            },
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(move |req: &Request| {
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    tracing::info_span!(
+                        "http",
+                        component,
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = %header(REQUEST_ID),
+                        correlation_id = %header(crate::telemetry::CORRELATION_ID_HEADER),
+                        status = tracing::field::Empty,
+                    )
+                })
+                .on_response(
+                    |res: &Response, latency: std::time::Duration, span: &Span| {
+                        span.record("status", res.status().as_u16());
+                        tracing::debug!(latency_ms = latency.as_millis() as u64, "response");
+                    },
+                ),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// A bound listener: the address it got (port 0 picks a free one).
+pub async fn bind(host: &str, port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind((host, port)).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// Serves a router until `shutdown` is cancelled, then drains in-flight requests.
+///
+/// # Errors
+/// The listener fails.
+pub fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    name: &'static str,
+) -> impl Future<Output = std::io::Result<()>> {
+    async move {
+        let addr = listener.local_addr()?;
+        info!(component = name, %addr, "listening");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    }
+}

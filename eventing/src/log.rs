@@ -1,0 +1,148 @@
+//! The event-log abstraction: append records to topics, consume topics as a group with
+//! positions. Kafka implements it in production ([`crate::kafka`]); `shop dev` will use an
+//! embedded log. Domain code, sagas and projectors only see this trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shop_schemas::CloudEvent;
+
+/// A record to append.
+#[derive(Debug, Clone)]
+pub struct OutgoingRecord {
+    pub topic: String,
+    /// Partitioning key: the aggregate id, so an aggregate's events keep their order.
+    pub key: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl OutgoingRecord {
+    /// A CloudEvent as a binary-mode record keyed by its subject.
+    pub fn from_cloud_event(topic: &str, event: &CloudEvent) -> Self {
+        OutgoingRecord {
+            topic: topic.to_string(),
+            key: event.subject.clone(),
+            headers: event
+                .kafka_headers()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            payload: serde_json::to_vec(&event.data).unwrap_or_default(),
+        }
+    }
+}
+
+/// A record read from a topic.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub payload: Option<Vec<u8>>,
+    /// Milliseconds since the epoch, when the log knows it.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl LogRecord {
+    /// The record as a CloudEvent (binary mode).
+    ///
+    /// # Errors
+    /// The record is not a Shop CloudEvent.
+    pub fn cloud_event(&self) -> Result<CloudEvent, shop_schemas::envelope::EnvelopeError> {
+        CloudEvent::from_kafka(
+            self.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            self.payload.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+/// One partition's position: the offset of the next record to read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Position {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    #[error("event log error: {0}")]
+    Other(String),
+}
+
+/// Where the first read of a new consumer group starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    Beginning,
+    End,
+}
+
+/// An append-only, partitioned log of records.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends records; returns once every one is acknowledged by the log (for Kafka:
+    /// the delivery reports of an idempotent acks=all producer).
+    ///
+    /// # Errors
+    /// Any record was not acknowledged; some others may have been (the caller retries the
+    /// whole batch, and consumers deduplicate by event id).
+    async fn publish(&self, records: Vec<OutgoingRecord>) -> Result<(), LogError>;
+
+    /// Joins consumer group `group` on `topics`.
+    ///
+    /// # Errors
+    /// The log is unreachable or refuses the subscription.
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+        start: StartFrom,
+    ) -> Result<Box<dyn Subscription>, LogError>;
+
+    /// The end offset (next offset to be written) of every partition of `topic`.
+    ///
+    /// # Errors
+    /// The log is unreachable or the topic is unknown.
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, LogError>;
+
+    /// Creates missing topics with the deployment's partitions and unlimited retention.
+    ///
+    /// # Errors
+    /// The log is unreachable or refuses.
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError>;
+
+    /// Every topic with its partition count.
+    ///
+    /// # Errors
+    /// The log is unreachable.
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError>;
+}
+
+/// A group member's view of its partitions.
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits up to `wait` for records, then returns what is there (up to `max`).
+    ///
+    /// # Errors
+    /// The log failed.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError>;
+
+    /// Records the group's positions (asynchronously; the consumer's own database is the
+    /// source of truth, this only saves re-reading).
+    ///
+    /// # Errors
+    /// The log refused the commit.
+    fn commit(&self, positions: &[Position]) -> Result<(), LogError>;
+}

@@ -1,0 +1,106 @@
+//! What every component is built from: its database settings, the event log, the topic
+//! prefix, the JWT keys and the shutdown signal. Built once by the CLI.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::JwtKeys;
+use crate::consumer::ConsumerConfig;
+use crate::db::DatabaseConfig;
+use crate::http::ReadyCheck;
+use crate::kafka::KafkaLog;
+use crate::log::{EventLog, StartFrom};
+
+/// Consumer tuning shared by projectors and reactions.
+#[derive(Debug, Clone)]
+pub struct ConsumerTuning {
+    pub batch_size: usize,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+}
+
+impl Default for ConsumerTuning {
+    fn default() -> Self {
+        ConsumerTuning {
+            batch_size: 500,
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Relay tuning.
+#[derive(Debug, Clone)]
+pub struct RelayTuning {
+    pub batch_size: i64,
+    pub poll_interval: Duration,
+}
+
+impl Default for RelayTuning {
+    fn default() -> Self {
+        RelayTuning {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Shared building blocks of the components of one process.
+#[derive(Clone)]
+pub struct Platform {
+    pub database: DatabaseConfig,
+    pub kafka: Arc<KafkaLog>,
+    pub topic_prefix: String,
+    pub jwt: JwtKeys,
+    pub consumer: ConsumerTuning,
+    pub relay: RelayTuning,
+    pub shutdown: CancellationToken,
+}
+
+impl Platform {
+    /// The event log as the trait components consume.
+    pub fn log(&self) -> Arc<dyn EventLog> {
+        self.kafka.clone()
+    }
+
+    /// The consumer group of a named consumer in this instance.
+    pub fn group(&self, consumer: &str) -> String {
+        format!("{}.{}", self.database.instance, consumer)
+    }
+
+    /// A consumer's settings with this platform's tuning.
+    pub fn consumer_config(&self, name: &str, topics: Vec<String>) -> ConsumerConfig {
+        ConsumerConfig {
+            name: name.to_string(),
+            group: self.group(name),
+            topics,
+            dead_letter_topic: shop_schemas::topics::dead_letter_topic(&self.topic_prefix),
+            batch_size: self.consumer.batch_size,
+            max_attempts: self.consumer.max_attempts,
+            retry_backoff: self.consumer.retry_backoff,
+            start: StartFrom::Beginning,
+        }
+    }
+
+    /// `/ready`: the component's database answers and a Kafka broker answers.
+    pub fn ready_check(&self, pool: PgPool) -> ReadyCheck {
+        let kafka = self.kafka.clone();
+        Arc::new(move || {
+            let pool = pool.clone();
+            let kafka = kafka.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| format!("database: {e}"))?;
+                kafka.ping().await.map_err(|e| format!("kafka: {e}"))?;
+                Ok(())
+            }
+            .boxed()
+        })
+    }
+}

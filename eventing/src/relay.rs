@@ -1,0 +1,177 @@
+//! The outbox relay: publishes a service's committed events to its topic.
+//!
+//! One relay is active per service database: it holds a PostgreSQL advisory lock on a
+//! dedicated connection and does all its reads and deletes on that connection, so when
+//! the connection (or the process) dies the lock is released and a standby takes over.
+//! It reads unpublished events in position order in batches, produces them as CloudEvents
+//! records (key = aggregate id) and deletes their outbox rows only after every delivery
+//! report is in. A crash between the two republishes the batch: consumers deduplicate by
+//! event id. It wakes on `NOTIFY outbox` and polls as a fallback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shop_schemas::Service;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::fault;
+use crate::log::{EventLog, OutgoingRecord};
+use crate::store::{StoredEvent, EVENT_COLUMNS, OUTBOX_CHANNEL};
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub service: Service,
+    pub topic_prefix: String,
+    /// Events per produce batch.
+    pub batch_size: i64,
+    /// How often to look for work when no notification arrives.
+    pub poll_interval: Duration,
+}
+
+/// The outbox relay of one service.
+pub struct Relay {
+    pool: PgPool,
+    log: Arc<dyn EventLog>,
+    config: RelayConfig,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, log: Arc<dyn EventLog>, config: RelayConfig) -> Self {
+        Relay { pool, log, config }
+    }
+
+    /// Runs until `shutdown`: waits to become the active relay, then publishes.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let span = tracing::info_span!("relay", service = %self.config.service);
+        async move {
+            while !shutdown.is_cancelled() {
+                match self.lead(&shutdown).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        warn!(error = %e, "relay lost its connection; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn lock_key(&self) -> i64 {
+        // A stable key per service: "the relay of <service>".
+        7_242_100
+            + Service::ALL
+                .iter()
+                .position(|s| *s == self.config.service)
+                .unwrap_or(0) as i64
+    }
+
+    /// Holds the lock and publishes until shutdown or a connection failure.
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?.detach();
+        loop {
+            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(self.lock_key())
+                .fetch_one(&mut conn)
+                .await?;
+            if leader {
+                break;
+            }
+            debug!("another relay is active; standing by");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        info!("relay active");
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(OUTBOX_CHANNEL).await?;
+        let topic = self.config.service.topic(&self.config.topic_prefix);
+        loop {
+            let published = self.publish_batch(&mut conn, &topic).await?;
+            if published as i64 >= self.config.batch_size {
+                continue; // more may be waiting
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    conn.close().await.ok();
+                    return Ok(());
+                }
+                notification = listener.recv() => { notification?; }
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Publishes one batch; returns how many events it published.
+    async fn publish_batch(
+        &self,
+        conn: &mut PgConnection,
+        topic: &str,
+    ) -> Result<usize, sqlx::Error> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (SELECT position FROM outbox ORDER BY position LIMIT $1) ORDER BY position"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.config.batch_size)
+            .fetch_all(&mut *conn)
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let events: Vec<StoredEvent> = rows
+            .iter()
+            .map(StoredEvent::from_row)
+            .collect::<Result<_, _>>()?;
+        let records: Vec<OutgoingRecord> = events
+            .iter()
+            .map(|e| {
+                OutgoingRecord::from_cloud_event(topic, &e.to_cloud_event(self.config.service))
+            })
+            .collect();
+        let span = tracing::info_span!("publish", topic, events = events.len());
+        loop {
+            match self
+                .log
+                .publish(records.clone())
+                .instrument(span.clone())
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    // Nothing is marked; the whole batch is produced again.
+                    warn!(error = %e, "publish failed; retrying the batch");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    // Keep the lock connection alive (and notice if it died).
+                    sqlx::query("SELECT 1").execute(&mut *conn).await?;
+                }
+            }
+        }
+        fault::point(fault::RELAY_AFTER_PRODUCE);
+        let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+        sqlx::query("DELETE FROM outbox WHERE position = ANY($1)")
+            .bind(&positions)
+            .execute(&mut *conn)
+            .await?;
+        debug!(count = events.len(), "published");
+        Ok(events.len())
+    }
+}
+
+/// How many events wait in a service's outbox (for metrics and status).
+///
+/// # Errors
+/// The database fails.
+pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(pool)
+        .await
+}

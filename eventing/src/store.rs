@@ -1,0 +1,381 @@
+//! The event store: cqrs-es's persistence over PostgreSQL, with the outbox.
+//!
+//! One transaction per command appends the events (unique `(aggregate_type,
+//! aggregate_id, sequence)`: the optimistic concurrency check), records them in the
+//! outbox for the relay, lets the service's [`AppendHook`] maintain its private lookup
+//! tables (e.g. unique SKUs) and notifies the relay — all or nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use shop_schemas::{CloudEvent, EventMetadata, Service};
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+/// The event-store tables; apply with [`crate::db::open`].
+pub const SCHEMA: &str = include_str!("../sql/event_store.sql");
+
+/// The channel the relay listens on; every append notifies it.
+pub const OUTBOX_CHANNEL: &str = "outbox";
+
+/// A service's private, transactional reaction to its own appends (unique keys, lookup
+/// tables). It runs inside the append transaction: its failure aborts the append.
+pub trait AppendHook: Send + Sync {
+    fn on_append<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), HookError>>;
+}
+
+/// A refusal from an [`AppendHook`]: a unique key is taken, or the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{what} is already taken")]
+    Taken { what: String },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// An event as appended: what the hook sees and what the relay publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: String,
+    pub data: Value,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    /// The event as a CloudEvent of the given service.
+    pub fn to_cloud_event(&self, service: Service) -> CloudEvent {
+        let version: u32 = self.event_version.parse().unwrap_or(1);
+        CloudEvent {
+            specversion: shop_schemas::envelope::SPEC_VERSION.to_string(),
+            id: self.event_id,
+            source: service.source(),
+            ty: format!("shop.{}.{}", service.name(), self.event_type),
+            subject: self.aggregate_id.clone(),
+            time: self.recorded_at,
+            dataschema: shop_schemas::dataschema(service, &self.event_type, version),
+            datacontenttype: shop_schemas::envelope::CONTENT_TYPE.to_string(),
+            sequence: self.sequence as u64,
+            correlationid: self.metadata.correlation_id.clone(),
+            causationid: self.metadata.causation_id.clone(),
+            traceparent: self.metadata.traceparent.clone(),
+            data: self.data.clone(),
+        }
+    }
+
+    pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        let metadata: Value = row.try_get("metadata")?;
+        let metadata: HashMap<String, String> =
+            serde_json::from_value(metadata).unwrap_or_default();
+        Ok(StoredEvent {
+            position: row.try_get("position")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            data: row.try_get("data")?,
+            metadata: EventMetadata::from_map(&metadata),
+            recorded_at: row.try_get("recorded_at")?,
+        })
+    }
+
+    /// The cqrs-es form: the data wrapped again in its enum tag.
+    fn to_serialized(&self) -> SerializedEvent {
+        let mut tagged = serde_json::Map::with_capacity(1);
+        tagged.insert(self.event_type.clone(), self.data.clone());
+        let metadata: HashMap<String, String> = self.metadata.to_map();
+        SerializedEvent {
+            aggregate_id: self.aggregate_id.clone(),
+            sequence: self.sequence as usize,
+            aggregate_type: self.aggregate_type.clone(),
+            event_type: self.event_type.clone(),
+            event_version: self.event_version.clone(),
+            payload: Value::Object(tagged),
+            metadata: serde_json::to_value(metadata).unwrap_or(Value::Null),
+        }
+    }
+}
+
+pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at";
+
+/// PostgreSQL event repository for cqrs-es, with outbox and append hook.
+#[derive(Clone)]
+pub struct PgEventStore {
+    pool: PgPool,
+    hook: Option<Arc<dyn AppendHook>>,
+}
+
+impl PgEventStore {
+    pub fn new(pool: PgPool) -> Self {
+        PgEventStore { pool, hook: None }
+    }
+
+    /// Adds the service's transactional hook.
+    pub fn with_hook(mut self, hook: Arc<dyn AppendHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// One aggregate's events in sequence order (for `GET /api/events` and tools).
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn aggregate_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = $1 ORDER BY aggregate_type, sequence");
+        let rows = sqlx::query(&sql)
+            .bind(aggregate_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(StoredEvent::from_row).collect()
+    }
+
+    /// Events by position, for tools that read the whole store.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn events_after(
+        &self,
+        position: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(position)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(StoredEvent::from_row).collect()
+    }
+
+    async fn select(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after: i64,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(connection_error)?;
+        rows.iter()
+            .map(|row| StoredEvent::from_row(row).map(|e| e.to_serialized()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+    }
+
+    async fn append(
+        &self,
+        events: &[SerializedEvent],
+        snapshot: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let mut tx = self.pool.begin().await.map_err(connection_error)?;
+        let mut stored = Vec::with_capacity(events.len());
+        let now = Utc::now();
+        for event in events {
+            let (event_type, data) =
+                shop_schemas::split_event(event.payload.clone()).ok_or_else(|| {
+                    PersistenceError::UnknownError(
+                        format!(
+                            "event {} is not an externally tagged enum value",
+                            event.event_type
+                        )
+                        .into(),
+                    )
+                })?;
+            let metadata: HashMap<String, String> =
+                serde_json::from_value(event.metadata.clone()).unwrap_or_default();
+            let event_id = Uuid::now_v7();
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
+            )
+            .bind(&event.aggregate_type)
+            .bind(&event.aggregate_id)
+            .bind(event.sequence as i64)
+            .bind(event_id)
+            .bind(&event_type)
+            .bind(&event.event_version)
+            .bind(&data)
+            .bind(&event.metadata)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.constraint() == Some("events_aggregate_sequence") => {
+                    PersistenceError::OptimisticLockError
+                }
+                _ => connection_error(e),
+            })?;
+            stored.push(StoredEvent {
+                position,
+                aggregate_type: event.aggregate_type.clone(),
+                aggregate_id: event.aggregate_id.clone(),
+                sequence: event.sequence as i64,
+                event_id,
+                event_type,
+                event_version: event.event_version.clone(),
+                data,
+                metadata: EventMetadata::from_map(&metadata),
+                recorded_at: now,
+            });
+        }
+        let positions: Vec<i64> = stored.iter().map(|e| e.position).collect();
+        sqlx::query("INSERT INTO outbox (position) SELECT unnest($1::bigint[])")
+            .bind(&positions)
+            .execute(&mut *tx)
+            .await
+            .map_err(connection_error)?;
+        if let Some(hook) = &self.hook {
+            hook.on_append(&mut tx, &stored)
+                .await
+                .map_err(|e| match e {
+                    HookError::Sql(e) => connection_error(e),
+                    taken => PersistenceError::UnknownError(Box::new(taken)),
+                })?;
+        }
+        if let (Some((aggregate_id, payload, last_sequence)), Some(first)) =
+            (snapshot, events.first())
+        {
+            sqlx::query(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload, taken_at = now()",
+            )
+            .bind(&first.aggregate_type)
+            .bind(aggregate_id)
+            .bind(last_sequence as i64)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await
+            .map_err(connection_error)?;
+        }
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(OUTBOX_CHANNEL)
+            .execute(&mut *tx)
+            .await
+            .map_err(connection_error)?;
+        tx.commit().await.map_err(connection_error)?;
+        metrics::counter!("events_appended_total").increment(stored.len() as u64);
+        Ok(())
+    }
+}
+
+fn connection_error(e: sqlx::Error) -> PersistenceError {
+    PersistenceError::ConnectionError(Box::new(e))
+}
+
+impl PersistedEventRepository for PgEventStore {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select(A::TYPE, aggregate_id, 0).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select(A::TYPE, aggregate_id, last_sequence as i64)
+            .await
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        let row = sqlx::query("SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(connection_error)?;
+        Ok(row.map(|row| {
+            let last_sequence: i64 = row.get("last_sequence");
+            SerializedSnapshot {
+                aggregate_id: aggregate_id.to_string(),
+                aggregate: row.get("payload"),
+                current_sequence: last_sequence as usize,
+                current_snapshot: last_sequence as usize,
+            }
+        }))
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.append(events, snapshot_update).await
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        let events = self.select(A::TYPE, aggregate_id, 0).await?;
+        feed(events).await
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY position"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(A::TYPE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(connection_error)?;
+        let events = rows
+            .iter()
+            .map(|row| StoredEvent::from_row(row).map(|e| e.to_serialized()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
+        feed(events).await
+    }
+}
+
+async fn feed(events: Vec<SerializedEvent>) -> Result<ReplayStream, PersistenceError> {
+    let (mut feed, stream) = ReplayStream::new(events.len().max(1));
+    for event in events {
+        feed.push(Ok(event)).await?;
+    }
+    Ok(stream)
+}

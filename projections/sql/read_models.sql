@@ -1,0 +1,15 @@
+-- Read models, built only by projectors from the event log. Each row remembers the
+-- sequence of the last event applied to it (`version`).
+
+CREATE TABLE IF NOT EXISTS products (
+    product_id UUID PRIMARY KEY,
+    sku        TEXT        NOT NULL,
+    name       TEXT        NOT NULL,
+    price      BIGINT      NOT NULL,
+    available  BIGINT      NOT NULL,
+    reserved   BIGINT      NOT NULL DEFAULT 0,
+    sold       BIGINT      NOT NULL DEFAULT 0,
+    version    BIGINT      NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);

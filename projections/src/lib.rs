@@ -1,0 +1,81 @@
+//! Projectors: read models as a pure function of the event log.
+//!
+//! Each projection is one consumer (its own group, checkpoints and dedup records) over
+//! the topics it needs, writing its tables in the read-model database. The read API reads
+//! those tables and never writes them.
+#![forbid(unsafe_code)]
+
+pub mod products;
+
+use axum::Router;
+use shop_eventing::consumer::ConsumerRunner;
+use shop_eventing::db::{self, DbError};
+use shop_eventing::http::{ops_router, with_edge_layers};
+use shop_eventing::platform::Platform;
+use sqlx::PgPool;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// The read-model database's component name (`<instance>_read`).
+pub const READ_DATABASE: &str = "read";
+pub const COMPONENT: &str = "projector";
+/// The read-model tables.
+pub const SCHEMA: &str = include_str!("../sql/read_models.sql");
+
+/// A projection's public face: its name and the consumer it runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectionInfo {
+    /// As in `GET /api/projections` and `shop replay`.
+    pub name: &'static str,
+    /// The consumer name under which its checkpoints are kept.
+    pub consumer: &'static str,
+    /// The services whose topics it reads.
+    pub sources: &'static [shop_schemas::Service],
+}
+
+/// Every projection.
+pub const PROJECTIONS: &[ProjectionInfo] = &[products::INFO];
+
+/// Opens (and creates) the read-model database.
+///
+/// # Errors
+/// The database is unreachable.
+pub async fn open_read_database(platform: &Platform) -> Result<PgPool, DbError> {
+    db::open(
+        &platform.database,
+        READ_DATABASE,
+        &[shop_eventing::consumer::SCHEMA, SCHEMA],
+    )
+    .await
+}
+
+/// A started projector: health routes and one consumer task per projection.
+pub struct Started {
+    pub router: Router,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts every projection.
+///
+/// # Errors
+/// The database is unreachable.
+pub async fn start(platform: &Platform) -> Result<Started, DbError> {
+    let pool = open_read_database(platform).await?;
+    let mut tasks = Vec::new();
+    for info in PROJECTIONS {
+        let topics = info
+            .sources
+            .iter()
+            .map(|s| s.topic(&platform.topic_prefix))
+            .collect();
+        let runner = ConsumerRunner::new(
+            pool.clone(),
+            platform.log(),
+            platform.consumer_config(info.consumer, topics),
+            Arc::new(products::ProductsProjection),
+        );
+        tasks.push(tokio::spawn(runner.run(platform.shutdown.clone())));
+    }
+    let router = with_edge_layers(ops_router(platform.ready_check(pool)), COMPONENT);
+    Ok(Started { router, tasks })
+}

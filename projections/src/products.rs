@@ -1,0 +1,100 @@
+//! The product read model: catalogue entries with `available`, `reserved` and `sold`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use shop_eventing::consumer::{EventHandler, HandlerError};
+use shop_schemas::inventory::InventoryEvent;
+use shop_schemas::{CloudEvent, Service};
+use sqlx::PgConnection;
+use tracing::debug;
+
+use crate::ProjectionInfo;
+
+pub const INFO: ProjectionInfo = ProjectionInfo {
+    name: "products",
+    consumer: "projection.products",
+    sources: &[Service::Inventory],
+};
+
+/// Applies inventory events to `products`.
+pub struct ProductsProjection;
+
+#[async_trait]
+impl EventHandler for ProductsProjection {
+    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+        if event.service() != Some(Service::Inventory) {
+            return Ok(());
+        }
+        let name = event.event_name();
+        if shop_schemas::event_type(Service::Inventory, name).is_none() {
+            debug!(event_type = %event.ty, "not a product event; ignored");
+            return Ok(());
+        }
+        let decoded: InventoryEvent =
+            shop_schemas::decode_event(name, &event.data).map_err(|e| {
+                HandlerError::permanent(format!("{} data does not fit its schema: {e}", event.ty))
+            })?;
+        let version = event.sequence as i64;
+        let at = event.time;
+        match decoded {
+            InventoryEvent::ProductAdded(e) => {
+                sqlx::query(
+                    "INSERT INTO products (product_id, sku, name, price, available, version, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (product_id) DO NOTHING",
+                )
+                .bind(e.product_id)
+                .bind(&e.sku)
+                .bind(&e.name)
+                .bind(e.price)
+                .bind(e.stock)
+                .bind(version)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            InventoryEvent::ProductRestocked(e) => {
+                update(
+                    tx,
+                    "available = available + $2",
+                    e.product_id,
+                    e.quantity,
+                    version,
+                    at,
+                )
+                .await?;
+            }
+            InventoryEvent::ProductPriceChanged(e) => {
+                update(tx, "price = $2", e.product_id, e.price, version, at).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn update(
+    tx: &mut PgConnection,
+    set: &str,
+    product_id: uuid::Uuid,
+    value: i64,
+    version: i64,
+    at: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    let sql =
+        format!("UPDATE products SET {set}, version = $3, updated_at = $4 WHERE product_id = $1");
+    let updated = sqlx::query(&sql)
+        .bind(product_id)
+        .bind(value)
+        .bind(version)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        // Events of one product arrive in order on one partition, so its ProductAdded
+        // came first; a missing row means the log is inconsistent.
+        return Err(HandlerError::permanent(format!(
+            "product {product_id} is not in the read model"
+        )));
+    }
+    Ok(())
+}

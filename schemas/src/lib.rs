@@ -1,0 +1,79 @@
+//! Event contracts of Shop: the CloudEvents envelope (SPEC §4), topic names, the Rust
+//! types of every event and the JSON Schema files they are checked against.
+//!
+//! This crate depends on no other crate of ours. Every other crate speaks to the outside
+//! world (Kafka, the read API, operator tools) only in the terms defined here.
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod inventory;
+pub mod topics;
+
+pub use envelope::{CloudEvent, EventMetadata};
+pub use topics::Service;
+
+/// One event type of the catalogue: where it comes from, its name and its version.
+///
+/// The registry [`EVENT_TYPES`] lists every event type that has a Rust type; a test checks
+/// that each has a schema file under `schemas/events/` and that each schema file is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventType {
+    pub service: Service,
+    pub name: &'static str,
+    pub version: u32,
+}
+
+impl EventType {
+    /// The CloudEvents `type` attribute, e.g. `shop.inventory.ProductAdded`.
+    pub fn ce_type(&self) -> String {
+        format!("shop.{}.{}", self.service.name(), self.name)
+    }
+
+    /// The CloudEvents `dataschema` attribute: the schema file's path in the repository.
+    pub fn dataschema(&self) -> String {
+        dataschema(self.service, self.name, self.version)
+    }
+}
+
+/// The schema path of an event type, e.g. `schemas/events/inventory/ProductAdded.v1.json`.
+pub fn dataschema(service: Service, name: &str, version: u32) -> String {
+    format!(
+        "schemas/events/{}/{}.v{}.json",
+        service.name(),
+        name,
+        version
+    )
+}
+
+/// Every event type that has a Rust type in this crate.
+pub const EVENT_TYPES: &[EventType] = inventory::EVENT_TYPES;
+
+/// Looks up an event type by its service and name.
+pub fn event_type(service: Service, name: &str) -> Option<&'static EventType> {
+    EVENT_TYPES
+        .iter()
+        .find(|t| t.service == service && t.name == name)
+}
+
+/// Decodes event data of a named event into a service's event enum (externally tagged).
+///
+/// # Errors
+/// The name is not a variant of `E`, or the data does not fit its shape.
+pub fn decode_event<E: serde::de::DeserializeOwned>(
+    name: &str,
+    data: &serde_json::Value,
+) -> Result<E, serde_json::Error> {
+    let mut tagged = serde_json::Map::with_capacity(1);
+    tagged.insert(name.to_string(), data.clone());
+    serde_json::from_value(serde_json::Value::Object(tagged))
+}
+
+/// Splits an externally tagged event enum value into its name and its data.
+///
+/// Returns `None` when the value is not a one-key object.
+pub fn split_event(value: serde_json::Value) -> Option<(String, serde_json::Value)> {
+    match value {
+        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next(),
+        _ => None,
+    }
+}

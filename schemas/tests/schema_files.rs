@@ -1,0 +1,124 @@
+//! Every event type validates against its JSON Schema file, and every schema file under
+//! `schemas/events/<service>/` belongs to an event type with a Rust type.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use shop_schemas::inventory::{
+    InventoryEvent, ProductAdded, ProductPriceChanged, ProductRestocked,
+};
+use shop_schemas::{split_event, EVENT_TYPES};
+use uuid::Uuid;
+
+fn events_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("events")
+}
+
+fn load_schema(relative: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// One sample of every event, as the service would emit it.
+fn samples() -> Vec<(String, Value)> {
+    let product_id = Uuid::now_v7();
+    let events = vec![
+        InventoryEvent::ProductAdded(ProductAdded {
+            product_id,
+            sku: "SKU-1".into(),
+            name: "Tea".into(),
+            price: 1200,
+            stock: 5,
+        }),
+        InventoryEvent::ProductPriceChanged(ProductPriceChanged {
+            product_id,
+            price: 900,
+        }),
+        InventoryEvent::ProductRestocked(ProductRestocked {
+            product_id,
+            quantity: 3,
+        }),
+    ];
+    events
+        .into_iter()
+        .map(|e| split_event(serde_json::to_value(e).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_event_validates_against_its_schema_file() {
+    let samples = samples();
+    for event_type in EVENT_TYPES {
+        let (_, data) = samples
+            .iter()
+            .find(|(name, _)| name == event_type.name)
+            .unwrap_or_else(|| panic!("no sample for {}", event_type.name));
+        let schema = load_schema(&event_type.dataschema());
+        let validator = jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        let errors: Vec<String> = validator.iter_errors(data).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", event_type.name);
+    }
+}
+
+#[test]
+fn every_schema_file_has_a_rust_type() {
+    let mut files = BTreeSet::new();
+    for service_dir in std::fs::read_dir(events_dir()).unwrap() {
+        let service_dir = service_dir.unwrap().path();
+        if !service_dir.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&service_dir).unwrap() {
+            let file = file.unwrap().path();
+            let relative = file
+                .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+                .unwrap();
+            files.insert(relative.to_string_lossy().into_owned());
+        }
+    }
+    let typed: BTreeSet<String> = EVENT_TYPES.iter().map(|t| t.dataschema()).collect();
+    assert_eq!(files, typed, "schema files and Rust event types differ");
+}
+
+#[test]
+fn invalid_data_is_rejected_by_the_schema() {
+    let schema = load_schema("schemas/events/inventory/ProductAdded.v1.json");
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    assert!(!validator.is_valid(&serde_json::json!({"product_id": "x", "sku": "", "price": -1})));
+}
+
+#[test]
+fn structured_cloudevent_validates_against_envelope_schema() {
+    let schema = load_schema("schemas/events/cloudevent.v1.json");
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let (name, data) = samples().remove(0);
+    let event = shop_schemas::CloudEvent {
+        specversion: "1.0".into(),
+        id: Uuid::now_v7(),
+        source: "/shop/inventory".into(),
+        ty: format!("shop.inventory.{name}"),
+        subject: Uuid::now_v7().to_string(),
+        time: chrono::Utc::now(),
+        dataschema: format!("schemas/events/inventory/{name}.v1.json"),
+        datacontenttype: "application/json".into(),
+        sequence: 1,
+        correlationid: String::new(),
+        causationid: String::new(),
+        traceparent: String::new(),
+        data,
+    };
+    let json = serde_json::to_value(event).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}

@@ -1,0 +1,184 @@
+//! Flags and their environment variables: the one documented place for every setting.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shop_eventing::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shop",
+    version,
+    about = "Shop: an event-sourced CQRS commerce backend"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run components against Kafka and PostgreSQL (production mode).
+    Serve(ServeArgs),
+    /// Create or list the event topics.
+    Topics(TopicsArgs),
+}
+
+/// Settings every subcommand shares.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// PostgreSQL server URL (any existing database; each component creates its own).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Instance name: each component's database is `<instance>_<component>`, and consumer
+    /// groups are `<instance>.<consumer>`. Lets several deployments share one server.
+    #[arg(long, global = true, env = "SHOP_INSTANCE", default_value = "shop")]
+    pub instance: String,
+    /// Connections per database pool.
+    #[arg(long, global = true, env = "SHOP_DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub kafka_brokers: String,
+    /// Prefix of every topic name (e.g. `staging.` gives `staging.orders.events`).
+    #[arg(long, global = true, env = "SHOP_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Partitions of topics created by `shop topics ensure` and at start-up.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_TOPIC_PARTITIONS",
+        default_value_t = 6
+    )]
+    pub topic_partitions: i32,
+    /// Replication factor of created topics.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_TOPIC_REPLICATION",
+        default_value_t = 1
+    )]
+    pub topic_replication: i32,
+    /// Kafka consumer session timeout: how long a dead member keeps its partitions.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub kafka_session_timeout_ms: u32,
+    /// Log line format.
+    #[arg(long, global = true, env = "SHOP_LOG_FORMAT", default_value = "text", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, global = true, env = "SHOP_LOG", default_value = "info")]
+    pub log: String,
+    /// Fault injection points (crash tests only), comma-separated.
+    #[arg(long, global = true, env = "SHOP_FAULT_INJECT", hide = true)]
+    pub fault_inject: Option<String>,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
+}
+
+/// A component `shop serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Component {
+    All,
+    Customers,
+    Inventory,
+    Projector,
+    ReadApi,
+    Gateway,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Components to run in this process (`all` for every one).
+    #[arg(value_enum, required = true)]
+    pub components: Vec<Component>,
+    /// Address the HTTP servers bind to.
+    #[arg(long, env = "SHOP_BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    /// The gateway's port (0 picks a free one).
+    #[arg(long, env = "SHOP_PORT", default_value_t = 8080)]
+    pub port: u16,
+    #[arg(long, env = "SHOP_CUSTOMERS_PORT", default_value_t = 8081)]
+    pub customers_port: u16,
+    #[arg(long, env = "SHOP_INVENTORY_PORT", default_value_t = 8082)]
+    pub inventory_port: u16,
+    #[arg(long, env = "SHOP_READ_API_PORT", default_value_t = 8090)]
+    pub read_api_port: u16,
+    /// The projector's health/metrics port.
+    #[arg(long, env = "SHOP_PROJECTOR_PORT", default_value_t = 8091)]
+    pub projector_port: u16,
+    /// The gateway's customers upstream (default: in this process, or 127.0.0.1 and its port).
+    #[arg(long, env = "SHOP_CUSTOMERS_URL")]
+    pub customers_url: Option<String>,
+    /// The gateway's inventory upstream.
+    #[arg(long, env = "SHOP_INVENTORY_URL")]
+    pub inventory_url: Option<String>,
+    /// The gateway's read-api upstream.
+    #[arg(long, env = "SHOP_READ_API_URL")]
+    pub read_api_url: Option<String>,
+    /// Secret that signs and verifies JWTs (HS256); the same for every component.
+    #[arg(long, env = "SHOP_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of issued tokens.
+    #[arg(long, env = "SHOP_JWT_TTL_SECS", default_value_t = 3600)]
+    pub jwt_ttl_secs: u64,
+    /// The password of `admin@shop.local` (customers component).
+    #[arg(long, env = "SHOP_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Events per relay produce batch.
+    #[arg(long, env = "SHOP_RELAY_BATCH_SIZE", default_value_t = 500)]
+    pub relay_batch_size: i64,
+    /// Relay polling interval when no notification arrives.
+    #[arg(long, env = "SHOP_RELAY_POLL_MS", default_value_t = 500)]
+    pub relay_poll_ms: u64,
+    /// Records per consumer transaction.
+    #[arg(long, env = "SHOP_CONSUMER_BATCH_SIZE", default_value_t = 500)]
+    pub consumer_batch_size: usize,
+    /// Attempts per event before it is dead-lettered.
+    #[arg(long, env = "SHOP_CONSUMER_MAX_ATTEMPTS", default_value_t = 3)]
+    pub consumer_max_attempts: u32,
+    /// First retry delay of a failing event (doubles per attempt).
+    #[arg(long, env = "SHOP_CONSUMER_RETRY_BACKOFF_MS", default_value_t = 200)]
+    pub consumer_retry_backoff_ms: u64,
+    /// Largest request body the gateway accepts.
+    #[arg(long, env = "SHOP_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub gateway_body_limit: usize,
+    /// How long the gateway waits for an upstream.
+    #[arg(long, env = "SHOP_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
+    pub upstream_timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    #[command(subcommand)]
+    pub action: TopicsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsAction {
+    /// Create missing topics (partitions, unlimited retention).
+    Ensure,
+    /// List topics with their partitions and end offsets.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,29 @@
+//! `shop`: the command line of Shop. Parses flags (with environment fallbacks), builds
+//! the components and starts them. Thin: everything else lives in the component crates.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod serve;
+mod topics;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    shop_eventing::telemetry::init_logging(cli.common.log_format, &cli.common.log);
+    if let Some(points) = &cli.common.fault_inject {
+        shop_eventing::fault::arm(points);
+    }
+    let result = match cli.command {
+        cli::Command::Serve(args) => serve::run(&cli.common, args).await,
+        cli::Command::Topics(args) => topics::run(&cli.common, args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shop: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

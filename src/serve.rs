@@ -1,0 +1,214 @@
+//! `shop serve`: runs the chosen components in this process until SIGINT/SIGTERM.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::Router;
+use futures::FutureExt;
+use shop_eventing::auth::JwtKeys;
+use shop_eventing::db::DatabaseConfig;
+use shop_eventing::http::{bind, serve};
+use shop_eventing::kafka::{KafkaConfig, KafkaLog};
+use shop_eventing::log::EventLog;
+use shop_eventing::platform::{ConsumerTuning, Platform, RelayTuning};
+use shop_eventing::CancellationToken;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::cli::{Common, Component, ServeArgs};
+
+/// The platform (databases, Kafka, keys) from the common flags.
+pub fn platform(
+    common: &Common,
+    jwt: JwtKeys,
+    consumer: ConsumerTuning,
+    relay: RelayTuning,
+) -> anyhow::Result<Platform> {
+    let kafka = KafkaLog::new(KafkaConfig {
+        brokers: common.kafka_brokers.clone(),
+        partitions: common.topic_partitions,
+        replication_factor: common.topic_replication,
+        session_timeout_ms: common.kafka_session_timeout_ms,
+    })?;
+    Ok(Platform {
+        database: DatabaseConfig {
+            server_url: common.database_url.clone(),
+            instance: common.instance.clone(),
+            max_connections: common.db_pool_size,
+        },
+        kafka: Arc::new(kafka),
+        topic_prefix: common.topic_prefix.clone(),
+        jwt,
+        consumer,
+        relay,
+        shutdown: CancellationToken::new(),
+    })
+}
+
+/// Every topic of the deployment: one per service, and the dead letters.
+pub fn all_topics(prefix: &str) -> Vec<String> {
+    let mut topics: Vec<String> = shop_schemas::Service::ALL
+        .iter()
+        .map(|s| s.topic(prefix))
+        .collect();
+    topics.push(shop_schemas::topics::dead_letter_topic(prefix));
+    topics
+}
+
+pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
+    let mut components: BTreeSet<Component> = args.components.iter().copied().collect();
+    if components.remove(&Component::All) {
+        components.extend([
+            Component::Customers,
+            Component::Inventory,
+            Component::Projector,
+            Component::ReadApi,
+            Component::Gateway,
+        ]);
+    }
+    let secret = args
+        .jwt_secret
+        .clone()
+        .filter(|s| !s.is_empty())
+        .context("set SHOP_JWT_SECRET (or --jwt-secret): the secret that signs tokens")?;
+    let platform = platform(
+        common,
+        JwtKeys::new(&secret, args.jwt_ttl_secs),
+        ConsumerTuning {
+            batch_size: args.consumer_batch_size,
+            max_attempts: args.consumer_max_attempts,
+            retry_backoff: Duration::from_millis(args.consumer_retry_backoff_ms),
+        },
+        RelayTuning {
+            batch_size: args.relay_batch_size,
+            poll_interval: Duration::from_millis(args.relay_poll_ms),
+        },
+    )?;
+    platform
+        .kafka
+        .ensure_topics(&all_topics(&platform.topic_prefix))
+        .await
+        .context("cannot prepare topics (is Kafka running? `scripts/infra.sh up`)")?;
+
+    let mut servers: Vec<(&'static str, Router, tokio::net::TcpListener)> = Vec::new();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut local = LocalUpstreams::default();
+
+    if components.contains(&Component::Customers) {
+        let password = args
+            .admin_password
+            .clone()
+            .filter(|p| !p.is_empty())
+            .context(
+                "set SHOP_ADMIN_PASSWORD (or --admin-password): the password of admin@shop.local",
+            )?;
+        let kafka = platform.kafka.clone();
+        let ready: shop_eventing::http::ReadyCheck = Arc::new(move || {
+            let kafka = kafka.clone();
+            async move { kafka.ping().await.map_err(|e| e.to_string()) }.boxed()
+        });
+        let router = shop_customers::router(platform.jwt.clone(), &password, ready)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (listener, addr) = bind(&args.bind, args.customers_port).await?;
+        local.customers = Some(format!("http://{addr}"));
+        servers.push((shop_customers::COMPONENT, router, listener));
+    }
+    if components.contains(&Component::Inventory) {
+        let started = shop_inventory::start(&platform).await?;
+        let (listener, addr) = bind(&args.bind, args.inventory_port).await?;
+        local.inventory = Some(format!("http://{addr}"));
+        servers.push((shop_inventory::service::COMPONENT, started.router, listener));
+        tasks.extend(started.tasks);
+    }
+    if components.contains(&Component::Projector) {
+        let started = shop_projections::start(&platform).await?;
+        let (listener, _) = bind(&args.bind, args.projector_port).await?;
+        servers.push((shop_projections::COMPONENT, started.router, listener));
+        tasks.extend(started.tasks);
+    }
+    if components.contains(&Component::ReadApi) {
+        let router = shop_read_api::start(&platform).await?;
+        let (listener, addr) = bind(&args.bind, args.read_api_port).await?;
+        local.read_api = Some(format!("http://{addr}"));
+        servers.push((shop_read_api::COMPONENT, router, listener));
+    }
+    if components.contains(&Component::Gateway) {
+        let upstream = |flag: &Option<String>, here: &Option<String>, port: u16| {
+            flag.clone()
+                .or_else(|| here.clone())
+                .unwrap_or_else(|| format!("http://127.0.0.1:{port}"))
+        };
+        let config = shop_gateway::GatewayConfig {
+            upstreams: shop_gateway::Upstreams {
+                customers: upstream(&args.customers_url, &local.customers, args.customers_port),
+                inventory: upstream(&args.inventory_url, &local.inventory, args.inventory_port),
+                read_api: upstream(&args.read_api_url, &local.read_api, args.read_api_port),
+            },
+            body_limit: args.gateway_body_limit,
+            upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
+        };
+        let router = shop_gateway::router(config, platform.jwt.clone());
+        let (listener, _) = bind(&args.bind, args.port).await?;
+        servers.push((shop_gateway::COMPONENT, router, listener));
+    }
+    if servers.is_empty() {
+        bail!("no component to run");
+    }
+
+    let shutdown = platform.shutdown.clone();
+    let mut handles = Vec::new();
+    for (name, router, listener) in servers {
+        // One line per component on stdout, for people and for the tests that start us.
+        println!(
+            "shop: {name} listening on http://{}",
+            listener.local_addr()?
+        );
+        handles.push(tokio::spawn(serve(
+            listener,
+            router,
+            shutdown.clone(),
+            name,
+        )));
+    }
+    println!("shop: ready");
+
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    let servers_done = futures::future::join_all(handles);
+    let tasks_done = futures::future::join_all(tasks);
+    let all = futures::future::join(servers_done, tasks_done);
+    if tokio::time::timeout(Duration::from_secs(15), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 15 s");
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct LocalUpstreams {
+    customers: Option<String>,
+    inventory: Option<String>,
+    read_api: Option<String>,
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

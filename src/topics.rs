@@ -1,0 +1,46 @@
+//! `shop topics ensure|list`.
+
+use shop_eventing::log::EventLog;
+
+use crate::cli::{Common, TopicsAction, TopicsArgs};
+
+pub async fn run(common: &Common, args: TopicsArgs) -> anyhow::Result<()> {
+    let platform = crate::serve::platform(
+        common,
+        shop_eventing::auth::JwtKeys::new("unused", 1),
+        Default::default(),
+        Default::default(),
+    )?;
+    let log = platform.kafka.clone();
+    match args.action {
+        TopicsAction::Ensure => {
+            let topics = crate::serve::all_topics(&common.topic_prefix);
+            log.ensure_topics(&topics).await?;
+            for topic in topics {
+                println!("{topic}");
+            }
+        }
+        TopicsAction::List { json } => {
+            let mut rows = Vec::new();
+            for topic in log.list_topics().await? {
+                let ends = log.end_offsets(&topic.name).await?;
+                let records: i64 = ends.iter().map(|(_, end)| end).sum();
+                rows.push(serde_json::json!({"name": topic.name, "partitions": topic.partitions, "end_offsets": ends.iter().map(|(p, e)| serde_json::json!({"partition": p, "end_offset": e})).collect::<Vec<_>>(), "records": records}));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<40} {:>10} {:>12}", "TOPIC", "PARTITIONS", "END OFFSETS");
+                for row in rows {
+                    println!(
+                        "{:<40} {:>10} {:>12}",
+                        row["name"].as_str().unwrap_or(""),
+                        row["partitions"],
+                        row["records"]
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
