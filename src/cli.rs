@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run components against Kafka and PostgreSQL (production mode).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create or list the event topics.
     Topics(TopicsArgs),
 }

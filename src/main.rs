@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
         shop_eventing::fault::arm(points);
     }
     let result = match cli.command {
-        cli::Command::Serve(args) => serve::run(&cli.common, args).await,
+        cli::Command::Serve(args) => serve::run(&cli.common, *args).await,
         cli::Command::Topics(args) => topics::run(&cli.common, args).await,
     };
     match result {

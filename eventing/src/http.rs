@@ -2,7 +2,6 @@
 //! that reject bad input in the same format, `/health`, `/ready`, `/metrics`, and serving
 //! with graceful shutdown.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -271,17 +270,15 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<(TcpListener, Socket
 ///
 /// # Errors
 /// The listener fails.
-pub fn serve(
+pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     name: &'static str,
-) -> impl Future<Output = std::io::Result<()>> {
-    async move {
-        let addr = listener.local_addr()?;
-        info!(component = name, %addr, "listening");
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    }
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    info!(component = name, %addr, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }

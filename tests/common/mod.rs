@@ -1,0 +1,485 @@
+//! The test harness: starts `shop serve` processes on a fresh instance (own databases,
+//! own topic prefix) against the real PostgreSQL and Kafka that `scripts/infra.sh up`
+//! starts, and talks to them over HTTP like a client would.
+//!
+//! A test that cannot reach PostgreSQL or Kafka fails with a message saying how to start
+//! them; it never passes by skipping.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const ADMIN_PASSWORD: &str = "admin-test-password";
+pub const JWT_SECRET: &str = "test-jwt-secret";
+
+/// Where the test services are.
+#[derive(Debug, Clone)]
+pub struct Infra {
+    pub database_url: String,
+    pub kafka_brokers: String,
+}
+
+fn reachable(host_port: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+}
+
+/// The test services, checked: fails (never skips) when one is down.
+pub fn infra() -> Infra {
+    let database_url = std::env::var("SHOP_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let kafka_brokers =
+        std::env::var("SHOP_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let pg_host = database_url
+        .rsplit('@')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_string();
+    assert!(
+        reachable(&pg_host),
+        "PostgreSQL is not reachable at {pg_host}. Start it with `scripts/infra.sh up` (or set SHOP_TEST_DATABASE_URL)."
+    );
+    let first_broker = kafka_brokers
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reachable(&first_broker),
+        "Kafka is not reachable at {first_broker}. Start it with `scripts/infra.sh up` (or set SHOP_TEST_KAFKA_BROKERS)."
+    );
+    Infra {
+        database_url,
+        kafka_brokers,
+    }
+}
+
+/// A fresh name for one test's instance: its databases and its topic prefix.
+pub fn fresh_instance() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn logs_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shop-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One instance of Shop: a name for its databases and topics, and the processes that
+/// serve it.
+pub struct Instance {
+    pub infra: Infra,
+    pub name: String,
+    pub topic_prefix: String,
+    pub ports: Ports,
+}
+
+/// Fixed ports of an instance, so a killed process comes back where the gateway expects.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub gateway: u16,
+    pub customers: u16,
+    pub inventory: u16,
+    pub read_api: u16,
+    pub projector: u16,
+}
+
+/// A running `shop serve` process.
+pub struct ShopProcess {
+    pub child: Child,
+    pub components: Vec<String>,
+    pub log_path: PathBuf,
+    /// `component → base URL` as the process printed them.
+    pub urls: Vec<(String, String)>,
+}
+
+impl ShopProcess {
+    pub fn url(&self, component: &str) -> String {
+        self.urls
+            .iter()
+            .find(|(c, _)| c == component)
+            .map(|(_, u)| u.clone())
+            .unwrap_or_else(|| panic!("{component} is not served by this process"))
+    }
+
+    /// SIGKILL: the process dies without any cleanup.
+    pub async fn kill(mut self) {
+        self.child.kill().await.ok();
+    }
+
+    /// Waits until the process exits on its own (e.g. at an armed fault point).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "process did not exit within {timeout:?}; log: {}",
+                    self.log_path.display()
+                )
+            })
+            .unwrap()
+    }
+}
+
+impl Instance {
+    pub fn new() -> Self {
+        let infra = infra();
+        let name = fresh_instance();
+        Instance {
+            infra,
+            topic_prefix: format!("{name}."),
+            name,
+            ports: Ports {
+                gateway: free_port(),
+                customers: free_port(),
+                inventory: free_port(),
+                read_api: free_port(),
+                projector: free_port(),
+            },
+        }
+    }
+
+    /// Another instance (own databases, consumer groups and ports) reading the same
+    /// topics: a second projector rebuilt from offset 0, for example.
+    pub fn sibling(&self) -> Self {
+        let mut other = Instance::new();
+        other.topic_prefix = self.topic_prefix.clone();
+        other
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.gateway)
+    }
+
+    pub fn database(&self, component: &str) -> String {
+        format!("{}_{}", self.name, component)
+    }
+
+    /// Starts `shop serve COMPONENTS...` with this instance's settings and waits until it
+    /// prints `shop: ready`. `env` adds or overrides variables (e.g. fault injection).
+    pub async fn spawn(&self, components: &[&str], env: &[(&str, &str)]) -> ShopProcess {
+        let log_path = logs_dir().join(format!(
+            "{}-{}-{}.log",
+            self.name,
+            components.join("+"),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+        command
+            .arg("serve")
+            .args(components)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SHOP_DATABASE_URL", &self.infra.database_url)
+            .env("SHOP_KAFKA_BROKERS", &self.infra.kafka_brokers)
+            .env("SHOP_INSTANCE", &self.name)
+            .env("SHOP_TOPIC_PREFIX", &self.topic_prefix)
+            .env("SHOP_TOPIC_PARTITIONS", "3")
+            .env("SHOP_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("SHOP_JWT_SECRET", JWT_SECRET)
+            .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("SHOP_DB_POOL_SIZE", "5")
+            .env("SHOP_RELAY_POLL_MS", "200")
+            .env("SHOP_CONSUMER_RETRY_BACKOFF_MS", "50")
+            .env("SHOP_LOG", "info,shop_eventing=debug")
+            .env("SHOP_PORT", self.ports.gateway.to_string())
+            .env("SHOP_CUSTOMERS_PORT", self.ports.customers.to_string())
+            .env("SHOP_INVENTORY_PORT", self.ports.inventory.to_string())
+            .env("SHOP_READ_API_PORT", self.ports.read_api.to_string())
+            .env("SHOP_PROJECTOR_PORT", self.ports.projector.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("cannot start the shop binary");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut urls = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "shop serve {components:?} did not become ready in 60 s; log: {}",
+                        log_path.display()
+                    )
+                })
+                .unwrap();
+            let Some(line) = line else {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!(
+                    "shop serve {components:?} exited before ready; log {}:\n{log}",
+                    log_path.display()
+                );
+            };
+            if line == "shop: ready" {
+                break;
+            }
+            if let Some(rest) = line.strip_prefix("shop: ") {
+                if let Some((component, url)) = rest.split_once(" listening on ") {
+                    urls.push((component.to_string(), url.to_string()));
+                }
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ShopProcess {
+            child,
+            components: components.iter().map(|s| s.to_string()).collect(),
+            log_path,
+            urls,
+        }
+    }
+
+    /// A connection pool to one of this instance's databases.
+    pub async fn pool(&self, component: &str) -> sqlx::PgPool {
+        let base = self
+            .infra
+            .database_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&self.infra.database_url);
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&format!("{base}/{}", self.database(component)))
+            .await
+            .unwrap()
+    }
+
+    /// Drops this instance's databases.
+    pub async fn cleanup(&self) {
+        for component in [
+            "customers",
+            "inventory",
+            "read",
+            "orders",
+            "payments",
+            "shipping",
+        ] {
+            shop_eventing::db::drop_database(&self.infra.database_url, &self.database(component))
+                .await
+                .ok();
+        }
+    }
+}
+
+/// An HTTP client of the gateway.
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+}
+
+/// A response: status, headers, JSON body (Null when not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl Client {
+    pub fn new(base: impl Into<String>) -> Self {
+        Client {
+            base: base.into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            token: None,
+        }
+    }
+
+    /// A client logged in as the admin.
+    pub async fn admin(base: impl Into<String>) -> Self {
+        let mut client = Client::new(base);
+        let answer = client
+            .send(
+                "POST",
+                "/api/auth/token",
+                Some(json!({"email": "admin@shop.local", "password": ADMIN_PASSWORD})),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        client.token = Some(answer.body["access_token"].as_str().unwrap().to_string());
+        client
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = response.text().await.unwrap_or_default();
+        Answer {
+            status,
+            content_type,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send("POST", path, Some(body)).await
+    }
+
+    /// Adds a product; returns its id.
+    pub async fn add_product(&self, sku: &str, price: i64, stock: i64) -> String {
+        let answer = self
+            .post("/api/products", json!({"sku": sku, "name": format!("Product {sku}"), "price": price, "stock": stock}))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        answer.body["product_id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls `GET path` until `check` accepts the body, or fails after `timeout`.
+    pub async fn get_until(
+        &self,
+        path: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answer = self.get(path).await;
+            if answer.status == StatusCode::OK && check(&answer.body) {
+                return answer.body;
+            }
+            if Instant::now() > deadline {
+                panic!("GET {path} never satisfied the check within {timeout:?}; last answer: {answer:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Polls an async condition until it holds, or fails after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        if Instant::now() > deadline {
+            panic!("{what}: not true within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One record of a topic as read by `kcat`, an independent Kafka client.
+#[derive(Debug, Clone)]
+pub struct KcatRecord {
+    pub partition: i64,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub payload: Option<String>,
+}
+
+impl KcatRecord {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads a whole topic with `kcat` (Debian's package; installed by `scripts/infra.sh up`).
+pub async fn kcat_read(brokers: &str, topic: &str) -> Vec<KcatRecord> {
+    let output = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            brokers,
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-J",
+        ])
+        .output()
+        .await
+        .expect("kcat is not installed: run `scripts/infra.sh up` (it installs Debian's kcat)");
+    assert!(
+        output.status.success(),
+        "kcat failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let v: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("kcat line {line:?}: {e}"));
+            let headers = v["headers"]
+                .as_array()
+                .map(|hs| {
+                    hs.chunks(2)
+                        .map(|kv| {
+                            (
+                                kv[0].as_str().unwrap_or("").to_string(),
+                                kv[1].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            KcatRecord {
+                partition: v["partition"].as_i64().unwrap_or(-1),
+                offset: v["offset"].as_i64().unwrap_or(-1),
+                key: v["key"].as_str().map(String::from),
+                headers,
+                payload: v["payload"].as_str().map(String::from),
+            }
+        })
+        .collect()
+}
