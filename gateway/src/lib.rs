@@ -18,8 +18,8 @@ use axum::routing::any;
 use axum::Router;
 use futures::FutureExt;
 use shop_eventing::auth::JwtKeys;
-use shop_eventing::http::{ops_router, with_edge_layers, Problem, ReadyCheck};
-use shop_eventing::telemetry::{new_traceparent, TRACEPARENT_HEADER};
+use shop_eventing::http::{ops_router, with_edge_layers, Problem, ReadyCheck, REQUEST_ID};
+use shop_eventing::telemetry::{new_traceparent, CORRELATION_ID_HEADER, TRACEPARENT_HEADER};
 use tracing::warn;
 
 pub const COMPONENT: &str = "gateway";
@@ -182,6 +182,12 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
     for (name, value) in &parts.headers {
         if forwardable(name) {
             headers.append(name.clone(), value.clone());
+        }
+    }
+    // The chain starts here when the client did not name one: the request id.
+    if !headers.contains_key(CORRELATION_ID_HEADER) {
+        if let Some(request_id) = headers.get(REQUEST_ID).cloned() {
+            headers.insert(CORRELATION_ID_HEADER, request_id);
         }
     }
     if !headers.contains_key(TRACEPARENT_HEADER) {
