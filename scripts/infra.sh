@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Local infrastructure for Shop's tests and production-mode runs, on a bare Debian machine
+# without Docker: PostgreSQL from Debian's packages and Apache Kafka 4.1 (KRaft, one
+# combined node) from Maven Central jars.
+#
+#   scripts/infra.sh up       install what is missing, start what is stopped (idempotent)
+#   scripts/infra.sh down     stop Kafka (SIGTERM, then SIGKILL after 30 s) and PostgreSQL
+#   scripts/infra.sh status   say what is installed and running; exit 0 when both are up
+#
+# Environment: SHOP_CACHE_DIR (default ~/.cache/shop: Kafka jars, data, log),
+# SHOP_KAFKA_PORT (9092), SHOP_KAFKA_CONTROLLER_PORT (9093).
+set -euo pipefail
+
+KAFKA_VERSION=4.1.1
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${SHOP_CACHE_DIR:-$HOME/.cache/shop}
+KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
+KAFKA_DATA=$CACHE/kafka-data
+KAFKA_LOG=$CACHE/kafka.log
+KAFKA_PID=$CACHE/kafka.pid
+KAFKA_PORT=${SHOP_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${SHOP_KAFKA_CONTROLLER_PORT:-9093}
+PG_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres
+
+say() { printf 'infra: %s\n' "$*"; }
+die() { printf 'infra: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+APT_UPDATED=0
+apt_install() {
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    say "apt-get update"
+    as_root apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  say "installing $*"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# Installs each Debian package whose status is not "installed".
+ensure_packages() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- toolchain -------------------------------------------------------------------------
+
+toolchain() {
+  # Build dependencies of the bundled librdkafka, and the Java runtime for the broker.
+  ensure_packages make g++ zlib1g-dev pkg-config kcat
+  command -v java >/dev/null 2>&1 || ensure_packages openjdk-17-jre-headless
+  command -v mvn >/dev/null 2>&1 || ensure_packages maven
+  if command -v rustup >/dev/null 2>&1; then
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+  fi
+}
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+pg_version() { find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1 || true; }
+
+pg_running() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+
+as_postgres() { as_root runuser -u postgres -- "$@"; }
+
+postgres_up() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(pg_version)" ]; then
+    ensure_packages postgresql
+  fi
+  local version
+  version=$(pg_version)
+  [ -n "$version" ] || die "PostgreSQL installed but no cluster under /etc/postgresql"
+  if ! pg_running; then
+    say "starting PostgreSQL $version"
+    as_root pg_ctlcluster "$version" main start
+    for _ in $(seq 1 60); do pg_running && break; sleep 0.5; done
+    pg_running || die "PostgreSQL did not start; see /var/log/postgresql/"
+  fi
+  # Password login over TCP for the tests (postgres/postgres), set once.
+  if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then
+    say "setting the postgres role's password"
+    (cd / && as_postgres psql -q -c "ALTER USER postgres PASSWORD 'postgres'")
+  fi
+  # Every test instance opens a few pools; the default 100 connections is too few.
+  local max
+  max=$(psql "$PG_URL" -tAc 'show max_connections')
+  if [ "$max" -lt 500 ]; then
+    say "raising max_connections to 500 (restart)"
+    psql "$PG_URL" -qc 'ALTER SYSTEM SET max_connections = 500'
+    as_root pg_ctlcluster "$version" main restart
+    for _ in $(seq 1 60); do pg_running && break; sleep 0.5; done
+  fi
+  say "PostgreSQL $version ready at $PG_URL"
+}
+
+postgres_down() {
+  local version
+  version=$(pg_version)
+  if [ -n "$version" ] && pg_running; then
+    say "stopping PostgreSQL $version"
+    as_root pg_ctlcluster "$version" main stop || true
+  fi
+}
+
+# --- Kafka -----------------------------------------------------------------------------
+
+kafka_jars() {
+  if [ -f "$KAFKA_HOME/lib/.complete" ]; then return; fi
+  say "resolving Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME/lib"
+  mkdir -p "$KAFKA_HOME"
+  rm -rf "${KAFKA_HOME:?}/lib"
+  cp "$ROOT/scripts/kafka/pom.xml" "$KAFKA_HOME/pom.xml"
+  (cd "$KAFKA_HOME" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib)
+  ls "$KAFKA_HOME"/lib/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null || die "Kafka jars did not resolve"
+  touch "$KAFKA_HOME/lib/.complete"
+}
+
+kafka_pid() {
+  [ -f "$KAFKA_PID" ] || return 1
+  local pid
+  pid=$(cat "$KAFKA_PID")
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+kafka_answers() { kcat -L -b "127.0.0.1:$KAFKA_PORT" -m 3 >/dev/null 2>&1; }
+
+kafka_up() {
+  if port_open "$KAFKA_PORT" && kafka_answers; then
+    say "Kafka already running on 127.0.0.1:$KAFKA_PORT"
+    return
+  fi
+  kafka_jars
+  local java_opts=(-Djava.awt.headless=true -cp "$KAFKA_HOME/lib/*")
+  cp "$ROOT/scripts/kafka/log4j2.xml" "$ROOT/scripts/kafka/tools-log4j2.xml" "$KAFKA_HOME/"
+  sed -e "s|@PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$CONTROLLER_PORT|g" -e "s|@DATA_DIR@|$KAFKA_DATA|g" \
+    "$ROOT/scripts/kafka/server.properties.template" >"$KAFKA_HOME/server.properties"
+  if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
+    local cluster_id
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    say "formatting $KAFKA_DATA (cluster $cluster_id)"
+    rm -rf "$KAFKA_DATA"
+    mkdir -p "$KAFKA_DATA"
+    java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/tools-log4j2.xml" "${java_opts[@]}" \
+      kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_HOME/server.properties" >/dev/null
+  fi
+  say "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_LOG)"
+  setsid nohup java -Xms256m -Xmx1g -server -XX:+UseG1GC -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.xml" \
+    "${java_opts[@]}" kafka.Kafka "$KAFKA_HOME/server.properties" >"$KAFKA_LOG" 2>&1 </dev/null &
+  echo $! >"$KAFKA_PID"
+  for _ in $(seq 1 180); do
+    if port_open "$KAFKA_PORT" && kafka_answers; then
+      say "Kafka ready on 127.0.0.1:$KAFKA_PORT"
+      return
+    fi
+    if ! kafka_pid >/dev/null; then break; fi
+    sleep 0.5
+  done
+  tail -n 50 "$KAFKA_LOG" >&2 || true
+  die "Kafka did not become ready (log: $KAFKA_LOG)"
+}
+
+kafka_down() {
+  local pid
+  if pid=$(kafka_pid); then
+    say "stopping Kafka (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "Kafka still running after 30 s; SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$KAFKA_PID"
+}
+
+# --- commands --------------------------------------------------------------------------
+
+status() {
+  local ok=0
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -n "$(pg_version)" ]; then
+    if pg_running; then say "PostgreSQL $(pg_version): running"; else say "PostgreSQL $(pg_version): stopped"; ok=1; fi
+  else
+    say "PostgreSQL: not installed"; ok=1
+  fi
+  if [ -f "$KAFKA_HOME/lib/.complete" ]; then say "Kafka $KAFKA_VERSION jars: $KAFKA_HOME/lib"; else say "Kafka $KAFKA_VERSION jars: not resolved"; fi
+  if port_open "$KAFKA_PORT" && kafka_answers; then say "Kafka: running on 127.0.0.1:$KAFKA_PORT"; else say "Kafka: stopped"; ok=1; fi
+  return $ok
+}
+
+case "${1:-}" in
+  up)
+    started=$(date +%s)
+    mkdir -p "$CACHE"
+    toolchain
+    postgres_up
+    kafka_up
+    say "up in $(( $(date +%s) - started )) s"
+    ;;
+  down)
+    kafka_down
+    postgres_down
+    ;;
+  status)
+    status
+    ;;
+  *)
+    echo "usage: $0 up|down|status" >&2
+    exit 2
+    ;;
+esac

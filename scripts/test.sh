@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test command: installs/starts what the tests need (scripts/infra.sh up), then runs
+# formatting and lint checks and every test of the workspace against real PostgreSQL and
+# Kafka. Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test catalogue`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$(date +%s)
+step() {
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  echo "==> $name"
+  "$@"
+  echo "==> $name: $(( $(date +%s) - t0 )) s"
+}
+
+step "infrastructure" scripts/infra.sh up
+
+export SHOP_TEST_DATABASE_URL=${SHOP_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
+export SHOP_TEST_KAFKA_BROKERS=${SHOP_TEST_KAFKA_BROKERS:-127.0.0.1:${SHOP_KAFKA_PORT:-9092}}
+# One build directory per machine, outside the clone: a fresh clone reuses the build.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/shop/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+# Databases left behind by earlier runs that were interrupted (test instances are t<hex>).
+psql "$SHOP_TEST_DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datname ~ '^t[0-9a-f]{12}_'" |
+  while read -r db; do [ -n "$db" ] && psql "$SHOP_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo test" cargo test --workspace --all-targets --locked "$@" -- --test-threads="${SHOP_TEST_THREADS:-4}"
+
+echo "==> all green in $(( $(date +%s) - started )) s"
