@@ -22,10 +22,12 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Create or list the event topics.
     Topics(TopicsArgs),
+    /// Measure append, publish and projection throughput against baselines in one run.
+    Bench(BenchArgs),
 }
 
 /// Settings every subcommand shares.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Common {
     /// PostgreSQL server URL (any existing database; each component creates its own).
     #[arg(
@@ -181,4 +183,20 @@ pub enum TopicsAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Commands to append (each one event).
+    #[arg(long, default_value_t = 20_000)]
+    pub events: usize,
+    /// Products the commands are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub products: usize,
+    /// Concurrent clients issuing commands.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }

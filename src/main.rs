@@ -2,6 +2,7 @@
 //! the components and starts them. Thin: everything else lives in the component crates.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cli;
 mod serve;
 mod topics;
@@ -18,6 +19,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(&cli.common, *args).await,
         cli::Command::Topics(args) => topics::run(&cli.common, args).await,
+        cli::Command::Bench(args) => bench::run(&cli.common, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

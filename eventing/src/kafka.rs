@@ -110,6 +110,22 @@ impl KafkaLog {
         &self.config
     }
 
+    /// Deletes topics (benchmark and test clean-up); unknown topics are ignored.
+    ///
+    /// # Errors
+    /// The broker is unreachable.
+    pub async fn delete_topics(&self, topics: &[String]) -> Result<(), LogError> {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        self.admin
+            .delete_topics(
+                &names,
+                &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Checks that a broker answers (for `/ready`).
     ///
     /// # Errors

@@ -50,6 +50,27 @@ impl AppendHook for SkuIndex {
     }
 }
 
+/// Opens (and creates) the service's database with its event store and SKU table.
+///
+/// # Errors
+/// The database is unreachable.
+pub async fn open_database(platform: &Platform) -> Result<sqlx::PgPool, DbError> {
+    db::open(
+        &platform.database,
+        COMPONENT,
+        &[shop_eventing::store::SCHEMA, SCHEMA],
+    )
+    .await
+}
+
+/// The service's event store: the shared store with the SKU index hook.
+pub fn event_store(pool: sqlx::PgPool) -> PgEventStore {
+    PgEventStore::new(pool).with_hook(Arc::new(SkuIndex))
+}
+
+/// Aggregates are loaded from a snapshot taken every this many events.
+pub const SNAPSHOT_EVERY: usize = 100;
+
 /// A started inventory service: its routes and its background tasks.
 pub struct Started {
     pub router: Router,
@@ -80,7 +101,7 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
     );
     let tasks = vec![tokio::spawn(relay.run(platform.shutdown.clone()))];
     let state = AppState {
-        bus: Arc::new(CommandBus::with_snapshots(store, (), 100)),
+        bus: Arc::new(CommandBus::with_snapshots(store, (), SNAPSHOT_EVERY)),
         jwt: platform.jwt.clone(),
     };
     let router = with_edge_layers(

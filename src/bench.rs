@@ -1,0 +1,346 @@
+//! `shop bench`: throughput of the pipeline's stages on the configured PostgreSQL and
+//! Kafka, each beside a baseline measured in the same run:
+//!
+//! - append: restock commands through the cqrs-es aggregate and the event store (events +
+//!   outbox + NOTIFY in one transaction), against raw single-row inserts of the same rows
+//!   in the same transaction shape, with the same number of concurrent clients;
+//! - publish: the outbox relay draining the appended events to Kafka, against a raw
+//!   rdkafka producer sending the same records;
+//! - projection: the products projector catching up from offset 0 (dedup, checkpoint and
+//!   read-model update in batched transactions), against a consumer that only reads the
+//!   same topic.
+//!
+//! Each run uses a fresh instance (databases and topic prefix) and removes it afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use shop_eventing::auth::JwtKeys;
+use shop_eventing::command::CommandBus;
+use shop_eventing::consumer::ConsumerRunner;
+use shop_eventing::log::{EventLog, OutgoingRecord, StartFrom};
+use shop_eventing::relay::{Relay, RelayConfig};
+use shop_inventory::product::{Product, ProductCommand};
+use shop_schemas::{EventMetadata, Service};
+use uuid::Uuid;
+
+use crate::cli::{BenchArgs, Common};
+
+struct Stage {
+    name: &'static str,
+    unit: &'static str,
+    rate: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    baseline_name: &'static str,
+    baseline_rate: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
+    let instance = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let mut common_for_run = common.clone();
+    common_for_run.instance = instance.clone();
+    common_for_run.topic_prefix = format!("{instance}.");
+    common_for_run.db_pool_size = (args.clients as u32 + 4).max(common.db_pool_size);
+    let platform = crate::serve::platform(
+        &common_for_run,
+        JwtKeys::new("bench", 60),
+        Default::default(),
+        Default::default(),
+    )?;
+    let topics = crate::serve::all_topics(&platform.topic_prefix);
+    platform
+        .kafka
+        .ensure_topics(&topics)
+        .await
+        .context("Kafka unreachable (`scripts/infra.sh up`)")?;
+    let result = measure(&platform, &args).await;
+    // Clean up whatever happened.
+    platform.shutdown.cancel();
+    for component in ["inventory", "read"] {
+        shop_eventing::db::drop_database(
+            &common.database_url,
+            &platform.database.database_name(component),
+        )
+        .await
+        .ok();
+    }
+    let raw_topic = format!("{}raw", platform.topic_prefix);
+    platform
+        .kafka
+        .delete_topics(&[topics, vec![raw_topic]].concat())
+        .await
+        .ok();
+    let stages = result?;
+
+    println!(
+        "\nshop bench: {} commands over {} products, {} clients (PostgreSQL {}, Kafka {})\n",
+        args.events,
+        args.products,
+        args.clients,
+        shop_eventing::db::redact(&common.database_url),
+        common.kafka_brokers
+    );
+    println!(
+        "{:<12} {:>14} {:>9} {:>9}   {:<34} {:>14} {:>7}",
+        "stage", "rate", "p50 ms", "p99 ms", "baseline", "rate", "ratio"
+    );
+    for s in &stages {
+        let fmt_ms = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<12} {:>9.0} {:<4} {:>9} {:>9}   {:<34} {:>9.0} {:<4} {:>6.2}x",
+            s.name,
+            s.rate,
+            s.unit,
+            fmt_ms(s.p50_ms),
+            fmt_ms(s.p99_ms),
+            s.baseline_name,
+            s.baseline_rate,
+            s.unit,
+            s.rate / s.baseline_rate
+        );
+    }
+    let report = json!({
+        "events": args.events,
+        "products": args.products,
+        "clients": args.clients,
+        "stages": stages.iter().map(|s| json!({
+            "stage": s.name,
+            "unit": s.unit,
+            "rate": s.rate,
+            "p50_ms": s.p50_ms,
+            "p99_ms": s.p99_ms,
+            "baseline": s.baseline_name,
+            "baseline_rate": s.baseline_rate,
+            "ratio": s.rate / s.baseline_rate,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn measure(
+    platform: &shop_eventing::platform::Platform,
+    args: &BenchArgs,
+) -> anyhow::Result<Vec<Stage>> {
+    let pool = shop_inventory::service::open_database(platform).await?;
+    let bus = Arc::new(CommandBus::<Product>::with_snapshots(
+        shop_inventory::service::event_store(pool.clone()),
+        (),
+        shop_inventory::service::SNAPSHOT_EVERY,
+    ));
+    let metadata = EventMetadata::default();
+    let mut products = Vec::with_capacity(args.products);
+    for i in 0..args.products {
+        let product_id = Uuid::now_v7();
+        let command = ProductCommand::AddProduct {
+            product_id,
+            sku: format!("BENCH-{i}"),
+            name: format!("Bench {i}"),
+            price: 100,
+            stock: 0,
+        };
+        bus.execute(&product_id.to_string(), command, &metadata)
+            .await?;
+        products.push(product_id.to_string());
+    }
+    let products = Arc::new(products);
+
+    // Append: commands through the aggregate and the event store.
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for client in 0..args.clients {
+        let (bus, products, n) = (bus.clone(), products.clone(), args.events);
+        let clients_count = args.clients;
+        clients.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let metadata = EventMetadata::default();
+            for i in (client..n).step_by(clients_count) {
+                let t = Instant::now();
+                let product = &products[i % products.len()];
+                bus.execute(product, ProductCommand::Restock { quantity: 1 }, &metadata)
+                    .await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for c in clients {
+        latencies.extend(c.await??);
+    }
+    let append_rate = args.events as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+
+    // Baseline: the same rows, one transaction per command (event + outbox), raw SQL.
+    sqlx::raw_sql(
+        "CREATE TABLE bench_raw_events (LIKE events INCLUDING ALL);
+         CREATE TABLE bench_raw_outbox (position BIGINT PRIMARY KEY);",
+    )
+    .execute(&pool)
+    .await?;
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for client in 0..args.clients {
+        let (pool, products, n, clients_count) =
+            (pool.clone(), products.clone(), args.events, args.clients);
+        clients.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for i in (client..n).step_by(clients_count) {
+                let t = Instant::now();
+                let mut tx = pool.begin().await?;
+                let position: i64 = sqlx::query_scalar(
+                    "INSERT INTO bench_raw_events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata)
+                     VALUES ('product', $1, $2, $3, 'ProductRestocked', '1', $4, '{}') RETURNING position",
+                )
+                .bind(&products[i % products.len()])
+                .bind(i as i64 + 1)
+                .bind(Uuid::now_v7())
+                .bind(json!({"product_id": products[i % products.len()], "quantity": 1}))
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO bench_raw_outbox (position) VALUES ($1)").bind(position).execute(&mut *tx).await?;
+                tx.commit().await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    for c in clients {
+        c.await??;
+    }
+    let raw_insert_rate = args.events as f64 / started.elapsed().as_secs_f64();
+
+    // Publish: the relay drains the outbox.
+    let total = (args.events + args.products) as i64;
+    let relay = Relay::new(
+        pool.clone(),
+        platform.log(),
+        RelayConfig {
+            service: Service::Inventory,
+            topic_prefix: platform.topic_prefix.clone(),
+            batch_size: platform.relay.batch_size,
+            poll_interval: Duration::from_millis(50),
+        },
+    );
+    let started = Instant::now();
+    let relay_task = tokio::spawn(relay.run(platform.shutdown.clone()));
+    while shop_eventing::relay::backlog(&pool).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let publish_rate = total as f64 / started.elapsed().as_secs_f64();
+    relay_task.abort();
+
+    // Baseline: the same records through a plain producer, in batches of the same size.
+    let store = shop_eventing::store::PgEventStore::new(pool.clone());
+    let raw_topic = format!("{}raw", platform.topic_prefix);
+    platform
+        .kafka
+        .ensure_topics(std::slice::from_ref(&raw_topic))
+        .await?;
+    let mut records = Vec::with_capacity(total as usize);
+    let mut after = 0;
+    loop {
+        let events = store.events_after(after, 5000).await?;
+        let Some(last) = events.last() else { break };
+        after = last.position;
+        records.extend(events.iter().map(|e| {
+            OutgoingRecord::from_cloud_event(&raw_topic, &e.to_cloud_event(Service::Inventory))
+        }));
+    }
+    let started = Instant::now();
+    for chunk in records.chunks(platform.relay.batch_size as usize) {
+        platform.kafka.publish(chunk.to_vec()).await?;
+    }
+    let raw_publish_rate = records.len() as f64 / started.elapsed().as_secs_f64();
+
+    // Projection: the products projector from offset 0.
+    let read = shop_projections::open_read_database(platform).await?;
+    let topic = Service::Inventory.topic(&platform.topic_prefix);
+    let runner = ConsumerRunner::new(
+        read.clone(),
+        platform.log(),
+        platform.consumer_config(
+            shop_projections::products::INFO.consumer,
+            vec![topic.clone()],
+        ),
+        Arc::new(shop_projections::products::ProductsProjection),
+    );
+    let started = Instant::now();
+    let projector = tokio::spawn(runner.run(platform.shutdown.clone()));
+    loop {
+        let progress =
+            shop_eventing::consumer::progress(&read, shop_projections::products::INFO.consumer)
+                .await?;
+        if progress.events_applied >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let projection_rate = total as f64 / started.elapsed().as_secs_f64();
+    projector.abort();
+
+    // Baseline: a consumer of the same topic that only reads.
+    let mut subscription = platform
+        .log()
+        .subscribe(
+            &format!("{}.bench-reader", platform.database.instance),
+            &[topic],
+            StartFrom::Beginning,
+        )
+        .await?;
+    let started = Instant::now();
+    let mut read_count = 0usize;
+    while read_count < total as usize {
+        read_count += subscription
+            .poll(platform.consumer.batch_size, Duration::from_millis(500))
+            .await?
+            .len();
+    }
+    let raw_consume_rate = read_count as f64 / started.elapsed().as_secs_f64();
+    read.close().await;
+    pool.close().await;
+
+    Ok(vec![
+        Stage {
+            name: "append",
+            unit: "cmd/s",
+            rate: append_rate,
+            p50_ms: Some(percentile(&latencies, 0.50)),
+            p99_ms: Some(percentile(&latencies, 0.99)),
+            baseline_name: "raw INSERT event+outbox per tx",
+            baseline_rate: raw_insert_rate,
+        },
+        Stage {
+            name: "publish",
+            unit: "ev/s",
+            rate: publish_rate,
+            p50_ms: None,
+            p99_ms: None,
+            baseline_name: "raw producer, same records",
+            baseline_rate: raw_publish_rate,
+        },
+        Stage {
+            name: "projection",
+            unit: "ev/s",
+            rate: projection_rate,
+            p50_ms: None,
+            p99_ms: None,
+            baseline_name: "consumer that only reads",
+            baseline_rate: raw_consume_rate,
+        },
+    ])
+}

@@ -1,0 +1,49 @@
+//! `shop bench` runs end to end on a small size and reports every stage with its
+//! baseline. (Figures are read by people from the command's output; no test asserts a
+//! speed.)
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_each_stage_beside_its_baseline() {
+    let infra = common::infra();
+    let json_path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-{}.json", uuid::Uuid::new_v4().simple()));
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args([
+            "bench",
+            "--events",
+            "300",
+            "--products",
+            "5",
+            "--clients",
+            "4",
+            "--json",
+        ])
+        .arg(&json_path)
+        .env("SHOP_DATABASE_URL", &infra.database_url)
+        .env("SHOP_KAFKA_BROKERS", &infra.kafka_brokers)
+        .env("SHOP_TOPIC_PARTITIONS", "3")
+        .env("SHOP_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for stage in ["append", "publish", "projection"] {
+        assert!(stdout.contains(stage), "{stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let stages = report["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 3);
+    for stage in stages {
+        assert!(stage["rate"].as_f64().unwrap() > 0.0, "{stage}");
+        assert!(stage["baseline_rate"].as_f64().unwrap() > 0.0, "{stage}");
+        assert!(stage["ratio"].as_f64().is_some());
+    }
+}
