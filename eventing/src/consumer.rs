@@ -171,25 +171,48 @@ impl ConsumerRunner {
     }
 
     async fn apply_batch(&self, records: &[LogRecord]) -> Result<(), HandlerError> {
+        let events = records
+            .iter()
+            .map(|r| {
+                r.cloud_event()
+                    .map_err(|e| HandlerError::permanent(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.pool.begin().await?;
         let checkpoints = load_checkpoints(&mut tx, &self.config.name).await?;
+        let ahead: Vec<bool> = records.iter().map(|r| !behind(&checkpoints, r)).collect();
+        // One round trip records every new event id of the batch; what comes back is the
+        // set of ids not applied before.
+        let candidate_ids: Vec<uuid::Uuid> = events
+            .iter()
+            .zip(&ahead)
+            .filter(|(_, a)| **a)
+            .map(|(e, _)| e.id)
+            .collect();
+        let mut fresh: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(
+            "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(&self.config.name)
+        .bind(&candidate_ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
         let mut applied = 0i64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
-        for (index, record) in records.iter().enumerate() {
+        for (index, (record, event)) in records.iter().zip(&events).enumerate() {
             if index == records.len() / 2 && index > 0 {
                 fault::point(fault::CONSUMER_MID_BATCH);
             }
-            let event = record
-                .cloud_event()
-                .map_err(|e| HandlerError::permanent(e.to_string()))?;
-            match self.apply(&mut tx, &checkpoints, record, &event).await? {
-                Outcome::Applied => {
-                    applied += 1;
-                    last_event_at = last_event_at.max(Some(event.time));
-                }
-                Outcome::Duplicate | Outcome::Behind => {}
+            // `remove`: an id twice in one batch (a republished record) applies once.
+            if !ahead[index] || !fresh.remove(&event.id) {
+                continue;
             }
+            self.handle(&mut tx, record, event).await?;
+            applied += 1;
+            last_event_at = last_event_at.max(Some(event.time));
         }
+        let duplicates = candidate_ids.len() as i64 - applied;
         save_progress(
             &mut tx,
             &self.config.name,
@@ -201,7 +224,27 @@ impl ConsumerRunner {
         .await?;
         tx.commit().await?;
         metrics::counter!("consumer_events_total", "consumer" => self.config.name.clone(), "outcome" => "applied").increment(applied as u64);
+        if duplicates > 0 {
+            metrics::counter!("consumer_events_total", "consumer" => self.config.name.clone(), "outcome" => "duplicate").increment(duplicates as u64);
+        }
         Ok(())
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        record: &LogRecord,
+        event: &CloudEvent,
+    ) -> Result<(), HandlerError> {
+        let span = tracing::info_span!(
+            "apply",
+            event_type = %event.ty,
+            subject = %event.subject,
+            correlation_id = %event.correlationid,
+            partition = record.partition,
+            offset = record.offset,
+        );
+        self.handler.handle(tx, event).instrument(span).await
     }
 
     async fn apply(
@@ -211,10 +254,7 @@ impl ConsumerRunner {
         record: &LogRecord,
         event: &CloudEvent,
     ) -> Result<Outcome, HandlerError> {
-        if checkpoints
-            .get(&(record.topic.clone(), record.partition))
-            .is_some_and(|next| record.offset < *next)
-        {
+        if behind(checkpoints, record) {
             return Ok(Outcome::Behind);
         }
         let fresh = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -228,15 +268,7 @@ impl ConsumerRunner {
             metrics::counter!("consumer_events_total", "consumer" => self.config.name.clone(), "outcome" => "duplicate").increment(1);
             return Ok(Outcome::Duplicate);
         }
-        let span = tracing::info_span!(
-            "apply",
-            event_type = %event.ty,
-            subject = %event.subject,
-            correlation_id = %event.correlationid,
-            partition = record.partition,
-            offset = record.offset,
-        );
-        self.handler.handle(tx, event).instrument(span).await?;
+        self.handle(tx, record, event).await?;
         Ok(Outcome::Applied)
     }
 
@@ -359,6 +391,13 @@ impl ConsumerRunner {
             .increment(1);
         Ok(())
     }
+}
+
+/// Whether the consumer's checkpoint is already past this record.
+fn behind(checkpoints: &BTreeMap<(String, i32), i64>, record: &LogRecord) -> bool {
+    checkpoints
+        .get(&(record.topic.clone(), record.partition))
+        .is_some_and(|next| record.offset < *next)
 }
 
 /// The next offset to read per partition after these records.

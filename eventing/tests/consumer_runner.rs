@@ -1,0 +1,182 @@
+//! The consumer runner against real Kafka and PostgreSQL (fresh topic and database per
+//! test): duplicates in one batch apply once, transient failures are retried, a
+//! permanent failure is dead-lettered and the consumer goes on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use shop_eventing::consumer::{ConsumerConfig, ConsumerRunner, EventHandler, HandlerError, SCHEMA};
+use shop_eventing::db::{self, DatabaseConfig};
+use shop_eventing::kafka::{KafkaConfig, KafkaLog};
+use shop_eventing::log::{EventLog, OutgoingRecord, StartFrom};
+use shop_eventing::CancellationToken;
+use shop_schemas::CloudEvent;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Records applied events in a table; fails on data `{"fail": "transient"}` twice, and
+/// always on `{"fail": "permanent"}`.
+struct Recorder {
+    attempts: Mutex<HashMap<Uuid, u32>>,
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+        let attempt = {
+            let mut attempts = self.attempts.lock().unwrap();
+            let n = attempts.entry(event.id).or_default();
+            *n += 1;
+            *n
+        };
+        match event.data["fail"].as_str() {
+            Some("transient") if attempt <= 2 => return Err(HandlerError::transient("not yet")),
+            Some("permanent") => return Err(HandlerError::permanent("never")),
+            _ => {}
+        }
+        sqlx::query("INSERT INTO applied (event_id) VALUES ($1)")
+            .bind(event.id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn event(data: serde_json::Value) -> CloudEvent {
+    CloudEvent {
+        specversion: "1.0".into(),
+        id: Uuid::now_v7(),
+        source: "/shop/inventory".into(),
+        ty: "shop.inventory.Test".into(),
+        subject: "subject-1".into(),
+        time: chrono::Utc::now(),
+        dataschema: "schemas/events/inventory/Test.v1.json".into(),
+        datacontenttype: "application/json".into(),
+        sequence: 1,
+        correlationid: String::new(),
+        causationid: String::new(),
+        traceparent: String::new(),
+        data,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_apply_once_failures_retry_then_dead_letter() {
+    let server_url = std::env::var("SHOP_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let brokers =
+        std::env::var("SHOP_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let name = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let config = DatabaseConfig {
+        server_url: server_url.clone(),
+        instance: name.clone(),
+        max_connections: 4,
+    };
+    let pool = db::open(
+        &config,
+        "consumer",
+        &[
+            SCHEMA,
+            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL)",
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n(start PostgreSQL with `scripts/infra.sh up`)"));
+    let log = Arc::new(
+        KafkaLog::new(KafkaConfig {
+            brokers,
+            partitions: 1,
+            ..KafkaConfig::default()
+        })
+        .unwrap(),
+    );
+    let topic = format!("{name}.events");
+    let dead = format!("{name}.dead-letters");
+    log.ensure_topics(&[topic.clone(), dead.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(start Kafka with `scripts/infra.sh up`)"));
+
+    let first = event(serde_json::json!({"n": 1}));
+    let transient = event(serde_json::json!({"fail": "transient"}));
+    let permanent = event(serde_json::json!({"fail": "permanent"}));
+    let last = event(serde_json::json!({"n": 2}));
+    let records: Vec<OutgoingRecord> = [&first, &first, &transient, &permanent, &last, &first]
+        .iter()
+        .map(|e| OutgoingRecord::from_cloud_event(&topic, e))
+        .collect();
+    log.publish(records).await.unwrap();
+
+    let shutdown = CancellationToken::new();
+    let runner = ConsumerRunner::new(
+        pool.clone(),
+        log.clone(),
+        ConsumerConfig {
+            name: "recorder".into(),
+            group: format!("{name}.recorder"),
+            topics: vec![topic.clone()],
+            dead_letter_topic: dead.clone(),
+            batch_size: 100,
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(10),
+            start: StartFrom::Beginning,
+        },
+        Arc::new(Recorder {
+            attempts: Mutex::new(HashMap::new()),
+        }),
+    );
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let progress = shop_eventing::consumer::progress(&pool, "recorder")
+            .await
+            .unwrap();
+        if progress
+            .positions
+            .first()
+            .is_some_and(|p| p.next_offset == 6)
+        {
+            assert_eq!(progress.events_applied, 3);
+            assert_eq!(progress.last_error.as_deref(), Some("never"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer did not reach offset 6: {progress:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let applied: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM applied")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut expected = vec![first.id, transient.id, last.id];
+    let mut got = applied.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "each event once; the permanent failure not at all"
+    );
+    let dead_letters: Vec<(i64, String)> =
+        sqlx::query_as("SELECT \"offset\", error FROM dead_letters")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(dead_letters, vec![(3, "never".to_string())]);
+    assert_eq!(
+        log.end_offsets(&dead).await.unwrap(),
+        vec![(0, 1)],
+        "one record on the dead-letter topic"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap();
+    pool.close().await;
+    log.delete_topics(&[topic, dead]).await.ok();
+    db::drop_database(&server_url, &config.database_name("consumer"))
+        .await
+        .unwrap();
+}
