@@ -158,6 +158,7 @@ impl ConsumerRunner {
     /// Applies a batch; returns the positions to commit to the log.
     async fn process(&self, records: Vec<LogRecord>) -> Result<Vec<Position>, sqlx::Error> {
         let positions = next_positions(&records);
+        debug!(count = records.len(), "batch");
         match self.apply_batch(&records).await {
             Ok(()) => {}
             Err(e) => {
