@@ -119,7 +119,7 @@ kafka_jars() {
   mkdir -p "$KAFKA_HOME"
   rm -rf "${KAFKA_HOME:?}/lib"
   cp "$ROOT/scripts/kafka/pom.xml" "$KAFKA_HOME/pom.xml"
-  (cd "$KAFKA_HOME" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib)
+  (cd "$KAFKA_HOME" && mvn -B -q -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib)
   ls "$KAFKA_HOME"/lib/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null || die "Kafka jars did not resolve"
   touch "$KAFKA_HOME/lib/.complete"
 }

@@ -21,7 +21,6 @@ use shop_eventing::auth::JwtKeys;
 use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::ConsumerRunner;
 use shop_eventing::log::{EventLog, OutgoingRecord, StartFrom};
-use shop_eventing::relay::{Relay, RelayConfig};
 use shop_inventory::product::{Product, ProductCommand};
 use shop_schemas::{EventMetadata, Service};
 use uuid::Uuid;
@@ -226,16 +225,7 @@ async fn measure(
 
     // Publish: the relay drains the outbox.
     let total = (args.events + args.products) as i64;
-    let relay = Relay::new(
-        pool.clone(),
-        platform.log(),
-        RelayConfig {
-            service: Service::Inventory,
-            topic_prefix: platform.topic_prefix.clone(),
-            batch_size: platform.relay.batch_size,
-            poll_interval: Duration::from_millis(50),
-        },
-    );
+    let relay = platform.relay(pool.clone(), Service::Inventory);
     let started = Instant::now();
     let relay_task = tokio::spawn(relay.run(platform.shutdown.clone()));
     while shop_eventing::relay::backlog(&pool).await? > 0 {

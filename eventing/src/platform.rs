@@ -14,6 +14,7 @@ use crate::db::DatabaseConfig;
 use crate::http::ReadyCheck;
 use crate::kafka::KafkaLog;
 use crate::log::{EventLog, StartFrom};
+use crate::relay::{Relay, RelayConfig};
 
 /// Consumer tuning shared by projectors and reactions.
 #[derive(Debug, Clone)]
@@ -84,6 +85,20 @@ impl Platform {
             retry_backoff: self.consumer.retry_backoff,
             start: StartFrom::Beginning,
         }
+    }
+
+    /// The outbox relay of a service whose event store is in `pool`.
+    pub fn relay(&self, pool: PgPool, service: shop_schemas::Service) -> Relay {
+        Relay::new(
+            pool,
+            self.log(),
+            RelayConfig {
+                service,
+                topic_prefix: self.topic_prefix.clone(),
+                batch_size: self.relay.batch_size,
+                poll_interval: self.relay.poll_interval,
+            },
+        )
     }
 
     /// `/ready`: the component's database answers and a Kafka broker answers.

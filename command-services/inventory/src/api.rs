@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shop_eventing::auth::{Admin, JwtKeys};
 use shop_eventing::command::{CommandBus, CommandError};
-use shop_eventing::http::{ApiJson, Problem, Validation, REQUEST_ID};
+use shop_eventing::http::{ApiJson, FieldError, Problem, Validation, REQUEST_ID};
 use shop_eventing::telemetry::{
     child_traceparent, new_traceparent, CORRELATION_ID_HEADER, TRACEPARENT_HEADER,
 };
@@ -138,23 +138,16 @@ async fn restock(
     headers: HeaderMap,
     ApiJson(body): ApiJson<RestockBody>,
 ) -> Result<Response, Problem> {
-    let product_id = parse_id(&id)?;
-    let mut v = Validation::new();
-    v.check(
-        body.quantity.is_some_and(|q| (1..=MAX_AMOUNT).contains(&q)),
-        "quantity",
-        "an integer quantity, 1 or more",
-    );
-    v.finish()?;
-    let command = ProductCommand::Restock {
-        quantity: body.quantity.unwrap_or_default(),
-    };
-    state
-        .bus
-        .execute(&product_id.to_string(), command, &metadata_from(&headers))
-        .await
-        .map_err(to_problem)?;
-    Ok(accepted(product_id))
+    let quantity = body.quantity.filter(|q| (1..=MAX_AMOUNT).contains(q));
+    let command = quantity.map(|quantity| ProductCommand::Restock { quantity });
+    update_product(
+        &state,
+        &id,
+        &headers,
+        command,
+        ("quantity", "an integer quantity, 1 or more"),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,20 +163,36 @@ async fn change_price(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PriceBody>,
 ) -> Result<Response, Problem> {
-    let product_id = parse_id(&id)?;
-    let mut v = Validation::new();
-    v.check(
-        body.price.is_some_and(|p| (0..=MAX_AMOUNT).contains(&p)),
-        "price",
-        "an integer amount in minor units, 0 or more",
-    );
-    v.finish()?;
-    let command = ProductCommand::ChangePrice {
-        price: body.price.unwrap_or_default(),
-    };
+    let price = body.price.filter(|p| (0..=MAX_AMOUNT).contains(p));
+    let command = price.map(|price| ProductCommand::ChangePrice { price });
+    update_product(
+        &state,
+        &id,
+        &headers,
+        command,
+        ("price", "an integer amount in minor units, 0 or more"),
+    )
+    .await
+}
+
+/// Runs a command on an existing product; `None` means the one field was invalid.
+async fn update_product(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    command: Option<ProductCommand>,
+    (field, rule): (&str, &str),
+) -> Result<Response, Problem> {
+    let product_id = parse_id(id)?;
+    let command = command.ok_or_else(|| {
+        Problem::validation(vec![FieldError {
+            field: field.to_string(),
+            message: rule.to_string(),
+        }])
+    })?;
     state
         .bus
-        .execute(&product_id.to_string(), command, &metadata_from(&headers))
+        .execute(&product_id.to_string(), command, &metadata_from(headers))
         .await
         .map_err(to_problem)?;
     Ok(accepted(product_id))
@@ -212,7 +221,7 @@ fn to_problem(error: CommandError<ProductError>) -> Problem {
             e @ (ProductError::InvalidPrice
             | ProductError::InvalidQuantity
             | ProductError::InvalidStock),
-        ) => Problem::validation(vec![shop_eventing::http::FieldError {
+        ) => Problem::validation(vec![FieldError {
             field: match e {
                 ProductError::InvalidPrice => "price",
                 ProductError::InvalidQuantity => "quantity",

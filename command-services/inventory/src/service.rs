@@ -10,7 +10,6 @@ use shop_eventing::command::CommandBus;
 use shop_eventing::db::{self, DbError};
 use shop_eventing::http::{ops_router, with_edge_layers};
 use shop_eventing::platform::Platform;
-use shop_eventing::relay::{Relay, RelayConfig};
 use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
 use shop_schemas::Service;
 use sqlx::PgConnection;
@@ -89,16 +88,7 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
     )
     .await?;
     let store = PgEventStore::new(pool.clone()).with_hook(Arc::new(SkuIndex));
-    let relay = Relay::new(
-        pool.clone(),
-        platform.log(),
-        RelayConfig {
-            service: Service::Inventory,
-            topic_prefix: platform.topic_prefix.clone(),
-            batch_size: platform.relay.batch_size,
-            poll_interval: platform.relay.poll_interval,
-        },
-    );
+    let relay = platform.relay(pool.clone(), Service::Inventory);
     let tasks = vec![tokio::spawn(relay.run(platform.shutdown.clone()))];
     let state = AppState {
         bus: Arc::new(CommandBus::with_snapshots(store, (), SNAPSHOT_EVERY)),
