@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::Router;
-use futures::FutureExt;
 use shop_eventing::auth::JwtKeys;
 use shop_eventing::db::DatabaseConfig;
 use shop_eventing::http::{bind, serve};
@@ -104,16 +103,13 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             .context(
                 "set SHOP_ADMIN_PASSWORD (or --admin-password): the password of admin@shop.local",
             )?;
-        let kafka = platform.kafka.clone();
-        let ready: shop_eventing::http::ReadyCheck = Arc::new(move || {
-            let kafka = kafka.clone();
-            async move { kafka.ping().await.map_err(|e| e.to_string()) }.boxed()
-        });
-        let router = shop_customers::router(platform.jwt.clone(), &password, ready)
+        let started = shop_customers::start(&platform, &password)
+            .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tasks.extend(started.tasks);
         let (listener, addr) = bind(&args.bind, args.customers_port).await?;
         local.customers = Some(format!("http://{addr}"));
-        servers.push((shop_customers::COMPONENT, router, listener));
+        servers.push((shop_customers::COMPONENT, started.router, listener));
     }
     if components.contains(&Component::Inventory) {
         let started = shop_inventory::start(&platform).await?;

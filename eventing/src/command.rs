@@ -117,6 +117,7 @@ fn map_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> 
             Ok(hook) => match *hook {
                 HookError::Taken { what } => CommandError::Taken(what),
                 HookError::Sql(e) => CommandError::Unavailable(e.to_string()),
+                HookError::Refused(why) => CommandError::Unavailable(why),
             },
             Err(e) => CommandError::Unavailable(e.to_string()),
         },

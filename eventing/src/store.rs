@@ -40,6 +40,9 @@ pub trait AppendHook: Send + Sync {
 pub enum HookError {
     #[error("{what} is already taken")]
     Taken { what: String },
+    /// The append lacks something the hook needs (a bug in the caller).
+    #[error("append refused: {0}")]
+    Refused(String),
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
 }

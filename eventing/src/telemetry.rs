@@ -124,6 +124,26 @@ pub fn child_traceparent(parent: &str) -> String {
     }
 }
 
+/// The chain a request's events belong to, from its headers: the correlation id (the
+/// request id when none was given), the request as cause, a child of its trace context.
+pub fn metadata_from_headers(headers: &axum::http::HeaderMap) -> shop_schemas::EventMetadata {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let request_id =
+        get(crate::http::REQUEST_ID).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    shop_schemas::EventMetadata {
+        correlation_id: get(CORRELATION_ID_HEADER).unwrap_or_else(|| request_id.clone()),
+        causation_id: request_id,
+        traceparent: get(TRACEPARENT_HEADER)
+            .map(|p| child_traceparent(&p))
+            .unwrap_or_else(new_traceparent),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,7 @@ pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {
     match segments.as_slice() {
         ["api", "auth", "token"] => Some((Upstream::Customers, true)),
         ["api", "customers"] if method == Method::POST => Some((Upstream::Customers, true)),
+        ["api", "customers", _] if is_get => Some((Upstream::ReadApi, false)),
         ["api", "products"] | ["api", "products", _] if is_get => Some((Upstream::ReadApi, true)),
         ["api", "products", ..] => Some((Upstream::Inventory, false)),
         ["api", "projections", ..] | ["api", "events", ..] | ["api", "dlq", ..] => {
@@ -270,6 +271,14 @@ mod tests {
         );
         assert_eq!(
             route(&Method::GET, "/api/projections"),
+            Some((Upstream::ReadApi, false))
+        );
+        assert_eq!(
+            route(&Method::POST, "/api/customers"),
+            Some((Upstream::Customers, true))
+        );
+        assert_eq!(
+            route(&Method::GET, "/api/customers/abc"),
             Some((Upstream::ReadApi, false))
         );
         assert_eq!(route(&Method::GET, "/api/nothing"), None);

@@ -13,3 +13,18 @@ CREATE TABLE IF NOT EXISTS products (
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );
+
+-- Customers with their wallet and order figures (the last three stay 0 until payments
+-- and orders feed them).
+CREATE TABLE IF NOT EXISTS customers (
+    customer_id    UUID PRIMARY KEY,
+    name           TEXT        NOT NULL,
+    email          TEXT        NOT NULL,
+    address        JSONB       NOT NULL,
+    wallet_balance BIGINT      NOT NULL DEFAULT 0,
+    orders_count   BIGINT      NOT NULL DEFAULT 0,
+    lifetime_spend BIGINT      NOT NULL DEFAULT 0,
+    version        BIGINT      NOT NULL,
+    created_at     TIMESTAMPTZ NOT NULL,
+    updated_at     TIMESTAMPTZ NOT NULL
+);

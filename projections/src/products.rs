@@ -6,7 +6,6 @@ use shop_eventing::consumer::{EventHandler, HandlerError};
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::{CloudEvent, Service};
 use sqlx::PgConnection;
-use tracing::debug;
 
 use crate::ProjectionInfo;
 
@@ -22,18 +21,9 @@ pub struct ProductsProjection;
 #[async_trait]
 impl EventHandler for ProductsProjection {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
-        if event.service() != Some(Service::Inventory) {
+        let Some(decoded) = crate::decode::<InventoryEvent>(Service::Inventory, event)? else {
             return Ok(());
-        }
-        let name = event.event_name();
-        if shop_schemas::event_type(Service::Inventory, name).is_none() {
-            debug!(event_type = %event.ty, "not a product event; ignored");
-            return Ok(());
-        }
-        let decoded: InventoryEvent =
-            shop_schemas::decode_event(name, &event.data).map_err(|e| {
-                HandlerError::permanent(format!("{} data does not fit its schema: {e}", event.ty))
-            })?;
+        };
         let version = event.sequence as i64;
         let at = event.time;
         match decoded {

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::{Admin, JwtKeys};
+use shop_eventing::auth::{Admin, Authenticated, JwtKeys, Role};
 use shop_eventing::db::DbError;
 use shop_eventing::http::{ops_router, with_edge_layers, Problem};
 use shop_eventing::log::EventLog;
@@ -53,6 +53,7 @@ pub async fn start(platform: &Platform) -> Result<Router, DbError> {
     let api = Router::new()
         .route("/api/products", get(list_products))
         .route("/api/products/{id}", get(get_product))
+        .route("/api/customers/{id}", get(get_customer))
         .route("/api/projections", get(list_projections))
         .with_state(state);
     Ok(with_edge_layers(
@@ -162,6 +163,39 @@ async fn get_product(
         .map_err(|e| Problem::internal(&e))?
         .map(Json)
         .ok_or_else(|| Problem::not_found("no such product"))
+}
+
+/// A customer's own account, or any for admins; another customer's is "not found", so
+/// ids cannot be probed.
+async fn get_customer(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let not_found = || Problem::not_found("no such customer");
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    if claims.role != Role::Admin && claims.sub != id.to_string() {
+        return Err(not_found());
+    }
+    let row = sqlx::query(
+        "SELECT customer_id, name, email, address, wallet_balance, orders_count, lifetime_spend, created_at FROM customers WHERE customer_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(|e| Problem::internal(&e))?
+    .ok_or_else(not_found)?;
+    let get = |e: sqlx::Error| Problem::internal(&e);
+    Ok(Json(serde_json::json!({
+        "customer_id": row.try_get::<Uuid, _>("customer_id").map_err(get)?,
+        "name": row.try_get::<String, _>("name").map_err(get)?,
+        "email": row.try_get::<String, _>("email").map_err(get)?,
+        "address": row.try_get::<serde_json::Value, _>("address").map_err(get)?,
+        "wallet_balance": row.try_get::<i64, _>("wallet_balance").map_err(get)?,
+        "orders_count": row.try_get::<i64, _>("orders_count").map_err(get)?,
+        "lifetime_spend": row.try_get::<i64, _>("lifetime_spend").map_err(get)?,
+        "created_at": row.try_get::<DateTime<Utc>, _>("created_at").map_err(get)?,
+    })))
 }
 
 #[derive(Debug, Serialize)]

@@ -5,6 +5,7 @@
 //! world (Kafka, the read API, operator tools) only in the terms defined here.
 #![forbid(unsafe_code)]
 
+pub mod customers;
 pub mod envelope;
 pub mod inventory;
 pub mod topics;
@@ -45,14 +46,16 @@ pub fn dataschema(service: Service, name: &str, version: u32) -> String {
     )
 }
 
-/// Every event type that has a Rust type in this crate.
-pub const EVENT_TYPES: &[EventType] = inventory::EVENT_TYPES;
+/// Every event type that has a Rust type in this crate, service by service.
+pub fn event_types() -> impl Iterator<Item = &'static EventType> {
+    [customers::EVENT_TYPES, inventory::EVENT_TYPES]
+        .into_iter()
+        .flatten()
+}
 
 /// Looks up an event type by its service and name.
 pub fn event_type(service: Service, name: &str) -> Option<&'static EventType> {
-    EVENT_TYPES
-        .iter()
-        .find(|t| t.service == service && t.name == name)
+    event_types().find(|t| t.service == service && t.name == name)
 }
 
 /// Decodes event data of a named event into a service's event enum (externally tagged).

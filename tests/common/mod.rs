@@ -367,6 +367,30 @@ impl Client {
         self.send("POST", path, Some(body)).await
     }
 
+    /// Registers a customer (password `password-<email>`) and returns a client logged in
+    /// as that customer, with its id.
+    pub async fn customer(base: impl Into<String>, name: &str, email: &str) -> (Self, String) {
+        let mut client = Client::new(base);
+        let answer = client
+            .post(
+                "/api/customers",
+                json!({"name": name, "email": email, "password": format!("password-{email}"),
+                       "address": {"line1": "1-2-3 Shibuya", "city": "Tokyo", "postal_code": "150-0002", "country": "JP"}}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        let id = answer.body["customer_id"].as_str().unwrap().to_string();
+        let login = client
+            .post(
+                "/api/auth/token",
+                json!({"email": email, "password": format!("password-{email}")}),
+            )
+            .await;
+        assert_eq!(login.status, StatusCode::OK, "{login:?}");
+        client.token = Some(login.body["access_token"].as_str().unwrap().to_string());
+        (client, id)
+    }
+
     /// Adds a product; returns its id.
     pub async fn add_product(&self, sku: &str, price: i64, stock: i64) -> String {
         let answer = self

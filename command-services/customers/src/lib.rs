@@ -1,89 +1,17 @@
-//! The customers service: identity. For now it issues tokens to the admin account
-//! (SPEC §3.1); customer registration and login arrive with the order saga.
+//! The customers service: accounts and identity (SPEC §3.1).
 //!
-//! The admin password is hashed with Argon2id at start-up and the clear text is not kept.
+//! - [`customer`]: the `Customer` aggregate (registration), pure and tested.
+//! - [`api`]: `POST /api/customers` (public registration) and `POST /api/auth/token`
+//!   (login for customers and for `admin@shop.local`).
+//! - [`service`]: wiring — its own database (event store, outbox, credentials), relay.
+//!
+//! Passwords are hashed with Argon2id before anything else happens and exist only as
+//! that hash in `customer_credentials`; events carry no credential.
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
+pub mod api;
+pub mod countries;
+pub mod customer;
+pub mod service;
 
-use axum::extract::{FromRef, State};
-use axum::routing::post;
-use axum::{Json, Router};
-use serde::Deserialize;
-use shop_eventing::auth::{self, JwtKeys, Role, ADMIN_EMAIL, ADMIN_SUBJECT};
-use shop_eventing::http::{ops_router, with_edge_layers, ApiJson, Problem, ReadyCheck, Validation};
-
-pub const COMPONENT: &str = "customers";
-
-#[derive(Clone)]
-struct AppState {
-    jwt: JwtKeys,
-    /// Argon2id PHC hash of the admin password.
-    admin_hash: Arc<str>,
-}
-
-impl FromRef<AppState> for JwtKeys {
-    fn from_ref(state: &AppState) -> Self {
-        state.jwt.clone()
-    }
-}
-
-/// Builds the service's router.
-///
-/// # Errors
-/// Hashing the admin password failed.
-pub fn router(
-    jwt: JwtKeys,
-    admin_password: &str,
-    ready: ReadyCheck,
-) -> Result<Router, argon2::password_hash::Error> {
-    let state = AppState {
-        jwt,
-        admin_hash: auth::hash_password(admin_password)?.into(),
-    };
-    let api = Router::new()
-        .route("/api/auth/token", post(issue_token))
-        .with_state(state);
-    Ok(with_edge_layers(api.merge(ops_router(ready)), COMPONENT))
-}
-
-#[derive(Deserialize)]
-struct TokenRequest {
-    email: Option<String>,
-    password: Option<String>,
-}
-
-#[tracing::instrument(name = "issue_token", skip_all)]
-async fn issue_token(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<TokenRequest>,
-) -> Result<Json<serde_json::Value>, Problem> {
-    let mut v = Validation::new();
-    v.check(
-        body.email.as_deref().is_some_and(|e| !e.is_empty()),
-        "email",
-        "required",
-    )
-    .check(
-        body.password.as_deref().is_some_and(|p| !p.is_empty()),
-        "password",
-        "required",
-    );
-    v.finish()?;
-    let email = body.email.unwrap_or_default();
-    let password = body.password.unwrap_or_default();
-    // The hash is checked even for unknown emails, so timing does not tell which exist.
-    let password_ok = auth::verify_password(&password, &state.admin_hash);
-    if !(email.eq_ignore_ascii_case(ADMIN_EMAIL) && password_ok) {
-        return Err(Problem::unauthorized("wrong email or password"));
-    }
-    let token = state
-        .jwt
-        .issue(ADMIN_SUBJECT, Role::Admin)
-        .map_err(|e| Problem::internal(&e))?;
-    Ok(Json(serde_json::json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": state.jwt.ttl_secs(),
-    })))
-}
+pub use service::{start, COMPONENT};

@@ -10,11 +10,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shop_eventing::auth::{Admin, JwtKeys};
 use shop_eventing::command::{CommandBus, CommandError};
-use shop_eventing::http::{ApiJson, FieldError, Problem, Validation, REQUEST_ID};
-use shop_eventing::telemetry::{
-    child_traceparent, new_traceparent, CORRELATION_ID_HEADER, TRACEPARENT_HEADER,
-};
-use shop_schemas::EventMetadata;
+use shop_eventing::http::{ApiJson, FieldError, Problem, Validation};
+use shop_eventing::telemetry::metadata_from_headers;
 use uuid::Uuid;
 
 use crate::product::{Product, ProductCommand, ProductError, MAX_AMOUNT};
@@ -38,24 +35,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/products/{id}/restock", post(restock))
         .route("/api/products/{id}/price", put(change_price))
         .with_state(state)
-}
-
-/// The chain a request's events belong to, from its headers.
-pub fn metadata_from(headers: &HeaderMap) -> EventMetadata {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let request_id = get(REQUEST_ID).unwrap_or_else(|| Uuid::now_v7().to_string());
-    EventMetadata {
-        correlation_id: get(CORRELATION_ID_HEADER).unwrap_or_else(|| request_id.clone()),
-        causation_id: request_id,
-        traceparent: get(TRACEPARENT_HEADER)
-            .map(|p| child_traceparent(&p))
-            .unwrap_or_else(new_traceparent),
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,7 +93,11 @@ async fn add_product(
     };
     state
         .bus
-        .execute(&product_id.to_string(), command, &metadata_from(&headers))
+        .execute(
+            &product_id.to_string(),
+            command,
+            &metadata_from_headers(&headers),
+        )
         .await
         .map_err(to_problem)?;
     Ok((
@@ -192,7 +175,11 @@ async fn update_product(
     })?;
     state
         .bus
-        .execute(&product_id.to_string(), command, &metadata_from(headers))
+        .execute(
+            &product_id.to_string(),
+            command,
+            &metadata_from_headers(headers),
+        )
         .await
         .map_err(to_problem)?;
     Ok(accepted(product_id))

@@ -1,0 +1,269 @@
+//! REST routes of the customers service: registration and tokens (SPEC §3.1).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use shop_eventing::auth::{self, JwtKeys, Role, ADMIN_EMAIL, ADMIN_SUBJECT};
+use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::http::{ApiJson, Problem, Validation};
+use shop_eventing::telemetry::metadata_from_headers;
+use shop_schemas::customers::Address;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::countries::is_country;
+use crate::customer::{Customer, CustomerCommand, CustomerError};
+use crate::service::Credentials;
+
+/// Shortest accepted password (SPEC §3.1); the longest bounds hashing work.
+pub const MIN_PASSWORD: usize = 8;
+pub const MAX_PASSWORD: usize = 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Arc<CommandBus<Customer>>,
+    pub credentials: Arc<Credentials>,
+    pub pool: PgPool,
+    pub jwt: JwtKeys,
+    /// Argon2id PHC hash of the admin password.
+    pub admin_hash: Arc<str>,
+}
+
+impl FromRef<AppState> for JwtKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/customers", post(register))
+        .route("/api/auth/token", post(issue_token))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+pub struct AddressBody {
+    line1: Option<String>,
+    city: Option<String>,
+    postal_code: Option<String>,
+    country: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RegisterBody {
+    name: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    address: Option<AddressBody>,
+}
+
+/// A pragmatic syntax check: one `@`, a non-empty local part, a dotted domain, no spaces.
+pub fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    email.len() <= 254
+        && (1..=64).contains(&local.len())
+        && !domain.contains('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn text(value: &Option<String>, max: usize) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.chars().count() <= max)
+        .map(String::from)
+}
+
+#[tracing::instrument(name = "register_customer", skip_all)]
+async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<Response, Problem> {
+    let name = text(&body.name, 200);
+    let email = body
+        .email
+        .as_deref()
+        .map(|e| e.trim().to_lowercase())
+        .filter(|e| valid_email(e));
+    let password = body
+        .password
+        .filter(|p| (MIN_PASSWORD..=MAX_PASSWORD).contains(&p.chars().count()));
+    let address = body.address.as_ref();
+    let line1 = address.and_then(|a| text(&a.line1, 200));
+    let city = address.and_then(|a| text(&a.city, 100));
+    let postal_code = address.and_then(|a| text(&a.postal_code, 20));
+    let country = address
+        .and_then(|a| text(&a.country, 2))
+        .filter(|c| is_country(c));
+    let mut v = Validation::new();
+    v.check(name.is_some(), "name", "1 to 200 characters")
+        .check(
+            email.is_some(),
+            "email",
+            "an email address such as name@example.com",
+        )
+        .check(password.is_some(), "password", "at least 8 characters")
+        .check(line1.is_some(), "address.line1", "1 to 200 characters")
+        .check(city.is_some(), "address.city", "1 to 100 characters")
+        .check(
+            postal_code.is_some(),
+            "address.postal_code",
+            "1 to 20 characters",
+        )
+        .check(
+            country.is_some(),
+            "address.country",
+            "an ISO 3166-1 alpha-2 code such as JP",
+        );
+    v.finish()?;
+    let (
+        Some(name),
+        Some(email),
+        Some(password),
+        Some(line1),
+        Some(city),
+        Some(postal_code),
+        Some(country),
+    ) = (name, email, password, line1, city, postal_code, country)
+    else {
+        return Err(Problem::bad_request("invalid registration"));
+    };
+    // Argon2id takes tens of milliseconds of CPU: off the async workers.
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map_err(|e| Problem::internal(&e))?;
+    let customer_id = Uuid::now_v7();
+    let command = CustomerCommand::Register {
+        customer_id,
+        name,
+        email,
+        address: Address {
+            line1,
+            city,
+            postal_code,
+            country,
+        },
+    };
+    state.credentials.stage(customer_id, hash);
+    let result = state
+        .bus
+        .execute(
+            &customer_id.to_string(),
+            command,
+            &metadata_from_headers(&headers),
+        )
+        .await;
+    state.credentials.discard(customer_id);
+    result.map_err(|e| match e {
+        CommandError::Taken(_) => Problem::conflict("the email is already registered"),
+        CommandError::Rejected(CustomerError::AlreadyRegistered) | CommandError::Conflict => {
+            Problem::conflict("the customer is already registered")
+        }
+        CommandError::Unavailable(e) => Problem::internal(&e),
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/customers/{customer_id}"))],
+        Json(serde_json::json!({ "customer_id": customer_id })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct TokenRequest {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+/// A valid Argon2id hash of a random password: unknown emails are checked against it so
+/// that timing does not tell which emails exist.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| auth::hash_password(&Uuid::new_v4().to_string()).unwrap_or_default())
+}
+
+#[tracing::instrument(name = "issue_token", skip_all)]
+async fn issue_token(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let mut v = Validation::new();
+    v.check(
+        body.email.as_deref().is_some_and(|e| !e.is_empty()),
+        "email",
+        "required",
+    )
+    .check(
+        body.password.as_deref().is_some_and(|p| !p.is_empty()),
+        "password",
+        "required",
+    );
+    v.finish()?;
+    let email = body.email.unwrap_or_default().trim().to_lowercase();
+    let password = body.password.unwrap_or_default();
+    let (subject, role, hash) = if email == ADMIN_EMAIL {
+        (
+            ADMIN_SUBJECT.to_string(),
+            Role::Admin,
+            state.admin_hash.to_string(),
+        )
+    } else {
+        let row: Option<(Uuid, String)> = sqlx::query_as(
+            "SELECT customer_id, password_hash FROM customer_credentials WHERE email = $1",
+        )
+        .bind(&email)
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+        match row {
+            Some((id, hash)) => (id.to_string(), Role::Customer, hash),
+            None => (String::new(), Role::Customer, decoy_hash().to_string()),
+        }
+    };
+    let matches = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    if !matches || subject.is_empty() {
+        return Err(Problem::unauthorized("wrong email or password"));
+    }
+    let token = state
+        .jwt
+        .issue(&subject, role)
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": state.jwt.ttl_secs(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_email;
+
+    #[test]
+    fn email_syntax() {
+        for ok in ["a@b.co", "hanako.yamada+shop@example.co.jp"] {
+            assert!(valid_email(ok), "{ok}");
+        }
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@@b.co", "a b@c.co", "a@b..co", "a@.co",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+}

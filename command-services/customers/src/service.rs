@@ -1,0 +1,138 @@
+//! Wiring of the customers service: its database (event store, outbox, credentials),
+//! the outbox relay and the REST routes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use shop_eventing::auth;
+use shop_eventing::command::CommandBus;
+use shop_eventing::db::{self, DbError};
+use shop_eventing::http::{ops_router, with_edge_layers};
+use shop_eventing::platform::Platform;
+use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
+use shop_schemas::Service;
+use sqlx::PgConnection;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::api::{self, AppState};
+
+pub const COMPONENT: &str = "customers";
+const SCHEMA: &str = include_str!("../sql/customers.sql");
+
+/// Writes `customer_credentials` inside the append transaction of `CustomerRegistered`.
+///
+/// The Argon2id hash is staged here by the request that registers the customer (keyed
+/// by the fresh customer id) just before the command runs, so it is stored atomically
+/// with the event without ever being part of it.
+#[derive(Default)]
+pub struct Credentials {
+    staged: Mutex<HashMap<Uuid, String>>,
+}
+
+impl Credentials {
+    pub fn stage(&self, customer_id: Uuid, password_hash: String) {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(customer_id, password_hash);
+    }
+
+    pub fn discard(&self, customer_id: Uuid) {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&customer_id);
+    }
+
+    fn staged(&self, customer_id: Uuid) -> Option<String> {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&customer_id)
+            .cloned()
+    }
+}
+
+impl AppendHook for Credentials {
+    fn on_append<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        async move {
+            for event in events.iter().filter(|e| e.event_type == "CustomerRegistered") {
+                let customer_id = event.data["customer_id"]
+                    .as_str()
+                    .and_then(|s| s.parse::<Uuid>().ok())
+                    .ok_or_else(|| HookError::Refused("CustomerRegistered without customer_id".into()))?;
+                let email = event.data["email"].as_str().unwrap_or_default();
+                let hash = self
+                    .staged(customer_id)
+                    .ok_or_else(|| HookError::Refused(format!("no staged credentials for {customer_id}")))?;
+                let inserted = sqlx::query(
+                    "INSERT INTO customer_credentials (email, customer_id, password_hash) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
+                )
+                .bind(email)
+                .bind(customer_id)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(HookError::Taken { what: "the email".into() });
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// A started customers service.
+pub struct Started {
+    pub router: Router,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the database, starts the relay and builds the routes. The admin password is
+/// hashed here and the clear text is not kept.
+///
+/// # Errors
+/// The database is unreachable, or hashing fails.
+pub async fn start(
+    platform: &Platform,
+    admin_password: &str,
+) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
+    let pool = db::open(
+        &platform.database,
+        COMPONENT,
+        &[shop_eventing::store::SCHEMA, SCHEMA],
+    )
+    .await
+    .map_err(|e: DbError| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+    let credentials = Arc::new(Credentials::default());
+    let store = PgEventStore::new(pool.clone()).with_hook(credentials.clone());
+    let tasks = vec![tokio::spawn(
+        platform
+            .relay(pool.clone(), Service::Customers)
+            .run(platform.shutdown.clone()),
+    )];
+    let state = AppState {
+        bus: Arc::new(CommandBus::new(store, ())),
+        credentials,
+        pool: pool.clone(),
+        jwt: platform.jwt.clone(),
+        admin_hash: auth::hash_password(admin_password)
+            .map_err(|e| e.to_string())?
+            .into(),
+    };
+    let router = with_edge_layers(
+        api::router(state).merge(ops_router(platform.ready_check(pool))),
+        COMPONENT,
+    );
+    Ok(Started { router, tasks })
+}

@@ -1,0 +1,220 @@
+//! Identity end to end through the gateway (SPEC §3.1): registration, login, Argon2id
+//! credentials outside the events, and who may see what.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Instance};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn registration(email: &str) -> serde_json::Value {
+    json!({"name": "Hanako Yamada", "email": email, "password": "s3cret-passw0rd",
+           "address": {"line1": "1-2-3 Shibuya", "city": "Tokyo", "postal_code": "150-0002", "country": "JP"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_register_log_in_and_see_only_their_own_account() {
+    let instance = Instance::new();
+    let shop = instance.spawn(&["all"], &[]).await;
+    let anonymous = Client::new(instance.gateway_url());
+
+    // Register and log in.
+    let answer = anonymous
+        .post("/api/customers", registration("Hanako@Example.com"))
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    let hanako_id = answer.body["customer_id"].as_str().unwrap().to_string();
+    let login = anonymous
+        .post(
+            "/api/auth/token",
+            json!({"email": "hanako@example.com", "password": "s3cret-passw0rd"}),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{login:?}");
+    assert_eq!(login.body["token_type"], "Bearer");
+    assert!(login.body["expires_in"].as_u64().unwrap() > 0);
+    let hanako = Client {
+        token: Some(login.body["access_token"].as_str().unwrap().to_string()),
+        ..Client::new(instance.gateway_url())
+    };
+
+    // The customer view (read model).
+    let me = hanako
+        .get_until(&format!("/api/customers/{hanako_id}"), WAIT, |c| {
+            c["customer_id"] == hanako_id.as_str()
+        })
+        .await;
+    assert_eq!(me["name"], "Hanako Yamada");
+    assert_eq!(
+        me["email"], "hanako@example.com",
+        "emails are kept lower-cased"
+    );
+    assert_eq!(me["address"]["country"], "JP");
+    assert_eq!(me["wallet_balance"], 0);
+    assert_eq!(me["orders_count"], 0);
+    assert_eq!(me["lifetime_spend"], 0);
+    assert!(me["created_at"].is_string());
+
+    // Another customer's account is "not found"; the admin sees every account.
+    let (taro, taro_id) =
+        Client::customer(instance.gateway_url(), "Taro", "taro@example.com").await;
+    assert_eq!(
+        taro.get(&format!("/api/customers/{hanako_id}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let admin = Client::admin(instance.gateway_url()).await;
+    admin
+        .get_until(&format!("/api/customers/{taro_id}"), WAIT, |c| {
+            c["name"] == "Taro"
+        })
+        .await;
+    assert_eq!(
+        admin
+            .get(&format!("/api/customers/{hanako_id}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        anonymous
+            .get(&format!("/api/customers/{hanako_id}"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Admin routes refuse customers (403), even straight at the service.
+    let write = json!({"sku": "X-1", "name": "x", "price": 1, "stock": 1});
+    assert_eq!(
+        hanako.post("/api/products", write.clone()).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        hanako.get("/api/projections").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let direct = Client {
+        token: hanako.token.clone(),
+        ..Client::new(shop.url("inventory"))
+    };
+    assert_eq!(
+        direct.post("/api/products", write).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    shop.kill().await;
+    instance.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_events_and_logs() {
+    let instance = Instance::new();
+    let shop = instance.spawn(&["all"], &[]).await;
+    let anonymous = Client::new(instance.gateway_url());
+    assert_eq!(
+        anonymous
+            .post("/api/customers", registration("sato@example.com"))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+
+    // The same email in another case → 409.
+    let duplicate = anonymous
+        .post("/api/customers", registration("SATO@example.com"))
+        .await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT, "{duplicate:?}");
+    assert_eq!(duplicate.content_type, "application/problem+json");
+
+    // Every bad field is named.
+    let bad = anonymous
+        .post(
+            "/api/customers",
+            json!({"name": "", "email": "not-an-email", "password": "short",
+                   "address": {"line1": "x", "city": "", "postal_code": "1", "country": "UK"}}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+    let fields: Vec<&str> = bad.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "name",
+            "email",
+            "password",
+            "address.city",
+            "address.country"
+        ]
+    );
+    let missing_address = anonymous
+        .post(
+            "/api/customers",
+            json!({"name": "A", "email": "a@example.com", "password": "long-enough"}),
+        )
+        .await;
+    assert_eq!(missing_address.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Wrong password, unknown email → 401 alike.
+    for (email, password) in [
+        ("sato@example.com", "wrong-password"),
+        ("nobody@example.com", "s3cret-passw0rd"),
+    ] {
+        let answer = anonymous
+            .post(
+                "/api/auth/token",
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
+        assert_eq!(answer.content_type, "application/problem+json");
+    }
+
+    // One account, one event; the password only as an Argon2id hash, never in events.
+    let pool = instance.pool("customers").await;
+    let events: Vec<String> = sqlx::query_scalar("SELECT data::text || metadata::text FROM events")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert!(
+        !events[0].contains("s3cret-passw0rd") && !events[0].contains("argon2"),
+        "{}",
+        events[0]
+    );
+    let hashes: Vec<String> = sqlx::query_scalar("SELECT password_hash FROM customer_credentials")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(hashes.len(), 1);
+    assert!(hashes[0].starts_with("$argon2id$"), "{}", hashes[0]);
+
+    // Nor on the topic, nor in the process's log.
+    let records = common::kcat_read(
+        &instance.infra.kafka_brokers,
+        &format!("{}customers.events", instance.topic_prefix),
+    )
+    .await;
+    assert_eq!(records.len(), 1);
+    assert!(!records[0]
+        .payload
+        .as_deref()
+        .unwrap_or_default()
+        .contains("s3cret"));
+    let log = std::fs::read_to_string(&shop.log_path).unwrap();
+    assert!(!log.contains("s3cret-passw0rd") && !log.contains(common::ADMIN_PASSWORD));
+
+    pool.close().await;
+    shop.kill().await;
+    instance.cleanup().await;
+}
