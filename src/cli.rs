@@ -101,6 +101,7 @@ pub enum Component {
     All,
     Customers,
     Inventory,
+    Payments,
     Projector,
     ReadApi,
     Gateway,
@@ -121,6 +122,8 @@ pub struct ServeArgs {
     pub customers_port: u16,
     #[arg(long, env = "SHOP_INVENTORY_PORT", default_value_t = 8082)]
     pub inventory_port: u16,
+    #[arg(long, env = "SHOP_PAYMENTS_PORT", default_value_t = 8084)]
+    pub payments_port: u16,
     #[arg(long, env = "SHOP_READ_API_PORT", default_value_t = 8090)]
     pub read_api_port: u16,
     /// The projector's health/metrics port.
@@ -132,6 +135,9 @@ pub struct ServeArgs {
     /// The gateway's inventory upstream.
     #[arg(long, env = "SHOP_INVENTORY_URL")]
     pub inventory_url: Option<String>,
+    /// The gateway's payments upstream.
+    #[arg(long, env = "SHOP_PAYMENTS_URL")]
+    pub payments_url: Option<String>,
     /// The gateway's read-api upstream.
     #[arg(long, env = "SHOP_READ_API_URL")]
     pub read_api_url: Option<String>,

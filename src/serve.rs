@@ -62,6 +62,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         components.extend([
             Component::Customers,
             Component::Inventory,
+            Component::Payments,
             Component::Projector,
             Component::ReadApi,
             Component::Gateway,
@@ -118,6 +119,13 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         servers.push((shop_inventory::service::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
+    if components.contains(&Component::Payments) {
+        let started = shop_payments::start(&platform).await?;
+        let (listener, addr) = bind(&args.bind, args.payments_port).await?;
+        local.payments = Some(format!("http://{addr}"));
+        servers.push((shop_payments::COMPONENT, started.router, listener));
+        tasks.extend(started.tasks);
+    }
     if components.contains(&Component::Projector) {
         let started = shop_projections::start(&platform).await?;
         let (listener, _) = bind(&args.bind, args.projector_port).await?;
@@ -140,6 +148,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             upstreams: shop_gateway::Upstreams {
                 customers: upstream(&args.customers_url, &local.customers, args.customers_port),
                 inventory: upstream(&args.inventory_url, &local.inventory, args.inventory_port),
+                payments: upstream(&args.payments_url, &local.payments, args.payments_port),
                 read_api: upstream(&args.read_api_url, &local.read_api, args.read_api_port),
             },
             body_limit: args.gateway_body_limit,
@@ -189,6 +198,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
 struct LocalUpstreams {
     customers: Option<String>,
     inventory: Option<String>,
+    payments: Option<String>,
     read_api: Option<String>,
 }
 

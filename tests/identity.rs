@@ -218,3 +218,103 @@ async fn refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_
     shop.kill().await;
     instance.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposits_reach_the_wallet_balance_of_the_customer_view() {
+    let instance = Instance::new();
+    let shop = instance.spawn(&["all"], &[]).await;
+    let (hanako, hanako_id) =
+        Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
+    let (taro, taro_id) =
+        Client::customer(instance.gateway_url(), "Taro", "taro@example.com").await;
+    let admin = Client::admin(instance.gateway_url()).await;
+
+    // A customer deposits into its own wallet.
+    for amount in [5000, 2500] {
+        let answer = hanako
+            .post(
+                &format!("/api/customers/{hanako_id}/wallet/deposits"),
+                json!({"amount": amount}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
+    }
+    hanako
+        .get_until(&format!("/api/customers/{hanako_id}"), WAIT, |c| {
+            c["wallet_balance"] == 7500
+        })
+        .await;
+
+    // Not into another's (404), not without a token (401), not a bad amount (422).
+    let deposits = format!("/api/customers/{hanako_id}/wallet/deposits");
+    assert_eq!(
+        taro.post(&deposits, json!({"amount": 1})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        Client::new(instance.gateway_url())
+            .post(&deposits, json!({"amount": 1}))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    for amount in [
+        json!(0),
+        json!(-5),
+        json!(1_000_000_000_001_i64),
+        json!("ten"),
+    ] {
+        let answer = hanako.post(&deposits, json!({"amount": amount})).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{amount}: {answer:?}"
+        );
+    }
+
+    // An admin deposits into any registered customer's wallet (once payments has seen the
+    // registration), and into no unknown one.
+    let unknown = uuid::Uuid::now_v7();
+    assert_eq!(
+        admin
+            .post(
+                &format!("/api/customers/{unknown}/wallet/deposits"),
+                json!({"amount": 1})
+            )
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    common::eventually("payments knows taro", WAIT, || async {
+        admin
+            .post(
+                &format!("/api/customers/{taro_id}/wallet/deposits"),
+                json!({"amount": 300}),
+            )
+            .await
+            .status
+            == StatusCode::ACCEPTED
+    })
+    .await;
+    taro.get_until(&format!("/api/customers/{taro_id}"), WAIT, |c| {
+        c["wallet_balance"] == 300
+    })
+    .await;
+
+    // Refused deposits stored nothing: three FundsDeposited in the payments store.
+    let pool = instance.pool("payments").await;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 3);
+    let hanako_view = hanako
+        .get(&format!("/api/customers/{hanako_id}"))
+        .await
+        .body;
+    assert_eq!(hanako_view["wallet_balance"], 7500);
+
+    pool.close().await;
+    shop.kill().await;
+    instance.cleanup().await;
+}

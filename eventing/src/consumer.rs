@@ -66,6 +66,31 @@ pub trait EventHandler: Send + Sync + 'static {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError>;
 }
 
+/// Decodes an event of `service` into its enum: `None` for events of other services or
+/// of types this version does not know (newer producers); a permanent error for data
+/// that does not fit its type.
+///
+/// # Errors
+/// The data does not fit the event's type.
+pub fn decode<E: serde::de::DeserializeOwned>(
+    service: shop_schemas::Service,
+    event: &CloudEvent,
+) -> Result<Option<E>, HandlerError> {
+    if event.service() != Some(service) {
+        return Ok(None);
+    }
+    let name = event.event_name();
+    if shop_schemas::event_type(service, name).is_none() {
+        tracing::debug!(event_type = %event.ty, "unknown event type; ignored");
+        return Ok(None);
+    }
+    shop_schemas::decode_event(name, &event.data)
+        .map(Some)
+        .map_err(|e| {
+            HandlerError::permanent(format!("{} data does not fit its schema: {e}", event.ty))
+        })
+}
+
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {

@@ -29,6 +29,7 @@ pub const COMPONENT: &str = "gateway";
 pub struct Upstreams {
     pub customers: String,
     pub inventory: String,
+    pub payments: String,
     pub read_api: String,
 }
 
@@ -54,6 +55,7 @@ struct AppState {
 pub enum Upstream {
     Customers,
     Inventory,
+    Payments,
     ReadApi,
 }
 
@@ -66,6 +68,9 @@ pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {
         ["api", "auth", "token"] => Some((Upstream::Customers, true)),
         ["api", "customers"] if method == Method::POST => Some((Upstream::Customers, true)),
         ["api", "customers", _] if is_get => Some((Upstream::ReadApi, false)),
+        ["api", "customers", _, "wallet", "deposits"] if method == Method::POST => {
+            Some((Upstream::Payments, false))
+        }
         ["api", "products"] | ["api", "products", _] if is_get => Some((Upstream::ReadApi, true)),
         ["api", "products", ..] => Some((Upstream::Inventory, false)),
         ["api", "projections", ..] | ["api", "events", ..] | ["api", "dlq", ..] => {
@@ -169,6 +174,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
     let base = match upstream {
         Upstream::Customers => &u.customers,
         Upstream::Inventory => &u.inventory,
+        Upstream::Payments => &u.payments,
         Upstream::ReadApi => &u.read_api,
     };
     let url = format!(
@@ -280,6 +286,10 @@ mod tests {
         assert_eq!(
             route(&Method::GET, "/api/customers/abc"),
             Some((Upstream::ReadApi, false))
+        );
+        assert_eq!(
+            route(&Method::POST, "/api/customers/abc/wallet/deposits"),
+            Some((Upstream::Payments, false))
         );
         assert_eq!(route(&Method::GET, "/api/nothing"), None);
         assert_eq!(route(&Method::GET, "/health"), None);

@@ -28,3 +28,11 @@ CREATE TABLE IF NOT EXISTS customers (
     created_at     TIMESTAMPTZ NOT NULL,
     updated_at     TIMESTAMPTZ NOT NULL
 );
+
+-- Wallet balances by customer, kept apart from `customers` so that a deposit projected
+-- before its customer's registration (two topics, no order between them) is not lost.
+CREATE TABLE IF NOT EXISTS wallets (
+    customer_id UUID PRIMARY KEY,
+    balance     BIGINT      NOT NULL DEFAULT 0,
+    updated_at  TIMESTAMPTZ NOT NULL
+);

@@ -1,9 +1,10 @@
-//! The customer read model: account details with wallet balance, orders count and
-//! lifetime spend (SPEC §3.2).
+//! The customer read model: account details (`customers`) and wallet balances
+//! (`wallets`); the read API joins them into the customer view of SPEC §3.2.
 
 use async_trait::async_trait;
 use shop_eventing::consumer::{EventHandler, HandlerError};
 use shop_schemas::customers::CustomerEvent;
+use shop_schemas::payments::PaymentEvent;
 use shop_schemas::{CloudEvent, Service};
 use sqlx::PgConnection;
 
@@ -12,7 +13,7 @@ use crate::ProjectionInfo;
 pub const INFO: ProjectionInfo = ProjectionInfo {
     name: "customers",
     consumer: "projection.customers",
-    sources: &[Service::Customers],
+    sources: &[Service::Customers, Service::Payments],
 };
 
 /// Applies customer events to `customers`.
@@ -21,7 +22,23 @@ pub struct CustomersProjection;
 #[async_trait]
 impl EventHandler for CustomersProjection {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
-        let Some(decoded) = crate::decode::<CustomerEvent>(Service::Customers, event)? else {
+        if let Some(PaymentEvent::FundsDeposited(e)) =
+            shop_eventing::consumer::decode::<PaymentEvent>(Service::Payments, event)?
+        {
+            sqlx::query(
+                "INSERT INTO wallets (customer_id, balance, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (customer_id) DO UPDATE SET balance = wallets.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(e.customer_id)
+            .bind(e.amount)
+            .bind(event.time)
+            .execute(&mut *tx)
+            .await?;
+            return Ok(());
+        }
+        let Some(decoded) =
+            shop_eventing::consumer::decode::<CustomerEvent>(Service::Customers, event)?
+        else {
             return Ok(());
         };
         match decoded {

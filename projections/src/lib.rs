@@ -9,11 +9,10 @@ pub mod customers;
 pub mod products;
 
 use axum::Router;
-use shop_eventing::consumer::{ConsumerRunner, EventHandler, HandlerError};
+use shop_eventing::consumer::{ConsumerRunner, EventHandler};
 use shop_eventing::db::{self, DbError};
 use shop_eventing::http::{ops_router, with_edge_layers};
 use shop_eventing::platform::Platform;
-use shop_schemas::CloudEvent;
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -44,31 +43,6 @@ pub fn handler(info: &ProjectionInfo) -> Arc<dyn EventHandler> {
         "customers" => Arc::new(customers::CustomersProjection),
         _ => Arc::new(products::ProductsProjection),
     }
-}
-
-/// Decodes an event of `service` into its enum: `None` for events of other services or
-/// of types this version does not know (newer producers); a permanent error for data
-/// that does not fit its type.
-///
-/// # Errors
-/// The data does not fit the event's type.
-pub fn decode<E: serde::de::DeserializeOwned>(
-    service: shop_schemas::Service,
-    event: &CloudEvent,
-) -> Result<Option<E>, HandlerError> {
-    if event.service() != Some(service) {
-        return Ok(None);
-    }
-    let name = event.event_name();
-    if shop_schemas::event_type(service, name).is_none() {
-        tracing::debug!(event_type = %event.ty, "unknown event type; ignored");
-        return Ok(None);
-    }
-    shop_schemas::decode_event(name, &event.data)
-        .map(Some)
-        .map_err(|e| {
-            HandlerError::permanent(format!("{} data does not fit its schema: {e}", event.ty))
-        })
 }
 
 /// Opens (and creates) the read-model database.

@@ -21,7 +21,9 @@ pub struct ProductsProjection;
 #[async_trait]
 impl EventHandler for ProductsProjection {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
-        let Some(decoded) = crate::decode::<InventoryEvent>(Service::Inventory, event)? else {
+        let Some(decoded) =
+            shop_eventing::consumer::decode::<InventoryEvent>(Service::Inventory, event)?
+        else {
             return Ok(());
         };
         let version = event.sequence as i64;

@@ -178,7 +178,8 @@ async fn get_customer(
         return Err(not_found());
     }
     let row = sqlx::query(
-        "SELECT customer_id, name, email, address, wallet_balance, orders_count, lifetime_spend, created_at FROM customers WHERE customer_id = $1",
+        "SELECT c.customer_id, c.name, c.email, c.address, COALESCE(w.balance, 0) AS wallet_balance, c.orders_count, c.lifetime_spend, c.created_at
+         FROM customers c LEFT JOIN wallets w USING (customer_id) WHERE c.customer_id = $1",
     )
     .bind(id)
     .fetch_optional(&state.pool)

@@ -8,6 +8,7 @@
 pub mod customers;
 pub mod envelope;
 pub mod inventory;
+pub mod payments;
 pub mod topics;
 
 pub use envelope::{CloudEvent, EventMetadata};
@@ -48,9 +49,13 @@ pub fn dataschema(service: Service, name: &str, version: u32) -> String {
 
 /// Every event type that has a Rust type in this crate, service by service.
 pub fn event_types() -> impl Iterator<Item = &'static EventType> {
-    [customers::EVENT_TYPES, inventory::EVENT_TYPES]
-        .into_iter()
-        .flatten()
+    [
+        customers::EVENT_TYPES,
+        inventory::EVENT_TYPES,
+        payments::EVENT_TYPES,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// Looks up an event type by its service and name.

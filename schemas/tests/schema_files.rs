@@ -9,6 +9,7 @@ use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
 use shop_schemas::inventory::{
     InventoryEvent, ProductAdded, ProductPriceChanged, ProductRestocked,
 };
+use shop_schemas::payments::{FundsDeposited, PaymentEvent};
 use shop_schemas::{event_types, split_event};
 use uuid::Uuid;
 
@@ -56,16 +57,18 @@ fn samples() -> Vec<(String, Value)> {
             country: "JP".into(),
         },
     })];
-    let mut samples: Vec<(String, Value)> = events
-        .into_iter()
-        .map(|e| split_event(serde_json::to_value(e).unwrap()).unwrap())
-        .collect();
-    samples.extend(
-        customers
-            .into_iter()
-            .map(|e| split_event(serde_json::to_value(e).unwrap()).unwrap()),
-    );
+    let payments = vec![PaymentEvent::FundsDeposited(FundsDeposited {
+        customer_id: Uuid::now_v7(),
+        amount: 5000,
+    })];
+    let mut samples: Vec<(String, Value)> = events.into_iter().map(split).collect();
+    samples.extend(customers.into_iter().map(split));
+    samples.extend(payments.into_iter().map(split));
     samples
+}
+
+fn split(event: impl serde::Serialize) -> (String, Value) {
+    split_event(serde_json::to_value(event).unwrap()).unwrap()
 }
 
 #[test]

@@ -101,6 +101,7 @@ pub struct Ports {
     pub gateway: u16,
     pub customers: u16,
     pub inventory: u16,
+    pub payments: u16,
     pub read_api: u16,
     pub projector: u16,
 }
@@ -154,6 +155,7 @@ impl Instance {
                 gateway: free_port(),
                 customers: free_port(),
                 inventory: free_port(),
+                payments: free_port(),
                 read_api: free_port(),
                 projector: free_port(),
             },
@@ -207,6 +209,7 @@ impl Instance {
             .env("SHOP_PORT", self.ports.gateway.to_string())
             .env("SHOP_CUSTOMERS_PORT", self.ports.customers.to_string())
             .env("SHOP_INVENTORY_PORT", self.ports.inventory.to_string())
+            .env("SHOP_PAYMENTS_PORT", self.ports.payments.to_string())
             .env("SHOP_READ_API_PORT", self.ports.read_api.to_string())
             .env("SHOP_PROJECTOR_PORT", self.ports.projector.to_string())
             .stdout(Stdio::piped())

@@ -1,0 +1,109 @@
+//! REST routes of the payments service (SPEC §3.2).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use shop_eventing::auth::{Authenticated, JwtKeys, Role};
+use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::http::{ApiJson, FieldError, Problem, Validation};
+use shop_eventing::telemetry::metadata_from_headers;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::wallet::{Wallet, WalletCommand, WalletError, MAX_DEPOSIT};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Arc<CommandBus<Wallet>>,
+    pub pool: PgPool,
+    pub jwt: JwtKeys,
+}
+
+impl FromRef<AppState> for JwtKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/customers/{id}/wallet/deposits", post(deposit))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+pub struct DepositBody {
+    amount: Option<i64>,
+}
+
+/// A customer deposits into its own wallet (its token proves the account exists);
+/// an admin into any registered customer's wallet. Anything else is "not found".
+#[tracing::instrument(name = "deposit", skip_all, fields(customer_id = %id))]
+async fn deposit(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<DepositBody>,
+) -> Result<Response, Problem> {
+    let not_found = || Problem::not_found("no such customer");
+    let customer_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    match claims.role {
+        Role::Customer if claims.sub != customer_id.to_string() => return Err(not_found()),
+        Role::Customer => {}
+        Role::Admin => {
+            let known: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM known_customers WHERE customer_id = $1)",
+            )
+            .bind(customer_id)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+            if !known {
+                return Err(not_found());
+            }
+        }
+    }
+    let mut v = Validation::new();
+    v.check(
+        body.amount.is_some_and(|a| (1..=MAX_DEPOSIT).contains(&a)),
+        "amount",
+        "an integer amount in minor units from 1 to 10^12",
+    );
+    v.finish()?;
+    let amount = body.amount.unwrap_or_default();
+    state
+        .bus
+        .execute(
+            &customer_id.to_string(),
+            WalletCommand::Deposit {
+                customer_id,
+                amount,
+            },
+            &metadata_from_headers(&headers),
+        )
+        .await
+        .map_err(|e| match e {
+            CommandError::Rejected(
+                e @ (WalletError::InvalidAmount | WalletError::BalanceLimit),
+            ) => Problem::validation(vec![FieldError {
+                field: "amount".into(),
+                message: e.to_string(),
+            }]),
+            CommandError::Conflict => {
+                Problem::conflict("the wallet was changed concurrently; retry")
+            }
+            CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
+            CommandError::Unavailable(e) => Problem::internal(&e),
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "customer_id": customer_id, "amount": amount })),
+    )
+        .into_response())
+}

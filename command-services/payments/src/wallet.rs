@@ -1,0 +1,128 @@
+//! The `Wallet` aggregate: a customer's balance.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use shop_schemas::payments::{FundsDeposited, PaymentEvent};
+use uuid::Uuid;
+
+/// Largest single deposit (SPEC §3.2).
+pub const MAX_DEPOSIT: i64 = 1_000_000_000_000;
+/// Largest balance a wallet may hold (keeps every sum far from overflow).
+pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalletCommand {
+    Deposit { customer_id: Uuid, amount: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalletError {
+    #[error("amount must be between 1 and {MAX_DEPOSIT}")]
+    InvalidAmount,
+    #[error("the wallet would exceed its largest balance")]
+    BalanceLimit,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wallet {
+    pub balance: i64,
+}
+
+impl Aggregate for Wallet {
+    const TYPE: &'static str = "wallet";
+    type Command = WalletCommand;
+    type Event = PaymentEvent;
+    type Error = WalletError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            WalletCommand::Deposit {
+                customer_id,
+                amount,
+            } => {
+                if !(1..=MAX_DEPOSIT).contains(&amount) {
+                    return Err(WalletError::InvalidAmount);
+                }
+                if self.balance + amount > MAX_BALANCE {
+                    return Err(WalletError::BalanceLimit);
+                }
+                sink.write(
+                    PaymentEvent::FundsDeposited(FundsDeposited {
+                        customer_id,
+                        amount,
+                    }),
+                    self,
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            PaymentEvent::FundsDeposited(e) => self.balance += e.amount,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+
+    fn id() -> Uuid {
+        Uuid::from_u128(9)
+    }
+
+    fn deposited(amount: i64) -> PaymentEvent {
+        PaymentEvent::FundsDeposited(FundsDeposited {
+            customer_id: id(),
+            amount,
+        })
+    }
+
+    #[test]
+    fn a_deposit_adds_funds() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![deposited(100)])
+            .when(WalletCommand::Deposit {
+                customer_id: id(),
+                amount: 50,
+            })
+            .then_expect_events(vec![deposited(50)]);
+    }
+
+    #[test]
+    fn deposits_must_be_positive_and_bounded() {
+        for amount in [0, -1, MAX_DEPOSIT + 1] {
+            TestFramework::<Wallet>::with(())
+                .given_no_previous_events()
+                .when(WalletCommand::Deposit {
+                    customer_id: id(),
+                    amount,
+                })
+                .then_expect_error(WalletError::InvalidAmount);
+        }
+    }
+
+    #[test]
+    fn a_wallet_has_a_largest_balance() {
+        let full: Vec<PaymentEvent> = (0..1000).map(|_| deposited(MAX_DEPOSIT)).collect();
+        TestFramework::<Wallet>::with(())
+            .given(full)
+            .when(WalletCommand::Deposit {
+                customer_id: id(),
+                amount: 1,
+            })
+            .then_expect_error(WalletError::BalanceLimit);
+    }
+}
