@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
 use shop_schemas::EventMetadata;
 use tracing::{debug, warn};
 
-use crate::store::{HookError, PgEventStore};
+use crate::store::{HookError, PgEventStore, TxEventStore};
+use sqlx::PgConnection;
 
 /// How often a command is re-run after losing an optimistic-concurrency race before the
 /// caller gets a conflict (409).
@@ -36,18 +37,23 @@ pub struct CommandBus<A>
 where
     A: Aggregate,
 {
-    cqrs: CqrsFramework<A, PersistedEventStore<PgEventStore, A>>,
+    store: PgEventStore,
+    services: A::Services,
+    /// Load from a snapshot taken every this many events (`None`: replay every event).
+    snapshot_every: Option<usize>,
 }
 
 impl<A> CommandBus<A>
 where
     A: Aggregate,
     A::Command: Clone,
+    A::Services: Clone,
 {
     pub fn new(store: PgEventStore, services: A::Services) -> Self {
-        let store = PersistedEventStore::new_event_store(store);
         CommandBus {
-            cqrs: CqrsFramework::new(store, vec![], services),
+            store,
+            services,
+            snapshot_every: None,
         }
     }
 
@@ -58,13 +64,26 @@ where
         services: A::Services,
         snapshot_every: usize,
     ) -> Self {
-        let store = PersistedEventStore::new_snapshot_store(store, snapshot_every);
         CommandBus {
-            cqrs: CqrsFramework::new(store, vec![], services),
+            store,
+            services,
+            snapshot_every: Some(snapshot_every),
         }
     }
 
-    /// Executes a command; a lost concurrency race is retried with a fresh aggregate.
+    fn framework<R: PersistedEventRepository>(
+        &self,
+        repository: R,
+    ) -> CqrsFramework<A, PersistedEventStore<R, A>> {
+        let store = match self.snapshot_every {
+            Some(every) => PersistedEventStore::new_snapshot_store(repository, every),
+            None => PersistedEventStore::new_event_store(repository),
+        };
+        CqrsFramework::new(store, vec![], self.services.clone())
+    }
+
+    /// Executes a command in a transaction of its own; a lost concurrency race is retried
+    /// with a fresh aggregate.
     ///
     /// # Errors
     /// See [`CommandError`].
@@ -75,38 +94,70 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<(), CommandError<A::Error>> {
-        let started = Instant::now();
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            match self
-                .cqrs
-                .execute_with_metadata(aggregate_id, command.clone(), metadata.to_map())
-                .await
-            {
-                Ok(()) => break Ok(()),
-                Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
-                    debug!(attempt, "concurrency conflict, retrying");
-                    let backoff = Duration::from_millis(fastrand::u64(1..=5 * attempt as u64));
-                    tokio::time::sleep(backoff).await;
-                }
-                Err(e) => break Err(map_error(e)),
-            }
-        };
-        let outcome = match &result {
-            Ok(()) => "accepted",
-            Err(CommandError::Rejected(_)) => "rejected",
-            Err(CommandError::Conflict) => "conflict",
-            Err(CommandError::Taken(_)) => "taken",
-            Err(CommandError::Unavailable(e)) => {
-                warn!(error = %e, "command failed");
-                "failed"
-            }
-        };
-        metrics::histogram!("command_duration_seconds", "aggregate" => A::TYPE, "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-        result
+        let cqrs = self.framework(self.store.clone());
+        run_with_retries(&cqrs, aggregate_id, command, metadata).await
     }
+
+    /// Executes a command inside the caller's transaction (a reaction's: its dedup record
+    /// and checkpoint commit with the events, or nothing does). A lost concurrency race
+    /// rolls back to a savepoint and is retried; the caller's transaction stays usable.
+    ///
+    /// # Errors
+    /// See [`CommandError`].
+    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, aggregate_id = %aggregate_id))]
+    pub async fn execute_in(
+        &self,
+        conn: &mut PgConnection,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<(), CommandError<A::Error>> {
+        let cqrs = self.framework(TxEventStore::new(conn, self.store.hook()));
+        run_with_retries(&cqrs, aggregate_id, command, metadata).await
+    }
+}
+
+async fn run_with_retries<A, R>(
+    cqrs: &CqrsFramework<A, PersistedEventStore<R, A>>,
+    aggregate_id: &str,
+    command: A::Command,
+    metadata: &EventMetadata,
+) -> Result<(), CommandError<A::Error>>
+where
+    A: Aggregate,
+    A::Command: Clone,
+    R: PersistedEventRepository,
+{
+    let started = Instant::now();
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        match cqrs
+            .execute_with_metadata(aggregate_id, command.clone(), metadata.to_map())
+            .await
+        {
+            Ok(()) => break Ok(()),
+            Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
+                debug!(attempt, "concurrency conflict, retrying");
+                let backoff = Duration::from_millis(fastrand::u64(1..=5 * attempt as u64));
+                tokio::time::sleep(backoff).await;
+            }
+            Err(e) => break Err(map_error(e)),
+        }
+    };
+    let outcome = match &result {
+        Ok(()) => "accepted",
+        Err(CommandError::Rejected(_)) => "rejected",
+        Err(CommandError::Conflict) => "conflict",
+        Err(CommandError::Taken(_)) => "taken",
+        Err(CommandError::Unavailable(e)) => {
+            warn!(error = %e, "command failed");
+            "failed"
+        }
+    };
+    metrics::histogram!("command_duration_seconds", "aggregate" => A::TYPE, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    result
 }
 
 fn map_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> {

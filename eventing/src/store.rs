@@ -16,7 +16,7 @@ use cqrs_es::Aggregate;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use shop_schemas::{CloudEvent, EventMetadata, Service};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Acquire, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 /// The event-store tables; apply with [`crate::db::open`].
@@ -142,6 +142,11 @@ impl PgEventStore {
         &self.pool
     }
 
+    /// The service's append hook, if any.
+    pub fn hook(&self) -> Option<Arc<dyn AppendHook>> {
+        self.hook.clone()
+    }
+
     /// One aggregate's events in sequence order (for `GET /api/events` and tools).
     ///
     /// # Errors
@@ -177,201 +182,223 @@ impl PgEventStore {
             .await?;
         rows.iter().map(StoredEvent::from_row).collect()
     }
-
-    async fn select(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        after: i64,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(after)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(connection_error)?;
-        rows.iter()
-            .map(|row| StoredEvent::from_row(row).map(|e| e.to_serialized()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
-    }
-
-    async fn append(
-        &self,
-        events: &[SerializedEvent],
-        snapshot: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
-        let mut tx = self.pool.begin().await.map_err(connection_error)?;
-        let mut stored = Vec::with_capacity(events.len());
-        let now = Utc::now();
-        for event in events {
-            let (event_type, data) =
-                shop_schemas::split_event(event.payload.clone()).ok_or_else(|| {
-                    PersistenceError::UnknownError(
-                        format!(
-                            "event {} is not an externally tagged enum value",
-                            event.event_type
-                        )
-                        .into(),
-                    )
-                })?;
-            let metadata: HashMap<String, String> =
-                serde_json::from_value(event.metadata.clone()).unwrap_or_default();
-            let event_id = Uuid::now_v7();
-            let position: i64 = sqlx::query_scalar(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
-            )
-            .bind(&event.aggregate_type)
-            .bind(&event.aggregate_id)
-            .bind(event.sequence as i64)
-            .bind(event_id)
-            .bind(&event_type)
-            .bind(&event.event_version)
-            .bind(&data)
-            .bind(&event.metadata)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(db) if db.constraint() == Some("events_aggregate_sequence") => {
-                    PersistenceError::OptimisticLockError
-                }
-                _ => connection_error(e),
-            })?;
-            stored.push(StoredEvent {
-                position,
-                aggregate_type: event.aggregate_type.clone(),
-                aggregate_id: event.aggregate_id.clone(),
-                sequence: event.sequence as i64,
-                event_id,
-                event_type,
-                event_version: event.event_version.clone(),
-                data,
-                metadata: EventMetadata::from_map(&metadata),
-                recorded_at: now,
-            });
-        }
-        let positions: Vec<i64> = stored.iter().map(|e| e.position).collect();
-        sqlx::query("INSERT INTO outbox (position) SELECT unnest($1::bigint[])")
-            .bind(&positions)
-            .execute(&mut *tx)
-            .await
-            .map_err(connection_error)?;
-        if let Some(hook) = &self.hook {
-            hook.on_append(&mut tx, &stored)
-                .await
-                .map_err(|e| match e {
-                    HookError::Sql(e) => connection_error(e),
-                    taken => PersistenceError::UnknownError(Box::new(taken)),
-                })?;
-        }
-        if let (Some((aggregate_id, payload, last_sequence)), Some(first)) =
-            (snapshot, events.first())
-        {
-            sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload, taken_at = now()",
-            )
-            .bind(&first.aggregate_type)
-            .bind(aggregate_id)
-            .bind(last_sequence as i64)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await
-            .map_err(connection_error)?;
-        }
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(OUTBOX_CHANNEL)
-            .execute(&mut *tx)
-            .await
-            .map_err(connection_error)?;
-        tx.commit().await.map_err(connection_error)?;
-        metrics::counter!("events_appended_total").increment(stored.len() as u64);
-        Ok(())
-    }
 }
 
 fn connection_error(e: sqlx::Error) -> PersistenceError {
     PersistenceError::ConnectionError(Box::new(e))
 }
 
-impl PersistedEventRepository for PgEventStore {
-    async fn get_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.select(A::TYPE, aggregate_id, 0).await
-    }
+async fn select(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    after: i64,
+) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(connection_error)?;
+    rows.iter()
+        .map(|row| StoredEvent::from_row(row).map(|e| e.to_serialized()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+}
 
-    async fn get_last_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-        last_sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.select(A::TYPE, aggregate_id, last_sequence as i64)
-            .await
-    }
-
-    async fn get_snapshot<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        let row = sqlx::query("SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(connection_error)?;
-        Ok(row.map(|row| {
-            let last_sequence: i64 = row.get("last_sequence");
-            SerializedSnapshot {
-                aggregate_id: aggregate_id.to_string(),
-                aggregate: row.get("payload"),
-                current_sequence: last_sequence as usize,
-                current_snapshot: last_sequence as usize,
-            }
-        }))
-    }
-
-    async fn persist<A: Aggregate>(
-        &self,
-        events: &[SerializedEvent],
-        snapshot_update: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
-        if events.is_empty() {
-            return Ok(());
+async fn snapshot(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+    let row = sqlx::query("SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(connection_error)?;
+    Ok(row.map(|row| {
+        let last_sequence: i64 = row.get("last_sequence");
+        SerializedSnapshot {
+            aggregate_id: aggregate_id.to_string(),
+            aggregate: row.get("payload"),
+            current_sequence: last_sequence as usize,
+            current_snapshot: last_sequence as usize,
         }
-        self.append(events, snapshot_update).await
-    }
+    }))
+}
 
-    async fn stream_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<ReplayStream, PersistenceError> {
-        let events = self.select(A::TYPE, aggregate_id, 0).await?;
-        feed(events).await
-    }
+async fn all_of_type(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    let sql =
+        format!("SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY position");
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(connection_error)?;
+    rows.iter()
+        .map(|row| StoredEvent::from_row(row).map(|e| e.to_serialized()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
+}
 
-    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY position"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(A::TYPE)
-            .fetch_all(&self.pool)
+#[tracing::instrument(name = "append", skip_all, fields(aggregate_id = %events[0].aggregate_id, events = events.len()))]
+async fn append(
+    conn: &mut PgConnection,
+    hook: Option<&dyn AppendHook>,
+    events: &[SerializedEvent],
+    snapshot: Option<(String, Value, usize)>,
+) -> Result<(), PersistenceError> {
+    // A transaction of its own, or a savepoint inside the caller's (a reaction's): a
+    // lost race rolls back only this append and leaves the caller's transaction usable.
+    let mut tx = conn.begin().await.map_err(connection_error)?;
+    let mut stored = Vec::with_capacity(events.len());
+    let now = Utc::now();
+    for event in events {
+        let (event_type, data) =
+            shop_schemas::split_event(event.payload.clone()).ok_or_else(|| {
+                PersistenceError::UnknownError(
+                    format!(
+                        "event {} is not an externally tagged enum value",
+                        event.event_type
+                    )
+                    .into(),
+                )
+            })?;
+        let metadata: HashMap<String, String> =
+            serde_json::from_value(event.metadata.clone()).unwrap_or_default();
+        let event_id = Uuid::now_v7();
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
+        )
+        .bind(&event.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(event.sequence as i64)
+        .bind(event_id)
+        .bind(&event_type)
+        .bind(&event.event_version)
+        .bind(&data)
+        .bind(&event.metadata)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.constraint() == Some("events_aggregate_sequence") => {
+                PersistenceError::OptimisticLockError
+            }
+            _ => connection_error(e),
+        })?;
+        stored.push(StoredEvent {
+            position,
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            sequence: event.sequence as i64,
+            event_id,
+            event_type,
+            event_version: event.event_version.clone(),
+            data,
+            metadata: EventMetadata::from_map(&metadata),
+            recorded_at: now,
+        });
+    }
+    let positions: Vec<i64> = stored.iter().map(|e| e.position).collect();
+    sqlx::query("INSERT INTO outbox (position) SELECT unnest($1::bigint[])")
+        .bind(&positions)
+        .execute(&mut *tx)
+        .await
+        .map_err(connection_error)?;
+    if let Some(hook) = hook {
+        hook.on_append(&mut tx, &stored)
             .await
-            .map_err(connection_error)?;
-        let events = rows
-            .iter()
-            .map(|row| StoredEvent::from_row(row).map(|e| e.to_serialized()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
-        feed(events).await
+            .map_err(|e| match e {
+                HookError::Sql(e) => connection_error(e),
+                taken => PersistenceError::UnknownError(Box::new(taken)),
+            })?;
+    }
+    if let (Some((aggregate_id, payload, last_sequence)), Some(first)) = (snapshot, events.first())
+    {
+        sqlx::query(
+            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload, taken_at = now()",
+        )
+        .bind(&first.aggregate_type)
+        .bind(aggregate_id)
+        .bind(last_sequence as i64)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await
+        .map_err(connection_error)?;
+    }
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(OUTBOX_CHANNEL)
+        .execute(&mut *tx)
+        .await
+        .map_err(connection_error)?;
+    tx.commit().await.map_err(connection_error)?;
+    metrics::counter!("events_appended_total").increment(stored.len() as u64);
+    Ok(())
+}
+
+/// Implements cqrs-es's repository over a way to get a connection, so the pool-backed
+/// store and the transaction-bound store share every statement.
+macro_rules! repository_over_connection {
+    ($store:ty, $self_:ident => $conn:expr) => {
+        impl PersistedEventRepository for $store {
+            async fn get_events<A: Aggregate>(&$self_, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
+                select(&mut *$conn, A::TYPE, aggregate_id, 0).await
+            }
+
+            async fn get_last_events<A: Aggregate>(&$self_, aggregate_id: &str, last_sequence: usize) -> Result<Vec<SerializedEvent>, PersistenceError> {
+                select(&mut *$conn, A::TYPE, aggregate_id, last_sequence as i64).await
+            }
+
+            async fn get_snapshot<A: Aggregate>(&$self_, aggregate_id: &str) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+                snapshot(&mut *$conn, A::TYPE, aggregate_id).await
+            }
+
+            async fn persist<A: Aggregate>(&$self_, events: &[SerializedEvent], snapshot_update: Option<(String, Value, usize)>) -> Result<(), PersistenceError> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                append(&mut *$conn, $self_.hook.as_deref(), events, snapshot_update).await
+            }
+
+            async fn stream_events<A: Aggregate>(&$self_, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
+                feed(select(&mut *$conn, A::TYPE, aggregate_id, 0).await?).await
+            }
+
+            async fn stream_all_events<A: Aggregate>(&$self_) -> Result<ReplayStream, PersistenceError> {
+                feed(all_of_type(&mut *$conn, A::TYPE).await?).await
+            }
+        }
+    };
+}
+
+repository_over_connection!(PgEventStore, self => self.pool.acquire().await.map_err(connection_error)?);
+repository_over_connection!(TxEventStore<'_>, self => self.conn.lock().await);
+
+/// The event store inside a transaction someone else owns — a reaction's, whose dedup
+/// record and checkpoint commit in the same transaction. Loads see the transaction's own
+/// writes; each append is a savepoint, so a lost concurrency race rolls back only itself.
+pub struct TxEventStore<'c> {
+    conn: tokio::sync::Mutex<&'c mut PgConnection>,
+    hook: Option<Arc<dyn AppendHook>>,
+}
+
+impl<'c> TxEventStore<'c> {
+    pub fn new(conn: &'c mut PgConnection, hook: Option<Arc<dyn AppendHook>>) -> Self {
+        TxEventStore {
+            conn: tokio::sync::Mutex::new(conn),
+            hook,
+        }
     }
 }
 

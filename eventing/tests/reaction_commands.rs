@@ -1,0 +1,164 @@
+//! Commands executed inside a caller's transaction (how saga reactions append): their
+//! events commit or roll back with it, and a lost race leaves it usable.
+
+use std::sync::Arc;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shop_eventing::command::CommandBus;
+use shop_eventing::db::{self, DatabaseConfig};
+use shop_eventing::store::{PgEventStore, TxEventStore, SCHEMA};
+use shop_schemas::EventMetadata;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum CounterEvent {
+    Incremented { by: i64 },
+}
+
+impl cqrs_es::DomainEvent for CounterEvent {
+    fn event_type(&self) -> String {
+        "Incremented".into()
+    }
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl cqrs_es::Aggregate for Counter {
+    const TYPE: &'static str = "counter";
+    type Command = i64;
+    type Event = CounterEvent;
+    type Error = Never;
+    type Services = ();
+    async fn handle(&mut self, by: i64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        sink.write(CounterEvent::Incremented { by }, self).await;
+        Ok(())
+    }
+    fn apply(&mut self, CounterEvent::Incremented { by }: CounterEvent) {
+        self.total += by;
+    }
+}
+
+async fn fresh() -> (PgEventStore, DatabaseConfig) {
+    let config = DatabaseConfig {
+        server_url: std::env::var("SHOP_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into()),
+        instance: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        max_connections: 4,
+    };
+    let pool = db::open(&config, "reaction", &[SCHEMA])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(start PostgreSQL with `scripts/infra.sh up`)"));
+    (PgEventStore::new(pool), config)
+}
+
+async fn count(store: &PgEventStore, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn events_commit_and_roll_back_with_the_callers_transaction() {
+    let (store, config) = fresh().await;
+    let bus = Arc::new(CommandBus::<Counter>::new(store.clone(), ()));
+    let metadata = EventMetadata::default();
+
+    let mut tx = store.pool().begin().await.unwrap();
+    bus.execute_in(&mut tx, "c", 5, &metadata).await.unwrap();
+    bus.execute_in(&mut tx, "c", 7, &metadata).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        count(&store, "events").await,
+        0,
+        "rolled back with the caller"
+    );
+    assert_eq!(count(&store, "outbox").await, 0);
+
+    let mut tx = store.pool().begin().await.unwrap();
+    bus.execute_in(&mut tx, "c", 5, &metadata).await.unwrap();
+    bus.execute_in(&mut tx, "c", 7, &metadata).await.unwrap();
+    sqlx::query("CREATE TABLE caller_effect (x int)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&store, "events").await, 2);
+    assert_eq!(count(&store, "outbox").await, 2);
+    assert_eq!(
+        count(&store, "caller_effect").await,
+        0,
+        "the caller's own work committed with them"
+    );
+
+    // Outside any transaction, the next command sees both.
+    bus.execute("c", 1, &metadata).await.unwrap();
+    let sequences: Vec<i64> = sqlx::query_scalar(
+        "SELECT sequence FROM events WHERE aggregate_id = 'c' ORDER BY sequence",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(sequences, [1, 2, 3]);
+
+    store.pool().close().await;
+    db::drop_database(&config.server_url, &config.database_name("reaction"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_race_inside_a_transaction_rolls_back_only_itself() {
+    let (store, config) = fresh().await;
+    let event = |sequence: usize| SerializedEvent {
+        aggregate_id: "c".into(),
+        sequence,
+        aggregate_type: "counter".into(),
+        event_type: "Incremented".into(),
+        event_version: "1".into(),
+        payload: json!({"Incremented": {"by": 1}}),
+        metadata: json!({}),
+    };
+    store.persist::<Counter>(&[event(1)], None).await.unwrap();
+
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("CREATE TABLE caller_effect (x int)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    {
+        let in_tx = TxEventStore::new(&mut tx, None);
+        // Sequence 1 is taken: the append loses the race…
+        let lost = in_tx.persist::<Counter>(&[event(1)], None).await;
+        assert!(
+            matches!(lost, Err(PersistenceError::OptimisticLockError)),
+            "{lost:?}"
+        );
+        // …and the transaction goes on: a retry at the right sequence succeeds.
+        in_tx.persist::<Counter>(&[event(2)], None).await.unwrap();
+    }
+    sqlx::query("INSERT INTO caller_effect VALUES (1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&store, "events").await, 2);
+    assert_eq!(count(&store, "caller_effect").await, 1);
+
+    store.pool().close().await;
+    db::drop_database(&config.server_url, &config.database_name("reaction"))
+        .await
+        .unwrap();
+}
