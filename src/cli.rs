@@ -101,6 +101,7 @@ pub enum Component {
     All,
     Customers,
     Inventory,
+    Orders,
     Payments,
     Projector,
     ReadApi,
@@ -122,6 +123,8 @@ pub struct ServeArgs {
     pub customers_port: u16,
     #[arg(long, env = "SHOP_INVENTORY_PORT", default_value_t = 8082)]
     pub inventory_port: u16,
+    #[arg(long, env = "SHOP_ORDERS_PORT", default_value_t = 8083)]
+    pub orders_port: u16,
     #[arg(long, env = "SHOP_PAYMENTS_PORT", default_value_t = 8084)]
     pub payments_port: u16,
     #[arg(long, env = "SHOP_READ_API_PORT", default_value_t = 8090)]
@@ -135,6 +138,9 @@ pub struct ServeArgs {
     /// The gateway's inventory upstream.
     #[arg(long, env = "SHOP_INVENTORY_URL")]
     pub inventory_url: Option<String>,
+    /// The gateway's orders upstream.
+    #[arg(long, env = "SHOP_ORDERS_URL")]
+    pub orders_url: Option<String>,
     /// The gateway's payments upstream.
     #[arg(long, env = "SHOP_PAYMENTS_URL")]
     pub payments_url: Option<String>,

@@ -62,6 +62,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         components.extend([
             Component::Customers,
             Component::Inventory,
+            Component::Orders,
             Component::Payments,
             Component::Projector,
             Component::ReadApi,
@@ -119,6 +120,13 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         servers.push((shop_inventory::service::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
+    if components.contains(&Component::Orders) {
+        let started = shop_orders::start(&platform).await?;
+        let (listener, addr) = bind(&args.bind, args.orders_port).await?;
+        local.orders = Some(format!("http://{addr}"));
+        servers.push((shop_orders::COMPONENT, started.router, listener));
+        tasks.extend(started.tasks);
+    }
     if components.contains(&Component::Payments) {
         let started = shop_payments::start(&platform).await?;
         let (listener, addr) = bind(&args.bind, args.payments_port).await?;
@@ -148,6 +156,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             upstreams: shop_gateway::Upstreams {
                 customers: upstream(&args.customers_url, &local.customers, args.customers_port),
                 inventory: upstream(&args.inventory_url, &local.inventory, args.inventory_port),
+                orders: upstream(&args.orders_url, &local.orders, args.orders_port),
                 payments: upstream(&args.payments_url, &local.payments, args.payments_port),
                 read_api: upstream(&args.read_api_url, &local.read_api, args.read_api_port),
             },
@@ -198,6 +207,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
 struct LocalUpstreams {
     customers: Option<String>,
     inventory: Option<String>,
+    orders: Option<String>,
     payments: Option<String>,
     read_api: Option<String>,
 }

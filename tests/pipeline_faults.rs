@@ -294,22 +294,32 @@ async fn a_poison_record_goes_to_the_dead_letter_topic_and_later_events_apply() 
 
     // Both poison records are on the dead-letter topic with the error and their origin.
     let dead_topic = format!("{}dead-letters", instance.topic_prefix);
+    // Two consumers read inventory events (the products projection and the orders
+    // service's catalogue replica); each dead-letters both poison records on its own.
     let mut dead = Vec::new();
     for _ in 0..100 {
         dead = kcat_read(&instance.infra.kafka_brokers, &dead_topic).await;
-        if dead.len() >= 2 {
+        if dead.len() >= 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(dead.len(), 2, "{dead:?}");
-    for record in &dead {
-        assert_eq!(record.header("dlq_consumer"), Some("projection.products"));
-        assert_eq!(record.header("dlq_topic"), Some(topic.as_str()));
-        assert!(record.header("dlq_error").is_some_and(|e| !e.is_empty()));
-        assert_eq!(record.key.as_deref(), Some(id.as_str()));
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    for consumer in ["projection.products", "orders.catalogue"] {
+        let mine: Vec<_> = dead
+            .iter()
+            .filter(|r| r.header("dlq_consumer") == Some(consumer))
+            .collect();
+        assert_eq!(mine.len(), 2, "{consumer}: {dead:?}");
+        assert!(mine
+            .iter()
+            .any(|r| r.payload.as_deref() == Some("this is not json")));
+        for record in mine {
+            assert_eq!(record.header("dlq_topic"), Some(topic.as_str()));
+            assert!(record.header("dlq_error").is_some_and(|e| !e.is_empty()));
+            assert_eq!(record.key.as_deref(), Some(id.as_str()));
+        }
     }
-    assert_eq!(dead[0].payload.as_deref(), Some("this is not json"));
     let read_db = instance.pool("read").await;
     assert_eq!(
         count(&read_db, "SELECT count(*) FROM dead_letters").await,

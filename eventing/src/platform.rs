@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::JwtKeys;
-use crate::consumer::ConsumerConfig;
+use crate::consumer::{ConsumerConfig, ConsumerRunner, EventHandler};
 use crate::db::DatabaseConfig;
 use crate::http::ReadyCheck;
 use crate::kafka::KafkaLog;
@@ -85,6 +85,27 @@ impl Platform {
             retry_backoff: self.consumer.retry_backoff,
             start: StartFrom::Beginning,
         }
+    }
+
+    /// A consumer named `name` of the topics of `sources`, keeping its checkpoints and
+    /// dedup records in `pool` and applying events with `handler`.
+    pub fn consumer(
+        &self,
+        pool: PgPool,
+        name: &str,
+        sources: &[shop_schemas::Service],
+        handler: Arc<dyn EventHandler>,
+    ) -> ConsumerRunner {
+        let topics = sources
+            .iter()
+            .map(|s| s.topic(&self.topic_prefix))
+            .collect();
+        ConsumerRunner::new(
+            pool,
+            self.log(),
+            self.consumer_config(name, topics),
+            handler,
+        )
     }
 
     /// The outbox relay of a service whose event store is in `pool`.

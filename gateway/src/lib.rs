@@ -29,6 +29,7 @@ pub const COMPONENT: &str = "gateway";
 pub struct Upstreams {
     pub customers: String,
     pub inventory: String,
+    pub orders: String,
     pub payments: String,
     pub read_api: String,
 }
@@ -55,6 +56,7 @@ struct AppState {
 pub enum Upstream {
     Customers,
     Inventory,
+    Orders,
     Payments,
     ReadApi,
 }
@@ -71,6 +73,9 @@ pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {
         ["api", "customers", _, "wallet", "deposits"] if method == Method::POST => {
             Some((Upstream::Payments, false))
         }
+        ["api", "customers", _, "orders"] if is_get => Some((Upstream::ReadApi, false)),
+        ["api", "orders"] if method == Method::POST => Some((Upstream::Orders, false)),
+        ["api", "orders", _] if is_get => Some((Upstream::ReadApi, false)),
         ["api", "products"] | ["api", "products", _] if is_get => Some((Upstream::ReadApi, true)),
         ["api", "products", ..] => Some((Upstream::Inventory, false)),
         ["api", "projections", ..] | ["api", "events", ..] | ["api", "dlq", ..] => {
@@ -174,6 +179,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
     let base = match upstream {
         Upstream::Customers => &u.customers,
         Upstream::Inventory => &u.inventory,
+        Upstream::Orders => &u.orders,
         Upstream::Payments => &u.payments,
         Upstream::ReadApi => &u.read_api,
     };
@@ -290,6 +296,18 @@ mod tests {
         assert_eq!(
             route(&Method::POST, "/api/customers/abc/wallet/deposits"),
             Some((Upstream::Payments, false))
+        );
+        assert_eq!(
+            route(&Method::POST, "/api/orders"),
+            Some((Upstream::Orders, false))
+        );
+        assert_eq!(
+            route(&Method::GET, "/api/orders/abc"),
+            Some((Upstream::ReadApi, false))
+        );
+        assert_eq!(
+            route(&Method::GET, "/api/customers/abc/orders"),
+            Some((Upstream::ReadApi, false))
         );
         assert_eq!(route(&Method::GET, "/api/nothing"), None);
         assert_eq!(route(&Method::GET, "/health"), None);

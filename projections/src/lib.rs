@@ -6,10 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod customers;
+pub mod orders;
 pub mod products;
 
 use axum::Router;
-use shop_eventing::consumer::{ConsumerRunner, EventHandler};
+use shop_eventing::consumer::EventHandler;
 use shop_eventing::db::{self, DbError};
 use shop_eventing::http::{ops_router, with_edge_layers};
 use shop_eventing::platform::Platform;
@@ -35,12 +36,13 @@ pub struct ProjectionInfo {
 }
 
 /// Every projection.
-pub const PROJECTIONS: &[ProjectionInfo] = &[products::INFO, customers::INFO];
+pub const PROJECTIONS: &[ProjectionInfo] = &[products::INFO, customers::INFO, orders::INFO];
 
 /// The projector of a projection.
 pub fn handler(info: &ProjectionInfo) -> Arc<dyn EventHandler> {
     match info.name {
         "customers" => Arc::new(customers::CustomersProjection),
+        "orders" => Arc::new(orders::OrdersProjection),
         _ => Arc::new(products::ProductsProjection),
     }
 }
@@ -72,17 +74,7 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
     let pool = open_read_database(platform).await?;
     let mut tasks = Vec::new();
     for info in PROJECTIONS {
-        let topics = info
-            .sources
-            .iter()
-            .map(|s| s.topic(&platform.topic_prefix))
-            .collect();
-        let runner = ConsumerRunner::new(
-            pool.clone(),
-            platform.log(),
-            platform.consumer_config(info.consumer, topics),
-            handler(info),
-        );
+        let runner = platform.consumer(pool.clone(), info.consumer, info.sources, handler(info));
         tasks.push(tokio::spawn(runner.run(platform.shutdown.clone())));
     }
     let router = with_edge_layers(ops_router(platform.ready_check(pool)), COMPONENT);

@@ -1,6 +1,8 @@
 //! The query API: serves the read models (never writes them) and projection status.
 #![forbid(unsafe_code)]
 
+mod orders;
+
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, Query, State};
@@ -25,8 +27,8 @@ const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 
 #[derive(Clone)]
-struct AppState {
-    pool: PgPool,
+pub(crate) struct AppState {
+    pub(crate) pool: PgPool,
     log: Arc<dyn EventLog>,
     topic_prefix: String,
     jwt: JwtKeys,
@@ -54,6 +56,8 @@ pub async fn start(platform: &Platform) -> Result<Router, DbError> {
         .route("/api/products", get(list_products))
         .route("/api/products/{id}", get(get_product))
         .route("/api/customers/{id}", get(get_customer))
+        .route("/api/customers/{id}/orders", get(orders::customer_orders))
+        .route("/api/orders/{id}", get(orders::get_order))
         .route("/api/projections", get(list_projections))
         .with_state(state);
     Ok(with_edge_layers(
@@ -90,13 +94,13 @@ impl<'r> sqlx::FromRow<'r, PgRow> for ProductView {
 }
 
 #[derive(Debug, Deserialize)]
-struct Page {
+pub(crate) struct Page {
     limit: Option<String>,
     after: Option<String>,
 }
 
 impl Page {
-    fn parse(&self) -> Result<(i64, Option<Uuid>), Problem> {
+    pub(crate) fn parse(&self) -> Result<(i64, Option<Uuid>), Problem> {
         let limit = match &self.limit {
             None => DEFAULT_LIMIT,
             Some(text) => text

@@ -8,6 +8,7 @@
 pub mod customers;
 pub mod envelope;
 pub mod inventory;
+pub mod orders;
 pub mod payments;
 pub mod topics;
 
@@ -16,7 +17,7 @@ pub use topics::Service;
 
 /// One event type of the catalogue: where it comes from, its name and its version.
 ///
-/// The registry [`EVENT_TYPES`] lists every event type that has a Rust type; a test checks
+/// The registry [`event_types`] lists every event type that has a Rust type; a test checks
 /// that each has a schema file under `schemas/events/` and that each schema file is listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventType {
@@ -52,6 +53,7 @@ pub fn event_types() -> impl Iterator<Item = &'static EventType> {
     [
         customers::EVENT_TYPES,
         inventory::EVENT_TYPES,
+        orders::EVENT_TYPES,
         payments::EVENT_TYPES,
     ]
     .into_iter()

@@ -9,6 +9,7 @@ use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
 use shop_schemas::inventory::{
     InventoryEvent, ProductAdded, ProductPriceChanged, ProductRestocked,
 };
+use shop_schemas::orders::{OrderEvent, OrderLine, OrderPlaced};
 use shop_schemas::payments::{FundsDeposited, PaymentEvent};
 use shop_schemas::{event_types, split_event};
 use uuid::Uuid;
@@ -64,6 +65,16 @@ fn samples() -> Vec<(String, Value)> {
     let mut samples: Vec<(String, Value)> = events.into_iter().map(split).collect();
     samples.extend(customers.into_iter().map(split));
     samples.extend(payments.into_iter().map(split));
+    samples.push(split(OrderEvent::OrderPlaced(OrderPlaced {
+        order_id: Uuid::now_v7(),
+        customer_id: Uuid::now_v7(),
+        lines: vec![OrderLine {
+            product_id,
+            quantity: 2,
+            unit_price: 1200,
+        }],
+        total: 2400,
+    })));
     samples
 }
 

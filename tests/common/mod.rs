@@ -101,6 +101,7 @@ pub struct Ports {
     pub gateway: u16,
     pub customers: u16,
     pub inventory: u16,
+    pub orders: u16,
     pub payments: u16,
     pub read_api: u16,
     pub projector: u16,
@@ -155,6 +156,7 @@ impl Instance {
                 gateway: free_port(),
                 customers: free_port(),
                 inventory: free_port(),
+                orders: free_port(),
                 payments: free_port(),
                 read_api: free_port(),
                 projector: free_port(),
@@ -209,6 +211,7 @@ impl Instance {
             .env("SHOP_PORT", self.ports.gateway.to_string())
             .env("SHOP_CUSTOMERS_PORT", self.ports.customers.to_string())
             .env("SHOP_INVENTORY_PORT", self.ports.inventory.to_string())
+            .env("SHOP_ORDERS_PORT", self.ports.orders.to_string())
             .env("SHOP_PAYMENTS_PORT", self.ports.payments.to_string())
             .env("SHOP_READ_API_PORT", self.ports.read_api.to_string())
             .env("SHOP_PROJECTOR_PORT", self.ports.projector.to_string())
@@ -274,8 +277,19 @@ impl Instance {
             .unwrap()
     }
 
-    /// Drops this instance's databases.
+    /// Drops this instance's databases and deletes its topics.
     pub async fn cleanup(&self) {
+        let kafka = shop_eventing::kafka::KafkaLog::new(shop_eventing::kafka::KafkaConfig {
+            brokers: self.infra.kafka_brokers.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut topics: Vec<String> = shop_schemas::Service::ALL
+            .iter()
+            .map(|s| s.topic(&self.topic_prefix))
+            .collect();
+        topics.push(shop_schemas::topics::dead_letter_topic(&self.topic_prefix));
+        kafka.delete_topics(&topics).await.ok();
         for component in [
             "customers",
             "inventory",

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use shop_eventing::command::CommandBus;
-use shop_eventing::consumer::ConsumerRunner;
 use shop_eventing::db::{self, DbError};
 use shop_eventing::http::{ops_router, with_edge_layers};
 use shop_eventing::platform::Platform;
@@ -40,13 +39,10 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         ],
     )
     .await?;
-    let known_customers = ConsumerRunner::new(
+    let known_customers = platform.consumer(
         pool.clone(),
-        platform.log(),
-        platform.consumer_config(
-            KNOWN_CUSTOMERS,
-            vec![Service::Customers.topic(&platform.topic_prefix)],
-        ),
+        KNOWN_CUSTOMERS,
+        &[Service::Customers],
         Arc::new(KnownCustomers),
     );
     let tasks = vec![

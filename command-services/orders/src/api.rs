@@ -1,0 +1,172 @@
+//! REST routes of the orders service (SPEC §3.4).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use shop_eventing::auth::{Authenticated, JwtKeys, Role};
+use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::http::{ApiJson, FieldError, Problem};
+use shop_eventing::telemetry::metadata_from_headers;
+use shop_schemas::orders::OrderLine;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::order::{Order, OrderCommand, OrderError, MAX_LINES, MAX_QUANTITY};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Arc<CommandBus<Order>>,
+    pub pool: PgPool,
+    pub jwt: JwtKeys,
+}
+
+impl FromRef<AppState> for JwtKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/orders", post(place_order))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+pub struct LineBody {
+    product_id: Option<String>,
+    quantity: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub struct PlaceBody {
+    lines: Option<Vec<LineBody>>,
+}
+
+fn field_error(field: String, message: &str) -> FieldError {
+    FieldError {
+        field,
+        message: message.to_string(),
+    }
+}
+
+/// Checks the lines' shape: every problem named by its field.
+fn parse_lines(body: PlaceBody) -> Result<Vec<(Uuid, i64)>, Vec<FieldError>> {
+    let lines = body.lines.unwrap_or_default();
+    let mut errors = Vec::new();
+    if !(1..=MAX_LINES).contains(&lines.len()) {
+        errors.push(field_error("lines".into(), "1 to 100 lines"));
+    }
+    let mut parsed = Vec::with_capacity(lines.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in lines.iter().enumerate() {
+        match line
+            .product_id
+            .as_deref()
+            .and_then(|id| Uuid::parse_str(id).ok())
+        {
+            None => errors.push(field_error(
+                format!("lines[{i}].product_id"),
+                "a product id",
+            )),
+            Some(id) if !seen.insert(id) => errors.push(field_error(
+                format!("lines[{i}].product_id"),
+                "each product once per order",
+            )),
+            Some(id) => parsed.push((id, line.quantity.unwrap_or(0))),
+        }
+        if !line
+            .quantity
+            .is_some_and(|q| (1..=MAX_QUANTITY).contains(&q))
+        {
+            errors.push(field_error(
+                format!("lines[{i}].quantity"),
+                "1 to 1000 units",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(errors)
+    }
+}
+
+/// A customer places an order for itself; prices come from this service's catalogue
+/// replica, so a product inventory has not announced yet is "unknown" (422).
+#[tracing::instrument(name = "place_order", skip_all)]
+async fn place_order(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PlaceBody>,
+) -> Result<Response, Problem> {
+    if claims.role != Role::Customer {
+        return Err(Problem::forbidden("orders are placed by customers"));
+    }
+    let customer_id = Uuid::parse_str(&claims.sub)
+        .map_err(|_| Problem::forbidden("orders are placed by customers"))?;
+    let requested = parse_lines(body).map_err(Problem::validation)?;
+    let ids: Vec<Uuid> = requested.iter().map(|(id, _)| *id).collect();
+    let prices: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
+        "SELECT product_id, price FROM catalogue WHERE product_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(|e| Problem::internal(&e))?
+    .into_iter()
+    .collect();
+    let unknown: Vec<FieldError> = requested
+        .iter()
+        .enumerate()
+        .filter(|(_, (id, _))| !prices.contains_key(id))
+        .map(|(i, _)| field_error(format!("lines[{i}].product_id"), "no such product"))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Problem::validation(unknown));
+    }
+    let lines: Vec<OrderLine> = requested
+        .into_iter()
+        .map(|(product_id, quantity)| OrderLine {
+            product_id,
+            quantity,
+            unit_price: prices[&product_id],
+        })
+        .collect();
+    let order_id = Uuid::now_v7();
+    // The order id is the correlation id of everything the saga does for it.
+    let mut metadata = metadata_from_headers(&headers);
+    metadata.correlation_id = order_id.to_string();
+    let command = OrderCommand::Place {
+        order_id,
+        customer_id,
+        lines,
+    };
+    state
+        .bus
+        .execute(&order_id.to_string(), command, &metadata)
+        .await
+        .map_err(|e| match e {
+            CommandError::Rejected(e @ OrderError::InvalidLines) => {
+                Problem::validation(vec![field_error("lines".into(), &e.to_string())])
+            }
+            CommandError::Rejected(OrderError::AlreadyPlaced) | CommandError::Conflict => {
+                Problem::conflict("the order already exists")
+            }
+            CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
+            CommandError::Unavailable(e) => Problem::internal(&e),
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/orders/{order_id}"))],
+        Json(serde_json::json!({ "order_id": order_id, "status": "PENDING" })),
+    )
+        .into_response())
+}

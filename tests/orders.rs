@@ -1,0 +1,235 @@
+//! Placing orders end to end (SPEC §3.4): priced from the orders service's own replica
+//! of the catalogue, validated line by line, visible in the order view.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Instance};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_places_an_order_priced_at_placement() {
+    let instance = Instance::new();
+    let shop = instance.spawn(&["all"], &[]).await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let tea = admin.add_product("TEA-1", 1200, 10).await;
+    let cup = admin.add_product("CUP-1", 500, 5).await;
+    let (hanako, hanako_id) =
+        Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
+
+    // Once the orders service has seen the products, the order is accepted.
+    let order =
+        json!({"lines": [{"product_id": tea, "quantity": 2}, {"product_id": cup, "quantity": 1}]});
+    let deadline = std::time::Instant::now() + WAIT;
+    let placed = loop {
+        let answer = hanako.post("/api/orders", order.clone()).await;
+        if answer.status == StatusCode::ACCEPTED {
+            break answer.body;
+        }
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{answer:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orders service never saw the products"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(placed["status"], "PENDING");
+    let order_id = placed["order_id"].as_str().unwrap().to_string();
+
+    // The order view: lines with SKU, name and the price at placement; the history.
+    let view = hanako
+        .get_until(&format!("/api/orders/{order_id}"), WAIT, |o| {
+            o["customer_name"] == "Hanako" && o["lines"][0]["sku"] == "TEA-1"
+        })
+        .await;
+    assert_eq!(view["status"], "PENDING");
+    assert_eq!(view["customer_id"], hanako_id.as_str());
+    assert_eq!(view["total"], 2900);
+    assert_eq!(view["cancel_reason"], serde_json::Value::Null);
+    assert_eq!(view["lines"][0]["quantity"], 2);
+    assert_eq!(view["lines"][0]["unit_price"], 1200);
+    assert_eq!(view["lines"][0]["line_total"], 2400);
+    assert_eq!(view["lines"][1]["name"], "Product CUP-1");
+    assert_eq!(view["history"][0]["event_type"], "OrderPlaced");
+    assert_eq!(view["history"][0]["source"], "orders");
+
+    // A price change applies to later orders only.
+    let answer = admin
+        .send(
+            "PUT",
+            &format!("/api/products/{tea}/price"),
+            Some(json!({"price": 1000})),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    let one_tea = json!({"lines": [{"product_id": tea, "quantity": 1}]});
+    let deadline = std::time::Instant::now() + WAIT;
+    let second = loop {
+        let answer = hanako.post("/api/orders", one_tea.clone()).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
+        let id = answer.body["order_id"].as_str().unwrap().to_string();
+        let view = hanako
+            .get_until(&format!("/api/orders/{id}"), WAIT, |_| true)
+            .await;
+        if view["total"] == 1000 {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new price never reached orders"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let first = hanako.get(&format!("/api/orders/{order_id}")).await.body;
+    assert_eq!(
+        first["lines"][0]["unit_price"], 1200,
+        "the first order keeps its price"
+    );
+
+    // The customer's orders, newest first.
+    let mine = hanako
+        .get(&format!("/api/customers/{hanako_id}/orders"))
+        .await;
+    assert_eq!(mine.status, StatusCode::OK);
+    let mine = mine.body.as_array().unwrap().clone();
+    assert!(mine.len() >= 2);
+    assert_eq!(mine[0]["order_id"], second.as_str());
+    assert_eq!(mine.last().unwrap()["order_id"], order_id.as_str());
+
+    // Nobody else sees it.
+    let (taro, _) = Client::customer(instance.gateway_url(), "Taro", "taro@example.com").await;
+    assert_eq!(
+        taro.get(&format!("/api/orders/{order_id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        taro.get(&format!("/api/customers/{hanako_id}/orders"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        admin.get(&format!("/api/orders/{order_id}")).await.status,
+        StatusCode::OK
+    );
+
+    // The event carries the order id as its correlation id.
+    let records = common::kcat_read(
+        &instance.infra.kafka_brokers,
+        &format!("{}orders.events", instance.topic_prefix),
+    )
+    .await;
+    let record = records
+        .iter()
+        .find(|r| r.header("ce_subject") == Some(order_id.as_str()))
+        .expect("OrderPlaced on the topic");
+    assert_eq!(record.header("ce_type"), Some("shop.orders.OrderPlaced"));
+    assert_eq!(record.header("ce_correlationid"), Some(order_id.as_str()));
+
+    shop.kill().await;
+    instance.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_orders_name_each_bad_line_and_store_nothing() {
+    let instance = Instance::new();
+    let shop = instance.spawn(&["all"], &[]).await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let tea = admin.add_product("TEA-1", 1200, 10).await;
+    let (hanako, _) =
+        Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
+    // Wait until the catalogue replica has the product (a valid order is accepted).
+    let pool = instance.pool("orders").await;
+    common::eventually("orders knows the product", WAIT, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let cases = [
+        (json!({"lines": []}), vec!["lines"]),
+        (json!({}), vec!["lines"]),
+        (
+            json!({"lines": [{"product_id": tea, "quantity": 0}]}),
+            vec!["lines[0].quantity"],
+        ),
+        (
+            json!({"lines": [{"product_id": tea, "quantity": 1001}]}),
+            vec!["lines[0].quantity"],
+        ),
+        (
+            json!({"lines": [{"product_id": tea, "quantity": 1}, {"product_id": tea, "quantity": 2}]}),
+            vec!["lines[1].product_id"],
+        ),
+        (
+            json!({"lines": [{"product_id": "nope", "quantity": 1}]}),
+            vec!["lines[0].product_id"],
+        ),
+        (
+            json!({"lines": [{"product_id": tea, "quantity": 1}, {"product_id": unknown, "quantity": 1}]}),
+            vec!["lines[1].product_id"],
+        ),
+    ];
+    for (body, fields) in cases {
+        let answer = hanako.post("/api/orders", body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {answer:?}"
+        );
+        assert_eq!(answer.content_type, "application/problem+json");
+        let named: Vec<&str> = answer.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(named, fields, "{body}");
+    }
+    let too_many: Vec<_> = (0..101)
+        .map(|_| json!({"product_id": uuid::Uuid::now_v7(), "quantity": 1}))
+        .collect();
+    assert_eq!(
+        hanako
+            .post("/api/orders", json!({"lines": too_many}))
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // Only customers place orders.
+    let valid = json!({"lines": [{"product_id": tea, "quantity": 1}]});
+    assert_eq!(
+        admin.post("/api/orders", valid.clone()).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        Client::new(instance.gateway_url())
+            .post("/api/orders", valid)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0, "no refused order was stored");
+
+    pool.close().await;
+    shop.kill().await;
+    instance.cleanup().await;
+}
