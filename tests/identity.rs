@@ -9,7 +9,7 @@ use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn registration(email: &str) -> serde_json::Value {
     json!({"name": "Hanako Yamada", "email": email, "password": "s3cret-passw0rd",

@@ -9,7 +9,7 @@ use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_places_an_order_priced_at_placement() {
@@ -230,6 +230,166 @@ async fn refused_orders_name_each_bad_line_and_store_nothing() {
     assert_eq!(events, 0, "no refused order was stored");
 
     pool.close().await;
+    shop.kill().await;
+    instance.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_reserves_every_line_or_none() {
+    let instance = Instance::new();
+    let shop = instance.spawn(&["all"], &[]).await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let tea = admin.add_product("TEA-1", 100, 5).await;
+    let cup = admin.add_product("CUP-1", 50, 1).await;
+    let (hanako, _) =
+        Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
+    let orders_db = instance.pool("orders").await;
+    common::eventually("orders knows the products", WAIT, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
+            .fetch_one(&orders_db)
+            .await
+            .unwrap()
+            == 2
+    })
+    .await;
+
+    // Both lines there: both reserved, as one event.
+    let fits = hanako
+        .post("/api/orders", json!({"lines": [{"product_id": tea, "quantity": 2}, {"product_id": cup, "quantity": 1}]}))
+        .await;
+    assert_eq!(fits.status, StatusCode::ACCEPTED, "{fits:?}");
+    let fits_id = fits.body["order_id"].as_str().unwrap().to_string();
+    let view = hanako
+        .get_until(&format!("/api/orders/{fits_id}"), WAIT, |o| {
+            o["history"].as_array().is_some_and(|h| h.len() == 2)
+        })
+        .await;
+    assert_eq!(view["history"][1]["event_type"], "StockReserved");
+    assert_eq!(view["history"][1]["source"], "inventory");
+    let public = Client::new(instance.gateway_url());
+    public
+        .get_until(&format!("/api/products/{tea}"), WAIT, |p| {
+            p["available"] == 3 && p["reserved"] == 2
+        })
+        .await;
+    public
+        .get_until(&format!("/api/products/{cup}"), WAIT, |p| {
+            p["available"] == 0 && p["reserved"] == 1
+        })
+        .await;
+
+    // One line short: nothing reserved, the short line named.
+    let short = hanako
+        .post("/api/orders", json!({"lines": [{"product_id": tea, "quantity": 1}, {"product_id": cup, "quantity": 1}]}))
+        .await;
+    assert_eq!(short.status, StatusCode::ACCEPTED);
+    let short_id = short.body["order_id"].as_str().unwrap().to_string();
+    let view = hanako
+        .get_until(&format!("/api/orders/{short_id}"), WAIT, |o| {
+            o["history"].as_array().is_some_and(|h| h.len() == 2)
+        })
+        .await;
+    assert_eq!(view["history"][1]["event_type"], "StockReservationRejected");
+    let inventory_db = instance.pool("inventory").await;
+    let rejected: serde_json::Value =
+        sqlx::query_scalar("SELECT data FROM events WHERE event_type = 'StockReservationRejected'")
+            .fetch_one(&inventory_db)
+            .await
+            .unwrap();
+    assert_eq!(rejected["reason"], "out_of_stock");
+    assert_eq!(
+        rejected["lines"],
+        json!([{"product_id": cup, "requested": 1, "available": 0}])
+    );
+    let tea_now = public.get(&format!("/api/products/{tea}")).await.body;
+    assert_eq!(
+        (tea_now["available"].as_i64(), tea_now["reserved"].as_i64()),
+        (Some(3), Some(2)),
+        "the tea line was not reserved"
+    );
+
+    inventory_db.close().await;
+    orders_db.close().await;
+    shop.kill().await;
+    instance.cleanup().await;
+}
+
+/// SPEC §6: no oversell under any concurrency. 30 buyers race for 10 units (the
+/// reservation step of the saga; confirmation and cancellation come with the rest of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_reserved() {
+    let instance = Instance::new();
+    let shop = instance.spawn(&["all"], &[]).await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let item = admin.add_product("RARE-1", 100, 10).await;
+    let mut buyers = Vec::new();
+    for i in 0..30 {
+        buyers.push(
+            Client::customer(
+                instance.gateway_url(),
+                &format!("Buyer {i}"),
+                &format!("buyer{i}@example.com"),
+            )
+            .await
+            .0,
+        );
+    }
+    let orders_db = instance.pool("orders").await;
+    common::eventually("orders knows the product", WAIT, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
+            .fetch_one(&orders_db)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+
+    let order = json!({"lines": [{"product_id": item, "quantity": 1}]});
+    let answers =
+        futures::future::join_all(buyers.iter().map(|b| b.post("/api/orders", order.clone())))
+            .await;
+    assert!(
+        answers.iter().all(|a| a.status == StatusCode::ACCEPTED),
+        "{answers:?}"
+    );
+
+    let inventory_db = instance.pool("inventory").await;
+    common::eventually("30 decisions", Duration::from_secs(60), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM events WHERE aggregate_type = 'reservation'",
+        )
+        .fetch_one(&inventory_db)
+        .await
+        .unwrap()
+            == 30
+    })
+    .await;
+    let by_type: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*) FROM events WHERE aggregate_type = 'reservation' GROUP BY event_type ORDER BY event_type",
+    )
+    .fetch_all(&inventory_db)
+    .await
+    .unwrap();
+    assert_eq!(
+        by_type,
+        vec![
+            ("StockReservationRejected".to_string(), 20),
+            ("StockReserved".to_string(), 10)
+        ]
+    );
+    let (available, reserved): (i64, i64) = sqlx::query_as("SELECT available, reserved FROM stock")
+        .fetch_one(&inventory_db)
+        .await
+        .unwrap();
+    assert_eq!((available, reserved), (0, 10));
+    Client::new(instance.gateway_url())
+        .get_until(&format!("/api/products/{item}"), WAIT, |p| {
+            p["available"] == 0 && p["reserved"] == 10
+        })
+        .await;
+
+    inventory_db.close().await;
+    orders_db.close().await;
     shop.kill().await;
     instance.cleanup().await;
 }

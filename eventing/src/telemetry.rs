@@ -144,6 +144,16 @@ pub fn metadata_from_headers(headers: &axum::http::HeaderMap) -> shop_schemas::E
     }
 }
 
+/// The chain of an event a reaction appends because of `cause`: same correlation id,
+/// the cause's event id, a child of its trace context.
+pub fn metadata_caused_by(cause: &shop_schemas::CloudEvent) -> shop_schemas::EventMetadata {
+    shop_schemas::EventMetadata {
+        correlation_id: cause.correlationid.clone(),
+        causation_id: cause.id.to_string(),
+        traceparent: child_traceparent(&cause.traceparent),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::{CloudEvent, Service};
 use sqlx::PgConnection;
@@ -11,7 +12,7 @@ use crate::ProjectionInfo;
 pub const INFO: ProjectionInfo = ProjectionInfo {
     name: "orders",
     consumer: "projection.orders",
-    sources: &[Service::Orders],
+    sources: &[Service::Orders, Service::Inventory],
 };
 
 /// Applies order events to `orders`, `order_lines` and `order_history`.
@@ -20,6 +21,16 @@ pub struct OrdersProjection;
 #[async_trait]
 impl EventHandler for OrdersProjection {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+        // Inventory's saga steps only add to an order's history.
+        match decode::<InventoryEvent>(Service::Inventory, event)? {
+            Some(InventoryEvent::StockReserved(e)) => {
+                return record_history(tx, e.order_id, event).await
+            }
+            Some(InventoryEvent::StockReservationRejected(e)) => {
+                return record_history(tx, e.order_id, event).await
+            }
+            _ => {}
+        }
         let Some(decoded) = decode::<OrderEvent>(Service::Orders, event)? else {
             return Ok(());
         };

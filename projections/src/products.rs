@@ -55,6 +55,19 @@ impl EventHandler for ProductsProjection {
                 )
                 .await?;
             }
+            InventoryEvent::StockReserved(e) => {
+                for line in &e.lines {
+                    sqlx::query(
+                        "UPDATE products SET available = available - $2, reserved = reserved + $2, updated_at = $3 WHERE product_id = $1",
+                    )
+                    .bind(line.product_id)
+                    .bind(line.quantity)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            InventoryEvent::StockReservationRejected(_) => {}
             InventoryEvent::ProductPriceChanged(e) => {
                 update(tx, "price = $2", e.product_id, e.price, version, at).await?;
             }

@@ -31,6 +31,38 @@ pub struct ProductRestocked {
     pub quantity: i64,
 }
 
+/// Units of one product for one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLine {
+    pub product_id: Uuid,
+    pub quantity: i64,
+}
+
+/// A line that could not be reserved: what was asked and what was there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockShortage {
+    pub product_id: Uuid,
+    pub requested: i64,
+    pub available: i64,
+}
+
+/// Every line of an order was reserved, as one decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReserved {
+    pub order_id: Uuid,
+    pub lines: Vec<StockLine>,
+}
+
+/// An order could not be reserved; nothing was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReservationRejected {
+    pub order_id: Uuid,
+    /// `out_of_stock`.
+    pub reason: String,
+    /// The lines that were short.
+    pub lines: Vec<StockShortage>,
+}
+
 /// Every event of the inventory service. Serialized externally tagged
 /// (`{"ProductAdded": {...}}`); the event store keeps the tag as the event type and the
 /// inner object as the CloudEvents data.
@@ -39,6 +71,8 @@ pub enum InventoryEvent {
     ProductAdded(ProductAdded),
     ProductPriceChanged(ProductPriceChanged),
     ProductRestocked(ProductRestocked),
+    StockReserved(StockReserved),
+    StockReservationRejected(StockReservationRejected),
 }
 
 pub const EVENT_TYPES: &[EventType] = &[
@@ -57,6 +91,16 @@ pub const EVENT_TYPES: &[EventType] = &[
         name: "ProductRestocked",
         version: 1,
     },
+    EventType {
+        service: Service::Inventory,
+        name: "StockReserved",
+        version: 1,
+    },
+    EventType {
+        service: Service::Inventory,
+        name: "StockReservationRejected",
+        version: 1,
+    },
 ];
 
 impl InventoryEvent {
@@ -66,15 +110,8 @@ impl InventoryEvent {
             InventoryEvent::ProductAdded(_) => "ProductAdded",
             InventoryEvent::ProductPriceChanged(_) => "ProductPriceChanged",
             InventoryEvent::ProductRestocked(_) => "ProductRestocked",
-        }
-    }
-
-    /// The product the event is about (the aggregate id).
-    pub fn product_id(&self) -> Uuid {
-        match self {
-            InventoryEvent::ProductAdded(e) => e.product_id,
-            InventoryEvent::ProductPriceChanged(e) => e.product_id,
-            InventoryEvent::ProductRestocked(e) => e.product_id,
+            InventoryEvent::StockReserved(_) => "StockReserved",
+            InventoryEvent::StockReservationRejected(_) => "StockReservationRejected",
         }
     }
 }

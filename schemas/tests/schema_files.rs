@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
 use shop_schemas::inventory::{
-    InventoryEvent, ProductAdded, ProductPriceChanged, ProductRestocked,
+    InventoryEvent, ProductAdded, ProductPriceChanged, ProductRestocked, StockLine,
+    StockReservationRejected, StockReserved, StockShortage,
 };
 use shop_schemas::orders::{OrderEvent, OrderLine, OrderPlaced};
 use shop_schemas::payments::{FundsDeposited, PaymentEvent};
@@ -45,6 +46,22 @@ fn samples() -> Vec<(String, Value)> {
         InventoryEvent::ProductRestocked(ProductRestocked {
             product_id,
             quantity: 3,
+        }),
+        InventoryEvent::StockReserved(StockReserved {
+            order_id: Uuid::now_v7(),
+            lines: vec![StockLine {
+                product_id,
+                quantity: 2,
+            }],
+        }),
+        InventoryEvent::StockReservationRejected(StockReservationRejected {
+            order_id: Uuid::now_v7(),
+            reason: "out_of_stock".into(),
+            lines: vec![StockShortage {
+                product_id,
+                requested: 5,
+                available: 1,
+            }],
         }),
     ];
     let customers = vec![CustomerEvent::CustomerRegistered(CustomerRegistered {

@@ -71,13 +71,18 @@ pub fn fresh_instance() -> String {
     format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// A free TCP port on loopback (bound, then released).
+/// A free TCP port on loopback for a component that must keep its port across restarts.
+///
+/// Chosen at random below the kernel's ephemeral range (32768 and up here), so outgoing
+/// connections — to PostgreSQL, Kafka, between components — cannot take it between this
+/// check and the component's bind, as they could a port the kernel handed out.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + fastrand::u16(..12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn logs_dir() -> PathBuf {

@@ -135,6 +135,8 @@ impl Aggregate for Product {
             }
             InventoryEvent::ProductRestocked(e) => self.available += e.quantity,
             InventoryEvent::ProductPriceChanged(e) => self.price = e.price,
+            // Reservations are decided by the `Reservation` aggregate against `stock`.
+            InventoryEvent::StockReserved(_) | InventoryEvent::StockReservationRejected(_) => {}
         }
     }
 }

@@ -11,37 +11,84 @@ use shop_eventing::db::{self, DbError};
 use shop_eventing::http::{ops_router, with_edge_layers};
 use shop_eventing::platform::Platform;
 use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
+use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::Service;
 use sqlx::PgConnection;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
+use crate::reactions::{ReserveStock, RESERVATIONS};
 
 pub const COMPONENT: &str = "inventory";
 const SCHEMA: &str = include_str!("../sql/inventory.sql");
 
-/// Keeps `product_skus` in step with `ProductAdded`, inside the append transaction.
-struct SkuIndex;
+/// Keeps the service's private tables in step with its events, inside the append
+/// transaction: `product_skus` (a taken SKU aborts the append: 409) and `stock` (whose
+/// `available >= 0` check makes an oversell abort the append).
+struct InventoryTables;
 
-impl AppendHook for SkuIndex {
+async fn apply_to_tables(tx: &mut PgConnection, event: &InventoryEvent) -> Result<(), HookError> {
+    match event {
+        InventoryEvent::ProductAdded(e) => {
+            let inserted = sqlx::query("INSERT INTO product_skus (sku, product_id) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING")
+                .bind(&e.sku)
+                .bind(e.product_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if inserted == 0 {
+                return Err(HookError::Taken {
+                    what: format!("sku {:?}", e.sku),
+                });
+            }
+            sqlx::query("INSERT INTO stock (product_id, available) VALUES ($1, $2)")
+                .bind(e.product_id)
+                .bind(e.stock)
+                .execute(&mut *tx)
+                .await?;
+        }
+        InventoryEvent::ProductRestocked(e) => {
+            sqlx::query("UPDATE stock SET available = available + $2 WHERE product_id = $1")
+                .bind(e.product_id)
+                .bind(e.quantity)
+                .execute(&mut *tx)
+                .await?;
+        }
+        InventoryEvent::StockReserved(e) => {
+            for line in &e.lines {
+                let moved = sqlx::query(
+                    "UPDATE stock SET available = available - $2, reserved = reserved + $2 WHERE product_id = $1 AND available >= $2",
+                )
+                .bind(line.product_id)
+                .bind(line.quantity)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 0 {
+                    return Err(HookError::Refused(format!(
+                        "product {} is short for order {}",
+                        line.product_id, e.order_id
+                    )));
+                }
+            }
+        }
+        InventoryEvent::ProductPriceChanged(_) | InventoryEvent::StockReservationRejected(_) => {}
+    }
+    Ok(())
+}
+
+impl AppendHook for InventoryTables {
     fn on_append<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
-            for event in events.iter().filter(|e| e.event_type == "ProductAdded") {
-                let sku = event.data["sku"].as_str().unwrap_or_default();
-                let product_id = event.data["product_id"].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok());
-                let inserted = sqlx::query("INSERT INTO product_skus (sku, product_id) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING")
-                    .bind(sku)
-                    .bind(product_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if inserted == 0 {
-                    return Err(HookError::Taken { what: format!("sku {sku:?}") });
-                }
+            for stored in events {
+                let event: InventoryEvent =
+                    shop_schemas::decode_event(&stored.event_type, &stored.data)
+                        .map_err(|e| HookError::Refused(format!("{}: {e}", stored.event_type)))?;
+                apply_to_tables(tx, &event).await?;
             }
             Ok(())
         }
@@ -54,17 +101,17 @@ impl AppendHook for SkuIndex {
 /// # Errors
 /// The database is unreachable.
 pub async fn open_database(platform: &Platform) -> Result<sqlx::PgPool, DbError> {
-    db::open(
-        &platform.database,
-        COMPONENT,
-        &[shop_eventing::store::SCHEMA, SCHEMA],
-    )
-    .await
+    let schema = [
+        shop_eventing::store::SCHEMA,
+        shop_eventing::consumer::SCHEMA,
+        SCHEMA,
+    ];
+    db::open(&platform.database, COMPONENT, &schema).await
 }
 
 /// The service's event store: the shared store with the SKU index hook.
 pub fn event_store(pool: sqlx::PgPool) -> PgEventStore {
-    PgEventStore::new(pool).with_hook(Arc::new(SkuIndex))
+    PgEventStore::new(pool).with_hook(Arc::new(InventoryTables))
 }
 
 /// Aggregates are loaded from a snapshot taken every this many events.
@@ -81,15 +128,24 @@ pub struct Started {
 /// # Errors
 /// The database is unreachable.
 pub async fn start(platform: &Platform) -> Result<Started, DbError> {
-    let pool = db::open(
-        &platform.database,
-        COMPONENT,
-        &[shop_eventing::store::SCHEMA, SCHEMA],
-    )
-    .await?;
-    let store = PgEventStore::new(pool.clone()).with_hook(Arc::new(SkuIndex));
-    let relay = platform.relay(pool.clone(), Service::Inventory);
-    let tasks = vec![tokio::spawn(relay.run(platform.shutdown.clone()))];
+    let pool = open_database(platform).await?;
+    let store = event_store(pool.clone());
+    let reservations = platform.consumer(
+        pool.clone(),
+        RESERVATIONS,
+        &[Service::Orders],
+        Arc::new(ReserveStock {
+            bus: Arc::new(CommandBus::new(store.clone(), ())),
+        }),
+    );
+    let tasks = vec![
+        tokio::spawn(
+            platform
+                .relay(pool.clone(), Service::Inventory)
+                .run(platform.shutdown.clone()),
+        ),
+        tokio::spawn(reservations.run(platform.shutdown.clone())),
+    ];
     let state = AppState {
         bus: Arc::new(CommandBus::with_snapshots(store, (), SNAPSHOT_EVERY)),
         jwt: platform.jwt.clone(),

@@ -21,7 +21,7 @@ impl EventHandler for CatalogueReplica {
         let (product_id, price) = match decoded {
             InventoryEvent::ProductAdded(e) => (e.product_id, e.price),
             InventoryEvent::ProductPriceChanged(e) => (e.product_id, e.price),
-            InventoryEvent::ProductRestocked(_) => return Ok(()),
+            _ => return Ok(()),
         };
         // `version` guards against an older price overwriting a newer one.
         sqlx::query(
