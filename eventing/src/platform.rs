@@ -11,10 +11,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::JwtKeys;
 use crate::consumer::{ConsumerConfig, ConsumerRunner, EventHandler};
 use crate::db::DatabaseConfig;
-use crate::http::ReadyCheck;
+use crate::db::DbError;
+use crate::http::{ops_router, with_edge_layers, ReadyCheck};
 use crate::kafka::KafkaLog;
 use crate::log::{EventLog, StartFrom};
 use crate::relay::{Relay, RelayConfig};
+use axum::Router;
+use tokio::task::JoinHandle;
 
 /// Consumer tuning shared by projectors and reactions.
 #[derive(Debug, Clone)]
@@ -48,6 +51,12 @@ impl Default for RelayTuning {
             poll_interval: Duration::from_millis(500),
         }
     }
+}
+
+/// A started component: its routes (API and health) and its background tasks.
+pub struct Started {
+    pub router: Router,
+    pub tasks: Vec<JoinHandle<()>>,
 }
 
 /// Shared building blocks of the components of one process.
@@ -106,6 +115,48 @@ impl Platform {
             self.consumer_config(name, topics),
             handler,
         )
+    }
+
+    /// Opens (creating when missing) a command service's own database with its event
+    /// store, consumer tables and the service's private tables.
+    ///
+    /// # Errors
+    /// The database is unreachable or a schema statement fails.
+    pub async fn open_command_database(
+        &self,
+        service: shop_schemas::Service,
+        private_schema: &str,
+    ) -> Result<PgPool, DbError> {
+        let schema = [
+            crate::store::SCHEMA,
+            crate::consumer::SCHEMA,
+            private_schema,
+        ];
+        crate::db::open(&self.database, service.name(), &schema).await
+    }
+
+    /// Starts a command service's background work: its outbox relay and its reactions.
+    pub fn spawn_service_tasks(
+        &self,
+        pool: &PgPool,
+        service: shop_schemas::Service,
+        reactions: Vec<ConsumerRunner>,
+    ) -> Vec<JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(
+            self.relay(pool.clone(), service).run(self.shutdown.clone()),
+        )];
+        tasks.extend(
+            reactions
+                .into_iter()
+                .map(|r| tokio::spawn(r.run(self.shutdown.clone()))),
+        );
+        tasks
+    }
+
+    /// A component's API with `/health`, `/ready` (over `pool` and Kafka), `/metrics` and
+    /// the edge layers.
+    pub fn component_router(&self, api: Router, pool: PgPool, component: &'static str) -> Router {
+        with_edge_layers(api.merge(ops_router(self.ready_check(pool))), component)
     }
 
     /// The outbox relay of a service whose event store is in `pool`.

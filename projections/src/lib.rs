@@ -12,11 +12,9 @@ pub mod products;
 use axum::Router;
 use shop_eventing::consumer::EventHandler;
 use shop_eventing::db::{self, DbError};
-use shop_eventing::http::{ops_router, with_edge_layers};
-use shop_eventing::platform::Platform;
+use shop_eventing::platform::{Platform, Started};
 use sqlx::PgPool;
 use std::sync::Arc;
-use tokio::task::JoinHandle;
 
 /// The read-model database's component name (`<instance>_read`).
 pub const READ_DATABASE: &str = "read";
@@ -60,12 +58,6 @@ pub async fn open_read_database(platform: &Platform) -> Result<PgPool, DbError> 
     .await
 }
 
-/// A started projector: health routes and one consumer task per projection.
-pub struct Started {
-    pub router: Router,
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
 /// Starts every projection.
 ///
 /// # Errors
@@ -77,6 +69,6 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         let runner = platform.consumer(pool.clone(), info.consumer, info.sources, handler(info));
         tasks.push(tokio::spawn(runner.run(platform.shutdown.clone())));
     }
-    let router = with_edge_layers(ops_router(platform.ready_check(pool)), COMPONENT);
+    let router = platform.component_router(Router::new(), pool, COMPONENT);
     Ok(Started { router, tasks })
 }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Admin, Authenticated, JwtKeys, Role};
 use shop_eventing::db::DbError;
-use shop_eventing::http::{ops_router, with_edge_layers, Problem};
+use shop_eventing::http::Problem;
 use shop_eventing::log::EventLog;
 use shop_eventing::platform::Platform;
 use shop_projections::PROJECTIONS;
@@ -60,10 +60,7 @@ pub async fn start(platform: &Platform) -> Result<Router, DbError> {
         .route("/api/orders/{id}", get(orders::get_order))
         .route("/api/projections", get(list_projections))
         .with_state(state);
-    Ok(with_edge_layers(
-        api.merge(ops_router(platform.ready_check(pool))),
-        COMPONENT,
-    ))
+    Ok(platform.component_router(api, pool, COMPONENT))
 }
 
 #[derive(Debug, Serialize)]

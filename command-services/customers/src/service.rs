@@ -4,18 +4,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use shop_eventing::auth;
 use shop_eventing::command::CommandBus;
-use shop_eventing::db::{self, DbError};
-use shop_eventing::http::{ops_router, with_edge_layers};
-use shop_eventing::platform::Platform;
+use shop_eventing::platform::{Platform, Started};
 use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
 use shop_schemas::Service;
 use sqlx::PgConnection;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::api::{self, AppState};
@@ -92,12 +88,6 @@ impl AppendHook for Credentials {
     }
 }
 
-/// A started customers service.
-pub struct Started {
-    pub router: Router,
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
 /// Opens the database, starts the relay and builds the routes. The admin password is
 /// hashed here and the clear text is not kept.
 ///
@@ -107,20 +97,12 @@ pub async fn start(
     platform: &Platform,
     admin_password: &str,
 ) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
-    let pool = db::open(
-        &platform.database,
-        COMPONENT,
-        &[shop_eventing::store::SCHEMA, SCHEMA],
-    )
-    .await
-    .map_err(|e: DbError| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+    let pool = platform
+        .open_command_database(Service::Customers, SCHEMA)
+        .await?;
     let credentials = Arc::new(Credentials::default());
     let store = PgEventStore::new(pool.clone()).with_hook(credentials.clone());
-    let tasks = vec![tokio::spawn(
-        platform
-            .relay(pool.clone(), Service::Customers)
-            .run(platform.shutdown.clone()),
-    )];
+    let tasks = platform.spawn_service_tasks(&pool, Service::Customers, vec![]);
     let state = AppState {
         bus: Arc::new(CommandBus::new(store, ())),
         credentials,
@@ -130,9 +112,6 @@ pub async fn start(
             .map_err(|e| e.to_string())?
             .into(),
     };
-    let router = with_edge_layers(
-        api::router(state).merge(ops_router(platform.ready_check(pool))),
-        COMPONENT,
-    );
+    let router = platform.component_router(api::router(state), pool, COMPONENT);
     Ok(Started { router, tasks })
 }

@@ -3,18 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use shop_eventing::command::CommandBus;
-use shop_eventing::db::{self, DbError};
-use shop_eventing::http::{ops_router, with_edge_layers};
-use shop_eventing::platform::Platform;
+use shop_eventing::db::DbError;
+use shop_eventing::platform::{Platform, Started};
 use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::Service;
 use sqlx::PgConnection;
-use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::reactions::{ReserveStock, RESERVATIONS};
@@ -101,12 +98,9 @@ impl AppendHook for InventoryTables {
 /// # Errors
 /// The database is unreachable.
 pub async fn open_database(platform: &Platform) -> Result<sqlx::PgPool, DbError> {
-    let schema = [
-        shop_eventing::store::SCHEMA,
-        shop_eventing::consumer::SCHEMA,
-        SCHEMA,
-    ];
-    db::open(&platform.database, COMPONENT, &schema).await
+    platform
+        .open_command_database(Service::Inventory, SCHEMA)
+        .await
 }
 
 /// The service's event store: the shared store with the SKU index hook.
@@ -116,12 +110,6 @@ pub fn event_store(pool: sqlx::PgPool) -> PgEventStore {
 
 /// Aggregates are loaded from a snapshot taken every this many events.
 pub const SNAPSHOT_EVERY: usize = 100;
-
-/// A started inventory service: its routes and its background tasks.
-pub struct Started {
-    pub router: Router,
-    pub tasks: Vec<JoinHandle<()>>,
-}
 
 /// Opens the database, starts the relay and builds the routes.
 ///
@@ -138,21 +126,11 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
             bus: Arc::new(CommandBus::new(store.clone(), ())),
         }),
     );
-    let tasks = vec![
-        tokio::spawn(
-            platform
-                .relay(pool.clone(), Service::Inventory)
-                .run(platform.shutdown.clone()),
-        ),
-        tokio::spawn(reservations.run(platform.shutdown.clone())),
-    ];
+    let tasks = platform.spawn_service_tasks(&pool, Service::Inventory, vec![reservations]);
     let state = AppState {
         bus: Arc::new(CommandBus::with_snapshots(store, (), SNAPSHOT_EVERY)),
         jwt: platform.jwt.clone(),
     };
-    let router = with_edge_layers(
-        api::router(state).merge(ops_router(platform.ready_check(pool))),
-        COMPONENT,
-    );
+    let router = platform.component_router(api::router(state), pool, COMPONENT);
     Ok(Started { router, tasks })
 }
