@@ -261,7 +261,7 @@ async fn inventory_reserves_every_line_or_none() {
     let fits_id = fits.body["order_id"].as_str().unwrap().to_string();
     let view = hanako
         .get_until(&format!("/api/orders/{fits_id}"), WAIT, |o| {
-            o["history"].as_array().is_some_and(|h| h.len() == 2)
+            o["history"].as_array().is_some_and(|h| h.len() >= 2)
         })
         .await;
     assert_eq!(view["history"][1]["event_type"], "StockReserved");
@@ -286,7 +286,7 @@ async fn inventory_reserves_every_line_or_none() {
     let short_id = short.body["order_id"].as_str().unwrap().to_string();
     let view = hanako
         .get_until(&format!("/api/orders/{short_id}"), WAIT, |o| {
-            o["history"].as_array().is_some_and(|h| h.len() == 2)
+            o["history"].as_array().is_some_and(|h| h.len() >= 2)
         })
         .await;
     assert_eq!(view["history"][1]["event_type"], "StockReservationRejected");
@@ -389,6 +389,134 @@ async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_reserved() {
         .await;
 
     inventory_db.close().await;
+    orders_db.close().await;
+    shop.kill().await;
+    instance.cleanup().await;
+}
+
+/// SPEC §5.2: once an order is placed and reserved, payments charges the wallet —
+/// completed within the balance, declined beyond it — and never charges an order whose
+/// stock was not reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_charges_reserved_orders_once() {
+    let instance = Instance::new();
+    let shop = instance.spawn(&["all"], &[]).await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let tea = admin.add_product("TEA-1", 1200, 10).await;
+    let rare = admin.add_product("RARE-1", 100, 0).await;
+    let (hanako, hanako_id) =
+        Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
+    let deposit = hanako
+        .post(
+            &format!("/api/customers/{hanako_id}/wallet/deposits"),
+            json!({"amount": 5000}),
+        )
+        .await;
+    assert_eq!(deposit.status, StatusCode::ACCEPTED);
+    let orders_db = instance.pool("orders").await;
+    common::eventually("orders knows the products", WAIT, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
+            .fetch_one(&orders_db)
+            .await
+            .unwrap()
+            == 2
+    })
+    .await;
+    let place = |lines: serde_json::Value| {
+        let hanako = &hanako;
+        async move {
+            let answer = hanako.post("/api/orders", json!({ "lines": lines })).await;
+            assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
+            answer.body["order_id"].as_str().unwrap().to_string()
+        }
+    };
+    let steps = |view: &serde_json::Value| -> Vec<String> {
+        view["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                format!(
+                    "{}@{}",
+                    h["event_type"].as_str().unwrap(),
+                    h["source"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+
+    // Within the balance: reserved, then paid; the wallet shows the charge.
+    let paid = place(json!([{"product_id": tea, "quantity": 2}])).await;
+    let view = hanako
+        .get_until(&format!("/api/orders/{paid}"), WAIT, |o| {
+            o["history"].as_array().is_some_and(|h| h.len() == 3)
+        })
+        .await;
+    assert_eq!(
+        steps(&view),
+        [
+            "OrderPlaced@orders",
+            "StockReserved@inventory",
+            "PaymentCompleted@payments"
+        ]
+    );
+    hanako
+        .get_until(&format!("/api/customers/{hanako_id}"), WAIT, |c| {
+            c["wallet_balance"] == 2600
+        })
+        .await;
+
+    // Beyond it: declined, nothing taken.
+    let declined = place(json!([{"product_id": tea, "quantity": 3}])).await;
+    let view = hanako
+        .get_until(&format!("/api/orders/{declined}"), WAIT, |o| {
+            o["history"].as_array().is_some_and(|h| h.len() == 3)
+        })
+        .await;
+    assert_eq!(steps(&view)[2], "PaymentDeclined@payments");
+
+    // Not reserved: never charged.
+    let unreserved = place(json!([{"product_id": rare, "quantity": 1}])).await;
+    let view = hanako
+        .get_until(&format!("/api/orders/{unreserved}"), WAIT, |o| {
+            o["history"].as_array().is_some_and(|h| h.len() == 2)
+        })
+        .await;
+    assert_eq!(steps(&view)[1], "StockReservationRejected@inventory");
+
+    // One charge decision per reserved order, in the payments event store.
+    let payments_db = instance.pool("payments").await;
+    common::eventually("two payment decisions", WAIT, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type IN ('PaymentCompleted', 'PaymentDeclined')")
+            .fetch_one(&payments_db)
+            .await
+            .unwrap()
+            == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let decisions: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, (data->>'amount')::bigint FROM events WHERE event_type IN ('PaymentCompleted', 'PaymentDeclined') ORDER BY position",
+    )
+    .fetch_all(&payments_db)
+    .await
+    .unwrap();
+    assert_eq!(
+        decisions,
+        vec![
+            ("PaymentCompleted".to_string(), 2400),
+            ("PaymentDeclined".to_string(), 3600)
+        ]
+    );
+    assert_eq!(
+        hanako
+            .get(&format!("/api/customers/{hanako_id}"))
+            .await
+            .body["wallet_balance"],
+        2600
+    );
+
+    payments_db.close().await;
     orders_db.close().await;
     shop.kill().await;
     instance.cleanup().await;

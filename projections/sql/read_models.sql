@@ -6,12 +6,21 @@ CREATE TABLE IF NOT EXISTS products (
     sku        TEXT        NOT NULL,
     name       TEXT        NOT NULL,
     price      BIGINT      NOT NULL,
-    available  BIGINT      NOT NULL,
-    reserved   BIGINT      NOT NULL DEFAULT 0,
-    sold       BIGINT      NOT NULL DEFAULT 0,
+    -- Units received: initial stock plus restocks (the product's own partition).
+    received   BIGINT      NOT NULL,
     version    BIGINT      NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
+);
+
+-- Units reserved and sold per product, moved by reservation events. Those are keyed by
+-- order, so they reach the projector on other partitions than the product's own events
+-- and may come first: they add to this row, created on first use, never to `products`.
+-- available = received - reserved - sold, computed when read.
+CREATE TABLE IF NOT EXISTS product_stock (
+    product_id UUID PRIMARY KEY,
+    reserved   BIGINT NOT NULL DEFAULT 0,
+    sold       BIGINT NOT NULL DEFAULT 0
 );
 
 -- Customers with their wallet and order figures (the last three stay 0 until payments

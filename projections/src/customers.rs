@@ -22,15 +22,21 @@ pub struct CustomersProjection;
 #[async_trait]
 impl EventHandler for CustomersProjection {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
-        if let Some(PaymentEvent::FundsDeposited(e)) =
-            shop_eventing::consumer::decode::<PaymentEvent>(Service::Payments, event)?
-        {
+        // Money moves: deposits add to the balance, completed payments take from it.
+        let movement =
+            match shop_eventing::consumer::decode::<PaymentEvent>(Service::Payments, event)? {
+                Some(PaymentEvent::FundsDeposited(e)) => Some((e.customer_id, e.amount)),
+                Some(PaymentEvent::PaymentCompleted(e)) => Some((e.customer_id, -e.amount)),
+                Some(PaymentEvent::PaymentDeclined(_)) => return Ok(()),
+                None => None,
+            };
+        if let Some((customer_id, delta)) = movement {
             sqlx::query(
                 "INSERT INTO wallets (customer_id, balance, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (customer_id) DO UPDATE SET balance = wallets.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at",
             )
-            .bind(e.customer_id)
-            .bind(e.amount)
+            .bind(customer_id)
+            .bind(delta)
             .bind(event.time)
             .execute(&mut *tx)
             .await?;

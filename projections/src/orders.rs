@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::orders::OrderEvent;
+use shop_schemas::payments::PaymentEvent;
 use shop_schemas::{CloudEvent, Service};
 use sqlx::PgConnection;
 
@@ -12,7 +13,7 @@ use crate::ProjectionInfo;
 pub const INFO: ProjectionInfo = ProjectionInfo {
     name: "orders",
     consumer: "projection.orders",
-    sources: &[Service::Orders, Service::Inventory],
+    sources: &[Service::Orders, Service::Inventory, Service::Payments],
 };
 
 /// Applies order events to `orders`, `order_lines` and `order_history`.
@@ -21,15 +22,18 @@ pub struct OrdersProjection;
 #[async_trait]
 impl EventHandler for OrdersProjection {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
-        // Inventory's saga steps only add to an order's history.
-        match decode::<InventoryEvent>(Service::Inventory, event)? {
-            Some(InventoryEvent::StockReserved(e)) => {
-                return record_history(tx, e.order_id, event).await
-            }
-            Some(InventoryEvent::StockReservationRejected(e)) => {
-                return record_history(tx, e.order_id, event).await
-            }
-            _ => {}
+        // Other services' saga steps only add to an order's history.
+        let step = match decode::<InventoryEvent>(Service::Inventory, event)? {
+            Some(InventoryEvent::StockReserved(e)) => Some(e.order_id),
+            Some(InventoryEvent::StockReservationRejected(e)) => Some(e.order_id),
+            _ => match decode::<PaymentEvent>(Service::Payments, event)? {
+                Some(PaymentEvent::PaymentCompleted(e)) => Some(e.order_id),
+                Some(PaymentEvent::PaymentDeclined(e)) => Some(e.order_id),
+                _ => None,
+            },
+        };
+        if let Some(order_id) = step {
+            return record_history(tx, order_id, event).await;
         }
         let Some(decoded) = decode::<OrderEvent>(Service::Orders, event)? else {
             return Ok(());

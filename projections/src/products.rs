@@ -1,4 +1,5 @@
-//! The product read model: catalogue entries with `available`, `reserved` and `sold`.
+//! The product read model: catalogue entries (`products`, from the product's own events)
+//! and stock movements by orders (`product_stock`); the read API derives `available`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,7 +32,7 @@ impl EventHandler for ProductsProjection {
         match decoded {
             InventoryEvent::ProductAdded(e) => {
                 sqlx::query(
-                    "INSERT INTO products (product_id, sku, name, price, available, version, created_at, updated_at)
+                    "INSERT INTO products (product_id, sku, name, price, received, version, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (product_id) DO NOTHING",
                 )
                 .bind(e.product_id)
@@ -47,7 +48,7 @@ impl EventHandler for ProductsProjection {
             InventoryEvent::ProductRestocked(e) => {
                 update(
                     tx,
-                    "available = available + $2",
+                    "received = received + $2",
                     e.product_id,
                     e.quantity,
                     version,
@@ -58,11 +59,11 @@ impl EventHandler for ProductsProjection {
             InventoryEvent::StockReserved(e) => {
                 for line in &e.lines {
                     sqlx::query(
-                        "UPDATE products SET available = available - $2, reserved = reserved + $2, updated_at = $3 WHERE product_id = $1",
+                        "INSERT INTO product_stock (product_id, reserved) VALUES ($1, $2)
+                         ON CONFLICT (product_id) DO UPDATE SET reserved = product_stock.reserved + EXCLUDED.reserved",
                     )
                     .bind(line.product_id)
                     .bind(line.quantity)
-                    .bind(at)
                     .execute(&mut *tx)
                     .await?;
                 }

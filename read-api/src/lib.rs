@@ -119,7 +119,9 @@ impl Page {
     }
 }
 
-const PRODUCT_COLUMNS: &str = "product_id, sku, name, price, available, reserved, sold, updated_at";
+/// Products with their stock figures: `available` = received − reserved − sold.
+const PRODUCT_COLUMNS: &str = "product_id, p.sku, p.name, p.price, p.received - COALESCE(s.reserved, 0) - COALESCE(s.sold, 0) AS available, COALESCE(s.reserved, 0) AS reserved, COALESCE(s.sold, 0) AS sold, p.updated_at";
+const PRODUCTS: &str = "products p LEFT JOIN product_stock s USING (product_id)";
 
 /// Products by id (ids are time-ordered UUIDv7, so this is creation order). The next
 /// page starts after the last id; a `Link: <...>; rel="next"` header says where.
@@ -129,7 +131,7 @@ async fn list_products(
 ) -> Result<Response, Problem> {
     let (limit, after) = page.parse()?;
     let sql = format!(
-        "SELECT {PRODUCT_COLUMNS} FROM products WHERE ($1::uuid IS NULL OR product_id > $1) ORDER BY product_id LIMIT $2"
+        "SELECT {PRODUCT_COLUMNS} FROM {PRODUCTS} WHERE ($1::uuid IS NULL OR product_id > $1) ORDER BY product_id LIMIT $2"
     );
     let rows: Vec<ProductView> = sqlx::query_as(&sql)
         .bind(after)
@@ -156,7 +158,7 @@ async fn get_product(
     Path(id): Path<String>,
 ) -> Result<Json<ProductView>, Problem> {
     let id = Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such product"))?;
-    let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE product_id = $1");
+    let sql = format!("SELECT {PRODUCT_COLUMNS} FROM {PRODUCTS} WHERE product_id = $1");
     sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(&state.pool)

@@ -11,7 +11,7 @@ use shop_schemas::inventory::{
     StockReservationRejected, StockReserved, StockShortage,
 };
 use shop_schemas::orders::{OrderEvent, OrderLine, OrderPlaced};
-use shop_schemas::payments::{FundsDeposited, PaymentEvent};
+use shop_schemas::payments::{FundsDeposited, PaymentCompleted, PaymentDeclined, PaymentEvent};
 use shop_schemas::{event_types, split_event};
 use uuid::Uuid;
 
@@ -75,10 +75,23 @@ fn samples() -> Vec<(String, Value)> {
             country: "JP".into(),
         },
     })];
-    let payments = vec![PaymentEvent::FundsDeposited(FundsDeposited {
-        customer_id: Uuid::now_v7(),
-        amount: 5000,
-    })];
+    let payments = vec![
+        PaymentEvent::FundsDeposited(FundsDeposited {
+            customer_id: Uuid::now_v7(),
+            amount: 5000,
+        }),
+        PaymentEvent::PaymentCompleted(PaymentCompleted {
+            order_id: Uuid::now_v7(),
+            customer_id: Uuid::now_v7(),
+            amount: 2400,
+        }),
+        PaymentEvent::PaymentDeclined(PaymentDeclined {
+            order_id: Uuid::now_v7(),
+            customer_id: Uuid::now_v7(),
+            amount: 2400,
+            reason: "insufficient_funds".into(),
+        }),
+    ];
     let mut samples: Vec<(String, Value)> = events.into_iter().map(split).collect();
     samples.extend(customers.into_iter().map(split));
     samples.extend(payments.into_iter().map(split));

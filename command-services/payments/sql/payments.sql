@@ -4,3 +4,14 @@ CREATE TABLE IF NOT EXISTS known_customers (
     customer_id   UUID PRIMARY KEY,
     registered_at TIMESTAMPTZ NOT NULL
 );
+
+-- The charge step of the order saga waits for two facts that arrive on two topics in
+-- any order: the order (customer, total, from OrderPlaced) and its reservation
+-- (StockReserved). A row collects them; the wallet is charged once both are in.
+CREATE TABLE IF NOT EXISTS order_payments (
+    order_id    UUID PRIMARY KEY,
+    customer_id UUID,
+    total       BIGINT,
+    reserved    BOOLEAN NOT NULL DEFAULT false,
+    charged     BOOLEAN NOT NULL DEFAULT false
+);

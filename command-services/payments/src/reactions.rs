@@ -30,3 +30,79 @@ impl EventHandler for KnownCustomers {
         Ok(())
     }
 }
+
+/// The consumer name of [`ChargeOrders`].
+pub const CHARGES: &str = "payments.charges";
+
+/// The saga's payment step (SPEC §5.2): once an order is both placed (`OrderPlaced`:
+/// customer and total) and reserved (`StockReserved`), in whichever order the two topics
+/// deliver them, charge the customer's wallet — `PaymentCompleted` or `PaymentDeclined`.
+pub struct ChargeOrders {
+    pub bus: std::sync::Arc<shop_eventing::command::CommandBus<crate::wallet::Wallet>>,
+}
+
+#[async_trait]
+impl EventHandler for ChargeOrders {
+    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+        use shop_schemas::inventory::InventoryEvent;
+        use shop_schemas::orders::OrderEvent;
+        let order_id = if let Some(OrderEvent::OrderPlaced(e)) =
+            decode::<OrderEvent>(Service::Orders, event)?
+        {
+            sqlx::query(
+                "INSERT INTO order_payments (order_id, customer_id, total) VALUES ($1, $2, $3)
+                 ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, total = EXCLUDED.total",
+            )
+            .bind(e.order_id)
+            .bind(e.customer_id)
+            .bind(e.total)
+            .execute(&mut *tx)
+            .await?;
+            e.order_id
+        } else if let Some(InventoryEvent::StockReserved(e)) =
+            decode::<InventoryEvent>(Service::Inventory, event)?
+        {
+            sqlx::query(
+                "INSERT INTO order_payments (order_id, reserved) VALUES ($1, true)
+                 ON CONFLICT (order_id) DO UPDATE SET reserved = true",
+            )
+            .bind(e.order_id)
+            .execute(&mut *tx)
+            .await?;
+            e.order_id
+        } else {
+            return Ok(());
+        };
+        // Both facts in and not yet charged: charge, inside this transaction.
+        let ready: Option<(uuid::Uuid, i64)> = sqlx::query_as(
+            "UPDATE order_payments SET charged = true
+             WHERE order_id = $1 AND reserved AND NOT charged AND customer_id IS NOT NULL
+             RETURNING customer_id, total",
+        )
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((customer_id, amount)) = ready else {
+            return Ok(());
+        };
+        let command = crate::wallet::WalletCommand::Charge {
+            customer_id,
+            order_id,
+            amount,
+        };
+        self.bus
+            .execute_in(
+                tx,
+                &customer_id.to_string(),
+                command,
+                &shop_eventing::telemetry::metadata_caused_by(event),
+            )
+            .await
+            .map_err(|e| match e {
+                shop_eventing::command::CommandError::Rejected(e) => {
+                    HandlerError::permanent(e.to_string())
+                }
+                other => HandlerError::transient(other.to_string()),
+            })
+    }
+}

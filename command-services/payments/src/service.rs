@@ -10,7 +10,7 @@ use shop_eventing::store::PgEventStore;
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
-use crate::reactions::{KnownCustomers, KNOWN_CUSTOMERS};
+use crate::reactions::{ChargeOrders, KnownCustomers, CHARGES, KNOWN_CUSTOMERS};
 
 pub const COMPONENT: &str = "payments";
 const SCHEMA: &str = include_str!("../sql/payments.sql");
@@ -29,13 +29,21 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         &[Service::Customers],
         Arc::new(KnownCustomers),
     );
-    let tasks = platform.spawn_service_tasks(&pool, Service::Payments, vec![known_customers]);
+    let bus = Arc::new(CommandBus::with_snapshots(
+        PgEventStore::new(pool.clone()),
+        (),
+        100,
+    ));
+    let charges = platform.consumer(
+        pool.clone(),
+        CHARGES,
+        &[Service::Orders, Service::Inventory],
+        Arc::new(ChargeOrders { bus: bus.clone() }),
+    );
+    let tasks =
+        platform.spawn_service_tasks(&pool, Service::Payments, vec![known_customers, charges]);
     let state = AppState {
-        bus: Arc::new(CommandBus::with_snapshots(
-            PgEventStore::new(pool.clone()),
-            (),
-            100,
-        )),
+        bus,
         pool: pool.clone(),
         jwt: platform.jwt.clone(),
     };

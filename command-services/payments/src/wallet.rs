@@ -3,7 +3,9 @@
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
-use shop_schemas::payments::{FundsDeposited, PaymentEvent};
+use std::collections::BTreeSet;
+
+use shop_schemas::payments::{FundsDeposited, PaymentCompleted, PaymentDeclined, PaymentEvent};
 use uuid::Uuid;
 
 /// Largest single deposit (SPEC §3.2).
@@ -13,8 +15,19 @@ pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalletCommand {
-    Deposit { customer_id: Uuid, amount: i64 },
+    Deposit {
+        customer_id: Uuid,
+        amount: i64,
+    },
+    /// Take an order's total, or decline when the balance is short; once per order.
+    Charge {
+        customer_id: Uuid,
+        order_id: Uuid,
+        amount: i64,
+    },
 }
+
+pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WalletError {
@@ -27,6 +40,8 @@ pub enum WalletError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wallet {
     pub balance: i64,
+    /// Orders already charged or declined: a repeated charge changes nothing.
+    pub settled_orders: BTreeSet<Uuid>,
 }
 
 impl Aggregate for Wallet {
@@ -62,6 +77,33 @@ impl Aggregate for Wallet {
                 )
                 .await;
             }
+            WalletCommand::Charge {
+                customer_id,
+                order_id,
+                amount,
+            } => {
+                if self.settled_orders.contains(&order_id) {
+                    return Ok(());
+                }
+                if amount < 0 {
+                    return Err(WalletError::InvalidAmount);
+                }
+                let event = if self.balance >= amount {
+                    PaymentEvent::PaymentCompleted(PaymentCompleted {
+                        order_id,
+                        customer_id,
+                        amount,
+                    })
+                } else {
+                    PaymentEvent::PaymentDeclined(PaymentDeclined {
+                        order_id,
+                        customer_id,
+                        amount,
+                        reason: INSUFFICIENT_FUNDS.to_string(),
+                    })
+                };
+                sink.write(event, self).await;
+            }
         }
         Ok(())
     }
@@ -69,6 +111,13 @@ impl Aggregate for Wallet {
     fn apply(&mut self, event: Self::Event) {
         match event {
             PaymentEvent::FundsDeposited(e) => self.balance += e.amount,
+            PaymentEvent::PaymentCompleted(e) => {
+                self.balance -= e.amount;
+                self.settled_orders.insert(e.order_id);
+            }
+            PaymentEvent::PaymentDeclined(e) => {
+                self.settled_orders.insert(e.order_id);
+            }
         }
     }
 }
@@ -112,6 +161,51 @@ mod tests {
                 })
                 .then_expect_error(WalletError::InvalidAmount);
         }
+    }
+
+    fn charge(amount: i64) -> WalletCommand {
+        WalletCommand::Charge {
+            customer_id: id(),
+            order_id: Uuid::from_u128(7),
+            amount,
+        }
+    }
+
+    fn completed(amount: i64) -> PaymentEvent {
+        PaymentEvent::PaymentCompleted(PaymentCompleted {
+            order_id: Uuid::from_u128(7),
+            customer_id: id(),
+            amount,
+        })
+    }
+
+    #[test]
+    fn a_charge_within_the_balance_completes() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![deposited(100)])
+            .when(charge(100))
+            .then_expect_events(vec![completed(100)]);
+    }
+
+    #[test]
+    fn a_charge_beyond_the_balance_is_declined() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![deposited(99)])
+            .when(charge(100))
+            .then_expect_events(vec![PaymentEvent::PaymentDeclined(PaymentDeclined {
+                order_id: Uuid::from_u128(7),
+                customer_id: id(),
+                amount: 100,
+                reason: INSUFFICIENT_FUNDS.into(),
+            })]);
+    }
+
+    #[test]
+    fn an_order_is_charged_once() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![deposited(500), completed(100)])
+            .when(charge(100))
+            .then_expect_events(vec![]);
     }
 
     #[test]
