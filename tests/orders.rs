@@ -148,14 +148,7 @@ async fn refused_orders_name_each_bad_line_and_store_nothing() {
         Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
     // Wait until the catalogue replica has the product (a valid order is accepted).
     let pool = instance.pool("orders").await;
-    common::eventually("orders knows the product", WAIT, || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            == 1
-    })
-    .await;
+    instance.wait_for_catalogue(1).await;
 
     let unknown = uuid::Uuid::now_v7().to_string();
     let cases = [
@@ -243,15 +236,7 @@ async fn inventory_reserves_every_line_or_none() {
     let cup = admin.add_product("CUP-1", 50, 1).await;
     let (hanako, _) =
         Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
-    let orders_db = instance.pool("orders").await;
-    common::eventually("orders knows the products", WAIT, || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
-            .fetch_one(&orders_db)
-            .await
-            .unwrap()
-            == 2
-    })
-    .await;
+    instance.wait_for_catalogue(2).await;
 
     // Both lines there: both reserved, as one event.
     let fits = hanako
@@ -309,7 +294,6 @@ async fn inventory_reserves_every_line_or_none() {
     );
 
     inventory_db.close().await;
-    orders_db.close().await;
     shop.kill().await;
     instance.cleanup().await;
 }
@@ -334,15 +318,7 @@ async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_reserved() {
             .0,
         );
     }
-    let orders_db = instance.pool("orders").await;
-    common::eventually("orders knows the product", WAIT, || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
-            .fetch_one(&orders_db)
-            .await
-            .unwrap()
-            == 1
-    })
-    .await;
+    instance.wait_for_catalogue(1).await;
 
     let order = json!({"lines": [{"product_id": item, "quantity": 1}]});
     let answers =
@@ -389,7 +365,6 @@ async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_reserved() {
         .await;
 
     inventory_db.close().await;
-    orders_db.close().await;
     shop.kill().await;
     instance.cleanup().await;
 }
@@ -413,15 +388,7 @@ async fn payments_charges_reserved_orders_once() {
         )
         .await;
     assert_eq!(deposit.status, StatusCode::ACCEPTED);
-    let orders_db = instance.pool("orders").await;
-    common::eventually("orders knows the products", WAIT, || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
-            .fetch_one(&orders_db)
-            .await
-            .unwrap()
-            == 2
-    })
-    .await;
+    instance.wait_for_catalogue(2).await;
     let place = |lines: serde_json::Value| {
         let hanako = &hanako;
         async move {
@@ -517,7 +484,6 @@ async fn payments_charges_reserved_orders_once() {
     );
 
     payments_db.close().await;
-    orders_db.close().await;
     shop.kill().await;
     instance.cleanup().await;
 }

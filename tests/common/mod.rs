@@ -282,6 +282,25 @@ impl Instance {
             .unwrap()
     }
 
+    /// Waits until the orders service's catalogue replica holds `products` products (it
+    /// learns them from inventory events; until then orders for them are 422).
+    pub async fn wait_for_catalogue(&self, products: i64) {
+        let pool = self.pool("orders").await;
+        eventually(
+            "the orders service knows the products",
+            Duration::from_secs(60),
+            || async {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    == products
+            },
+        )
+        .await;
+        pool.close().await;
+    }
+
     /// Drops this instance's databases and deletes its topics.
     pub async fn cleanup(&self) {
         let kafka = shop_eventing::kafka::KafkaLog::new(shop_eventing::kafka::KafkaConfig {
