@@ -106,10 +106,6 @@ impl KafkaLog {
         })
     }
 
-    pub fn config(&self) -> &KafkaConfig {
-        &self.config
-    }
-
     /// Deletes topics (benchmark and test clean-up); unknown topics are ignored.
     ///
     /// # Errors

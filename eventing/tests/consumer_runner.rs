@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shop_eventing::consumer::{ConsumerConfig, ConsumerRunner, EventHandler, HandlerError, SCHEMA};
-use shop_eventing::db::{self, DatabaseConfig};
 use shop_eventing::kafka::{KafkaConfig, KafkaLog};
 use shop_eventing::log::{EventLog, OutgoingRecord, StartFrom};
 use shop_eventing::CancellationToken;
 use shop_schemas::CloudEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+mod common;
+
+use common::fresh_database;
 
 /// Records applied events in a table; fails on data `{"fail": "transient"}` twice, and
 /// always on `{"fail": "permanent"}`.
@@ -64,26 +67,18 @@ fn event(data: serde_json::Value) -> CloudEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_apply_once_failures_retry_then_dead_letter() {
-    let server_url = std::env::var("SHOP_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
     let brokers =
         std::env::var("SHOP_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let name = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let config = DatabaseConfig {
-        server_url: server_url.clone(),
-        instance: name.clone(),
-        max_connections: 4,
-    };
-    let pool = db::open(
-        &config,
+    let database = fresh_database(
         "consumer",
         &[
             SCHEMA,
             "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL)",
         ],
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n(start PostgreSQL with `scripts/infra.sh up`)"));
+    .await;
+    let name = database.instance().to_string();
+    let pool = database.pool.clone();
     let log = Arc::new(
         KafkaLog::new(KafkaConfig {
             brokers,
@@ -174,9 +169,6 @@ async fn duplicates_apply_once_failures_retry_then_dead_letter() {
 
     shutdown.cancel();
     task.await.unwrap();
-    pool.close().await;
     log.delete_topics(&[topic, dead]).await.ok();
-    db::drop_database(&server_url, &config.database_name("consumer"))
-        .await
-        .unwrap();
+    database.drop().await;
 }

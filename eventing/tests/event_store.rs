@@ -4,67 +4,15 @@ use std::sync::Arc;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use serde_json::json;
-use shop_eventing::db::{self, DatabaseConfig};
 use shop_eventing::store::{PgEventStore, SCHEMA};
 
-/// The aggregate type the raw repository calls are made for.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Counter;
+mod common;
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-enum CounterEvent {
-    Incremented { by: i64 },
-}
+use common::{fresh_database, Counter, TestDatabase};
 
-impl cqrs_es::DomainEvent for CounterEvent {
-    fn event_type(&self) -> String {
-        "Incremented".into()
-    }
-    fn event_version(&self) -> String {
-        "1".into()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("never")]
-struct Never;
-
-impl cqrs_es::Aggregate for Counter {
-    const TYPE: &'static str = "counter";
-    type Command = ();
-    type Event = CounterEvent;
-    type Error = Never;
-    type Services = ();
-    async fn handle(
-        &mut self,
-        _: (),
-        _: &(),
-        _: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Never> {
-        Ok(())
-    }
-    fn apply(&mut self, _: CounterEvent) {}
-}
-
-fn server_url() -> String {
-    std::env::var("SHOP_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
-}
-
-async fn fresh_store() -> (PgEventStore, DatabaseConfig) {
-    let config = DatabaseConfig {
-        server_url: server_url(),
-        instance: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-        max_connections: 4,
-    };
-    let pool = db::open(&config, "store", &[SCHEMA])
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}\n(start PostgreSQL with `scripts/infra.sh up`, or set SHOP_TEST_DATABASE_URL)"
-            )
-        });
-    (PgEventStore::new(pool), config)
+async fn fresh_store() -> (PgEventStore, TestDatabase) {
+    let database = fresh_database("store", &[SCHEMA]).await;
+    (PgEventStore::new(database.pool.clone()), database)
 }
 
 fn event(id: &str, sequence: usize, by: i64) -> SerializedEvent {
@@ -81,7 +29,7 @@ fn event(id: &str, sequence: usize, by: i64) -> SerializedEvent {
 
 #[tokio::test]
 async fn appends_are_read_back_with_outbox_rows() {
-    let (store, config) = fresh_store().await;
+    let (store, database) = fresh_store().await;
     store
         .persist::<Counter>(&[event("a", 1, 5), event("a", 2, 7)], None)
         .await
@@ -101,15 +49,12 @@ async fn appends_are_read_back_with_outbox_rows() {
         .await
         .unwrap();
     assert_eq!(outbox, 2);
-    store.pool().close().await;
-    db::drop_database(&config.server_url, &config.database_name("store"))
-        .await
-        .unwrap();
+    database.drop().await;
 }
 
 #[tokio::test]
 async fn racing_appends_of_one_sequence_conflict_and_store_nothing_of_the_loser() {
-    let (store, config) = fresh_store().await;
+    let (store, database) = fresh_store().await;
     store
         .persist::<Counter>(&[event("a", 1, 1)], None)
         .await
@@ -147,8 +92,5 @@ async fn racing_appends_of_one_sequence_conflict_and_store_nothing_of_the_loser(
         events.len(),
         "the loser left no outbox row"
     );
-    store.pool().close().await;
-    db::drop_database(&config.server_url, &config.database_name("store"))
-        .await
-        .unwrap();
+    database.drop().await;
 }

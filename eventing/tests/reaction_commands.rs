@@ -3,64 +3,19 @@
 
 use std::sync::Arc;
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shop_eventing::command::CommandBus;
-use shop_eventing::db::{self, DatabaseConfig};
 use shop_eventing::store::{PgEventStore, TxEventStore, SCHEMA};
 use shop_schemas::EventMetadata;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Counter {
-    total: i64,
-}
+mod common;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum CounterEvent {
-    Incremented { by: i64 },
-}
+use common::{fresh_database, Counter, TestDatabase};
 
-impl cqrs_es::DomainEvent for CounterEvent {
-    fn event_type(&self) -> String {
-        "Incremented".into()
-    }
-    fn event_version(&self) -> String {
-        "1".into()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("never")]
-struct Never;
-
-impl cqrs_es::Aggregate for Counter {
-    const TYPE: &'static str = "counter";
-    type Command = i64;
-    type Event = CounterEvent;
-    type Error = Never;
-    type Services = ();
-    async fn handle(&mut self, by: i64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
-        sink.write(CounterEvent::Incremented { by }, self).await;
-        Ok(())
-    }
-    fn apply(&mut self, CounterEvent::Incremented { by }: CounterEvent) {
-        self.total += by;
-    }
-}
-
-async fn fresh() -> (PgEventStore, DatabaseConfig) {
-    let config = DatabaseConfig {
-        server_url: std::env::var("SHOP_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into()),
-        instance: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-        max_connections: 4,
-    };
-    let pool = db::open(&config, "reaction", &[SCHEMA])
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n(start PostgreSQL with `scripts/infra.sh up`)"));
-    (PgEventStore::new(pool), config)
+async fn fresh() -> (PgEventStore, TestDatabase) {
+    let database = fresh_database("reaction", &[SCHEMA]).await;
+    (PgEventStore::new(database.pool.clone()), database)
 }
 
 async fn count(store: &PgEventStore, table: &str) -> i64 {
@@ -72,7 +27,7 @@ async fn count(store: &PgEventStore, table: &str) -> i64 {
 
 #[tokio::test]
 async fn events_commit_and_roll_back_with_the_callers_transaction() {
-    let (store, config) = fresh().await;
+    let (store, database) = fresh().await;
     let bus = Arc::new(CommandBus::<Counter>::new(store.clone(), ()));
     let metadata = EventMetadata::default();
 
@@ -113,15 +68,12 @@ async fn events_commit_and_roll_back_with_the_callers_transaction() {
     .unwrap();
     assert_eq!(sequences, [1, 2, 3]);
 
-    store.pool().close().await;
-    db::drop_database(&config.server_url, &config.database_name("reaction"))
-        .await
-        .unwrap();
+    database.drop().await;
 }
 
 #[tokio::test]
 async fn a_lost_race_inside_a_transaction_rolls_back_only_itself() {
-    let (store, config) = fresh().await;
+    let (store, database) = fresh().await;
     let event = |sequence: usize| SerializedEvent {
         aggregate_id: "c".into(),
         sequence,
@@ -157,8 +109,5 @@ async fn a_lost_race_inside_a_transaction_rolls_back_only_itself() {
     assert_eq!(count(&store, "events").await, 2);
     assert_eq!(count(&store, "caller_effect").await, 1);
 
-    store.pool().close().await;
-    db::drop_database(&config.server_url, &config.database_name("reaction"))
-        .await
-        .unwrap();
+    database.drop().await;
 }

@@ -1,0 +1,94 @@
+//! What the event-plumbing integration tests share: a fresh database per test on the
+//! PostgreSQL that `scripts/infra.sh up` starts, and a small aggregate to append with.
+#![allow(dead_code)]
+
+use cqrs_es::event_sink::EventSink;
+use serde::{Deserialize, Serialize};
+use shop_eventing::db::{self, DatabaseConfig};
+use sqlx::PgPool;
+
+/// A database of its own for one test; [`TestDatabase::drop`] removes it.
+pub struct TestDatabase {
+    pub pool: PgPool,
+    config: DatabaseConfig,
+    component: String,
+}
+
+/// Creates a fresh database with `schema` applied; fails (never skips) when PostgreSQL is
+/// unreachable, saying how to start it.
+pub async fn fresh_database(component: &str, schema: &[&str]) -> TestDatabase {
+    let config = DatabaseConfig {
+        server_url: std::env::var("SHOP_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into()),
+        instance: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        max_connections: 4,
+    };
+    let pool = db::open(&config, component, schema)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n(start PostgreSQL with `scripts/infra.sh up`, or set SHOP_TEST_DATABASE_URL)"
+            )
+        });
+    TestDatabase {
+        pool,
+        config,
+        component: component.to_string(),
+    }
+}
+
+impl TestDatabase {
+    /// The instance name, also usable as a fresh topic prefix.
+    pub fn instance(&self) -> &str {
+        &self.config.instance
+    }
+
+    pub async fn drop(self) {
+        self.pool.close().await;
+        db::drop_database(
+            &self.config.server_url,
+            &self.config.database_name(&self.component),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A counter: `Command` is the amount to add.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Counter {
+    pub total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CounterEvent {
+    Incremented { by: i64 },
+}
+
+impl cqrs_es::DomainEvent for CounterEvent {
+    fn event_type(&self) -> String {
+        "Incremented".into()
+    }
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+pub struct Never;
+
+impl cqrs_es::Aggregate for Counter {
+    const TYPE: &'static str = "counter";
+    type Command = i64;
+    type Event = CounterEvent;
+    type Error = Never;
+    type Services = ();
+    async fn handle(&mut self, by: i64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        sink.write(CounterEvent::Incremented { by }, self).await;
+        Ok(())
+    }
+    fn apply(&mut self, CounterEvent::Incremented { by }: CounterEvent) {
+        self.total += by;
+    }
+}
