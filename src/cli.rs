@@ -103,6 +103,7 @@ pub enum Component {
     Inventory,
     Orders,
     Payments,
+    Shipping,
     Projector,
     ReadApi,
     Gateway,
@@ -127,6 +128,8 @@ pub struct ServeArgs {
     pub orders_port: u16,
     #[arg(long, env = "SHOP_PAYMENTS_PORT", default_value_t = 8084)]
     pub payments_port: u16,
+    #[arg(long, env = "SHOP_SHIPPING_PORT", default_value_t = 8085)]
+    pub shipping_port: u16,
     #[arg(long, env = "SHOP_READ_API_PORT", default_value_t = 8090)]
     pub read_api_port: u16,
     /// The projector's health/metrics port.
@@ -144,6 +147,9 @@ pub struct ServeArgs {
     /// The gateway's payments upstream.
     #[arg(long, env = "SHOP_PAYMENTS_URL")]
     pub payments_url: Option<String>,
+    /// The gateway's shipping upstream.
+    #[arg(long, env = "SHOP_SHIPPING_URL")]
+    pub shipping_url: Option<String>,
     /// The gateway's read-api upstream.
     #[arg(long, env = "SHOP_READ_API_URL")]
     pub read_api_url: Option<String>,
@@ -156,6 +162,16 @@ pub struct ServeArgs {
     /// The password of `admin@shop.local` (customers component).
     #[arg(long, env = "SHOP_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// An order not confirmed within this is cancelled with reason `timeout` (orders).
+    #[arg(long, env = "SHOP_SAGA_TIMEOUT_MS", default_value_t = 30_000)]
+    pub saga_timeout_ms: u64,
+    /// Countries shipments go to, ISO 3166 alpha-2, comma-separated (shipping).
+    #[arg(
+        long,
+        env = "SHOP_SHIPPING_COUNTRIES",
+        default_value = "JP,US,GB,DE,FR"
+    )]
+    pub shipping_countries: String,
     /// Events per relay produce batch.
     #[arg(long, env = "SHOP_RELAY_BATCH_SIZE", default_value_t = 500)]
     pub relay_batch_size: i64,

@@ -64,6 +64,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             Component::Inventory,
             Component::Orders,
             Component::Payments,
+            Component::Shipping,
             Component::Projector,
             Component::ReadApi,
             Component::Gateway,
@@ -121,7 +122,10 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         tasks.extend(started.tasks);
     }
     if components.contains(&Component::Orders) {
-        let started = shop_orders::start(&platform).await?;
+        let config = shop_orders::OrdersConfig {
+            saga_timeout: Duration::from_millis(args.saga_timeout_ms),
+        };
+        let started = shop_orders::start(&platform, config).await?;
         let (listener, addr) = bind(&args.bind, args.orders_port).await?;
         local.orders = Some(format!("http://{addr}"));
         servers.push((shop_orders::COMPONENT, started.router, listener));
@@ -132,6 +136,16 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         let (listener, addr) = bind(&args.bind, args.payments_port).await?;
         local.payments = Some(format!("http://{addr}"));
         servers.push((shop_payments::COMPONENT, started.router, listener));
+        tasks.extend(started.tasks);
+    }
+    if components.contains(&Component::Shipping) {
+        let config = shop_shipping::ShippingConfig {
+            countries: shop_shipping::shipment::SupportedCountries::parse(&args.shipping_countries),
+        };
+        let started = shop_shipping::start(&platform, config).await?;
+        let (listener, addr) = bind(&args.bind, args.shipping_port).await?;
+        local.shipping = Some(format!("http://{addr}"));
+        servers.push((shop_shipping::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
     if components.contains(&Component::Projector) {
@@ -158,6 +172,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
                 inventory: upstream(&args.inventory_url, &local.inventory, args.inventory_port),
                 orders: upstream(&args.orders_url, &local.orders, args.orders_port),
                 payments: upstream(&args.payments_url, &local.payments, args.payments_port),
+                shipping: upstream(&args.shipping_url, &local.shipping, args.shipping_port),
                 read_api: upstream(&args.read_api_url, &local.read_api, args.read_api_port),
             },
             body_limit: args.gateway_body_limit,
@@ -209,6 +224,7 @@ struct LocalUpstreams {
     inventory: Option<String>,
     orders: Option<String>,
     payments: Option<String>,
+    shipping: Option<String>,
     read_api: Option<String>,
 }
 

@@ -295,12 +295,13 @@ async fn a_poison_record_goes_to_the_dead_letter_topic_and_later_events_apply() 
     // Both poison records are on the dead-letter topic with the error and their origin.
     let dead_topic = format!("{}dead-letters", instance.topic_prefix);
     // Every consumer of inventory events (the products and orders projections, the orders
-    // service's catalogue replica, the payments charge step) dead-letters both poison
-    // records on its own.
+    // service's catalogue replica and saga, the payments charge step) dead-letters both
+    // poison records on its own.
     let consumers = [
         "projection.products",
         "projection.orders",
         "orders.catalogue",
+        "orders.saga",
         "payments.charges",
     ];
     let mut dead = Vec::new();

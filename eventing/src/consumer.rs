@@ -49,6 +49,17 @@ impl HandlerError {
     }
 }
 
+/// A reaction's command: a domain refusal will not change on retry (dead-letter it);
+/// anything else (a conflict, the store) may.
+impl<E: std::error::Error> From<crate::command::CommandError<E>> for HandlerError {
+    fn from(e: crate::command::CommandError<E>) -> Self {
+        match e {
+            crate::command::CommandError::Rejected(e) => HandlerError::permanent(e.to_string()),
+            other => HandlerError::transient(other.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
         HandlerError::transient(e.to_string())

@@ -14,6 +14,11 @@ pub const RELAY_AFTER_PRODUCE: &str = "relay.after_produce";
 /// before it commits: a restart must redo the batch exactly once.
 pub const CONSUMER_MID_BATCH: &str = "consumer.mid_batch";
 
+/// The relay never publishes: committed events stay in the outbox until a process
+/// without this point takes over. Simulates a publisher that is slow or cut off, so that
+/// other services see this service's events late (e.g. a payment after a timeout).
+pub const RELAY_STALL: &str = "relay.stall";
+
 static POINTS: OnceLock<HashSet<String>> = OnceLock::new();
 
 /// Arms the named points (comma-separated). Only the first call takes effect.
@@ -27,9 +32,14 @@ pub fn arm(points: &str) {
     let _ = POINTS.set(set);
 }
 
+/// Whether the named point is armed.
+pub fn armed(name: &str) -> bool {
+    POINTS.get().is_some_and(|set| set.contains(name))
+}
+
 /// Dies here when the point is armed.
 pub fn point(name: &str) {
-    if POINTS.get().is_some_and(|set| set.contains(name)) {
+    if armed(name) {
         eprintln!("fault injection: aborting at {name}");
         std::process::abort();
     }

@@ -48,6 +48,11 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let span = tracing::info_span!("relay", service = %self.config.service);
         async move {
+            if crate::fault::armed(crate::fault::RELAY_STALL) {
+                warn!("fault injection: relay stalled, publishing nothing");
+                shutdown.cancelled().await;
+                return;
+            }
             while !shutdown.is_cancelled() {
                 match self.lead(&shutdown).await {
                     Ok(()) => {}

@@ -35,6 +35,17 @@ pub trait AppendHook: Send + Sync {
     ) -> BoxFuture<'a, Result<(), HookError>>;
 }
 
+impl StoredEvent {
+    /// The event as the service's event enum (`{"<event_type>": data}`), for hooks.
+    ///
+    /// # Errors
+    /// The stored data does not fit the enum: the append is refused.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, HookError> {
+        shop_schemas::decode_event(&self.event_type, &self.data)
+            .map_err(|e| HookError::Refused(format!("{}: {e}", self.event_type)))
+    }
+}
+
 /// A refusal from an [`AppendHook`]: a unique key is taken, or the database failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {

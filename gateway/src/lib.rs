@@ -31,6 +31,7 @@ pub struct Upstreams {
     pub inventory: String,
     pub orders: String,
     pub payments: String,
+    pub shipping: String,
     pub read_api: String,
 }
 
@@ -58,6 +59,7 @@ pub enum Upstream {
     Inventory,
     Orders,
     Payments,
+    Shipping,
     ReadApi,
 }
 
@@ -76,6 +78,10 @@ pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {
         ["api", "customers", _, "orders"] if is_get => Some((Upstream::ReadApi, false)),
         ["api", "orders"] if method == Method::POST => Some((Upstream::Orders, false)),
         ["api", "orders", _] if is_get => Some((Upstream::ReadApi, false)),
+        ["api", "orders", _, "cancel"] if method == Method::POST => Some((Upstream::Orders, false)),
+        ["api", "shipments", _, "dispatch" | "deliver"] if method == Method::POST => {
+            Some((Upstream::Shipping, false))
+        }
         ["api", "products"] | ["api", "products", _] if is_get => Some((Upstream::ReadApi, true)),
         ["api", "products", ..] => Some((Upstream::Inventory, false)),
         ["api", "projections", ..] | ["api", "events", ..] | ["api", "dlq", ..] => {
@@ -181,6 +187,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
         Upstream::Inventory => &u.inventory,
         Upstream::Orders => &u.orders,
         Upstream::Payments => &u.payments,
+        Upstream::Shipping => &u.shipping,
         Upstream::ReadApi => &u.read_api,
     };
     let url = format!(

@@ -23,27 +23,27 @@ CREATE TABLE IF NOT EXISTS product_stock (
     sold       BIGINT NOT NULL DEFAULT 0
 );
 
--- Customers with their wallet and order figures (the last three stay 0 until payments
--- and orders feed them).
+-- Customers' account details. Their figures are in `customer_figures`.
 CREATE TABLE IF NOT EXISTS customers (
     customer_id    UUID PRIMARY KEY,
     name           TEXT        NOT NULL,
     email          TEXT        NOT NULL,
     address        JSONB       NOT NULL,
-    wallet_balance BIGINT      NOT NULL DEFAULT 0,
-    orders_count   BIGINT      NOT NULL DEFAULT 0,
-    lifetime_spend BIGINT      NOT NULL DEFAULT 0,
     version        BIGINT      NOT NULL,
     created_at     TIMESTAMPTZ NOT NULL,
     updated_at     TIMESTAMPTZ NOT NULL
 );
 
--- Wallet balances by customer, kept apart from `customers` so that a deposit projected
--- before its customer's registration (two topics, no order between them) is not lost.
-CREATE TABLE IF NOT EXISTS wallets (
-    customer_id UUID PRIMARY KEY,
-    balance     BIGINT      NOT NULL DEFAULT 0,
-    updated_at  TIMESTAMPTZ NOT NULL
+-- Each customer's figures, moved by deltas from payments and orders events: the wallet
+-- balance (deposits − completed payments + refunds), orders placed, and lifetime spend
+-- (completed payments − refunds). Kept apart from `customers` so that a figure projected
+-- before the customer's registration (other topics, no order between them) is not lost.
+CREATE TABLE IF NOT EXISTS customer_figures (
+    customer_id    UUID PRIMARY KEY,
+    wallet_balance BIGINT      NOT NULL DEFAULT 0,
+    orders_count   BIGINT      NOT NULL DEFAULT 0,
+    lifetime_spend BIGINT      NOT NULL DEFAULT 0,
+    updated_at     TIMESTAMPTZ NOT NULL
 );
 
 -- The order view (SPEC §3.4). Product names/SKUs and the customer's name are joined from

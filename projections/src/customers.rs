@@ -1,70 +1,118 @@
-//! The customer read model: account details (`customers`) and wallet balances
-//! (`wallets`); the read API joins them into the customer view of SPEC §3.2.
+//! The customer read model: account details (`customers`) and figures
+//! (`customer_figures`: wallet balance, orders count, lifetime spend); the read API joins
+//! them into the customer view of SPEC §3.2.
 
 use async_trait::async_trait;
-use shop_eventing::consumer::{EventHandler, HandlerError};
+use shop_eventing::consumer::{decode, EventHandler, HandlerError};
 use shop_schemas::customers::CustomerEvent;
+use shop_schemas::orders::OrderEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::{CloudEvent, Service};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::ProjectionInfo;
 
 pub const INFO: ProjectionInfo = ProjectionInfo {
     name: "customers",
     consumer: "projection.customers",
-    sources: &[Service::Customers, Service::Payments],
+    sources: &[Service::Customers, Service::Payments, Service::Orders],
 };
 
-/// Applies customer events to `customers`.
+/// Applies customer events to `customers`, and payments and orders to `customer_figures`.
 pub struct CustomersProjection;
+
+/// What an event adds to a customer's figures.
+#[derive(Default)]
+struct Delta {
+    wallet_balance: i64,
+    orders_count: i64,
+    lifetime_spend: i64,
+}
+
+fn delta(event: &CloudEvent) -> Result<Option<(Uuid, Delta)>, HandlerError> {
+    Ok(match event.service() {
+        Some(Service::Payments) => match decode::<PaymentEvent>(Service::Payments, event)? {
+            Some(PaymentEvent::FundsDeposited(e)) => Some((
+                e.customer_id,
+                Delta {
+                    wallet_balance: e.amount,
+                    ..Delta::default()
+                },
+            )),
+            Some(PaymentEvent::PaymentCompleted(e)) => Some((
+                e.customer_id,
+                Delta {
+                    wallet_balance: -e.amount,
+                    lifetime_spend: e.amount,
+                    ..Delta::default()
+                },
+            )),
+            Some(PaymentEvent::PaymentRefunded(e)) => Some((
+                e.customer_id,
+                Delta {
+                    wallet_balance: e.amount,
+                    lifetime_spend: -e.amount,
+                    ..Delta::default()
+                },
+            )),
+            Some(PaymentEvent::PaymentDeclined(_)) | None => None,
+        },
+        Some(Service::Orders) => match decode::<OrderEvent>(Service::Orders, event)? {
+            Some(OrderEvent::OrderPlaced(e)) => Some((
+                e.customer_id,
+                Delta {
+                    orders_count: 1,
+                    ..Delta::default()
+                },
+            )),
+            _ => None,
+        },
+        _ => None,
+    })
+}
 
 #[async_trait]
 impl EventHandler for CustomersProjection {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
-        // Money moves: deposits add to the balance, completed payments take from it.
-        let movement =
-            match shop_eventing::consumer::decode::<PaymentEvent>(Service::Payments, event)? {
-                Some(PaymentEvent::FundsDeposited(e)) => Some((e.customer_id, e.amount)),
-                Some(PaymentEvent::PaymentCompleted(e)) => Some((e.customer_id, -e.amount)),
-                Some(PaymentEvent::PaymentDeclined(_)) => return Ok(()),
-                None => None,
-            };
-        if let Some((customer_id, delta)) = movement {
+        if let Some((customer_id, d)) = delta(event)? {
             sqlx::query(
-                "INSERT INTO wallets (customer_id, balance, updated_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (customer_id) DO UPDATE SET balance = wallets.balance + EXCLUDED.balance, updated_at = EXCLUDED.updated_at",
+                "INSERT INTO customer_figures (customer_id, wallet_balance, orders_count, lifetime_spend, updated_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (customer_id) DO UPDATE SET
+                     wallet_balance = customer_figures.wallet_balance + EXCLUDED.wallet_balance,
+                     orders_count = customer_figures.orders_count + EXCLUDED.orders_count,
+                     lifetime_spend = customer_figures.lifetime_spend + EXCLUDED.lifetime_spend,
+                     updated_at = GREATEST(customer_figures.updated_at, EXCLUDED.updated_at)",
             )
             .bind(customer_id)
-            .bind(delta)
+            .bind(d.wallet_balance)
+            .bind(d.orders_count)
+            .bind(d.lifetime_spend)
             .bind(event.time)
             .execute(&mut *tx)
             .await?;
             return Ok(());
         }
-        let Some(decoded) =
-            shop_eventing::consumer::decode::<CustomerEvent>(Service::Customers, event)?
+        let Some(CustomerEvent::CustomerRegistered(e)) =
+            decode::<CustomerEvent>(Service::Customers, event)?
         else {
             return Ok(());
         };
-        match decoded {
-            CustomerEvent::CustomerRegistered(e) => {
-                let address = serde_json::to_value(&e.address)
-                    .map_err(|e| HandlerError::permanent(e.to_string()))?;
-                sqlx::query(
-                    "INSERT INTO customers (customer_id, name, email, address, version, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (customer_id) DO NOTHING",
-                )
-                .bind(e.customer_id)
-                .bind(&e.name)
-                .bind(&e.email)
-                .bind(address)
-                .bind(event.sequence as i64)
-                .bind(event.time)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        let address =
+            serde_json::to_value(&e.address).map_err(|e| HandlerError::permanent(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO customers (customer_id, name, email, address, version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (customer_id) DO NOTHING",
+        )
+        .bind(e.customer_id)
+        .bind(&e.name)
+        .bind(&e.email)
+        .bind(address)
+        .bind(event.sequence as i64)
+        .bind(event.time)
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
 }

@@ -3,77 +3,123 @@
 use async_trait::async_trait;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
 use shop_schemas::inventory::InventoryEvent;
-use shop_schemas::orders::OrderEvent;
+use shop_schemas::orders::{OrderEvent, OrderPlaced};
 use shop_schemas::payments::PaymentEvent;
+use shop_schemas::shipping::ShippingEvent;
 use shop_schemas::{CloudEvent, Service};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::ProjectionInfo;
 
 pub const INFO: ProjectionInfo = ProjectionInfo {
     name: "orders",
     consumer: "projection.orders",
-    sources: &[Service::Orders, Service::Inventory, Service::Payments],
+    sources: &[
+        Service::Orders,
+        Service::Inventory,
+        Service::Payments,
+        Service::Shipping,
+    ],
 };
 
 /// Applies order events to `orders`, `order_lines` and `order_history`.
 pub struct OrdersProjection;
 
+/// The order another service's saga step is about (it only adds to the history).
+fn saga_step(event: &CloudEvent) -> Result<Option<Uuid>, HandlerError> {
+    Ok(match event.service() {
+        Some(Service::Inventory) => match decode::<InventoryEvent>(Service::Inventory, event)? {
+            Some(InventoryEvent::StockReserved(e)) => Some(e.order_id),
+            Some(InventoryEvent::StockReservationRejected(e)) => Some(e.order_id),
+            Some(InventoryEvent::StockCommitted(e)) => Some(e.order_id),
+            Some(InventoryEvent::StockReleased(e)) => Some(e.order_id),
+            _ => None,
+        },
+        Some(Service::Payments) => match decode::<PaymentEvent>(Service::Payments, event)? {
+            Some(PaymentEvent::PaymentCompleted(e)) => Some(e.order_id),
+            Some(PaymentEvent::PaymentDeclined(e)) => Some(e.order_id),
+            Some(PaymentEvent::PaymentRefunded(e)) => Some(e.order_id),
+            _ => None,
+        },
+        Some(Service::Shipping) => {
+            decode::<ShippingEvent>(Service::Shipping, event)?.map(|e| e.order_id())
+        }
+        _ => None,
+    })
+}
+
 #[async_trait]
 impl EventHandler for OrdersProjection {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
-        // Other services' saga steps only add to an order's history.
-        let step = match decode::<InventoryEvent>(Service::Inventory, event)? {
-            Some(InventoryEvent::StockReserved(e)) => Some(e.order_id),
-            Some(InventoryEvent::StockReservationRejected(e)) => Some(e.order_id),
-            _ => match decode::<PaymentEvent>(Service::Payments, event)? {
-                Some(PaymentEvent::PaymentCompleted(e)) => Some(e.order_id),
-                Some(PaymentEvent::PaymentDeclined(e)) => Some(e.order_id),
-                _ => None,
-            },
-        };
-        if let Some(order_id) = step {
+        if let Some(order_id) = saga_step(event)? {
             return record_history(tx, order_id, event).await;
         }
         let Some(decoded) = decode::<OrderEvent>(Service::Orders, event)? else {
             return Ok(());
         };
-        let order_id = match &decoded {
-            OrderEvent::OrderPlaced(e) => e.order_id,
-        };
-        match decoded {
+        let order_id = decoded.order_id();
+        let (status, reason) = match decoded {
             OrderEvent::OrderPlaced(e) => {
-                let inserted = sqlx::query(
-                    "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
-                     VALUES ($1, $2, 'PENDING', $3, $4, $5, $5) ON CONFLICT (order_id) DO NOTHING",
-                )
-                .bind(e.order_id)
-                .bind(e.customer_id)
-                .bind(e.total)
-                .bind(event.sequence as i64)
-                .bind(event.time)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 1 {
-                    for (position, line) in e.lines.iter().enumerate() {
-                        sqlx::query(
-                            "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total) VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(e.order_id)
-                        .bind(position as i32)
-                        .bind(line.product_id)
-                        .bind(line.quantity)
-                        .bind(line.unit_price)
-                        .bind(line.quantity * line.unit_price)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
+                place(tx, &e, event).await?;
+                return record_history(tx, order_id, event).await;
             }
-        }
+            OrderEvent::OrderConfirmed(_) => ("CONFIRMED", None),
+            OrderEvent::OrderCancelled(e) => ("CANCELLED", Some(e.reason)),
+            OrderEvent::OrderShipped(_) => ("SHIPPED", None),
+            OrderEvent::OrderDelivered(_) => ("DELIVERED", None),
+        };
+        // An order's events come in sequence on its partition, after its OrderPlaced;
+        // `version` keeps a replayed older event from moving the status back.
+        sqlx::query(
+            "UPDATE orders SET status = $2, cancel_reason = COALESCE($3, cancel_reason), version = $4, updated_at = $5
+             WHERE order_id = $1 AND version < $4",
+        )
+        .bind(order_id)
+        .bind(status)
+        .bind(reason)
+        .bind(event.sequence as i64)
+        .bind(event.time)
+        .execute(&mut *tx)
+        .await?;
         record_history(tx, order_id, event).await
     }
+}
+
+/// Inserts a placed order with its priced lines (once).
+async fn place(
+    tx: &mut PgConnection,
+    e: &OrderPlaced,
+    event: &CloudEvent,
+) -> Result<(), HandlerError> {
+    let inserted = sqlx::query(
+        "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
+         VALUES ($1, $2, 'PENDING', $3, $4, $5, $5) ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(e.order_id)
+    .bind(e.customer_id)
+    .bind(e.total)
+    .bind(event.sequence as i64)
+    .bind(event.time)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        for (position, line) in e.lines.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(e.order_id)
+            .bind(position as i32)
+            .bind(line.product_id)
+            .bind(line.quantity)
+            .bind(line.unit_price)
+            .bind(line.quantity * line.unit_price)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Adds one step to an order's history (once per event).

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use shop_eventing::consumer::{EventHandler, HandlerError};
-use shop_schemas::inventory::InventoryEvent;
+use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::{CloudEvent, Service};
 use sqlx::PgConnection;
 
@@ -56,18 +56,13 @@ impl EventHandler for ProductsProjection {
                 )
                 .await?;
             }
-            InventoryEvent::StockReserved(e) => {
-                for line in &e.lines {
-                    sqlx::query(
-                        "INSERT INTO product_stock (product_id, reserved) VALUES ($1, $2)
-                         ON CONFLICT (product_id) DO UPDATE SET reserved = product_stock.reserved + EXCLUDED.reserved",
-                    )
-                    .bind(line.product_id)
-                    .bind(line.quantity)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            // Units move between reserved and sold per order (`available` is computed).
+            InventoryEvent::StockReserved(e) => move_units(tx, &e.lines, 1, 0).await?,
+            InventoryEvent::StockCommitted(e) => move_units(tx, &e.lines, -1, 1).await?,
+            InventoryEvent::StockReleased(e) if e.released_from == RELEASED_FROM_SOLD => {
+                move_units(tx, &e.lines, 0, -1).await?
             }
+            InventoryEvent::StockReleased(e) => move_units(tx, &e.lines, -1, 0).await?,
             InventoryEvent::StockReservationRejected(_) => {}
             InventoryEvent::ProductPriceChanged(e) => {
                 update(tx, "price = $2", e.product_id, e.price, version, at).await?;
@@ -75,6 +70,29 @@ impl EventHandler for ProductsProjection {
         }
         Ok(())
     }
+}
+
+/// Adds `reserved × quantity` and `sold × quantity` of each line to `product_stock`.
+async fn move_units(
+    tx: &mut PgConnection,
+    lines: &[StockLine],
+    reserved: i64,
+    sold: i64,
+) -> Result<(), HandlerError> {
+    for line in lines {
+        sqlx::query(
+            "INSERT INTO product_stock (product_id, reserved, sold) VALUES ($1, $2, $3)
+             ON CONFLICT (product_id) DO UPDATE SET
+                 reserved = product_stock.reserved + EXCLUDED.reserved,
+                 sold = product_stock.sold + EXCLUDED.sold",
+        )
+        .bind(line.product_id)
+        .bind(reserved * line.quantity)
+        .bind(sold * line.quantity)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn update(

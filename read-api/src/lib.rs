@@ -181,8 +181,9 @@ async fn get_customer(
         return Err(not_found());
     }
     let row = sqlx::query(
-        "SELECT c.customer_id, c.name, c.email, c.address, COALESCE(w.balance, 0) AS wallet_balance, c.orders_count, c.lifetime_spend, c.created_at
-         FROM customers c LEFT JOIN wallets w USING (customer_id) WHERE c.customer_id = $1",
+        "SELECT c.customer_id, c.name, c.email, c.address, COALESCE(f.wallet_balance, 0) AS wallet_balance,
+                COALESCE(f.orders_count, 0) AS orders_count, COALESCE(f.lifetime_spend, 0) AS lifetime_spend, c.created_at
+         FROM customers c LEFT JOIN customer_figures f USING (customer_id) WHERE c.customer_id = $1",
     )
     .bind(id)
     .fetch_optional(&state.pool)

@@ -1,10 +1,9 @@
 //! Events of the customers service: accounts. Credentials never appear in events.
 
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{EventType, Service};
+use crate::Service;
 
 /// A postal address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,32 +24,9 @@ pub struct CustomerRegistered {
     pub address: Address,
 }
 
-/// Every event of the customers service (externally tagged, as in [`crate::inventory`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CustomerEvent {
-    CustomerRegistered(CustomerRegistered),
-}
-
-pub const EVENT_TYPES: &[EventType] = &[EventType {
-    service: Service::Customers,
-    name: "CustomerRegistered",
-    version: 1,
-}];
-
-impl CustomerEvent {
-    pub fn name(&self) -> &'static str {
-        match self {
-            CustomerEvent::CustomerRegistered(_) => "CustomerRegistered",
-        }
-    }
-}
-
-impl DomainEvent for CustomerEvent {
-    fn event_type(&self) -> String {
-        self.name().to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
-    }
-}
+service_events!(
+    /// Every event of the customers service (externally tagged, as in [`crate::inventory`]).
+    CustomerEvent,
+    Service::Customers,
+    [CustomerRegistered]
+);

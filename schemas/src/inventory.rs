@@ -1,10 +1,9 @@
 //! Events of the inventory service: the catalogue (products, prices, stock).
 
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{EventType, Service};
+use crate::Service;
 
 /// A product entered the catalogue with its initial stock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,65 +62,39 @@ pub struct StockReservationRejected {
     pub lines: Vec<StockShortage>,
 }
 
-/// Every event of the inventory service. Serialized externally tagged
-/// (`{"ProductAdded": {...}}`); the event store keeps the tag as the event type and the
-/// inner object as the CloudEvents data.
+/// A confirmed order's reserved units became sold (reserved → sold).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum InventoryEvent {
-    ProductAdded(ProductAdded),
-    ProductPriceChanged(ProductPriceChanged),
-    ProductRestocked(ProductRestocked),
-    StockReserved(StockReserved),
-    StockReservationRejected(StockReservationRejected),
+pub struct StockCommitted {
+    pub order_id: Uuid,
+    pub lines: Vec<StockLine>,
 }
 
-pub const EVENT_TYPES: &[EventType] = &[
-    EventType {
-        service: Service::Inventory,
-        name: "ProductAdded",
-        version: 1,
-    },
-    EventType {
-        service: Service::Inventory,
-        name: "ProductPriceChanged",
-        version: 1,
-    },
-    EventType {
-        service: Service::Inventory,
-        name: "ProductRestocked",
-        version: 1,
-    },
-    EventType {
-        service: Service::Inventory,
-        name: "StockReserved",
-        version: 1,
-    },
-    EventType {
-        service: Service::Inventory,
-        name: "StockReservationRejected",
-        version: 1,
-    },
-];
+/// Where released units came from.
+pub const RELEASED_FROM_RESERVED: &str = "reserved";
+pub const RELEASED_FROM_SOLD: &str = "sold";
 
-impl InventoryEvent {
-    /// The event's name, as in its CloudEvents type and schema file.
-    pub fn name(&self) -> &'static str {
-        match self {
-            InventoryEvent::ProductAdded(_) => "ProductAdded",
-            InventoryEvent::ProductPriceChanged(_) => "ProductPriceChanged",
-            InventoryEvent::ProductRestocked(_) => "ProductRestocked",
-            InventoryEvent::StockReserved(_) => "StockReserved",
-            InventoryEvent::StockReservationRejected(_) => "StockReservationRejected",
-        }
-    }
+/// A cancelled order's units returned to available (compensation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReleased {
+    pub order_id: Uuid,
+    pub lines: Vec<StockLine>,
+    /// `reserved` (the order was not confirmed) or `sold` (it was committed).
+    pub released_from: String,
 }
 
-impl DomainEvent for InventoryEvent {
-    fn event_type(&self) -> String {
-        self.name().to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
-    }
-}
+service_events!(
+    /// Every event of the inventory service. Serialized externally tagged
+    /// (`{"ProductAdded": {...}}`); the event store keeps the tag as the event type and the
+    /// inner object as the CloudEvents data.
+    InventoryEvent,
+    Service::Inventory,
+    [
+        ProductAdded,
+        ProductPriceChanged,
+        ProductRestocked,
+        StockReserved,
+        StockReservationRejected,
+        StockCommitted,
+        StockReleased,
+    ]
+);

@@ -5,11 +5,50 @@
 //! world (Kafka, the read API, operator tools) only in the terms defined here.
 #![forbid(unsafe_code)]
 
+/// Declares a service's event enum (externally tagged, one variant per event struct of
+/// the same name), its [`EventType`] registry `EVENT_TYPES` (all version 1), `name()` and
+/// the cqrs-es `DomainEvent` impl.
+macro_rules! service_events {
+    ($(#[$meta:meta])* $enum:ident, $service:expr, [$($name:ident),+ $(,)?]) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub enum $enum {
+            $($name($name)),+
+        }
+
+        pub const EVENT_TYPES: &[$crate::EventType] = &[$($crate::EventType {
+            service: $service,
+            name: stringify!($name),
+            version: 1,
+        }),+];
+
+        impl $enum {
+            /// The event's name, as in its CloudEvents type and schema file.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $($enum::$name(_) => stringify!($name)),+
+                }
+            }
+        }
+
+        impl cqrs_es::DomainEvent for $enum {
+            fn event_type(&self) -> String {
+                self.name().to_string()
+            }
+
+            fn event_version(&self) -> String {
+                "1".to_string()
+            }
+        }
+    };
+}
+
 pub mod customers;
 pub mod envelope;
 pub mod inventory;
 pub mod orders;
 pub mod payments;
+pub mod shipping;
 pub mod topics;
 
 pub use envelope::{CloudEvent, EventMetadata};
@@ -55,6 +94,7 @@ pub fn event_types() -> impl Iterator<Item = &'static EventType> {
         inventory::EVENT_TYPES,
         orders::EVENT_TYPES,
         payments::EVENT_TYPES,
+        shipping::EVENT_TYPES,
     ]
     .into_iter()
     .flatten()

@@ -1,10 +1,9 @@
 //! Events of the orders service: orders and their lifecycle.
 
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{EventType, Service};
+use crate::Service;
 
 /// One line of an order, priced when the order was placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,32 +23,63 @@ pub struct OrderPlaced {
     pub total: i64,
 }
 
-/// Every event of the orders service (externally tagged).
+/// Stock is reserved and payment completed: the order is confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OrderEvent {
-    OrderPlaced(OrderPlaced),
+pub struct OrderConfirmed {
+    pub order_id: Uuid,
 }
 
-pub const EVENT_TYPES: &[EventType] = &[EventType {
-    service: Service::Orders,
-    name: "OrderPlaced",
-    version: 1,
-}];
+/// Why an order was cancelled (SPEC §3.4).
+pub const CANCEL_REASONS: &[&str] = &[
+    "out_of_stock",
+    "payment_declined",
+    "shipping_failed",
+    "customer_request",
+    "timeout",
+];
+
+/// The order was cancelled; compensations follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    /// One of [`CANCEL_REASONS`].
+    pub reason: String,
+}
+
+/// The order's shipment left the warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderShipped {
+    pub order_id: Uuid,
+}
+
+/// The order reached its customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDelivered {
+    pub order_id: Uuid,
+}
+
+service_events!(
+    /// Every event of the orders service (externally tagged).
+    OrderEvent,
+    Service::Orders,
+    [
+        OrderPlaced,
+        OrderConfirmed,
+        OrderCancelled,
+        OrderShipped,
+        OrderDelivered,
+    ]
+);
 
 impl OrderEvent {
-    pub fn name(&self) -> &'static str {
+    /// The order an event is about.
+    pub fn order_id(&self) -> Uuid {
         match self {
-            OrderEvent::OrderPlaced(_) => "OrderPlaced",
+            OrderEvent::OrderPlaced(e) => e.order_id,
+            OrderEvent::OrderConfirmed(e) => e.order_id,
+            OrderEvent::OrderCancelled(e) => e.order_id,
+            OrderEvent::OrderShipped(e) => e.order_id,
+            OrderEvent::OrderDelivered(e) => e.order_id,
         }
-    }
-}
-
-impl DomainEvent for OrderEvent {
-    fn event_type(&self) -> String {
-        self.name().to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
     }
 }

@@ -1,10 +1,9 @@
 //! Events of the payments service: customer wallets.
 
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{EventType, Service};
+use crate::Service;
 
 /// Money was put into a customer's wallet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,48 +31,22 @@ pub struct PaymentDeclined {
     pub reason: String,
 }
 
-/// Every event of the payments service (externally tagged).
+/// A completed charge was given back (compensation for a cancelled order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PaymentEvent {
-    FundsDeposited(FundsDeposited),
-    PaymentCompleted(PaymentCompleted),
-    PaymentDeclined(PaymentDeclined),
+pub struct PaymentRefunded {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub amount: i64,
 }
 
-pub const EVENT_TYPES: &[EventType] = &[
-    EventType {
-        service: Service::Payments,
-        name: "FundsDeposited",
-        version: 1,
-    },
-    EventType {
-        service: Service::Payments,
-        name: "PaymentCompleted",
-        version: 1,
-    },
-    EventType {
-        service: Service::Payments,
-        name: "PaymentDeclined",
-        version: 1,
-    },
-];
-
-impl PaymentEvent {
-    pub fn name(&self) -> &'static str {
-        match self {
-            PaymentEvent::FundsDeposited(_) => "FundsDeposited",
-            PaymentEvent::PaymentCompleted(_) => "PaymentCompleted",
-            PaymentEvent::PaymentDeclined(_) => "PaymentDeclined",
-        }
-    }
-}
-
-impl DomainEvent for PaymentEvent {
-    fn event_type(&self) -> String {
-        self.name().to_string()
-    }
-
-    fn event_version(&self) -> String {
-        "1".to_string()
-    }
-}
+service_events!(
+    /// Every event of the payments service (externally tagged).
+    PaymentEvent,
+    Service::Payments,
+    [
+        FundsDeposited,
+        PaymentCompleted,
+        PaymentDeclined,
+        PaymentRefunded,
+    ]
+);

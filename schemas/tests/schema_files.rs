@@ -7,11 +7,20 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
 use shop_schemas::inventory::{
-    InventoryEvent, ProductAdded, ProductPriceChanged, ProductRestocked, StockLine,
-    StockReservationRejected, StockReserved, StockShortage,
+    InventoryEvent, ProductAdded, ProductPriceChanged, ProductRestocked, StockCommitted, StockLine,
+    StockReleased, StockReservationRejected, StockReserved, StockShortage,
 };
-use shop_schemas::orders::{OrderEvent, OrderLine, OrderPlaced};
-use shop_schemas::payments::{FundsDeposited, PaymentCompleted, PaymentDeclined, PaymentEvent};
+use shop_schemas::orders::{
+    OrderCancelled, OrderConfirmed, OrderDelivered, OrderEvent, OrderLine, OrderPlaced,
+    OrderShipped,
+};
+use shop_schemas::payments::{
+    FundsDeposited, PaymentCompleted, PaymentDeclined, PaymentEvent, PaymentRefunded,
+};
+use shop_schemas::shipping::{
+    ShipmentCancelled, ShipmentDelivered, ShipmentDispatched, ShipmentFailed, ShipmentScheduled,
+    ShippingEvent,
+};
 use shop_schemas::{event_types, split_event};
 use uuid::Uuid;
 
@@ -105,6 +114,65 @@ fn samples() -> Vec<(String, Value)> {
         }],
         total: 2400,
     })));
+    let order_id = Uuid::now_v7();
+    let customer_id = Uuid::now_v7();
+    let stock_lines = vec![StockLine {
+        product_id,
+        quantity: 2,
+    }];
+    samples.extend(
+        [
+            InventoryEvent::StockCommitted(StockCommitted {
+                order_id,
+                lines: stock_lines.clone(),
+            }),
+            InventoryEvent::StockReleased(StockReleased {
+                order_id,
+                lines: stock_lines,
+                released_from: "sold".into(),
+            }),
+        ]
+        .into_iter()
+        .map(split),
+    );
+    samples.extend(
+        [
+            OrderEvent::OrderConfirmed(OrderConfirmed { order_id }),
+            OrderEvent::OrderCancelled(OrderCancelled {
+                order_id,
+                reason: "timeout".into(),
+            }),
+            OrderEvent::OrderShipped(OrderShipped { order_id }),
+            OrderEvent::OrderDelivered(OrderDelivered { order_id }),
+        ]
+        .into_iter()
+        .map(split),
+    );
+    samples.push(split(PaymentEvent::PaymentRefunded(PaymentRefunded {
+        order_id,
+        customer_id,
+        amount: 2400,
+    })));
+    samples.extend(
+        [
+            ShippingEvent::ShipmentScheduled(ShipmentScheduled {
+                order_id,
+                customer_id,
+                country: "JP".into(),
+            }),
+            ShippingEvent::ShipmentFailed(ShipmentFailed {
+                order_id,
+                customer_id,
+                country: "BR".into(),
+                reason: "unsupported_country".into(),
+            }),
+            ShippingEvent::ShipmentDispatched(ShipmentDispatched { order_id }),
+            ShippingEvent::ShipmentDelivered(ShipmentDelivered { order_id }),
+            ShippingEvent::ShipmentCancelled(ShipmentCancelled { order_id }),
+        ]
+        .into_iter()
+        .map(split),
+    );
     samples
 }
 

@@ -108,6 +108,7 @@ pub struct Ports {
     pub inventory: u16,
     pub orders: u16,
     pub payments: u16,
+    pub shipping: u16,
     pub read_api: u16,
     pub projector: u16,
 }
@@ -163,6 +164,7 @@ impl Instance {
                 inventory: free_port(),
                 orders: free_port(),
                 payments: free_port(),
+                shipping: free_port(),
                 read_api: free_port(),
                 projector: free_port(),
             },
@@ -218,6 +220,7 @@ impl Instance {
             .env("SHOP_INVENTORY_PORT", self.ports.inventory.to_string())
             .env("SHOP_ORDERS_PORT", self.ports.orders.to_string())
             .env("SHOP_PAYMENTS_PORT", self.ports.payments.to_string())
+            .env("SHOP_SHIPPING_PORT", self.ports.shipping.to_string())
             .env("SHOP_READ_API_PORT", self.ports.read_api.to_string())
             .env("SHOP_PROJECTOR_PORT", self.ports.projector.to_string())
             .stdout(Stdio::piped())

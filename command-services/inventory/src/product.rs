@@ -136,7 +136,10 @@ impl Aggregate for Product {
             InventoryEvent::ProductRestocked(e) => self.available += e.quantity,
             InventoryEvent::ProductPriceChanged(e) => self.price = e.price,
             // Reservations are decided by the `Reservation` aggregate against `stock`.
-            InventoryEvent::StockReserved(_) | InventoryEvent::StockReservationRejected(_) => {}
+            InventoryEvent::StockReserved(_)
+            | InventoryEvent::StockReservationRejected(_)
+            | InventoryEvent::StockCommitted(_)
+            | InventoryEvent::StockReleased(_) => {}
         }
     }
 }

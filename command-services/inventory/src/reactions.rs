@@ -1,10 +1,11 @@
-//! Reactions of the inventory service: the order saga's reservation step (SPEC §5.1).
+//! Reactions of the inventory service: the order saga's stock steps (SPEC §5): reserve
+//! on `OrderPlaced`, commit on `OrderConfirmed`, release on `OrderCancelled`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
 use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::inventory::{StockLine, StockShortage};
@@ -18,6 +19,10 @@ use crate::reservation::{Reservation, ReservationCommand};
 /// The consumer name of [`ReserveStock`].
 pub const RESERVATIONS: &str = "inventory.reservations";
 
+/// `OrderConfirmed` → `StockCommitted`; `OrderCancelled` → `StockReleased` (reserved or
+/// sold units back to available). Orders events are keyed by order, so they come in the
+/// order's own order.
+///
 /// `OrderPlaced` → `StockReserved` for every line, or `StockReservationRejected` with the
 /// short lines and nothing reserved. The order's `stock` rows are locked while deciding,
 /// so concurrent orders for the same products (other partitions, other instances) are
@@ -29,9 +34,21 @@ pub struct ReserveStock {
 #[async_trait]
 impl EventHandler for ReserveStock {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
-        let Some(OrderEvent::OrderPlaced(order)) = decode::<OrderEvent>(Service::Orders, event)?
-        else {
-            return Ok(());
+        let order = match decode::<OrderEvent>(Service::Orders, event)? {
+            Some(OrderEvent::OrderPlaced(order)) => order,
+            Some(OrderEvent::OrderConfirmed(e)) => {
+                let command = ReservationCommand::Commit {
+                    order_id: e.order_id,
+                };
+                return self.execute(tx, e.order_id, command, event).await;
+            }
+            Some(OrderEvent::OrderCancelled(e)) => {
+                let command = ReservationCommand::Release {
+                    order_id: e.order_id,
+                };
+                return self.execute(tx, e.order_id, command, event).await;
+            }
+            _ => return Ok(()),
         };
         let mut ids: Vec<Uuid> = order.lines.iter().map(|l| l.product_id).collect();
         ids.sort();
@@ -74,17 +91,26 @@ impl EventHandler for ReserveStock {
                 shortages,
             }
         };
+        self.execute(tx, order.order_id, command, event).await
+    }
+}
+
+impl ReserveStock {
+    async fn execute(
+        &self,
+        tx: &mut PgConnection,
+        order_id: Uuid,
+        command: ReservationCommand,
+        cause: &CloudEvent,
+    ) -> Result<(), HandlerError> {
         self.bus
             .execute_in(
                 tx,
-                &order.order_id.to_string(),
+                &order_id.to_string(),
                 command,
-                &metadata_caused_by(event),
+                &metadata_caused_by(cause),
             )
-            .await
-            .map_err(|e| match e {
-                CommandError::Rejected(e) => HandlerError::permanent(e.to_string()),
-                other => HandlerError::transient(other.to_string()),
-            })
+            .await?;
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use shop_eventing::command::CommandBus;
 use shop_eventing::db::DbError;
 use shop_eventing::platform::{Platform, Started};
 use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
-use shop_schemas::inventory::InventoryEvent;
+use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::Service;
 use sqlx::PgConnection;
 
@@ -69,7 +69,35 @@ async fn apply_to_tables(tx: &mut PgConnection, event: &InventoryEvent) -> Resul
                 }
             }
         }
+        InventoryEvent::StockCommitted(e) => {
+            move_units(tx, &e.lines, "reserved = reserved - $2, sold = sold + $2").await?;
+        }
+        InventoryEvent::StockReleased(e) => {
+            let from = if e.released_from == RELEASED_FROM_SOLD {
+                "sold = sold - $2, available = available + $2"
+            } else {
+                "reserved = reserved - $2, available = available + $2"
+            };
+            move_units(tx, &e.lines, from).await?;
+        }
         InventoryEvent::ProductPriceChanged(_) | InventoryEvent::StockReservationRejected(_) => {}
+    }
+    Ok(())
+}
+
+/// Moves each line's units between the columns of `stock` (`set`: an assignment list
+/// over `$2`, the line's quantity).
+async fn move_units(
+    tx: &mut PgConnection,
+    lines: &[StockLine],
+    set: &str,
+) -> Result<(), HookError> {
+    for line in lines {
+        sqlx::query(&format!("UPDATE stock SET {set} WHERE product_id = $1"))
+            .bind(line.product_id)
+            .bind(line.quantity)
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
 }
@@ -82,10 +110,7 @@ impl AppendHook for InventoryTables {
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
             for stored in events {
-                let event: InventoryEvent =
-                    shop_schemas::decode_event(&stored.event_type, &stored.data)
-                        .map_err(|e| HookError::Refused(format!("{}: {e}", stored.event_type)))?;
-                apply_to_tables(tx, &event).await?;
+                apply_to_tables(tx, &stored.decode()?).await?;
             }
             Ok(())
         }

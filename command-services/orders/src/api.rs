@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -35,6 +35,7 @@ impl FromRef<AppState> for JwtKeys {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/orders", post(place_order))
+        .route("/api/orders/{order_id}/cancel", post(cancel_order))
         .with_state(state)
 }
 
@@ -153,20 +154,65 @@ async fn place_order(
         .bus
         .execute(&order_id.to_string(), command, &metadata)
         .await
-        .map_err(|e| match e {
-            CommandError::Rejected(e @ OrderError::InvalidLines) => {
-                Problem::validation(vec![field_error("lines".into(), &e.to_string())])
-            }
-            CommandError::Rejected(OrderError::AlreadyPlaced) | CommandError::Conflict => {
-                Problem::conflict("the order already exists")
-            }
-            CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
-            CommandError::Unavailable(e) => Problem::internal(&e),
-        })?;
+        .map_err(problem)?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/orders/{order_id}"))],
         Json(serde_json::json!({ "order_id": order_id, "status": "PENDING" })),
+    )
+        .into_response())
+}
+
+/// A refused command as the client sees it.
+fn problem(error: CommandError<OrderError>) -> Problem {
+    match error {
+        CommandError::Rejected(e @ OrderError::InvalidLines) => {
+            Problem::validation(vec![field_error("lines".into(), &e.to_string())])
+        }
+        CommandError::Rejected(e @ OrderError::NotFound) => Problem::not_found(e.to_string()),
+        CommandError::Rejected(
+            e @ (OrderError::AlreadyPlaced
+            | OrderError::AlreadyShipped
+            | OrderError::AlreadyCancelled),
+        ) => Problem::conflict(e.to_string()),
+        CommandError::Conflict => {
+            Problem::conflict("the order was changed concurrently; retry the request")
+        }
+        CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
+        CommandError::Unavailable(e) => Problem::internal(&e),
+    }
+}
+
+/// A customer cancels its own order before it ships (an admin, any order); the saga
+/// refunds and releases what was taken. 409 once shipped or already cancelled.
+#[tracing::instrument(name = "cancel_order", skip_all, fields(order_id = %order_id))]
+async fn cancel_order(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let order_id = Uuid::parse_str(&order_id).map_err(|_| Problem::not_found("no such order"))?;
+    let customer_id = match claims.role {
+        Role::Admin => None,
+        Role::Customer => {
+            Some(Uuid::parse_str(&claims.sub).map_err(|_| Problem::not_found("no such order"))?)
+        }
+    };
+    let mut metadata = metadata_from_headers(&headers);
+    metadata.correlation_id = order_id.to_string();
+    state
+        .bus
+        .execute(
+            &order_id.to_string(),
+            OrderCommand::CancelByCustomer { customer_id },
+            &metadata,
+        )
+        .await
+        .map_err(problem)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "order_id": order_id })),
     )
         .into_response())
 }

@@ -3,12 +3,37 @@
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
-use shop_schemas::orders::{OrderEvent, OrderLine, OrderPlaced};
+use shop_schemas::orders::{
+    OrderCancelled, OrderConfirmed, OrderDelivered, OrderEvent, OrderLine, OrderPlaced,
+    OrderShipped,
+};
 use uuid::Uuid;
 
 /// Lines per order, and units per line (SPEC §3.4).
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: i64 = 1000;
+
+/// Why an order is cancelled (SPEC §3.4); the wire form is the snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CancelReason {
+    OutOfStock,
+    PaymentDeclined,
+    ShippingFailed,
+    CustomerRequest,
+    Timeout,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::OutOfStock => "out_of_stock",
+            CancelReason::PaymentDeclined => "payment_declined",
+            CancelReason::ShippingFailed => "shipping_failed",
+            CancelReason::CustomerRequest => "customer_request",
+            CancelReason::Timeout => "timeout",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderCommand {
@@ -18,6 +43,18 @@ pub enum OrderCommand {
         customer_id: Uuid,
         lines: Vec<OrderLine>,
     },
+    /// Stock is reserved and payment completed (the saga's reaction saw both).
+    Confirm,
+    /// The customer asks to cancel: allowed until the order ships. `customer_id` is the
+    /// caller (`None` for an admin); another customer's order does not exist for them.
+    CancelByCustomer { customer_id: Option<Uuid> },
+    /// A saga step failed or the deadline passed: cancels a pending order (a confirmed one
+    /// for `ShippingFailed`); otherwise changes nothing, as the order already moved on.
+    CancelBySaga { reason: CancelReason },
+    /// The shipment was dispatched.
+    Ship,
+    /// The shipment was delivered.
+    Deliver,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +65,12 @@ pub enum OrderError {
         "an order has 1 to {MAX_LINES} lines of distinct products, 1 to {MAX_QUANTITY} units each"
     )]
     InvalidLines,
+    #[error("no such order")]
+    NotFound,
+    #[error("the order has shipped and can no longer be cancelled")]
+    AlreadyShipped,
+    #[error("the order is already cancelled")]
+    AlreadyCancelled,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +78,10 @@ pub enum OrderStatus {
     #[default]
     None,
     Pending,
+    Confirmed,
+    Shipped,
+    Delivered,
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +89,7 @@ pub struct Order {
     pub status: OrderStatus,
     pub customer_id: Option<Uuid>,
     pub total: i64,
+    pub order_id: Option<Uuid>,
 }
 
 /// The order's total, or `None` when a line is invalid or the sum overflows.
@@ -63,6 +111,73 @@ pub fn total(lines: &[OrderLine]) -> Option<i64> {
     })
 }
 
+impl Order {
+    /// The event a command leads to: `Ok(None)` when the order has already moved past
+    /// what the command is about (a late or repeated saga step changes nothing).
+    fn decide(&self, command: OrderCommand) -> Result<Option<OrderEvent>, OrderError> {
+        use OrderStatus as S;
+        let Some(order_id) = self.order_id else {
+            return match command {
+                OrderCommand::Place {
+                    order_id,
+                    customer_id,
+                    lines,
+                } => {
+                    let total = total(&lines).ok_or(OrderError::InvalidLines)?;
+                    Ok(Some(OrderEvent::OrderPlaced(OrderPlaced {
+                        order_id,
+                        customer_id,
+                        lines,
+                        total,
+                    })))
+                }
+                OrderCommand::CancelByCustomer { .. } => Err(OrderError::NotFound),
+                // A saga step for an order this service never placed: nothing to do.
+                _ => Ok(None),
+            };
+        };
+        let cancelled = |reason: CancelReason| {
+            Some(OrderEvent::OrderCancelled(OrderCancelled {
+                order_id,
+                reason: reason.as_str().to_string(),
+            }))
+        };
+        Ok(match (command, self.status) {
+            (OrderCommand::Place { .. }, _) => return Err(OrderError::AlreadyPlaced),
+            (OrderCommand::Confirm, S::Pending) => {
+                Some(OrderEvent::OrderConfirmed(OrderConfirmed { order_id }))
+            }
+            (OrderCommand::CancelByCustomer { customer_id }, status) => {
+                if customer_id.is_some() && customer_id != self.customer_id {
+                    return Err(OrderError::NotFound);
+                }
+                match status {
+                    S::Pending | S::Confirmed => cancelled(CancelReason::CustomerRequest),
+                    S::Cancelled => return Err(OrderError::AlreadyCancelled),
+                    _ => return Err(OrderError::AlreadyShipped),
+                }
+            }
+            (OrderCommand::CancelBySaga { reason }, S::Confirmed)
+                if reason == CancelReason::ShippingFailed =>
+            {
+                cancelled(reason)
+            }
+            (OrderCommand::CancelBySaga { reason }, S::Pending)
+                if reason != CancelReason::ShippingFailed =>
+            {
+                cancelled(reason)
+            }
+            (OrderCommand::Ship, S::Confirmed) => {
+                Some(OrderEvent::OrderShipped(OrderShipped { order_id }))
+            }
+            (OrderCommand::Deliver, S::Shipped) => {
+                Some(OrderEvent::OrderDelivered(OrderDelivered { order_id }))
+            }
+            _ => None,
+        })
+    }
+}
+
 impl Aggregate for Order {
     const TYPE: &'static str = "order";
     type Command = OrderCommand;
@@ -76,36 +191,25 @@ impl Aggregate for Order {
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        match command {
-            OrderCommand::Place {
-                order_id,
-                customer_id,
-                lines,
-            } => {
-                if self.status != OrderStatus::None {
-                    return Err(OrderError::AlreadyPlaced);
-                }
-                let total = total(&lines).ok_or(OrderError::InvalidLines)?;
-                let event = OrderPlaced {
-                    order_id,
-                    customer_id,
-                    lines,
-                    total,
-                };
-                sink.write(OrderEvent::OrderPlaced(event), self).await;
-            }
+        if let Some(event) = self.decide(command)? {
+            sink.write(event, self).await;
         }
         Ok(())
     }
 
     fn apply(&mut self, event: Self::Event) {
-        match event {
+        self.status = match event {
             OrderEvent::OrderPlaced(e) => {
-                self.status = OrderStatus::Pending;
+                self.order_id = Some(e.order_id);
                 self.customer_id = Some(e.customer_id);
                 self.total = e.total;
+                OrderStatus::Pending
             }
-        }
+            OrderEvent::OrderConfirmed(_) => OrderStatus::Confirmed,
+            OrderEvent::OrderCancelled(_) => OrderStatus::Cancelled,
+            OrderEvent::OrderShipped(_) => OrderStatus::Shipped,
+            OrderEvent::OrderDelivered(_) => OrderStatus::Delivered,
+        };
     }
 }
 
@@ -156,6 +260,160 @@ mod tests {
             .given(vec![placed(lines.clone(), 10)])
             .when(place(lines))
             .then_expect_error(OrderError::AlreadyPlaced);
+    }
+
+    fn order() -> Uuid {
+        Uuid::from_u128(100)
+    }
+
+    fn at(status: OrderStatus) -> Vec<OrderEvent> {
+        let mut events = vec![placed(vec![line(1, 1, 10)], 10)];
+        let confirmed = OrderEvent::OrderConfirmed(OrderConfirmed { order_id: order() });
+        match status {
+            OrderStatus::Confirmed => events.push(confirmed),
+            OrderStatus::Shipped => {
+                events.push(confirmed);
+                events.push(OrderEvent::OrderShipped(OrderShipped { order_id: order() }));
+            }
+            OrderStatus::Delivered => {
+                events.push(confirmed);
+                events.push(OrderEvent::OrderShipped(OrderShipped { order_id: order() }));
+                events.push(OrderEvent::OrderDelivered(OrderDelivered {
+                    order_id: order(),
+                }));
+            }
+            OrderStatus::Cancelled => events.push(cancelled(CancelReason::Timeout)),
+            _ => {}
+        }
+        events
+    }
+
+    fn cancelled(reason: CancelReason) -> OrderEvent {
+        OrderEvent::OrderCancelled(OrderCancelled {
+            order_id: order(),
+            reason: reason.as_str().into(),
+        })
+    }
+
+    fn given(status: OrderStatus) -> cqrs_es::test::AggregateTestExecutor<Order> {
+        TestFramework::<Order>::with(()).given(at(status))
+    }
+
+    #[test]
+    fn a_pending_order_is_confirmed_once() {
+        given(OrderStatus::Pending)
+            .when(OrderCommand::Confirm)
+            .then_expect_events(vec![OrderEvent::OrderConfirmed(OrderConfirmed {
+                order_id: order(),
+            })]);
+        for status in [
+            OrderStatus::Confirmed,
+            OrderStatus::Cancelled,
+            OrderStatus::Shipped,
+        ] {
+            given(status)
+                .when(OrderCommand::Confirm)
+                .then_expect_events(vec![]);
+        }
+    }
+
+    #[test]
+    fn saga_failures_cancel_a_pending_order_only() {
+        for reason in [
+            CancelReason::OutOfStock,
+            CancelReason::PaymentDeclined,
+            CancelReason::Timeout,
+        ] {
+            given(OrderStatus::Pending)
+                .when(OrderCommand::CancelBySaga { reason })
+                .then_expect_events(vec![cancelled(reason)]);
+            for status in [OrderStatus::Confirmed, OrderStatus::Cancelled] {
+                given(status)
+                    .when(OrderCommand::CancelBySaga { reason })
+                    .then_expect_events(vec![]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_shipment_cancels_a_confirmed_order() {
+        let reason = CancelReason::ShippingFailed;
+        given(OrderStatus::Confirmed)
+            .when(OrderCommand::CancelBySaga { reason })
+            .then_expect_events(vec![cancelled(reason)]);
+        for status in [
+            OrderStatus::Pending,
+            OrderStatus::Cancelled,
+            OrderStatus::Shipped,
+        ] {
+            given(status)
+                .when(OrderCommand::CancelBySaga { reason })
+                .then_expect_events(vec![]);
+        }
+    }
+
+    #[test]
+    fn a_customer_cancels_until_shipping() {
+        let owner = Some(Uuid::from_u128(200));
+        for status in [OrderStatus::Pending, OrderStatus::Confirmed] {
+            given(status)
+                .when(OrderCommand::CancelByCustomer { customer_id: owner })
+                .then_expect_events(vec![cancelled(CancelReason::CustomerRequest)]);
+        }
+        for status in [OrderStatus::Shipped, OrderStatus::Delivered] {
+            given(status)
+                .when(OrderCommand::CancelByCustomer { customer_id: owner })
+                .then_expect_error(OrderError::AlreadyShipped);
+        }
+        given(OrderStatus::Cancelled)
+            .when(OrderCommand::CancelByCustomer { customer_id: owner })
+            .then_expect_error(OrderError::AlreadyCancelled);
+    }
+
+    #[test]
+    fn another_customers_order_does_not_exist() {
+        given(OrderStatus::Pending)
+            .when(OrderCommand::CancelByCustomer {
+                customer_id: Some(Uuid::from_u128(201)),
+            })
+            .then_expect_error(OrderError::NotFound);
+        TestFramework::<Order>::with(())
+            .given_no_previous_events()
+            .when(OrderCommand::CancelByCustomer { customer_id: None })
+            .then_expect_error(OrderError::NotFound);
+        // An admin may cancel any order.
+        given(OrderStatus::Pending)
+            .when(OrderCommand::CancelByCustomer { customer_id: None })
+            .then_expect_events(vec![cancelled(CancelReason::CustomerRequest)]);
+    }
+
+    #[test]
+    fn shipping_moves_a_confirmed_order_forward() {
+        given(OrderStatus::Confirmed)
+            .when(OrderCommand::Ship)
+            .then_expect_events(vec![OrderEvent::OrderShipped(OrderShipped {
+                order_id: order(),
+            })]);
+        given(OrderStatus::Shipped)
+            .when(OrderCommand::Deliver)
+            .then_expect_events(vec![OrderEvent::OrderDelivered(OrderDelivered {
+                order_id: order(),
+            })]);
+        // A dispatch after a cancellation (a race with the customer) moves nothing.
+        given(OrderStatus::Cancelled)
+            .when(OrderCommand::Ship)
+            .then_expect_events(vec![]);
+        given(OrderStatus::Confirmed)
+            .when(OrderCommand::Deliver)
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn saga_steps_for_an_unknown_order_change_nothing() {
+        TestFramework::<Order>::with(())
+            .given_no_previous_events()
+            .when(OrderCommand::Confirm)
+            .then_expect_events(vec![]);
     }
 
     #[test]

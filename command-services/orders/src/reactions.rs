@@ -1,10 +1,19 @@
 //! Reactions of the orders service to other services' events.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::inventory::InventoryEvent;
+use shop_schemas::payments::PaymentEvent;
+use shop_schemas::shipping::ShippingEvent;
 use shop_schemas::{CloudEvent, Service};
 use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::order::{CancelReason, Order, OrderCommand};
 
 /// The consumer name of [`CatalogueReplica`].
 pub const CATALOGUE: &str = "orders.catalogue";
@@ -35,6 +44,95 @@ impl EventHandler for CatalogueReplica {
         .bind(event.time)
         .execute(&mut *tx)
         .await?;
+        Ok(())
+    }
+}
+
+/// The consumer name of [`OrderSaga`].
+pub const SAGA: &str = "orders.saga";
+
+/// The orders service's part of the saga (SPEC §5): confirms an order once stock is
+/// reserved and payment completed (in whichever order the two topics deliver them),
+/// cancels it when a step fails, and follows its shipment.
+pub struct OrderSaga {
+    pub bus: Arc<CommandBus<Order>>,
+}
+
+/// A fact of the saga about one order, from another service's event.
+enum Step {
+    Reserved,
+    Paid,
+    Command(OrderCommand),
+}
+
+fn step(event: &CloudEvent) -> Result<Option<(Uuid, Step)>, HandlerError> {
+    use CancelReason as R;
+    let cancel = |reason| Step::Command(OrderCommand::CancelBySaga { reason });
+    Ok(match event.service() {
+        Some(Service::Inventory) => match decode::<InventoryEvent>(Service::Inventory, event)? {
+            Some(InventoryEvent::StockReserved(e)) => Some((e.order_id, Step::Reserved)),
+            Some(InventoryEvent::StockReservationRejected(e)) => {
+                Some((e.order_id, cancel(R::OutOfStock)))
+            }
+            _ => None,
+        },
+        Some(Service::Payments) => match decode::<PaymentEvent>(Service::Payments, event)? {
+            Some(PaymentEvent::PaymentCompleted(e)) => Some((e.order_id, Step::Paid)),
+            Some(PaymentEvent::PaymentDeclined(e)) => {
+                Some((e.order_id, cancel(R::PaymentDeclined)))
+            }
+            _ => None,
+        },
+        Some(Service::Shipping) => match decode::<ShippingEvent>(Service::Shipping, event)? {
+            Some(ShippingEvent::ShipmentFailed(e)) => Some((e.order_id, cancel(R::ShippingFailed))),
+            Some(ShippingEvent::ShipmentDispatched(e)) => {
+                Some((e.order_id, Step::Command(OrderCommand::Ship)))
+            }
+            Some(ShippingEvent::ShipmentDelivered(e)) => {
+                Some((e.order_id, Step::Command(OrderCommand::Deliver)))
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+#[async_trait]
+impl EventHandler for OrderSaga {
+    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+        let Some((order_id, step)) = step(event)? else {
+            return Ok(());
+        };
+        let command = match step {
+            Step::Command(command) => command,
+            Step::Reserved | Step::Paid => {
+                let reserved = matches!(step, Step::Reserved);
+                let both: bool = sqlx::query_scalar(
+                    "INSERT INTO order_saga (order_id, stock_reserved, payment_completed) VALUES ($1, $2, $3)
+                     ON CONFLICT (order_id) DO UPDATE SET
+                         stock_reserved = order_saga.stock_reserved OR EXCLUDED.stock_reserved,
+                         payment_completed = order_saga.payment_completed OR EXCLUDED.payment_completed
+                     RETURNING stock_reserved AND payment_completed",
+                )
+                .bind(order_id)
+                .bind(reserved)
+                .bind(!reserved)
+                .fetch_one(&mut *tx)
+                .await?;
+                if !both {
+                    return Ok(());
+                }
+                OrderCommand::Confirm
+            }
+        };
+        self.bus
+            .execute_in(
+                tx,
+                &order_id.to_string(),
+                command,
+                &metadata_caused_by(event),
+            )
+            .await?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! catalogue replica), the relay, its reactions and the REST routes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use shop_eventing::command::CommandBus;
 use shop_eventing::db::DbError;
@@ -10,28 +11,63 @@ use shop_eventing::store::PgEventStore;
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
-use crate::reactions::{CatalogueReplica, CATALOGUE};
+use crate::deadline::{self, DeadlineTable};
+use crate::reactions::{CatalogueReplica, OrderSaga, CATALOGUE, SAGA};
 
 pub const COMPONENT: &str = "orders";
 const SCHEMA: &str = include_str!("../sql/orders.sql");
 
-/// Opens the database, starts the relay and the reactions, builds the routes.
+/// The orders service's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct OrdersConfig {
+    /// An order not confirmed within this is cancelled (`SHOP_SAGA_TIMEOUT_MS`).
+    pub saga_timeout: Duration,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        OrdersConfig {
+            saga_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Opens the database, starts the relay, the reactions and the deadline worker, builds
+/// the routes.
 ///
 /// # Errors
 /// The database is unreachable.
-pub async fn start(platform: &Platform) -> Result<Started, DbError> {
+pub async fn start(platform: &Platform, config: OrdersConfig) -> Result<Started, DbError> {
     let pool = platform
         .open_command_database(Service::Orders, SCHEMA)
         .await?;
+    let store = PgEventStore::new(pool.clone()).with_hook(Arc::new(DeadlineTable {
+        timeout: config.saga_timeout,
+    }));
+    let bus = Arc::new(CommandBus::new(store, ()));
     let catalogue = platform.consumer(
         pool.clone(),
         CATALOGUE,
         &[Service::Inventory],
         Arc::new(CatalogueReplica),
     );
-    let tasks = platform.spawn_service_tasks(&pool, Service::Orders, vec![catalogue]);
+    let saga = platform.consumer(
+        pool.clone(),
+        SAGA,
+        &[Service::Inventory, Service::Payments, Service::Shipping],
+        Arc::new(OrderSaga { bus: bus.clone() }),
+    );
+    let mut tasks = platform.spawn_service_tasks(&pool, Service::Orders, vec![catalogue, saga]);
+    // Checks a few times per timeout, at most every second.
+    let poll = (config.saga_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    tasks.push(tokio::spawn(deadline::run(
+        pool.clone(),
+        bus.clone(),
+        poll,
+        platform.shutdown.clone(),
+    )));
     let state = AppState {
-        bus: Arc::new(CommandBus::new(PgEventStore::new(pool.clone()), ())),
+        bus,
         pool: pool.clone(),
         jwt: platform.jwt.clone(),
     };

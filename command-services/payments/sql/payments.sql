@@ -7,11 +7,15 @@ CREATE TABLE IF NOT EXISTS known_customers (
 
 -- The charge step of the order saga waits for two facts that arrive on two topics in
 -- any order: the order (customer, total, from OrderPlaced) and its reservation
--- (StockReserved). A row collects them; the wallet is charged once both are in.
+-- (StockReserved). A row collects them; the wallet is charged once both are in, unless
+-- the order was cancelled first.
 CREATE TABLE IF NOT EXISTS order_payments (
     order_id    UUID PRIMARY KEY,
     customer_id UUID,
     total       BIGINT,
     reserved    BOOLEAN NOT NULL DEFAULT false,
-    charged     BOOLEAN NOT NULL DEFAULT false
+    charged     BOOLEAN NOT NULL DEFAULT false,
+    -- OrderCancelled seen: no charge from now on; a charge made before is refunded.
+    cancelled   BOOLEAN NOT NULL DEFAULT false
 );
+ALTER TABLE order_payments ADD COLUMN IF NOT EXISTS cancelled BOOLEAN NOT NULL DEFAULT false;

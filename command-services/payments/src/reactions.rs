@@ -1,10 +1,19 @@
 //! Reactions of the payments service to other services' events.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::customers::CustomerEvent;
+use shop_schemas::inventory::InventoryEvent;
+use shop_schemas::orders::OrderEvent;
 use shop_schemas::{CloudEvent, Service};
 use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::wallet::{Wallet, WalletCommand};
 
 /// The consumer name of [`KnownCustomers`].
 pub const KNOWN_CUSTOMERS: &str = "payments.known-customers";
@@ -31,78 +40,121 @@ impl EventHandler for KnownCustomers {
     }
 }
 
-/// The consumer name of [`ChargeOrders`].
+/// The consumer name of [`OrderPayments`].
 pub const CHARGES: &str = "payments.charges";
 
-/// The saga's payment step (SPEC §5.2): once an order is both placed (`OrderPlaced`:
-/// customer and total) and reserved (`StockReserved`), in whichever order the two topics
-/// deliver them, charge the customer's wallet — `PaymentCompleted` or `PaymentDeclined`.
-pub struct ChargeOrders {
-    pub bus: std::sync::Arc<shop_eventing::command::CommandBus<crate::wallet::Wallet>>,
+/// The saga's payment steps (SPEC §5.2, §5.5, §5.7):
+/// - once an order is both placed (`OrderPlaced`: customer and total) and reserved
+///   (`StockReserved`), in whichever order the two topics deliver them, and not known to
+///   be cancelled, charge the customer's wallet — `PaymentCompleted` or `PaymentDeclined`;
+/// - when the order is cancelled (`OrderCancelled`, for any reason, also after a charge
+///   that the orders service saw too late), refund a completed charge — `PaymentRefunded`.
+pub struct OrderPayments {
+    pub bus: Arc<CommandBus<Wallet>>,
+}
+
+/// One fact about an order, as `order_payments` records it.
+enum Fact {
+    Placed { customer_id: Uuid, total: i64 },
+    Reserved,
+    Cancelled,
+}
+
+fn fact(event: &CloudEvent) -> Result<Option<(Uuid, Fact)>, HandlerError> {
+    Ok(match event.service() {
+        Some(Service::Orders) => match decode::<OrderEvent>(Service::Orders, event)? {
+            Some(OrderEvent::OrderPlaced(e)) => Some((
+                e.order_id,
+                Fact::Placed {
+                    customer_id: e.customer_id,
+                    total: e.total,
+                },
+            )),
+            Some(OrderEvent::OrderCancelled(e)) => Some((e.order_id, Fact::Cancelled)),
+            _ => None,
+        },
+        Some(Service::Inventory) => match decode::<InventoryEvent>(Service::Inventory, event)? {
+            Some(InventoryEvent::StockReserved(e)) => Some((e.order_id, Fact::Reserved)),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 #[async_trait]
-impl EventHandler for ChargeOrders {
+impl EventHandler for OrderPayments {
     async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
-        use shop_schemas::inventory::InventoryEvent;
-        use shop_schemas::orders::OrderEvent;
-        let order_id = if let Some(OrderEvent::OrderPlaced(e)) =
-            decode::<OrderEvent>(Service::Orders, event)?
-        {
-            sqlx::query(
-                "INSERT INTO order_payments (order_id, customer_id, total) VALUES ($1, $2, $3)
-                 ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, total = EXCLUDED.total",
-            )
-            .bind(e.order_id)
-            .bind(e.customer_id)
-            .bind(e.total)
-            .execute(&mut *tx)
-            .await?;
-            e.order_id
-        } else if let Some(InventoryEvent::StockReserved(e)) =
-            decode::<InventoryEvent>(Service::Inventory, event)?
-        {
-            sqlx::query(
-                "INSERT INTO order_payments (order_id, reserved) VALUES ($1, true)
-                 ON CONFLICT (order_id) DO UPDATE SET reserved = true",
-            )
-            .bind(e.order_id)
-            .execute(&mut *tx)
-            .await?;
-            e.order_id
-        } else {
+        let Some((order_id, fact)) = fact(event)? else {
             return Ok(());
         };
-        // Both facts in and not yet charged: charge, inside this transaction.
-        let ready: Option<(uuid::Uuid, i64)> = sqlx::query_as(
-            "UPDATE order_payments SET charged = true
-             WHERE order_id = $1 AND reserved AND NOT charged AND customer_id IS NOT NULL
-             RETURNING customer_id, total",
+        let (customer_id, total, reserved, cancelled) = match fact {
+            Fact::Placed { customer_id, total } => (Some(customer_id), Some(total), false, false),
+            Fact::Reserved => (None, None, true, false),
+            Fact::Cancelled => (None, None, false, true),
+        };
+        sqlx::query(
+            "INSERT INTO order_payments (order_id, customer_id, total, reserved, cancelled) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (order_id) DO UPDATE SET
+                 customer_id = COALESCE(EXCLUDED.customer_id, order_payments.customer_id),
+                 total = COALESCE(EXCLUDED.total, order_payments.total),
+                 reserved = order_payments.reserved OR EXCLUDED.reserved,
+                 cancelled = order_payments.cancelled OR EXCLUDED.cancelled",
         )
         .bind(order_id)
-        .fetch_optional(&mut *tx)
+        .bind(customer_id)
+        .bind(total)
+        .bind(reserved)
+        .bind(cancelled)
+        .execute(&mut *tx)
         .await?;
-        let Some((customer_id, amount)) = ready else {
-            return Ok(());
-        };
-        let command = crate::wallet::WalletCommand::Charge {
-            customer_id,
-            order_id,
-            amount,
-        };
-        self.bus
-            .execute_in(
-                tx,
-                &customer_id.to_string(),
-                command,
-                &shop_eventing::telemetry::metadata_caused_by(event),
+        let command = if cancelled {
+            // A charge made before the cancellation was seen is given back; the wallet
+            // knows whether there was one.
+            let charged: Option<Uuid> = sqlx::query_scalar(
+                "SELECT customer_id FROM order_payments WHERE order_id = $1 AND charged",
             )
-            .await
-            .map_err(|e| match e {
-                shop_eventing::command::CommandError::Rejected(e) => {
-                    HandlerError::permanent(e.to_string())
-                }
-                other => HandlerError::transient(other.to_string()),
-            })
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(customer_id) = charged else {
+                return Ok(());
+            };
+            WalletCommand::Refund {
+                customer_id,
+                order_id,
+            }
+        } else {
+            // Both facts in, not cancelled, not yet charged: charge, inside this transaction.
+            let ready: Option<(Uuid, i64)> = sqlx::query_as(
+                "UPDATE order_payments SET charged = true
+                 WHERE order_id = $1 AND reserved AND NOT charged AND NOT cancelled AND customer_id IS NOT NULL
+                 RETURNING customer_id, total",
+            )
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((customer_id, amount)) = ready else {
+                return Ok(());
+            };
+            WalletCommand::Charge {
+                customer_id,
+                order_id,
+                amount,
+            }
+        };
+        let wallet = command_wallet(&command);
+        self.bus
+            .execute_in(tx, &wallet.to_string(), command, &metadata_caused_by(event))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The wallet (customer) a command is for.
+fn command_wallet(command: &WalletCommand) -> Uuid {
+    match command {
+        WalletCommand::Deposit { customer_id, .. }
+        | WalletCommand::Charge { customer_id, .. }
+        | WalletCommand::Refund { customer_id, .. } => *customer_id,
     }
 }

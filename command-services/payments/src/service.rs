@@ -10,7 +10,7 @@ use shop_eventing::store::PgEventStore;
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
-use crate::reactions::{ChargeOrders, KnownCustomers, CHARGES, KNOWN_CUSTOMERS};
+use crate::reactions::{KnownCustomers, OrderPayments, CHARGES, KNOWN_CUSTOMERS};
 
 pub const COMPONENT: &str = "payments";
 const SCHEMA: &str = include_str!("../sql/payments.sql");
@@ -38,7 +38,7 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         pool.clone(),
         CHARGES,
         &[Service::Orders, Service::Inventory],
-        Arc::new(ChargeOrders { bus: bus.clone() }),
+        Arc::new(OrderPayments { bus: bus.clone() }),
     );
     let tasks =
         platform.spawn_service_tasks(&pool, Service::Payments, vec![known_customers, charges]);

@@ -3,9 +3,11 @@
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use shop_schemas::payments::{FundsDeposited, PaymentCompleted, PaymentDeclined, PaymentEvent};
+use shop_schemas::payments::{
+    FundsDeposited, PaymentCompleted, PaymentDeclined, PaymentEvent, PaymentRefunded,
+};
 use uuid::Uuid;
 
 /// Largest single deposit (SPEC §3.2).
@@ -25,6 +27,12 @@ pub enum WalletCommand {
         order_id: Uuid,
         amount: i64,
     },
+    /// Give back an order's completed charge (its order was cancelled); once per order,
+    /// nothing when the order was not charged.
+    Refund {
+        customer_id: Uuid,
+        order_id: Uuid,
+    },
 }
 
 pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
@@ -42,6 +50,9 @@ pub struct Wallet {
     pub balance: i64,
     /// Orders already charged or declined: a repeated charge changes nothing.
     pub settled_orders: BTreeSet<Uuid>,
+    /// Completed charges not refunded, by order: what a refund gives back.
+    #[serde(default)]
+    pub charges: BTreeMap<Uuid, i64>,
 }
 
 impl Aggregate for Wallet {
@@ -104,6 +115,19 @@ impl Aggregate for Wallet {
                 };
                 sink.write(event, self).await;
             }
+            WalletCommand::Refund {
+                customer_id,
+                order_id,
+            } => {
+                if let Some(&amount) = self.charges.get(&order_id) {
+                    let event = PaymentRefunded {
+                        order_id,
+                        customer_id,
+                        amount,
+                    };
+                    sink.write(PaymentEvent::PaymentRefunded(event), self).await;
+                }
+            }
         }
         Ok(())
     }
@@ -114,6 +138,11 @@ impl Aggregate for Wallet {
             PaymentEvent::PaymentCompleted(e) => {
                 self.balance -= e.amount;
                 self.settled_orders.insert(e.order_id);
+                self.charges.insert(e.order_id, e.amount);
+            }
+            PaymentEvent::PaymentRefunded(e) => {
+                self.balance += e.amount;
+                self.charges.remove(&e.order_id);
             }
             PaymentEvent::PaymentDeclined(e) => {
                 self.settled_orders.insert(e.order_id);
@@ -204,6 +233,59 @@ mod tests {
     fn an_order_is_charged_once() {
         TestFramework::<Wallet>::with(())
             .given(vec![deposited(500), completed(100)])
+            .when(charge(100))
+            .then_expect_events(vec![]);
+    }
+
+    fn refund() -> WalletCommand {
+        WalletCommand::Refund {
+            customer_id: id(),
+            order_id: Uuid::from_u128(7),
+        }
+    }
+
+    fn refunded(amount: i64) -> PaymentEvent {
+        PaymentEvent::PaymentRefunded(PaymentRefunded {
+            order_id: Uuid::from_u128(7),
+            customer_id: id(),
+            amount,
+        })
+    }
+
+    #[test]
+    fn a_completed_charge_is_refunded_once() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![deposited(500), completed(100)])
+            .when(refund())
+            .then_expect_events(vec![refunded(100)]);
+        TestFramework::<Wallet>::with(())
+            .given(vec![deposited(500), completed(100), refunded(100)])
+            .when(refund())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn nothing_is_refunded_without_a_completed_charge() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![deposited(50)])
+            .when(refund())
+            .then_expect_events(vec![]);
+        let declined = PaymentEvent::PaymentDeclined(PaymentDeclined {
+            order_id: Uuid::from_u128(7),
+            customer_id: id(),
+            amount: 100,
+            reason: INSUFFICIENT_FUNDS.into(),
+        });
+        TestFramework::<Wallet>::with(())
+            .given(vec![deposited(50), declined])
+            .when(refund())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_refunded_order_is_not_charged_again() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![deposited(500), completed(100), refunded(100)])
             .when(charge(100))
             .then_expect_events(vec![]);
     }

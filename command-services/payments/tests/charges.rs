@@ -7,7 +7,7 @@ use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::EventHandler;
 use shop_eventing::db::{self, DatabaseConfig};
 use shop_eventing::store::PgEventStore;
-use shop_payments::reactions::ChargeOrders;
+use shop_payments::reactions::OrderPayments;
 use shop_payments::wallet::{Wallet, WalletCommand};
 use shop_schemas::inventory::{InventoryEvent, StockLine, StockReserved};
 use shop_schemas::orders::{OrderEvent, OrderLine, OrderPlaced};
@@ -58,7 +58,7 @@ async fn placed_and_reserved_in_any_order_and_twice_charge_once() {
         PgEventStore::new(pool.clone()),
         (),
     ));
-    let handler = ChargeOrders { bus: bus.clone() };
+    let handler = OrderPayments { bus: bus.clone() };
     let customer = Uuid::now_v7();
     bus.execute(
         &customer.to_string(),

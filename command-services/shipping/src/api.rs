@@ -1,0 +1,95 @@
+//! REST routes of the shipping service (SPEC §3.5), for admins.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use shop_eventing::auth::{Admin, JwtKeys};
+use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::http::Problem;
+use shop_eventing::telemetry::metadata_from_headers;
+use uuid::Uuid;
+
+use crate::shipment::{Shipment, ShipmentCommand, ShipmentError};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Arc<CommandBus<Shipment>>,
+    pub jwt: JwtKeys,
+}
+
+impl FromRef<AppState> for JwtKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/shipments/{order_id}/dispatch", post(dispatch))
+        .route("/api/shipments/{order_id}/deliver", post(deliver))
+        .with_state(state)
+}
+
+/// The parcel leaves the warehouse: `ShipmentDispatched`, and the order becomes SHIPPED.
+#[tracing::instrument(name = "dispatch", skip_all, fields(order_id = %order_id))]
+async fn dispatch(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    step(&state, &order_id, &headers, |order_id| {
+        ShipmentCommand::Dispatch { order_id }
+    })
+    .await
+}
+
+/// The parcel reached the customer: `ShipmentDelivered`, and the order becomes DELIVERED.
+#[tracing::instrument(name = "deliver", skip_all, fields(order_id = %order_id))]
+async fn deliver(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    step(&state, &order_id, &headers, |order_id| {
+        ShipmentCommand::Deliver { order_id }
+    })
+    .await
+}
+
+async fn step(
+    state: &AppState,
+    order_id: &str,
+    headers: &HeaderMap,
+    command: impl FnOnce(Uuid) -> ShipmentCommand,
+) -> Result<Response, Problem> {
+    let order_id =
+        Uuid::parse_str(order_id).map_err(|_| Problem::not_found("no shipment for this order"))?;
+    let mut metadata = metadata_from_headers(headers);
+    metadata.correlation_id = order_id.to_string();
+    state
+        .bus
+        .execute(&order_id.to_string(), command(order_id), &metadata)
+        .await
+        .map_err(|e| match e {
+            CommandError::Rejected(e @ ShipmentError::NotFound) => {
+                Problem::not_found(e.to_string())
+            }
+            CommandError::Rejected(e) => Problem::conflict(e.to_string()),
+            CommandError::Conflict => {
+                Problem::conflict("the shipment was changed concurrently; retry the request")
+            }
+            CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
+            CommandError::Unavailable(e) => Problem::internal(&e),
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "order_id": order_id })),
+    )
+        .into_response())
+}

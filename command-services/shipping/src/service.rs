@@ -1,0 +1,51 @@
+//! Wiring of the shipping service: its database (event store, outbox, consumer tables,
+//! customers' countries, shipment requests), the relay, its reaction and the REST routes.
+
+use std::sync::Arc;
+
+use shop_eventing::command::CommandBus;
+use shop_eventing::db::DbError;
+use shop_eventing::platform::{Platform, Started};
+use shop_eventing::store::PgEventStore;
+use shop_schemas::Service;
+
+use crate::api::{self, AppState};
+use crate::reactions::{ScheduleShipments, SHIPMENTS};
+use crate::shipment::SupportedCountries;
+
+pub const COMPONENT: &str = "shipping";
+const SCHEMA: &str = include_str!("../sql/shipping.sql");
+
+/// The shipping service's settings.
+#[derive(Debug, Clone, Default)]
+pub struct ShippingConfig {
+    /// `SHOP_SHIPPING_COUNTRIES`.
+    pub countries: SupportedCountries,
+}
+
+/// Opens the database, starts the relay and the reaction, builds the routes.
+///
+/// # Errors
+/// The database is unreachable.
+pub async fn start(platform: &Platform, config: ShippingConfig) -> Result<Started, DbError> {
+    let pool = platform
+        .open_command_database(Service::Shipping, SCHEMA)
+        .await?;
+    let bus = Arc::new(CommandBus::new(
+        PgEventStore::new(pool.clone()),
+        config.countries,
+    ));
+    let shipments = platform.consumer(
+        pool.clone(),
+        SHIPMENTS,
+        &[Service::Customers, Service::Orders],
+        Arc::new(ScheduleShipments { bus: bus.clone() }),
+    );
+    let tasks = platform.spawn_service_tasks(&pool, Service::Shipping, vec![shipments]);
+    let state = AppState {
+        bus,
+        jwt: platform.jwt.clone(),
+    };
+    let router = platform.component_router(api::router(state), pool, COMPONENT);
+    Ok(Started { router, tasks })
+}
