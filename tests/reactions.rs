@@ -1,0 +1,590 @@
+//! Every saga reaction, fed directly against its service's real PostgreSQL database: the
+//! events it waits for in every order the log allows (events of one topic keep their
+//! order; different topics interleave freely), each delivered twice — in a row, and all of
+//! them again afterwards — gives the same outcome as one delivery in order.
+//!
+//! The consumer runner drops a redelivery by event id before the handler sees it; these
+//! tests go further and show that the handlers themselves change nothing a second time.
+
+mod common;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use shop_eventing::command::CommandBus;
+use shop_eventing::consumer::EventHandler;
+use shop_eventing::db::{self, DatabaseConfig};
+use shop_eventing::store::PgEventStore;
+use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
+use shop_schemas::inventory::{InventoryEvent, StockLine, StockReservationRejected, StockReserved};
+use shop_schemas::orders::{OrderCancelled, OrderConfirmed, OrderEvent, OrderLine, OrderPlaced};
+use shop_schemas::payments::{PaymentCompleted, PaymentDeclined, PaymentEvent};
+use shop_schemas::{CloudEvent, EventMetadata, Service};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A service database of its own for one test, dropped at the end.
+struct Database {
+    config: DatabaseConfig,
+    component: &'static str,
+    pool: PgPool,
+}
+
+impl Database {
+    async fn fresh(component: &'static str, private_schema: &str) -> Self {
+        let config = DatabaseConfig {
+            server_url: common::infra().database_url,
+            instance: common::fresh_instance(),
+            max_connections: 4,
+        };
+        let schema = [
+            shop_eventing::store::SCHEMA,
+            shop_eventing::consumer::SCHEMA,
+            private_schema,
+        ];
+        let pool = db::open(&config, component, &schema).await.unwrap();
+        Database {
+            config,
+            component,
+            pool,
+        }
+    }
+
+    async fn drop(self) {
+        self.pool.close().await;
+        db::drop_database(
+            &self.config.server_url,
+            &self.config.database_name(self.component),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// `event` as the CloudEvent a consumer of `service`'s topic receives.
+fn cloud_event(service: Service, subject: Uuid, event: impl Serialize) -> CloudEvent {
+    let (name, data) = shop_schemas::split_event(serde_json::to_value(event).unwrap()).unwrap();
+    CloudEvent {
+        specversion: "1.0".into(),
+        id: Uuid::now_v7(),
+        source: service.source(),
+        ty: format!("shop.{}.{name}", service.name()),
+        subject: subject.to_string(),
+        time: chrono::Utc::now(),
+        dataschema: shop_schemas::dataschema(service, &name, 1),
+        datacontenttype: "application/json".into(),
+        sequence: 1,
+        correlationid: subject.to_string(),
+        causationid: String::new(),
+        traceparent: String::new(),
+        data,
+    }
+}
+
+/// Every order of `events` that the log allows: events of one topic (one partition per
+/// aggregate key) keep their relative order.
+fn interleavings(events: &[CloudEvent]) -> Vec<Vec<CloudEvent>> {
+    fn permute(rest: Vec<usize>, prefix: Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if rest.is_empty() {
+            out.push(prefix);
+            return;
+        }
+        for i in 0..rest.len() {
+            let mut rest = rest.clone();
+            let next = rest.remove(i);
+            let mut prefix = prefix.clone();
+            prefix.push(next);
+            permute(rest, prefix, out);
+        }
+    }
+    let mut orders = Vec::new();
+    permute((0..events.len()).collect(), Vec::new(), &mut orders);
+    orders
+        .into_iter()
+        .filter(|order| {
+            order.iter().enumerate().all(|(i, &a)| {
+                order[i + 1..]
+                    .iter()
+                    .all(|&b| events[a].source != events[b].source || a < b)
+            })
+        })
+        .map(|order| order.into_iter().map(|i| events[i].clone()).collect())
+        .collect()
+}
+
+/// The ways one interleaving is delivered: each event twice in a row, and the whole
+/// sequence delivered again after the first pass.
+fn with_redeliveries(order: &[CloudEvent]) -> [Vec<CloudEvent>; 2] {
+    [
+        order.iter().flat_map(|e| [e.clone(), e.clone()]).collect(),
+        order.iter().chain(order).cloned().collect(),
+    ]
+}
+
+/// Hands each event to the handler in a transaction of its own, as the runner does.
+async fn deliver(pool: &PgPool, handler: &dyn EventHandler, events: &[CloudEvent]) {
+    for event in events {
+        let mut tx = pool.begin().await.unwrap();
+        handler
+            .handle(&mut tx, event)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", event.ty));
+        tx.commit().await.unwrap();
+    }
+}
+
+/// What the reaction appended for one aggregate after its first `skip` events: event
+/// types and data, with the run's ids replaced by their names.
+async fn outcome(pool: &PgPool, aggregate: Uuid, skip: i64, ids: &[(Uuid, &str)]) -> Vec<String> {
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_type, data FROM events WHERE aggregate_id = $1 AND sequence > $2 ORDER BY sequence",
+    )
+    .bind(aggregate.to_string())
+    .bind(skip)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(ty, data)| {
+            let mut text = format!("{ty} {data}");
+            for (id, name) in ids {
+                text = text.replace(&id.to_string(), name);
+            }
+            text
+        })
+        .collect()
+}
+
+fn order_placed(order_id: Uuid, customer_id: Uuid, product_id: Uuid, total: i64) -> OrderEvent {
+    OrderEvent::OrderPlaced(OrderPlaced {
+        order_id,
+        customer_id,
+        lines: vec![OrderLine {
+            product_id,
+            quantity: 2,
+            unit_price: total / 2,
+        }],
+        total,
+    })
+}
+
+fn stock_reserved(order_id: Uuid, product_id: Uuid) -> InventoryEvent {
+    InventoryEvent::StockReserved(StockReserved {
+        order_id,
+        lines: vec![StockLine {
+            product_id,
+            quantity: 2,
+        }],
+    })
+}
+
+fn order_cancelled(order_id: Uuid, reason: &str) -> OrderEvent {
+    OrderEvent::OrderCancelled(OrderCancelled {
+        order_id,
+        reason: reason.into(),
+    })
+}
+
+/// Runs `check` once per interleaving and redelivery of the events `build` makes (fresh
+/// ids each time, so every run starts from a new order); returns how many runs there were.
+async fn for_every_delivery<Build, Check, Fut>(mut build: Build, mut check: Check) -> usize
+where
+    Build: FnMut() -> (Uuid, Vec<CloudEvent>),
+    Check: FnMut(Uuid, Vec<CloudEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (_, template) = build();
+    let runs = interleavings(&template).len() * 2;
+    for run in 0..runs {
+        let (id, events) = build();
+        let order = &interleavings(&events)[run / 2];
+        let delivery = with_redeliveries(order)[run % 2].clone();
+        check(id, delivery).await;
+    }
+    runs
+}
+
+/// SPEC §5.3: stock reserved and payment completed, in either order, each twice → one
+/// `OrderConfirmed`; a failed step → one `OrderCancelled` with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orders_saga_decides_once_whatever_the_order() {
+    let database = Database::fresh(
+        "orders",
+        include_str!("../command-services/orders/sql/orders.sql"),
+    )
+    .await;
+    let pool = database.pool.clone();
+    let store =
+        PgEventStore::new(pool.clone()).with_hook(Arc::new(shop_orders::deadline::DeadlineTable {
+            timeout: std::time::Duration::from_secs(3600),
+        }));
+    let bus = Arc::new(CommandBus::new(store, ()));
+    let saga = shop_orders::reactions::OrderSaga { bus: bus.clone() };
+    let product = Uuid::now_v7();
+    let customer = Uuid::now_v7();
+
+    type Steps = fn(Uuid, Uuid) -> Vec<CloudEvent>;
+    let scenarios: [(Steps, &[&str]); 3] = [
+        (
+            |order, product| {
+                vec![
+                    cloud_event(Service::Inventory, order, stock_reserved(order, product)),
+                    cloud_event(
+                        Service::Payments,
+                        order,
+                        PaymentEvent::PaymentCompleted(PaymentCompleted {
+                            order_id: order,
+                            customer_id: Uuid::nil(),
+                            amount: 600,
+                        }),
+                    ),
+                ]
+            },
+            &[r#"OrderConfirmed {"order_id":"ORDER"}"#],
+        ),
+        (
+            |order, product| {
+                vec![
+                    cloud_event(Service::Inventory, order, stock_reserved(order, product)),
+                    cloud_event(
+                        Service::Payments,
+                        order,
+                        PaymentEvent::PaymentDeclined(PaymentDeclined {
+                            order_id: order,
+                            customer_id: Uuid::nil(),
+                            amount: 600,
+                            reason: "insufficient_funds".into(),
+                        }),
+                    ),
+                ]
+            },
+            &[r#"OrderCancelled {"order_id":"ORDER","reason":"payment_declined"}"#],
+        ),
+        (
+            |order, product| {
+                vec![cloud_event(
+                    Service::Inventory,
+                    order,
+                    InventoryEvent::StockReservationRejected(StockReservationRejected {
+                        order_id: order,
+                        reason: "out_of_stock".into(),
+                        lines: vec![shop_schemas::inventory::StockShortage {
+                            product_id: product,
+                            requested: 2,
+                            available: 0,
+                        }],
+                    }),
+                )]
+            },
+            &[r#"OrderCancelled {"order_id":"ORDER","reason":"out_of_stock"}"#],
+        ),
+    ];
+    for (steps, expected) in scenarios {
+        let runs = for_every_delivery(
+            || {
+                let order = Uuid::now_v7();
+                (order, steps(order, product))
+            },
+            |order, delivery| {
+                let (bus, saga, pool) = (bus.clone(), &saga, pool.clone());
+                async move {
+                    bus.execute(
+                        &order.to_string(),
+                        shop_orders::order::OrderCommand::Place {
+                            order_id: order,
+                            customer_id: customer,
+                            lines: vec![OrderLine {
+                                product_id: product,
+                                quantity: 2,
+                                unit_price: 300,
+                            }],
+                        },
+                        &EventMetadata::default(),
+                    )
+                    .await
+                    .unwrap();
+                    deliver(&pool, saga, &delivery).await;
+                    assert_eq!(
+                        outcome(&pool, order, 1, &[(order, "ORDER")]).await,
+                        expected,
+                        "delivered: {:?}",
+                        delivery.iter().map(|e| &e.ty).collect::<Vec<_>>()
+                    );
+                }
+            },
+        )
+        .await;
+        assert!(runs >= 2);
+    }
+    database.drop().await;
+}
+
+/// SPEC §5.1, §5.3, §5.5: placed → reserved, confirmed → committed, cancelled → released
+/// from sold; each event twice: each step once, and the stock is back where it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_moves_each_order_s_units_once() {
+    let database = Database::fresh(
+        "inventory",
+        include_str!("../command-services/inventory/sql/inventory.sql"),
+    )
+    .await;
+    let pool = database.pool.clone();
+    let store = shop_inventory::service::event_store(pool.clone());
+    let product = Uuid::now_v7();
+    CommandBus::<shop_inventory::product::Product>::new(store.clone(), ())
+        .execute(
+            &product.to_string(),
+            shop_inventory::product::ProductCommand::AddProduct {
+                product_id: product,
+                sku: "TEA-1".into(),
+                name: "Tea".into(),
+                price: 300,
+                stock: 10,
+            },
+            &EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let handler = shop_inventory::reactions::ReserveStock {
+        bus: Arc::new(CommandBus::new(store, ())),
+    };
+    let customer = Uuid::now_v7();
+    for_every_delivery(
+        || {
+            let order = Uuid::now_v7();
+            let events = vec![
+                cloud_event(
+                    Service::Orders,
+                    order,
+                    order_placed(order, customer, product, 600),
+                ),
+                cloud_event(
+                    Service::Orders,
+                    order,
+                    OrderEvent::OrderConfirmed(OrderConfirmed { order_id: order }),
+                ),
+                cloud_event(
+                    Service::Orders,
+                    order,
+                    order_cancelled(order, "customer_request"),
+                ),
+            ];
+            (order, events)
+        },
+        |order, delivery| {
+            let (handler, pool) = (&handler, pool.clone());
+            async move {
+                deliver(&pool, handler, &delivery).await;
+                let lines = r#""lines":[{"product_id":"PRODUCT","quantity":2}]"#;
+                assert_eq!(
+                    outcome(&pool, order, 0, &[(order, "ORDER"), (product, "PRODUCT")]).await,
+                    [
+                        format!(r#"StockReserved {{{lines},"order_id":"ORDER"}}"#),
+                        format!(r#"StockCommitted {{{lines},"order_id":"ORDER"}}"#),
+                        format!(
+                            r#"StockReleased {{{lines},"order_id":"ORDER","released_from":"sold"}}"#
+                        ),
+                    ]
+                );
+                let stock: (i64, i64, i64) = sqlx::query_as(
+                    "SELECT available, reserved, sold FROM stock WHERE product_id = $1",
+                )
+                .bind(product)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                assert_eq!(stock, (10, 0, 0));
+            }
+        },
+    )
+    .await;
+    database.drop().await;
+}
+
+/// SPEC §5.2, §5.5, §5.7: placed and reserved in either order, each twice → one charge;
+/// with a cancellation anywhere after the placement → the net charge is zero (refunded
+/// when charged first, never charged when the cancellation came first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_charge_once_and_refund_what_a_cancelled_order_paid() {
+    let database = Database::fresh(
+        "payments",
+        include_str!("../command-services/payments/sql/payments.sql"),
+    )
+    .await;
+    let pool = database.pool.clone();
+    let bus = Arc::new(CommandBus::<shop_payments::wallet::Wallet>::new(
+        PgEventStore::new(pool.clone()),
+        (),
+    ));
+    let handler = shop_payments::reactions::OrderPayments { bus: bus.clone() };
+    let customer = Uuid::now_v7();
+    bus.execute(
+        &customer.to_string(),
+        shop_payments::wallet::WalletCommand::Deposit {
+            customer_id: customer,
+            amount: 1_000_000,
+        },
+        &EventMetadata::default(),
+    )
+    .await
+    .unwrap();
+    let product = Uuid::now_v7();
+    let net_charge = |order: Uuid| {
+        let pool = pool.clone();
+        async move {
+            let (completed, refunded, net): (i64, i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE event_type = 'PaymentCompleted'),
+                        count(*) FILTER (WHERE event_type = 'PaymentRefunded'),
+                        COALESCE(sum(CASE event_type WHEN 'PaymentCompleted' THEN (data->>'amount')::bigint
+                                                     WHEN 'PaymentRefunded' THEN -(data->>'amount')::bigint END), 0)::bigint
+                 FROM events WHERE data->>'order_id' = $1",
+            )
+            .bind(order.to_string())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (completed, refunded, net)
+        }
+    };
+
+    let mut charged = 0;
+    let refunds = std::cell::Cell::new(0);
+    for_every_delivery(
+        || {
+            let order = Uuid::now_v7();
+            let events = vec![
+                cloud_event(
+                    Service::Orders,
+                    order,
+                    order_placed(order, customer, product, 600),
+                ),
+                cloud_event(Service::Inventory, order, stock_reserved(order, product)),
+            ];
+            (order, events)
+        },
+        |order, delivery| {
+            let (handler, net_charge) = (&handler, &net_charge);
+            charged += 600;
+            let pool = pool.clone();
+            async move {
+                deliver(&pool, handler, &delivery).await;
+                assert_eq!(net_charge(order).await, (1, 0, 600));
+            }
+        },
+    )
+    .await;
+    for_every_delivery(
+        || {
+            let order = Uuid::now_v7();
+            let events = vec![
+                cloud_event(
+                    Service::Orders,
+                    order,
+                    order_placed(order, customer, product, 600),
+                ),
+                cloud_event(Service::Inventory, order, stock_reserved(order, product)),
+                cloud_event(Service::Orders, order, order_cancelled(order, "timeout")),
+            ];
+            (order, events)
+        },
+        |order, delivery| {
+            let (handler, net_charge, pool, refunds) =
+                (&handler, &net_charge, pool.clone(), &refunds);
+            async move {
+                deliver(&pool, handler, &delivery).await;
+                let (completed, refunded, net) = net_charge(order).await;
+                assert_eq!(net, 0, "a cancelled order's net charge");
+                assert!(completed <= 1 && refunded == completed);
+                refunds.set(refunds.get() + refunded);
+            }
+        },
+    )
+    .await;
+    // Reserved before the cancellation: charged, then refunded (the late-payment case).
+    assert!(refunds.get() > 0, "no run charged before the cancellation");
+    let balance: i64 = sqlx::query_scalar(
+        "SELECT sum(CASE event_type WHEN 'PaymentCompleted' THEN -(data->>'amount')::bigint ELSE (data->>'amount')::bigint END)::bigint
+         FROM events WHERE event_type IN ('FundsDeposited', 'PaymentCompleted', 'PaymentRefunded')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(balance, 1_000_000 - charged);
+    database.drop().await;
+}
+
+/// SPEC §5.4: the customer's country (customers topic) and the confirmed order (orders
+/// topic) in any order, each twice → one `ShipmentScheduled`, or one `ShipmentFailed`
+/// for a country shipments do not go to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipping_schedules_each_confirmed_order_once() {
+    let database = Database::fresh(
+        "shipping",
+        include_str!("../command-services/shipping/sql/shipping.sql"),
+    )
+    .await;
+    let pool = database.pool.clone();
+    let handler = shop_shipping::reactions::ScheduleShipments {
+        bus: Arc::new(CommandBus::new(
+            PgEventStore::new(pool.clone()),
+            shop_shipping::shipment::SupportedCountries::default(),
+        )),
+    };
+    let product = Uuid::now_v7();
+    for (country, expected) in [
+        (
+            "JP",
+            r#"ShipmentScheduled {"country":"JP","customer_id":"CUSTOMER","order_id":"ORDER"}"#,
+        ),
+        (
+            "BR",
+            r#"ShipmentFailed {"country":"BR","customer_id":"CUSTOMER","order_id":"ORDER","reason":"unsupported_country"}"#,
+        ),
+    ] {
+        let customers = std::cell::RefCell::new(Vec::new());
+        for_every_delivery(
+            || {
+                let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+                customers.borrow_mut().push(customer);
+                let registered = CustomerEvent::CustomerRegistered(CustomerRegistered {
+                    customer_id: customer,
+                    name: "Hanako".into(),
+                    email: format!("{customer}@example.com"),
+                    address: Address {
+                        line1: "1-2-3 Shibuya".into(),
+                        city: "Tokyo".into(),
+                        postal_code: "150-0002".into(),
+                        country: country.into(),
+                    },
+                });
+                let events = vec![
+                    cloud_event(Service::Customers, customer, registered),
+                    cloud_event(
+                        Service::Orders,
+                        order,
+                        order_placed(order, customer, product, 600),
+                    ),
+                    cloud_event(
+                        Service::Orders,
+                        order,
+                        OrderEvent::OrderConfirmed(OrderConfirmed { order_id: order }),
+                    ),
+                ];
+                (order, events)
+            },
+            |order, delivery| {
+                let (handler, pool) = (&handler, pool.clone());
+                let customer = *customers.borrow().last().unwrap();
+                async move {
+                    deliver(&pool, handler, &delivery).await;
+                    assert_eq!(
+                        outcome(&pool, order, 0, &[(order, "ORDER"), (customer, "CUSTOMER")]).await,
+                        [expected]
+                    );
+                }
+            },
+        )
+        .await;
+    }
+    database.drop().await;
+}
