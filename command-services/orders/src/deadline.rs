@@ -23,7 +23,8 @@ use uuid::Uuid;
 
 use crate::order::{CancelReason, Order, OrderCommand};
 
-/// Keeps `order_deadlines` in step with the order's events, in the append transaction.
+/// Keeps `order_deadlines` in step with the order's events, in the append transaction,
+/// and counts the saga's outcomes (`saga_outcomes_total{event, reason}`).
 pub struct DeadlineTable {
     pub timeout: Duration,
 }
@@ -47,7 +48,14 @@ impl AppendHook for DeadlineTable {
                         .execute(&mut *tx)
                         .await?;
                     }
-                    OrderEvent::OrderConfirmed(_) | OrderEvent::OrderCancelled(_) => {
+                    event @ (OrderEvent::OrderConfirmed(_) | OrderEvent::OrderCancelled(_)) => {
+                        let reason = match event {
+                            OrderEvent::OrderCancelled(e) => e.reason,
+                            _ => String::new(),
+                        };
+                        // Counted at append (an append that then rolls back may count).
+                        metrics::counter!("saga_outcomes_total", "event" => stored.event_type.clone(), "reason" => reason)
+                            .increment(1);
                         sqlx::query("DELETE FROM order_deadlines WHERE order_id = $1")
                             .bind(Uuid::parse_str(&stored.aggregate_id).ok())
                             .execute(&mut *tx)
