@@ -322,25 +322,31 @@ async fn inventory_reserves_every_line_or_none() {
     instance.cleanup().await;
 }
 
-/// SPEC §6: no oversell under any concurrency. 30 buyers race for 10 units (the
-/// reservation step of the saga; confirmation and cancellation come with the rest of it).
+/// SPEC §6: no oversell under any concurrency. 30 funded buyers race for 10 units:
+/// exactly ten orders are confirmed and their units sold, twenty are cancelled out of
+/// stock, and available never goes below zero on the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_reserved() {
+async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_sold() {
     let instance = Instance::new();
     let shop = instance.spawn(&["all"], &[]).await;
     let admin = Client::admin(instance.gateway_url()).await;
     let item = admin.add_product("RARE-1", 100, 10).await;
     let mut buyers = Vec::new();
     for i in 0..30 {
-        buyers.push(
-            Client::customer(
-                instance.gateway_url(),
-                &format!("Buyer {i}"),
-                &format!("buyer{i}@example.com"),
+        let (buyer, id) = Client::customer(
+            instance.gateway_url(),
+            &format!("Buyer {i}"),
+            &format!("buyer{i}@example.com"),
+        )
+        .await;
+        let deposit = buyer
+            .post(
+                &format!("/api/customers/{id}/wallet/deposits"),
+                json!({"amount": 1000}),
             )
-            .await
-            .0,
-        );
+            .await;
+        assert_eq!(deposit.status, StatusCode::ACCEPTED, "{deposit:?}");
+        buyers.push(buyer);
     }
     instance.wait_for_catalogue(1).await;
 
@@ -352,20 +358,61 @@ async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_reserved() {
         answers.iter().all(|a| a.status == StatusCode::ACCEPTED),
         "{answers:?}"
     );
+    let paths: Vec<String> = answers
+        .iter()
+        .map(|a| format!("/api/orders/{}", a.body["order_id"].as_str().unwrap()))
+        .collect();
 
+    // Until every order is decided, available never goes below zero: neither in the
+    // inventory's own stock table nor in the read model.
     let inventory_db = instance.pool("inventory").await;
-    common::eventually("30 decisions", Duration::from_secs(60), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM events WHERE aggregate_type = 'reservation'",
-        )
-        .fetch_one(&inventory_db)
-        .await
-        .unwrap()
-            == 30
-    })
-    .await;
+    let public = Client::new(instance.gateway_url());
+    let deadline = std::time::Instant::now() + WAIT;
+    let views = loop {
+        let available: i64 = sqlx::query_scalar("SELECT available FROM stock")
+            .fetch_one(&inventory_db)
+            .await
+            .unwrap();
+        assert!(available >= 0, "inventory oversold: available {available}");
+        let product = public.get(&format!("/api/products/{item}")).await;
+        assert!(
+            product.body["available"].as_i64().unwrap_or(0) >= 0,
+            "read model oversold: {product:?}"
+        );
+        let views =
+            futures::future::join_all(buyers.iter().zip(&paths).map(|(b, p)| b.get(p))).await;
+        if views
+            .iter()
+            .all(|v| v.body["status"] == "CONFIRMED" || v.body["status"] == "CANCELLED")
+        {
+            break views;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every order was decided within {WAIT:?}: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let outcome = |status: &str, reason: serde_json::Value| {
+        views
+            .iter()
+            .filter(|v| v.body["status"] == status && v.body["cancel_reason"] == reason)
+            .count()
+    };
+    assert_eq!(
+        (
+            outcome("CONFIRMED", serde_json::Value::Null),
+            outcome("CANCELLED", json!("out_of_stock"))
+        ),
+        (10, 20),
+        "{views:?}"
+    );
+
+    // One reservation decision per order in inventory's event store.
     let by_type: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT event_type, count(*) FROM events WHERE aggregate_type = 'reservation' GROUP BY event_type ORDER BY event_type",
+        "SELECT event_type, count(*) FROM events
+         WHERE event_type IN ('StockReserved', 'StockReservationRejected')
+         GROUP BY event_type ORDER BY event_type",
     )
     .fetch_all(&inventory_db)
     .await
@@ -377,14 +424,19 @@ async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_reserved() {
             ("StockReserved".to_string(), 10)
         ]
     );
-    let (available, reserved): (i64, i64) = sqlx::query_as("SELECT available, reserved FROM stock")
-        .fetch_one(&inventory_db)
-        .await
-        .unwrap();
-    assert_eq!((available, reserved), (0, 10));
-    Client::new(instance.gateway_url())
+
+    // The ten reserved units are sold, in the stock table and in the read model.
+    common::eventually("ten units sold", WAIT, || async {
+        sqlx::query_as::<_, (i64, i64, i64)>("SELECT available, reserved, sold FROM stock")
+            .fetch_one(&inventory_db)
+            .await
+            .unwrap()
+            == (0, 0, 10)
+    })
+    .await;
+    public
         .get_until(&format!("/api/products/{item}"), WAIT, |p| {
-            p["available"] == 0 && p["reserved"] == 10
+            p["available"] == 0 && p["reserved"] == 0 && p["sold"] == 10
         })
         .await;
 
