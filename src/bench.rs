@@ -51,15 +51,16 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
     common_for_run.instance = instance.clone();
     common_for_run.topic_prefix = format!("{instance}.");
     common_for_run.db_pool_size = (args.clients as u32 + 4).max(common.db_pool_size);
+    let kafka = crate::serve::kafka(&common_for_run)?;
     let platform = crate::serve::platform(
         &common_for_run,
+        kafka.clone(),
         JwtKeys::new("bench", 60),
         Default::default(),
         Default::default(),
-    )?;
+    );
     let topics = crate::serve::all_topics(&platform.topic_prefix);
-    platform
-        .kafka
+    kafka
         .ensure_topics(&topics)
         .await
         .context("Kafka unreachable (`scripts/infra.sh up`)")?;
@@ -75,8 +76,7 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         .ok();
     }
     let raw_topic = format!("{}raw", platform.topic_prefix);
-    platform
-        .kafka
+    kafka
         .delete_topics(&[topics, vec![raw_topic]].concat())
         .await
         .ok();
@@ -185,17 +185,21 @@ async fn measure(
     latencies.sort();
 
     // Baseline: the same rows, one transaction per command (event + outbox), raw SQL.
+    let raw = pool
+        .as_postgres()
+        .context("the bench runs on PostgreSQL")?
+        .clone();
     sqlx::raw_sql(
         "CREATE TABLE bench_raw_events (LIKE events INCLUDING ALL);
          CREATE TABLE bench_raw_outbox (position BIGINT PRIMARY KEY);",
     )
-    .execute(&pool)
+    .execute(&raw)
     .await?;
     let started = Instant::now();
     let mut clients = Vec::new();
     for client in 0..args.clients {
         let (pool, products, n, clients_count) =
-            (pool.clone(), products.clone(), args.events, args.clients);
+            (raw.clone(), products.clone(), args.events, args.clients);
         clients.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             for i in (client..n).step_by(clients_count) {
@@ -238,7 +242,7 @@ async fn measure(
     let store = shop_eventing::store::PgEventStore::new(pool.clone());
     let raw_topic = format!("{}raw", platform.topic_prefix);
     platform
-        .kafka
+        .log
         .ensure_topics(std::slice::from_ref(&raw_topic))
         .await?;
     let mut records = Vec::with_capacity(total as usize);
@@ -253,7 +257,7 @@ async fn measure(
     }
     let started = Instant::now();
     for chunk in records.chunks(platform.relay.batch_size as usize) {
-        platform.kafka.publish(chunk.to_vec()).await?;
+        platform.log.publish(chunk.to_vec()).await?;
     }
     let raw_publish_rate = records.len() as f64 / started.elapsed().as_secs_f64();
 

@@ -18,32 +18,38 @@ use tracing::info;
 
 use crate::cli::{Common, Component, ServeArgs};
 
-/// The platform (databases, Kafka, keys) from the common flags.
-pub fn platform(
-    common: &Common,
-    jwt: JwtKeys,
-    consumer: ConsumerTuning,
-    relay: RelayTuning,
-) -> anyhow::Result<Platform> {
-    let kafka = KafkaLog::new(KafkaConfig {
+/// The Kafka client from the common flags.
+pub fn kafka(common: &Common) -> anyhow::Result<Arc<KafkaLog>> {
+    Ok(Arc::new(KafkaLog::new(KafkaConfig {
         brokers: common.kafka_brokers.clone(),
         partitions: common.topic_partitions,
         replication_factor: common.topic_replication,
         session_timeout_ms: common.kafka_session_timeout_ms,
-    })?;
-    Ok(Platform {
+    })?))
+}
+
+/// The platform (PostgreSQL databases, the given event log, keys) from the common flags.
+pub fn platform(
+    common: &Common,
+    log: Arc<dyn EventLog>,
+    jwt: JwtKeys,
+    consumer: ConsumerTuning,
+    relay: RelayTuning,
+) -> Platform {
+    Platform {
         database: DatabaseConfig {
             server_url: common.database_url.clone(),
             instance: common.instance.clone(),
             max_connections: common.db_pool_size,
+            sqlite_dir: None,
         },
-        kafka: Arc::new(kafka),
+        log,
         topic_prefix: common.topic_prefix.clone(),
         jwt,
         consumer,
         relay,
         shutdown: CancellationToken::new(),
-    })
+    }
 }
 
 /// Every topic of the deployment: one per service, and the dead letters.
@@ -77,6 +83,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         .context("set SHOP_JWT_SECRET (or --jwt-secret): the secret that signs tokens")?;
     let platform = platform(
         common,
+        kafka(common)?,
         JwtKeys::new(&secret, args.jwt_ttl_secs),
         ConsumerTuning {
             batch_size: args.consumer_batch_size,
@@ -87,9 +94,9 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             batch_size: args.relay_batch_size,
             poll_interval: Duration::from_millis(args.relay_poll_ms),
         },
-    )?;
+    );
     platform
-        .kafka
+        .log
         .ensure_topics(&all_topics(&platform.topic_prefix))
         .await
         .context("cannot prepare topics (is Kafka running? `scripts/infra.sh up`)")?;

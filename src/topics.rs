@@ -5,13 +5,7 @@ use shop_eventing::log::EventLog;
 use crate::cli::{Common, TopicsAction, TopicsArgs};
 
 pub async fn run(common: &Common, args: TopicsArgs) -> anyhow::Result<()> {
-    let platform = crate::serve::platform(
-        common,
-        shop_eventing::auth::JwtKeys::new("unused", 1),
-        Default::default(),
-        Default::default(),
-    )?;
-    let log = platform.kafka.clone();
+    let log = crate::serve::kafka(common)?;
     match args.action {
         TopicsAction::Ensure => {
             let topics = crate::serve::all_topics(&common.topic_prefix);

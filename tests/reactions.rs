@@ -36,6 +36,7 @@ impl Database {
             server_url: common::infra().database_url,
             instance: common::fresh_instance(),
             max_connections: 4,
+            sqlite_dir: None,
         };
         let schema = [
             shop_eventing::store::SCHEMA,
@@ -43,6 +44,7 @@ impl Database {
             private_schema,
         ];
         let pool = db::open(&config, component, &schema).await.unwrap();
+        let pool = pool.as_postgres().unwrap().clone();
         Database {
             config,
             component,
@@ -124,7 +126,10 @@ fn with_redeliveries(order: &[CloudEvent]) -> [Vec<CloudEvent>; 2] {
 /// Hands each event to the handler in a transaction of its own, as the runner does.
 async fn deliver(pool: &PgPool, handler: &dyn EventHandler, events: &[CloudEvent]) {
     for event in events {
-        let mut tx = pool.begin().await.unwrap();
+        let mut tx = shop_eventing::sql::Pool::from(pool.clone())
+            .begin()
+            .await
+            .unwrap();
         handler
             .handle(&mut tx, event)
             .await
@@ -329,7 +334,7 @@ async fn inventory_moves_each_order_s_units_once() {
     )
     .await;
     let pool = database.pool.clone();
-    let store = shop_inventory::service::event_store(pool.clone());
+    let store = shop_inventory::service::event_store(pool.clone().into());
     let product = Uuid::now_v7();
     CommandBus::<shop_inventory::product::Product>::new(store.clone(), ())
         .execute(

@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS consumer_checkpoints (
     partition   INTEGER     NOT NULL,
     -- Kafka semantics: the offset of the next record to process.
     next_offset BIGINT      NOT NULL,
-    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (consumer, topic, partition)
 );
 
@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS consumer_checkpoints (
 CREATE TABLE IF NOT EXISTS processed_events (
     consumer     TEXT        NOT NULL,
     event_id     UUID        NOT NULL,
-    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    processed_at TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (consumer, event_id)
 );
 
@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS consumer_status (
     events_applied BIGINT      NOT NULL DEFAULT 0,
     last_event_at  TIMESTAMPTZ,
     last_error     TEXT,
-    updated_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+    updated_at     TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
 
 -- Records a consumer gave up on after its retries; the same record went to the
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts    INTEGER     NOT NULL,
     headers     JSONB       NOT NULL,
     payload     TEXT,
-    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP,
     retried_at  TIMESTAMPTZ,
     UNIQUE (consumer, topic, partition, "offset")
 );

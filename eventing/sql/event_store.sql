@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS events (
     -- The event data (CloudEvents `data`), without the enum tag.
     data           JSONB       NOT NULL,
     metadata       JSONB       NOT NULL,
-    recorded_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    recorded_at    TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP,
     -- The optimistic concurrency check: two commands deciding on the same version of an
     -- aggregate cannot both append.
     CONSTRAINT events_aggregate_sequence UNIQUE (aggregate_type, aggregate_id, sequence)
@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     aggregate_id   TEXT        NOT NULL,
     last_sequence  BIGINT      NOT NULL,
     payload        JSONB       NOT NULL,
-    taken_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    taken_at       TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (aggregate_type, aggregate_id)
 );
 

@@ -8,8 +8,8 @@ use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
 use shop_schemas::EventMetadata;
 use tracing::{debug, warn};
 
+use crate::sql::Conn;
 use crate::store::{HookError, PgEventStore, TxEventStore};
-use sqlx::PgConnection;
 
 /// How often a command is re-run after losing an optimistic-concurrency race before the
 /// caller gets a conflict (409).
@@ -107,7 +107,7 @@ where
     #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, aggregate_id = %aggregate_id))]
     pub async fn execute_in(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut Conn,
         aggregate_id: &str,
         command: A::Command,
         metadata: &EventMetadata,

@@ -14,12 +14,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use shop_schemas::CloudEvent;
-use sqlx::{PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::fault;
 use crate::log::{EventLog, LogRecord, OutgoingRecord, Position, StartFrom};
+use crate::sql::{self, Conn, Dialect, Pool};
 
 /// The consumer tables; apply with [`crate::db::open`] in the consumer's database.
 pub const SCHEMA: &str = include_str!("../sql/consumer.sql");
@@ -74,7 +74,7 @@ pub trait EventHandler: Send + Sync + 'static {
     ///
     /// # Errors
     /// The event cannot be applied; the runner rolls back, retries and dead-letters.
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError>;
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError>;
 }
 
 /// Decodes an event of `service` into its enum: `None` for events of other services or
@@ -122,7 +122,7 @@ pub struct ConsumerConfig {
 
 /// Runs one consumer until shutdown.
 pub struct ConsumerRunner {
-    pool: PgPool,
+    pool: Pool,
     log: Arc<dyn EventLog>,
     config: ConsumerConfig,
     handler: Arc<dyn EventHandler>,
@@ -136,13 +136,13 @@ enum Outcome {
 
 impl ConsumerRunner {
     pub fn new(
-        pool: PgPool,
+        pool: impl Into<Pool>,
         log: Arc<dyn EventLog>,
         config: ConsumerConfig,
         handler: Arc<dyn EventHandler>,
     ) -> Self {
         ConsumerRunner {
-            pool,
+            pool: pool.into(),
             log,
             config,
             handler,
@@ -226,15 +226,17 @@ impl ConsumerRunner {
             .filter(|(_, a)| **a)
             .map(|(e, _)| e.id)
             .collect();
-        let mut fresh: std::collections::HashSet<uuid::Uuid> = sqlx::query_scalar(
-            "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
-        )
-        .bind(&self.config.name)
-        .bind(&candidate_ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let insert_ids = match tx.dialect() {
+            Dialect::Postgres => "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+            Dialect::Sqlite => "INSERT INTO processed_events (consumer, event_id) SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING RETURNING event_id",
+        };
+        let mut fresh: std::collections::HashSet<uuid::Uuid> = sql::query_scalar(insert_ids)
+            .bind(&self.config.name)
+            .bind(&candidate_ids)
+            .fetch_all(&mut tx)
+            .await?
+            .into_iter()
+            .collect();
         let mut applied = 0i64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
         for (index, (record, event)) in records.iter().zip(&events).enumerate() {
@@ -269,7 +271,7 @@ impl ConsumerRunner {
 
     async fn handle(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut Conn,
         record: &LogRecord,
         event: &CloudEvent,
     ) -> Result<(), HandlerError> {
@@ -286,7 +288,7 @@ impl ConsumerRunner {
 
     async fn apply(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut Conn,
         checkpoints: &BTreeMap<(String, i32), i64>,
         record: &LogRecord,
         event: &CloudEvent,
@@ -294,7 +296,7 @@ impl ConsumerRunner {
         if behind(checkpoints, record) {
             return Ok(Outcome::Behind);
         }
-        let fresh = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        let fresh = sql::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(&self.config.name)
             .bind(event.id)
             .execute(&mut *tx)
@@ -397,7 +399,7 @@ impl ConsumerRunner {
                 .map(|(_, v)| v.clone())
         };
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        sql::query(
             "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", event_id, event_type, error, attempts, headers, payload)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
@@ -411,7 +413,7 @@ impl ConsumerRunner {
         .bind(attempts as i32)
         .bind(serde_json::to_value(headers.iter().cloned().collect::<BTreeMap<_, _>>()).unwrap_or_default())
         .bind(record.payload.as_ref().map(|p| String::from_utf8_lossy(p).into_owned()))
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         let positions = next_positions(std::slice::from_ref(record));
         save_progress(
@@ -454,28 +456,27 @@ fn next_positions(records: &[LogRecord]) -> Vec<Position> {
 }
 
 async fn load_checkpoints(
-    tx: &mut PgConnection,
+    tx: &mut Conn,
     consumer: &str,
 ) -> Result<BTreeMap<(String, i32), i64>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sql::query(
         "SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1",
     )
     .bind(consumer)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows
-        .iter()
+    rows.iter()
         .map(|r| {
-            (
-                (r.get::<String, _>("topic"), r.get::<i32, _>("partition")),
-                r.get::<i64, _>("next_offset"),
-            )
+            Ok((
+                (r.get::<String>("topic")?, r.get::<i32>("partition")?),
+                r.get::<i64>("next_offset")?,
+            ))
         })
-        .collect())
+        .collect()
 }
 
 async fn save_progress(
-    tx: &mut PgConnection,
+    tx: &mut Conn,
     consumer: &str,
     positions: &[Position],
     applied: i64,
@@ -483,10 +484,12 @@ async fn save_progress(
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     for p in positions {
-        sqlx::query(
+        sql::query(
             "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
              ON CONFLICT (consumer, topic, partition) DO UPDATE
-             SET next_offset = GREATEST(consumer_checkpoints.next_offset, EXCLUDED.next_offset), updated_at = now()",
+             SET next_offset = CASE WHEN consumer_checkpoints.next_offset > EXCLUDED.next_offset
+                                    THEN consumer_checkpoints.next_offset ELSE EXCLUDED.next_offset END,
+                 updated_at = CURRENT_TIMESTAMP",
         )
         .bind(consumer)
         .bind(&p.topic)
@@ -495,13 +498,14 @@ async fn save_progress(
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query(
+    sql::query(
         "INSERT INTO consumer_status (consumer, events_applied, last_event_at, last_error) VALUES ($1, $2, $3, $4)
          ON CONFLICT (consumer) DO UPDATE SET
            events_applied = consumer_status.events_applied + EXCLUDED.events_applied,
-           last_event_at = GREATEST(consumer_status.last_event_at, EXCLUDED.last_event_at),
+           last_event_at = CASE WHEN EXCLUDED.last_event_at IS NULL OR consumer_status.last_event_at > EXCLUDED.last_event_at
+                                THEN consumer_status.last_event_at ELSE EXCLUDED.last_event_at END,
            last_error = COALESCE(EXCLUDED.last_error, consumer_status.last_error),
-           updated_at = now()",
+           updated_at = CURRENT_TIMESTAMP",
     )
     .bind(consumer)
     .bind(applied)
@@ -525,31 +529,38 @@ pub struct ConsumerProgress {
 ///
 /// # Errors
 /// The database fails.
-pub async fn progress(pool: &PgPool, consumer: &str) -> Result<ConsumerProgress, sqlx::Error> {
-    let status = sqlx::query(
+pub async fn progress(pool: &Pool, consumer: &str) -> Result<ConsumerProgress, sqlx::Error> {
+    let status = sql::query(
         "SELECT events_applied, last_event_at, last_error FROM consumer_status WHERE consumer = $1",
     )
     .bind(consumer)
     .fetch_optional(pool)
     .await?;
-    let rows = sqlx::query("SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1 ORDER BY topic, partition")
+    let rows = sql::query("SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1 ORDER BY topic, partition")
         .bind(consumer)
         .fetch_all(pool)
         .await?;
+    let (events_applied, last_event_at, last_error) = match &status {
+        Some(r) => (
+            r.get("events_applied")?,
+            r.get("last_event_at")?,
+            r.get("last_error")?,
+        ),
+        None => (0, None, None),
+    };
     Ok(ConsumerProgress {
-        events_applied: status
-            .as_ref()
-            .map(|r| r.get("events_applied"))
-            .unwrap_or(0),
-        last_event_at: status.as_ref().and_then(|r| r.get("last_event_at")),
-        last_error: status.as_ref().and_then(|r| r.get("last_error")),
+        events_applied,
+        last_event_at,
+        last_error,
         positions: rows
             .iter()
-            .map(|r| Position {
-                topic: r.get("topic"),
-                partition: r.get("partition"),
-                next_offset: r.get("next_offset"),
+            .map(|r| {
+                Ok(Position {
+                    topic: r.get("topic")?,
+                    partition: r.get("partition")?,
+                    next_offset: r.get("next_offset")?,
+                })
             })
-            .collect(),
+            .collect::<Result<_, sqlx::Error>>()?,
     })
 }

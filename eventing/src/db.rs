@@ -1,11 +1,17 @@
-//! Databases: one per component (`<instance>_<component>`), created on first start.
+//! Databases: one per component, created on first start — on PostgreSQL
+//! `<instance>_<component>` on the configured server, on SQLite (`shop dev`) the file
+//! `<dir>/<component>.db`.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tracing::info;
+
+use crate::sql::Pool;
 
 /// Where a component's database lives.
 #[derive(Debug, Clone)]
@@ -16,6 +22,8 @@ pub struct DatabaseConfig {
     pub instance: String,
     /// Connections per pool.
     pub max_connections: u32,
+    /// Embedded storage instead: one SQLite file per component in this directory.
+    pub sqlite_dir: Option<PathBuf>,
 }
 
 impl DatabaseConfig {
@@ -53,11 +61,57 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Creates the component's database when missing, connects a pool to it and applies the
-/// given schema scripts (idempotent SQL) under an advisory lock.
+/// given schema scripts (idempotent SQL; on PostgreSQL under an advisory lock).
 ///
 /// # Errors
 /// The server is unreachable, or a statement fails.
 pub async fn open(
+    config: &DatabaseConfig,
+    component: &str,
+    schema: &[&str],
+) -> Result<Pool, DbError> {
+    match &config.sqlite_dir {
+        Some(dir) => open_sqlite(dir, component, config.max_connections, schema).await,
+        None => Ok(open_postgres(config, component, schema).await?.into()),
+    }
+}
+
+/// The SQLite form of a schema script written for PostgreSQL: the few type spellings
+/// SQLite does not share (everything else in our scripts is common SQL).
+pub fn sqlite_schema(script: &str) -> String {
+    script.replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT")
+}
+
+async fn open_sqlite(
+    dir: &std::path::Path,
+    component: &str,
+    max_connections: u32,
+    schema: &[&str],
+) -> Result<Pool, DbError> {
+    std::fs::create_dir_all(dir).map_err(|e| DbError::Sql(sqlx::Error::Io(e)))?;
+    let options = SqliteConnectOptions::new()
+        .filename(dir.join(format!("{component}.db")))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Durable across a killed process (WAL); a power loss may lose the last commits.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(30));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for script in schema {
+        sqlx::raw_sql(&sqlite_schema(script))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(pool.into())
+}
+
+async fn open_postgres(
     config: &DatabaseConfig,
     component: &str,
     schema: &[&str],

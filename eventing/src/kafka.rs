@@ -146,6 +146,10 @@ impl KafkaLog {
 
 #[async_trait]
 impl EventLog for KafkaLog {
+    async fn ping(&self) -> Result<(), LogError> {
+        KafkaLog::ping(self).await
+    }
+
     async fn publish(&self, records: Vec<OutgoingRecord>) -> Result<(), LogError> {
         let mut deliveries = Vec::with_capacity(records.len());
         for record in &records {

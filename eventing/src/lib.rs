@@ -23,6 +23,7 @@ pub mod kafka;
 pub mod log;
 pub mod platform;
 pub mod relay;
+pub mod sql;
 pub mod store;
 pub mod telemetry;
 

@@ -128,6 +128,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// # Errors
     /// The log is unreachable.
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError>;
+
+    /// Whether the log answers (for readiness checks).
+    ///
+    /// # Errors
+    /// The log is unreachable.
+    async fn ping(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 }
 
 /// A group member's view of its partitions.

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::sql::{self, Pool};
 use futures::FutureExt;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::JwtKeys;
@@ -13,7 +13,6 @@ use crate::consumer::{ConsumerConfig, ConsumerRunner, EventHandler};
 use crate::db::DatabaseConfig;
 use crate::db::DbError;
 use crate::http::{ops_router, with_edge_layers, ReadyCheck};
-use crate::kafka::KafkaLog;
 use crate::log::{EventLog, StartFrom};
 use crate::relay::{Relay, RelayConfig};
 use axum::Router;
@@ -63,7 +62,8 @@ pub struct Started {
 #[derive(Clone)]
 pub struct Platform {
     pub database: DatabaseConfig,
-    pub kafka: Arc<KafkaLog>,
+    /// The event log: Kafka, or the embedded log of `shop dev`.
+    pub log: Arc<dyn EventLog>,
     pub topic_prefix: String,
     pub jwt: JwtKeys,
     pub consumer: ConsumerTuning,
@@ -74,7 +74,7 @@ pub struct Platform {
 impl Platform {
     /// The event log as the trait components consume.
     pub fn log(&self) -> Arc<dyn EventLog> {
-        self.kafka.clone()
+        self.log.clone()
     }
 
     /// The consumer group of a named consumer in this instance.
@@ -100,7 +100,7 @@ impl Platform {
     /// dedup records in `pool` and applying events with `handler`.
     pub fn consumer(
         &self,
-        pool: PgPool,
+        pool: Pool,
         name: &str,
         sources: &[shop_schemas::Service],
         handler: Arc<dyn EventHandler>,
@@ -126,7 +126,7 @@ impl Platform {
         &self,
         service: shop_schemas::Service,
         private_schema: &str,
-    ) -> Result<PgPool, DbError> {
+    ) -> Result<Pool, DbError> {
         let schema = [
             crate::store::SCHEMA,
             crate::consumer::SCHEMA,
@@ -138,7 +138,7 @@ impl Platform {
     /// Starts a command service's background work: its outbox relay and its reactions.
     pub fn spawn_service_tasks(
         &self,
-        pool: &PgPool,
+        pool: &Pool,
         service: shop_schemas::Service,
         reactions: Vec<ConsumerRunner>,
     ) -> Vec<JoinHandle<()>> {
@@ -155,12 +155,12 @@ impl Platform {
 
     /// A component's API with `/health`, `/ready` (over `pool` and Kafka), `/metrics` and
     /// the edge layers.
-    pub fn component_router(&self, api: Router, pool: PgPool, component: &'static str) -> Router {
+    pub fn component_router(&self, api: Router, pool: Pool, component: &'static str) -> Router {
         with_edge_layers(api.merge(ops_router(self.ready_check(pool))), component)
     }
 
     /// The outbox relay of a service whose event store is in `pool`.
-    pub fn relay(&self, pool: PgPool, service: shop_schemas::Service) -> Relay {
+    pub fn relay(&self, pool: Pool, service: shop_schemas::Service) -> Relay {
         Relay::new(
             pool,
             self.log(),
@@ -173,18 +173,18 @@ impl Platform {
         )
     }
 
-    /// `/ready`: the component's database answers and a Kafka broker answers.
-    pub fn ready_check(&self, pool: PgPool) -> ReadyCheck {
-        let kafka = self.kafka.clone();
+    /// `/ready`: the component's database answers and the event log answers.
+    pub fn ready_check(&self, pool: Pool) -> ReadyCheck {
+        let log = self.log.clone();
         Arc::new(move || {
             let pool = pool.clone();
-            let kafka = kafka.clone();
+            let log = log.clone();
             async move {
-                sqlx::query("SELECT 1")
+                sql::query("SELECT 1")
                     .execute(&pool)
                     .await
                     .map_err(|e| format!("database: {e}"))?;
-                kafka.ping().await.map_err(|e| format!("kafka: {e}"))?;
+                log.ping().await.map_err(|e| format!("event log: {e}"))?;
                 Ok(())
             }
             .boxed()

@@ -1,24 +1,27 @@
 //! The outbox relay: publishes a service's committed events to its topic.
 //!
-//! One relay is active per service database: it holds a PostgreSQL advisory lock on a
-//! dedicated connection and does all its reads and deletes on that connection, so when
-//! the connection (or the process) dies the lock is released and a standby takes over.
+//! One relay is active per service database. On PostgreSQL it holds an advisory lock on
+//! a dedicated connection and does all its reads and deletes on that connection, so when
+//! the connection (or the process) dies the lock is released and a standby takes over;
+//! on SQLite (one process owns the file) an in-process lock does the same.
 //! It reads unpublished events in position order in batches, produces them as CloudEvents
 //! records (key = aggregate id) and deletes their outbox rows only after every delivery
 //! report is in. A crash between the two republishes the batch: consumers deduplicate by
-//! event id. It wakes on `NOTIFY outbox` and polls as a fallback.
+//! event id. It wakes on `NOTIFY outbox` (on SQLite, an in-process wake-up at each
+//! append's commit) and polls as a fallback.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use shop_schemas::Service;
 use sqlx::postgres::PgListener;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::fault;
 use crate::log::{EventLog, OutgoingRecord};
+use crate::sql::{self, Conn, LitePool, Pool};
 use crate::store::{StoredEvent, EVENT_COLUMNS, OUTBOX_CHANNEL};
 
 /// Relay settings.
@@ -34,14 +37,18 @@ pub struct RelayConfig {
 
 /// The outbox relay of one service.
 pub struct Relay {
-    pool: PgPool,
+    pool: Pool,
     log: Arc<dyn EventLog>,
     config: RelayConfig,
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, log: Arc<dyn EventLog>, config: RelayConfig) -> Self {
-        Relay { pool, log, config }
+    pub fn new(pool: impl Into<Pool>, log: Arc<dyn EventLog>, config: RelayConfig) -> Self {
+        Relay {
+            pool: pool.into(),
+            log,
+            config,
+        }
     }
 
     /// Runs until `shutdown`: waits to become the active relay, then publishes.
@@ -54,7 +61,11 @@ impl Relay {
                 return;
             }
             while !shutdown.is_cancelled() {
-                match self.lead(&shutdown).await {
+                let led = match &self.pool {
+                    Pool::Postgres(pool) => self.lead_postgres(pool, &shutdown).await,
+                    Pool::Sqlite(lite) => self.lead_sqlite(lite, &shutdown).await,
+                };
+                match led {
                     Ok(()) => {}
                     Err(e) => {
                         warn!(error = %e, "relay lost its connection; retrying");
@@ -79,11 +90,15 @@ impl Relay {
                 .unwrap_or(0) as i64
     }
 
-    /// Holds the lock and publishes until shutdown or a connection failure.
-    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), sqlx::Error> {
-        let mut conn = self.pool.acquire().await?.detach();
+    /// Holds the advisory lock and publishes until shutdown or a connection failure.
+    async fn lead_postgres(
+        &self,
+        pool: &PgPool,
+        shutdown: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let mut conn = Conn::detached(pool.acquire().await?.detach());
         loop {
-            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            let leader: bool = sql::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(self.lock_key())
                 .fetch_one(&mut conn)
                 .await?;
@@ -97,7 +112,7 @@ impl Relay {
             }
         }
         info!("relay active");
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(OUTBOX_CHANNEL).await?;
         let topic = self.config.service.topic(&self.config.topic_prefix);
         loop {
@@ -107,7 +122,7 @@ impl Relay {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    conn.close().await.ok();
+                    conn.close().await;
                     return Ok(());
                 }
                 notification = listener.recv() => { notification?; }
@@ -116,16 +131,41 @@ impl Relay {
         }
     }
 
-    /// Publishes one batch; returns how many events it published.
-    async fn publish_batch(
+    /// Holds the in-process lock and publishes until shutdown.
+    async fn lead_sqlite(
         &self,
-        conn: &mut PgConnection,
-        topic: &str,
-    ) -> Result<usize, sqlx::Error> {
+        lite: &LitePool,
+        shutdown: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let _leader = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            guard = lite.relay_lock.lock() => guard,
+        };
+        info!("relay active");
+        let topic = self.config.service.topic(&self.config.topic_prefix);
+        loop {
+            // Registered before looking, so a commit in between is not missed.
+            let woken = lite.outbox.notified();
+            let mut conn = self.pool.acquire().await?;
+            let published = self.publish_batch(&mut conn, &topic).await?;
+            drop(conn);
+            if published as i64 >= self.config.batch_size {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = woken => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Publishes one batch; returns how many events it published.
+    async fn publish_batch(&self, conn: &mut Conn, topic: &str) -> Result<usize, sqlx::Error> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (SELECT position FROM outbox ORDER BY position LIMIT $1) ORDER BY position"
         );
-        let rows = sqlx::query(&sql)
+        let rows = sql::query(&sql)
             .bind(self.config.batch_size)
             .fetch_all(&mut *conn)
             .await?;
@@ -156,13 +196,17 @@ impl Relay {
                     warn!(error = %e, "publish failed; retrying the batch");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     // Keep the lock connection alive (and notice if it died).
-                    sqlx::query("SELECT 1").execute(&mut *conn).await?;
+                    sql::query("SELECT 1").execute(&mut *conn).await?;
                 }
             }
         }
         fault::point(fault::RELAY_AFTER_PRODUCE);
         let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
-        sqlx::query("DELETE FROM outbox WHERE position = ANY($1)")
+        let delete = format!(
+            "DELETE FROM outbox WHERE position {}",
+            conn.dialect().in_list(1)
+        );
+        sql::query(&delete)
             .bind(&positions)
             .execute(&mut *conn)
             .await?;
@@ -175,8 +219,8 @@ impl Relay {
 ///
 /// # Errors
 /// The database fails.
-pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox")
+pub async fn backlog(pool: &Pool) -> Result<i64, sqlx::Error> {
+    sql::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(pool)
         .await
 }

@@ -1,4 +1,5 @@
-//! The event store: cqrs-es's persistence over PostgreSQL, with the outbox.
+//! The event store: cqrs-es's persistence over PostgreSQL or SQLite ([`crate::sql`]),
+//! with the outbox.
 //!
 //! One transaction per command appends the events (unique `(aggregate_type,
 //! aggregate_id, sequence)`: the optimistic concurrency check), records them in the
@@ -16,8 +17,9 @@ use cqrs_es::Aggregate;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use shop_schemas::{CloudEvent, EventMetadata, Service};
-use sqlx::{Acquire, PgConnection, PgPool, Row};
 use uuid::Uuid;
+
+use crate::sql::{self, Conn, Pool};
 
 /// The event-store tables; apply with [`crate::db::open`].
 pub const SCHEMA: &str = include_str!("../sql/event_store.sql");
@@ -30,7 +32,7 @@ pub const OUTBOX_CHANNEL: &str = "outbox";
 pub trait AppendHook: Send + Sync {
     fn on_append<'a>(
         &'a self,
-        tx: &'a mut PgConnection,
+        tx: &'a mut Conn,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>>;
 }
@@ -94,21 +96,21 @@ impl StoredEvent {
         }
     }
 
-    pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        let metadata: Value = row.try_get("metadata")?;
+    pub(crate) fn from_row(row: &sql::Row) -> Result<Self, sqlx::Error> {
+        let metadata: Value = row.get("metadata")?;
         let metadata: HashMap<String, String> =
             serde_json::from_value(metadata).unwrap_or_default();
         Ok(StoredEvent {
-            position: row.try_get("position")?,
-            aggregate_type: row.try_get("aggregate_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            sequence: row.try_get("sequence")?,
-            event_id: row.try_get("event_id")?,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
-            data: row.try_get("data")?,
+            position: row.get("position")?,
+            aggregate_type: row.get("aggregate_type")?,
+            aggregate_id: row.get("aggregate_id")?,
+            sequence: row.get("sequence")?,
+            event_id: row.get("event_id")?,
+            event_type: row.get("event_type")?,
+            event_version: row.get("event_version")?,
+            data: row.get("data")?,
             metadata: EventMetadata::from_map(&metadata),
-            recorded_at: row.try_get("recorded_at")?,
+            recorded_at: row.get("recorded_at")?,
         })
     }
 
@@ -131,16 +133,19 @@ impl StoredEvent {
 
 pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at";
 
-/// PostgreSQL event repository for cqrs-es, with outbox and append hook.
+/// The event repository for cqrs-es, with outbox and append hook.
 #[derive(Clone)]
 pub struct PgEventStore {
-    pool: PgPool,
+    pool: Pool,
     hook: Option<Arc<dyn AppendHook>>,
 }
 
 impl PgEventStore {
-    pub fn new(pool: PgPool) -> Self {
-        PgEventStore { pool, hook: None }
+    pub fn new(pool: impl Into<Pool>) -> Self {
+        PgEventStore {
+            pool: pool.into(),
+            hook: None,
+        }
     }
 
     /// Adds the service's transactional hook.
@@ -149,7 +154,7 @@ impl PgEventStore {
         self
     }
 
-    pub fn pool(&self) -> &PgPool {
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
@@ -167,7 +172,7 @@ impl PgEventStore {
         aggregate_id: &str,
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = $1 ORDER BY aggregate_type, sequence");
-        let rows = sqlx::query(&sql)
+        let rows = sql::query(&sql)
             .bind(aggregate_id)
             .fetch_all(&self.pool)
             .await?;
@@ -186,7 +191,7 @@ impl PgEventStore {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
         );
-        let rows = sqlx::query(&sql)
+        let rows = sql::query(&sql)
             .bind(position)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -200,7 +205,7 @@ fn connection_error(e: sqlx::Error) -> PersistenceError {
 }
 
 async fn select(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     aggregate_type: &str,
     aggregate_id: &str,
     after: i64,
@@ -208,7 +213,7 @@ async fn select(
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
     );
-    let rows = sqlx::query(&sql)
+    let rows = sql::query(&sql)
         .bind(aggregate_type)
         .bind(aggregate_id)
         .bind(after)
@@ -222,34 +227,36 @@ async fn select(
 }
 
 async fn snapshot(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-    let row = sqlx::query("SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
+    let row = sql::query("SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
         .bind(aggregate_type)
         .bind(aggregate_id)
         .fetch_optional(&mut *conn)
         .await
         .map_err(connection_error)?;
-    Ok(row.map(|row| {
-        let last_sequence: i64 = row.get("last_sequence");
-        SerializedSnapshot {
+    row.map(|row| {
+        let last_sequence: i64 = row.get("last_sequence")?;
+        Ok(SerializedSnapshot {
             aggregate_id: aggregate_id.to_string(),
-            aggregate: row.get("payload"),
+            aggregate: row.get("payload")?,
             current_sequence: last_sequence as usize,
             current_snapshot: last_sequence as usize,
-        }
-    }))
+        })
+    })
+    .transpose()
+    .map_err(|e: sqlx::Error| PersistenceError::DeserializationError(Box::new(e)))
 }
 
 async fn all_of_type(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     aggregate_type: &str,
 ) -> Result<Vec<SerializedEvent>, PersistenceError> {
     let sql =
         format!("SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY position");
-    let rows = sqlx::query(&sql)
+    let rows = sql::query(&sql)
         .bind(aggregate_type)
         .fetch_all(&mut *conn)
         .await
@@ -260,16 +267,65 @@ async fn all_of_type(
         .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
 }
 
-#[tracing::instrument(name = "append", skip_all, fields(aggregate_id = %events[0].aggregate_id, events = events.len()))]
-async fn append(
-    conn: &mut PgConnection,
+/// Appends in a transaction of its own.
+async fn append_new(
+    pool: &Pool,
     hook: Option<&dyn AppendHook>,
     events: &[SerializedEvent],
     snapshot: Option<(String, Value, usize)>,
 ) -> Result<(), PersistenceError> {
-    // A transaction of its own, or a savepoint inside the caller's (a reaction's): a
-    // lost race rolls back only this append and leaves the caller's transaction usable.
-    let mut tx = conn.begin().await.map_err(connection_error)?;
+    let mut tx = pool.begin().await.map_err(connection_error)?;
+    let appended = append(&mut tx, hook, events, snapshot).await?;
+    tx.commit().await.map_err(connection_error)?;
+    metrics::counter!("events_appended_total").increment(appended);
+    Ok(())
+}
+
+/// Appends inside the caller's transaction (a reaction's) under a savepoint: a lost race
+/// rolls back only this append and leaves the caller's transaction usable.
+async fn append_nested(
+    conn: &mut Conn,
+    hook: Option<&dyn AppendHook>,
+    events: &[SerializedEvent],
+    snapshot: Option<(String, Value, usize)>,
+) -> Result<(), PersistenceError> {
+    let savepoint = |statement: &'static str| sql::query(statement);
+    savepoint("SAVEPOINT append")
+        .execute(&mut *conn)
+        .await
+        .map_err(connection_error)?;
+    match append(conn, hook, events, snapshot).await {
+        Ok(appended) => {
+            savepoint("RELEASE SAVEPOINT append")
+                .execute(&mut *conn)
+                .await
+                .map_err(connection_error)?;
+            metrics::counter!("events_appended_total").increment(appended);
+            Ok(())
+        }
+        Err(e) => {
+            savepoint("ROLLBACK TO SAVEPOINT append")
+                .execute(&mut *conn)
+                .await
+                .map_err(connection_error)?;
+            savepoint("RELEASE SAVEPOINT append")
+                .execute(&mut *conn)
+                .await
+                .map_err(connection_error)?;
+            Err(e)
+        }
+    }
+}
+
+/// The statements of an append: events, outbox rows, the hook, the snapshot and the
+/// relay's wake-up. Returns how many events it appended.
+#[tracing::instrument(name = "append", skip_all, fields(aggregate_id = %events[0].aggregate_id, events = events.len()))]
+async fn append(
+    tx: &mut Conn,
+    hook: Option<&dyn AppendHook>,
+    events: &[SerializedEvent],
+    snapshot: Option<(String, Value, usize)>,
+) -> Result<u64, PersistenceError> {
     let mut stored = Vec::with_capacity(events.len());
     let now = Utc::now();
     for event in events {
@@ -286,7 +342,7 @@ async fn append(
         let metadata: HashMap<String, String> =
             serde_json::from_value(event.metadata.clone()).unwrap_or_default();
         let event_id = Uuid::now_v7();
-        let position: i64 = sqlx::query_scalar(
+        let position: i64 = sql::query_scalar(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
         )
@@ -296,17 +352,23 @@ async fn append(
         .bind(event_id)
         .bind(&event_type)
         .bind(&event.event_version)
-        .bind(&data)
-        .bind(&event.metadata)
+        .bind(data.clone())
+        .bind(event.metadata.clone())
         .bind(now)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.constraint() == Some("events_aggregate_sequence") => {
+        .map_err(|e| {
+            if sql::is_unique_violation(&e, "events_aggregate_sequence", "events") {
                 PersistenceError::OptimisticLockError
+            } else {
+                connection_error(e)
             }
-            _ => connection_error(e),
         })?;
+        sql::query("INSERT INTO outbox (position) VALUES ($1)")
+            .bind(position)
+            .execute(&mut *tx)
+            .await
+            .map_err(connection_error)?;
         stored.push(StoredEvent {
             position,
             aggregate_type: event.aggregate_type.clone(),
@@ -320,25 +382,17 @@ async fn append(
             recorded_at: now,
         });
     }
-    let positions: Vec<i64> = stored.iter().map(|e| e.position).collect();
-    sqlx::query("INSERT INTO outbox (position) SELECT unnest($1::bigint[])")
-        .bind(&positions)
-        .execute(&mut *tx)
-        .await
-        .map_err(connection_error)?;
     if let Some(hook) = hook {
-        hook.on_append(&mut tx, &stored)
-            .await
-            .map_err(|e| match e {
-                HookError::Sql(e) => connection_error(e),
-                taken => PersistenceError::UnknownError(Box::new(taken)),
-            })?;
+        hook.on_append(tx, &stored).await.map_err(|e| match e {
+            HookError::Sql(e) => connection_error(e),
+            taken => PersistenceError::UnknownError(Box::new(taken)),
+        })?;
     }
     if let (Some((aggregate_id, payload, last_sequence)), Some(first)) = (snapshot, events.first())
     {
-        sqlx::query(
+        sql::query(
             "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload, taken_at = now()",
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload, taken_at = CURRENT_TIMESTAMP",
         )
         .bind(&first.aggregate_type)
         .bind(aggregate_id)
@@ -348,14 +402,10 @@ async fn append(
         .await
         .map_err(connection_error)?;
     }
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(OUTBOX_CHANNEL)
-        .execute(&mut *tx)
+    tx.notify_outbox(OUTBOX_CHANNEL)
         .await
         .map_err(connection_error)?;
-    tx.commit().await.map_err(connection_error)?;
-    metrics::counter!("events_appended_total").increment(stored.len() as u64);
-    Ok(())
+    Ok(stored.len() as u64)
 }
 
 /// Implements cqrs-es's repository over a way to get a connection, so the pool-backed
@@ -364,48 +414,69 @@ macro_rules! repository_over_connection {
     ($store:ty, $self_:ident => $conn:expr) => {
         impl PersistedEventRepository for $store {
             async fn get_events<A: Aggregate>(&$self_, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
-                select(&mut *$conn, A::TYPE, aggregate_id, 0).await
+                { let mut conn = $conn; select(&mut conn, A::TYPE, aggregate_id, 0).await }
             }
 
             async fn get_last_events<A: Aggregate>(&$self_, aggregate_id: &str, last_sequence: usize) -> Result<Vec<SerializedEvent>, PersistenceError> {
-                select(&mut *$conn, A::TYPE, aggregate_id, last_sequence as i64).await
+                { let mut conn = $conn; select(&mut conn, A::TYPE, aggregate_id, last_sequence as i64).await }
             }
 
             async fn get_snapshot<A: Aggregate>(&$self_, aggregate_id: &str) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-                snapshot(&mut *$conn, A::TYPE, aggregate_id).await
+                { let mut conn = $conn; snapshot(&mut conn, A::TYPE, aggregate_id).await }
             }
 
             async fn persist<A: Aggregate>(&$self_, events: &[SerializedEvent], snapshot_update: Option<(String, Value, usize)>) -> Result<(), PersistenceError> {
                 if events.is_empty() {
                     return Ok(());
                 }
-                append(&mut *$conn, $self_.hook.as_deref(), events, snapshot_update).await
+                $self_.append(events, snapshot_update).await
             }
 
             async fn stream_events<A: Aggregate>(&$self_, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
-                feed(select(&mut *$conn, A::TYPE, aggregate_id, 0).await?).await
+                feed({ let mut conn = $conn; select(&mut conn, A::TYPE, aggregate_id, 0).await? }).await
             }
 
             async fn stream_all_events<A: Aggregate>(&$self_) -> Result<ReplayStream, PersistenceError> {
-                feed(all_of_type(&mut *$conn, A::TYPE).await?).await
+                feed({ let mut conn = $conn; all_of_type(&mut conn, A::TYPE).await? }).await
             }
         }
     };
 }
 
 repository_over_connection!(PgEventStore, self => self.pool.acquire().await.map_err(connection_error)?);
+
+impl PgEventStore {
+    async fn append(
+        &self,
+        events: &[SerializedEvent],
+        snapshot: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        append_new(&self.pool, self.hook.as_deref(), events, snapshot).await
+    }
+}
+
+impl TxEventStore<'_> {
+    async fn append(
+        &self,
+        events: &[SerializedEvent],
+        snapshot: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        let mut conn = self.conn.lock().await;
+        append_nested(&mut conn, self.hook.as_deref(), events, snapshot).await
+    }
+}
 repository_over_connection!(TxEventStore<'_>, self => self.conn.lock().await);
 
 /// The event store inside a transaction someone else owns — a reaction's, whose dedup
 /// record and checkpoint commit in the same transaction. Loads see the transaction's own
 /// writes; each append is a savepoint, so a lost concurrency race rolls back only itself.
 pub struct TxEventStore<'c> {
-    conn: tokio::sync::Mutex<&'c mut PgConnection>,
+    conn: tokio::sync::Mutex<&'c mut Conn>,
     hook: Option<Arc<dyn AppendHook>>,
 }
 
 impl<'c> TxEventStore<'c> {
-    pub fn new(conn: &'c mut PgConnection, hook: Option<Arc<dyn AppendHook>>) -> Self {
+    pub fn new(conn: &'c mut Conn, hook: Option<Arc<dyn AppendHook>>) -> Self {
         TxEventStore {
             conn: tokio::sync::Mutex::new(conn),
             hook,

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use shop_eventing::consumer::{ConsumerConfig, ConsumerRunner, EventHandler, HandlerError, SCHEMA};
 use shop_eventing::kafka::{KafkaConfig, KafkaLog};
 use shop_eventing::log::{EventLog, OutgoingRecord, StartFrom};
+use shop_eventing::sql::{self, Conn};
 use shop_eventing::CancellationToken;
 use shop_schemas::CloudEvent;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 mod common;
@@ -27,7 +27,7 @@ struct Recorder {
 
 #[async_trait]
 impl EventHandler for Recorder {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let attempt = {
             let mut attempts = self.attempts.lock().unwrap();
             let n = attempts.entry(event.id).or_default();
@@ -39,7 +39,7 @@ impl EventHandler for Recorder {
             Some("permanent") => return Err(HandlerError::permanent("never")),
             _ => {}
         }
-        sqlx::query("INSERT INTO applied (event_id) VALUES ($1)")
+        sql::query("INSERT INTO applied (event_id) VALUES ($1)")
             .bind(event.id)
             .execute(&mut *tx)
             .await?;
@@ -143,7 +143,7 @@ async fn duplicates_apply_once_failures_retry_then_dead_letter() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let applied: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM applied")
+    let applied: Vec<Uuid> = sql::query_scalar("SELECT event_id FROM applied")
         .fetch_all(&pool)
         .await
         .unwrap();
@@ -156,7 +156,7 @@ async fn duplicates_apply_once_failures_retry_then_dead_letter() {
         "each event once; the permanent failure not at all"
     );
     let dead_letters: Vec<(i64, String)> =
-        sqlx::query_as("SELECT \"offset\", error FROM dead_letters")
+        sql::query_as("SELECT \"offset\", error FROM dead_letters")
             .fetch_all(&pool)
             .await
             .unwrap();

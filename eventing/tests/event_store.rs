@@ -1,5 +1,6 @@
 //! The event store against a real PostgreSQL server (a fresh database per test).
 
+use shop_eventing::sql;
 use std::sync::Arc;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
@@ -44,7 +45,7 @@ async fn appends_are_read_back_with_outbox_rows() {
         json!({"by": 5}),
         "the store keeps the data without the enum tag"
     );
-    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+    let outbox: i64 = sql::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(store.pool())
         .await
         .unwrap();
@@ -83,7 +84,7 @@ async fn racing_appends_of_one_sequence_conflict_and_store_nothing_of_the_loser(
         .count();
     assert_eq!((wins, conflicts), (1, 1), "{results:?}");
     let events = store.get_events::<Counter>("a").await.unwrap();
-    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+    let outbox: i64 = sql::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(store.pool())
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! Commands executed inside a caller's transaction (how saga reactions append): their
 //! events commit or roll back with it, and a lost race leaves it usable.
 
+use shop_eventing::sql;
 use std::sync::Arc;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
@@ -19,7 +20,7 @@ async fn fresh() -> (PgEventStore, TestDatabase) {
 }
 
 async fn count(store: &PgEventStore, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+    sql::query_scalar(&format!("SELECT count(*) FROM {table}"))
         .fetch_one(store.pool())
         .await
         .unwrap()
@@ -45,8 +46,8 @@ async fn events_commit_and_roll_back_with_the_callers_transaction() {
     let mut tx = store.pool().begin().await.unwrap();
     bus.execute_in(&mut tx, "c", 5, &metadata).await.unwrap();
     bus.execute_in(&mut tx, "c", 7, &metadata).await.unwrap();
-    sqlx::query("CREATE TABLE caller_effect (x int)")
-        .execute(&mut *tx)
+    sql::query("CREATE TABLE caller_effect (x int)")
+        .execute(&mut tx)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -60,12 +61,11 @@ async fn events_commit_and_roll_back_with_the_callers_transaction() {
 
     // Outside any transaction, the next command sees both.
     bus.execute("c", 1, &metadata).await.unwrap();
-    let sequences: Vec<i64> = sqlx::query_scalar(
-        "SELECT sequence FROM events WHERE aggregate_id = 'c' ORDER BY sequence",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
+    let sequences: Vec<i64> =
+        sql::query_scalar("SELECT sequence FROM events WHERE aggregate_id = 'c' ORDER BY sequence")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
     assert_eq!(sequences, [1, 2, 3]);
 
     database.drop().await;
@@ -86,8 +86,8 @@ async fn a_lost_race_inside_a_transaction_rolls_back_only_itself() {
     store.persist::<Counter>(&[event(1)], None).await.unwrap();
 
     let mut tx = store.pool().begin().await.unwrap();
-    sqlx::query("CREATE TABLE caller_effect (x int)")
-        .execute(&mut *tx)
+    sql::query("CREATE TABLE caller_effect (x int)")
+        .execute(&mut tx)
         .await
         .unwrap();
     {
@@ -101,8 +101,8 @@ async fn a_lost_race_inside_a_transaction_rolls_back_only_itself() {
         // …and the transaction goes on: a retry at the right sequence succeeds.
         in_tx.persist::<Counter>(&[event(2)], None).await.unwrap();
     }
-    sqlx::query("INSERT INTO caller_effect VALUES (1)")
-        .execute(&mut *tx)
+    sql::query("INSERT INTO caller_effect VALUES (1)")
+        .execute(&mut tx)
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -4,11 +4,11 @@
 
 use async_trait::async_trait;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::sql::{self, Conn};
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::{CloudEvent, Service};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::ProjectionInfo;
@@ -74,16 +74,17 @@ fn delta(event: &CloudEvent) -> Result<Option<(Uuid, Delta)>, HandlerError> {
 
 #[async_trait]
 impl EventHandler for CustomersProjection {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         if let Some((customer_id, d)) = delta(event)? {
-            sqlx::query(
+            sql::query(
                 "INSERT INTO customer_figures (customer_id, wallet_balance, orders_count, lifetime_spend, updated_at)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (customer_id) DO UPDATE SET
                      wallet_balance = customer_figures.wallet_balance + EXCLUDED.wallet_balance,
                      orders_count = customer_figures.orders_count + EXCLUDED.orders_count,
                      lifetime_spend = customer_figures.lifetime_spend + EXCLUDED.lifetime_spend,
-                     updated_at = GREATEST(customer_figures.updated_at, EXCLUDED.updated_at)",
+                     updated_at = CASE WHEN customer_figures.updated_at > EXCLUDED.updated_at
+                                       THEN customer_figures.updated_at ELSE EXCLUDED.updated_at END",
             )
             .bind(customer_id)
             .bind(d.wallet_balance)
@@ -101,7 +102,7 @@ impl EventHandler for CustomersProjection {
         };
         let address =
             serde_json::to_value(&e.address).map_err(|e| HandlerError::permanent(e.to_string()))?;
-        sqlx::query(
+        sql::query(
             "INSERT INTO customers (customer_id, name, email, address, version, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (customer_id) DO NOTHING",
         )

@@ -13,7 +13,7 @@ use axum::Router;
 use shop_eventing::consumer::EventHandler;
 use shop_eventing::db::{self, DbError};
 use shop_eventing::platform::{Platform, Started};
-use sqlx::PgPool;
+use shop_eventing::sql::Pool;
 use std::sync::Arc;
 
 /// The read-model database's component name (`<instance>_read`).
@@ -49,7 +49,7 @@ pub fn handler(info: &ProjectionInfo) -> Arc<dyn EventHandler> {
 ///
 /// # Errors
 /// The database is unreachable.
-pub async fn open_read_database(platform: &Platform) -> Result<PgPool, DbError> {
+pub async fn open_read_database(platform: &Platform) -> Result<Pool, DbError> {
     db::open(
         &platform.database,
         READ_DATABASE,

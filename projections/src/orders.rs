@@ -2,12 +2,12 @@
 
 use async_trait::async_trait;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::sql::{self, Conn};
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::orders::{OrderEvent, OrderPlaced};
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::shipping::ShippingEvent;
 use shop_schemas::{CloudEvent, Service};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::ProjectionInfo;
@@ -51,7 +51,7 @@ fn saga_step(event: &CloudEvent) -> Result<Option<Uuid>, HandlerError> {
 
 #[async_trait]
 impl EventHandler for OrdersProjection {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         if let Some(order_id) = saga_step(event)? {
             return record_history(tx, order_id, event).await;
         }
@@ -71,7 +71,7 @@ impl EventHandler for OrdersProjection {
         };
         // An order's events come in sequence on its partition, after its OrderPlaced;
         // `version` keeps a replayed older event from moving the status back.
-        sqlx::query(
+        sql::query(
             "UPDATE orders SET status = $2, cancel_reason = COALESCE($3, cancel_reason), version = $4, updated_at = $5
              WHERE order_id = $1 AND version < $4",
         )
@@ -87,12 +87,8 @@ impl EventHandler for OrdersProjection {
 }
 
 /// Inserts a placed order with its priced lines (once).
-async fn place(
-    tx: &mut PgConnection,
-    e: &OrderPlaced,
-    event: &CloudEvent,
-) -> Result<(), HandlerError> {
-    let inserted = sqlx::query(
+async fn place(tx: &mut Conn, e: &OrderPlaced, event: &CloudEvent) -> Result<(), HandlerError> {
+    let inserted = sql::query(
         "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
          VALUES ($1, $2, 'PENDING', $3, $4, $5, $5) ON CONFLICT (order_id) DO NOTHING",
     )
@@ -106,7 +102,7 @@ async fn place(
     .rows_affected();
     if inserted == 1 {
         for (position, line) in e.lines.iter().enumerate() {
-            sqlx::query(
+            sql::query(
                 "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(e.order_id)
@@ -124,11 +120,11 @@ async fn place(
 
 /// Adds one step to an order's history (once per event).
 async fn record_history(
-    tx: &mut PgConnection,
+    tx: &mut Conn,
     order_id: uuid::Uuid,
     event: &CloudEvent,
 ) -> Result<(), HandlerError> {
-    sqlx::query("INSERT INTO order_history (event_id, order_id, event_type, source, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+    sql::query("INSERT INTO order_history (event_id, order_id, event_type, source, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
         .bind(event.id)
         .bind(order_id)
         .bind(event.event_name())

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use shop_eventing::consumer::{EventHandler, HandlerError};
+use shop_eventing::sql::{self, Conn};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::{CloudEvent, Service};
-use sqlx::PgConnection;
 
 use crate::ProjectionInfo;
 
@@ -21,7 +21,7 @@ pub struct ProductsProjection;
 
 #[async_trait]
 impl EventHandler for ProductsProjection {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let Some(decoded) =
             shop_eventing::consumer::decode::<InventoryEvent>(Service::Inventory, event)?
         else {
@@ -31,7 +31,7 @@ impl EventHandler for ProductsProjection {
         let at = event.time;
         match decoded {
             InventoryEvent::ProductAdded(e) => {
-                sqlx::query(
+                sql::query(
                     "INSERT INTO products (product_id, sku, name, price, received, version, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (product_id) DO NOTHING",
                 )
@@ -74,13 +74,13 @@ impl EventHandler for ProductsProjection {
 
 /// Adds `reserved × quantity` and `sold × quantity` of each line to `product_stock`.
 async fn move_units(
-    tx: &mut PgConnection,
+    tx: &mut Conn,
     lines: &[StockLine],
     reserved: i64,
     sold: i64,
 ) -> Result<(), HandlerError> {
     for line in lines {
-        sqlx::query(
+        sql::query(
             "INSERT INTO product_stock (product_id, reserved, sold) VALUES ($1, $2, $3)
              ON CONFLICT (product_id) DO UPDATE SET
                  reserved = product_stock.reserved + EXCLUDED.reserved,
@@ -96,7 +96,7 @@ async fn move_units(
 }
 
 async fn update(
-    tx: &mut PgConnection,
+    tx: &mut Conn,
     set: &str,
     product_id: uuid::Uuid,
     value: i64,
@@ -105,7 +105,7 @@ async fn update(
 ) -> Result<(), HandlerError> {
     let sql =
         format!("UPDATE products SET {set}, version = $3, updated_at = $4 WHERE product_id = $1");
-    let updated = sqlx::query(&sql)
+    let updated = sql::query(&sql)
         .bind(product_id)
         .bind(value)
         .bind(version)

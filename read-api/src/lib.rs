@@ -17,9 +17,8 @@ use shop_eventing::db::DbError;
 use shop_eventing::http::Problem;
 use shop_eventing::log::EventLog;
 use shop_eventing::platform::Platform;
+use shop_eventing::sql::{self, Pool, Row};
 use shop_projections::PROJECTIONS;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 pub const COMPONENT: &str = "read-api";
@@ -28,7 +27,7 @@ const MAX_LIMIT: i64 = 500;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) pool: PgPool,
+    pub(crate) pool: Pool,
     log: Arc<dyn EventLog>,
     topic_prefix: String,
     jwt: JwtKeys,
@@ -75,17 +74,17 @@ struct ProductView {
     updated_at: DateTime<Utc>,
 }
 
-impl<'r> sqlx::FromRow<'r, PgRow> for ProductView {
-    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+impl sql::FromRow for ProductView {
+    fn from_row(row: &Row) -> Result<Self, sqlx::Error> {
         Ok(ProductView {
-            product_id: row.try_get("product_id")?,
-            sku: row.try_get("sku")?,
-            name: row.try_get("name")?,
-            price: row.try_get("price")?,
-            available: row.try_get("available")?,
-            reserved: row.try_get("reserved")?,
-            sold: row.try_get("sold")?,
-            updated_at: row.try_get("updated_at")?,
+            product_id: row.get("product_id")?,
+            sku: row.get("sku")?,
+            name: row.get("name")?,
+            price: row.get("price")?,
+            available: row.get("available")?,
+            reserved: row.get("reserved")?,
+            sold: row.get("sold")?,
+            updated_at: row.get("updated_at")?,
         })
     }
 }
@@ -131,9 +130,9 @@ async fn list_products(
 ) -> Result<Response, Problem> {
     let (limit, after) = page.parse()?;
     let sql = format!(
-        "SELECT {PRODUCT_COLUMNS} FROM {PRODUCTS} WHERE ($1::uuid IS NULL OR product_id > $1) ORDER BY product_id LIMIT $2"
+        "SELECT {PRODUCT_COLUMNS} FROM {PRODUCTS} WHERE ($1 IS NULL OR product_id > $1) ORDER BY product_id LIMIT $2"
     );
-    let rows: Vec<ProductView> = sqlx::query_as(&sql)
+    let rows: Vec<ProductView> = sql::query_as(&sql)
         .bind(after)
         .bind(limit)
         .fetch_all(&state.pool)
@@ -159,7 +158,7 @@ async fn get_product(
 ) -> Result<Json<ProductView>, Problem> {
     let id = Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such product"))?;
     let sql = format!("SELECT {PRODUCT_COLUMNS} FROM {PRODUCTS} WHERE product_id = $1");
-    sqlx::query_as(&sql)
+    sql::query_as(&sql)
         .bind(id)
         .fetch_optional(&state.pool)
         .await
@@ -180,7 +179,7 @@ async fn get_customer(
     if claims.role != Role::Admin && claims.sub != id.to_string() {
         return Err(not_found());
     }
-    let row = sqlx::query(
+    let row = sql::query(
         "SELECT c.customer_id, c.name, c.email, c.address, COALESCE(f.wallet_balance, 0) AS wallet_balance,
                 COALESCE(f.orders_count, 0) AS orders_count, COALESCE(f.lifetime_spend, 0) AS lifetime_spend, c.created_at
          FROM customers c LEFT JOIN customer_figures f USING (customer_id) WHERE c.customer_id = $1",
@@ -192,14 +191,14 @@ async fn get_customer(
     .ok_or_else(not_found)?;
     let get = |e: sqlx::Error| Problem::internal(&e);
     Ok(Json(serde_json::json!({
-        "customer_id": row.try_get::<Uuid, _>("customer_id").map_err(get)?,
-        "name": row.try_get::<String, _>("name").map_err(get)?,
-        "email": row.try_get::<String, _>("email").map_err(get)?,
-        "address": row.try_get::<serde_json::Value, _>("address").map_err(get)?,
-        "wallet_balance": row.try_get::<i64, _>("wallet_balance").map_err(get)?,
-        "orders_count": row.try_get::<i64, _>("orders_count").map_err(get)?,
-        "lifetime_spend": row.try_get::<i64, _>("lifetime_spend").map_err(get)?,
-        "created_at": row.try_get::<DateTime<Utc>, _>("created_at").map_err(get)?,
+        "customer_id": row.get::<Uuid>("customer_id").map_err(get)?,
+        "name": row.get::<String>("name").map_err(get)?,
+        "email": row.get::<String>("email").map_err(get)?,
+        "address": row.get::<serde_json::Value>("address").map_err(get)?,
+        "wallet_balance": row.get::<i64>("wallet_balance").map_err(get)?,
+        "orders_count": row.get::<i64>("orders_count").map_err(get)?,
+        "lifetime_spend": row.get::<i64>("lifetime_spend").map_err(get)?,
+        "created_at": row.get::<DateTime<Utc>>("created_at").map_err(get)?,
     })))
 }
 

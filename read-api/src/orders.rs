@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use shop_eventing::auth::{Authenticated, Claims, Role};
 use shop_eventing::http::Problem;
-use sqlx::Row;
+use shop_eventing::sql;
 use uuid::Uuid;
 
 use crate::{AppState, Page};
@@ -28,7 +28,7 @@ pub(crate) async fn get_order(
 ) -> Result<Json<Value>, Problem> {
     let not_found = || Problem::not_found("no such order");
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let order = sqlx::query(
+    let order = sql::query(
         "SELECT o.order_id, o.customer_id, c.name AS customer_name, o.status, o.cancel_reason, o.total, o.created_at, o.updated_at
          FROM orders o LEFT JOIN customers c USING (customer_id) WHERE o.order_id = $1",
     )
@@ -37,11 +37,11 @@ pub(crate) async fn get_order(
     .await
     .map_err(internal)?
     .ok_or_else(not_found)?;
-    let customer_id: Uuid = order.try_get("customer_id").map_err(internal)?;
+    let customer_id: Uuid = order.get("customer_id").map_err(internal)?;
     if !may_see(&claims, customer_id) {
         return Err(not_found());
     }
-    let lines = sqlx::query(
+    let lines = sql::query(
         "SELECT l.product_id, p.sku, p.name, l.quantity, l.unit_price, l.line_total
          FROM order_lines l LEFT JOIN products p USING (product_id) WHERE l.order_id = $1 ORDER BY l.position",
     )
@@ -49,7 +49,7 @@ pub(crate) async fn get_order(
     .fetch_all(&state.pool)
     .await
     .map_err(internal)?;
-    let history = sqlx::query("SELECT event_type, source, at FROM order_history WHERE order_id = $1 ORDER BY at, event_id")
+    let history = sql::query("SELECT event_type, source, at FROM order_history WHERE order_id = $1 ORDER BY at, event_id")
         .bind(order_id)
         .fetch_all(&state.pool)
         .await
@@ -58,12 +58,12 @@ pub(crate) async fn get_order(
         .iter()
         .map(|l| {
             Ok(json!({
-                "product_id": l.try_get::<Uuid, _>("product_id")?,
-                "sku": l.try_get::<Option<String>, _>("sku")?,
-                "name": l.try_get::<Option<String>, _>("name")?,
-                "quantity": l.try_get::<i64, _>("quantity")?,
-                "unit_price": l.try_get::<i64, _>("unit_price")?,
-                "line_total": l.try_get::<i64, _>("line_total")?,
+                "product_id": l.get::<Uuid>("product_id")?,
+                "sku": l.get::<Option<String>>("sku")?,
+                "name": l.get::<Option<String>>("name")?,
+                "quantity": l.get::<i64>("quantity")?,
+                "unit_price": l.get::<i64>("unit_price")?,
+                "line_total": l.get::<i64>("line_total")?,
             }))
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -72,9 +72,9 @@ pub(crate) async fn get_order(
         .iter()
         .map(|h| {
             Ok(json!({
-                "event_type": h.try_get::<String, _>("event_type")?,
-                "source": h.try_get::<String, _>("source")?,
-                "at": h.try_get::<DateTime<Utc>, _>("at")?,
+                "event_type": h.get::<String>("event_type")?,
+                "source": h.get::<String>("source")?,
+                "at": h.get::<DateTime<Utc>>("at")?,
             }))
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -83,14 +83,14 @@ pub(crate) async fn get_order(
         Ok(json!({
             "order_id": order_id,
             "customer_id": customer_id,
-            "customer_name": order.try_get::<Option<String>, _>("customer_name")?,
-            "status": order.try_get::<String, _>("status")?,
-            "cancel_reason": order.try_get::<Option<String>, _>("cancel_reason")?,
+            "customer_name": order.get::<Option<String>>("customer_name")?,
+            "status": order.get::<String>("status")?,
+            "cancel_reason": order.get::<Option<String>>("cancel_reason")?,
             "lines": lines,
-            "total": order.try_get::<i64, _>("total")?,
+            "total": order.get::<i64>("total")?,
             "history": history,
-            "created_at": order.try_get::<DateTime<Utc>, _>("created_at")?,
-            "updated_at": order.try_get::<DateTime<Utc>, _>("updated_at")?,
+            "created_at": order.get::<DateTime<Utc>>("created_at")?,
+            "updated_at": order.get::<DateTime<Utc>>("updated_at")?,
         }))
     })()
     .map_err(internal)?;
@@ -111,9 +111,9 @@ pub(crate) async fn customer_orders(
         return Err(not_found());
     }
     let (limit, after) = page.parse()?;
-    let rows = sqlx::query(
+    let rows = sql::query(
         "SELECT order_id, status, cancel_reason, total, created_at, updated_at FROM orders
-         WHERE customer_id = $1 AND ($2::uuid IS NULL OR order_id < $2) ORDER BY order_id DESC LIMIT $3",
+         WHERE customer_id = $1 AND ($2 IS NULL OR order_id < $2) ORDER BY order_id DESC LIMIT $3",
     )
     .bind(customer_id)
     .bind(after)
@@ -125,12 +125,12 @@ pub(crate) async fn customer_orders(
         .iter()
         .map(|r| {
             Ok(json!({
-                "order_id": r.try_get::<Uuid, _>("order_id")?,
-                "status": r.try_get::<String, _>("status")?,
-                "cancel_reason": r.try_get::<Option<String>, _>("cancel_reason")?,
-                "total": r.try_get::<i64, _>("total")?,
-                "created_at": r.try_get::<DateTime<Utc>, _>("created_at")?,
-                "updated_at": r.try_get::<DateTime<Utc>, _>("updated_at")?,
+                "order_id": r.get::<Uuid>("order_id")?,
+                "status": r.get::<String>("status")?,
+                "cancel_reason": r.get::<Option<String>>("cancel_reason")?,
+                "total": r.get::<i64>("total")?,
+                "created_at": r.get::<DateTime<Utc>>("created_at")?,
+                "updated_at": r.get::<DateTime<Utc>>("updated_at")?,
             }))
         })
         .collect::<Result<_, sqlx::Error>>()

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use shop_eventing::auth::{self, JwtKeys, Role, ADMIN_EMAIL, ADMIN_SUBJECT};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::http::{ApiJson, Problem, Validation};
+use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::customers::Address;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::countries::is_country;
@@ -28,7 +28,7 @@ pub const MAX_PASSWORD: usize = 1024;
 pub struct AppState {
     pub bus: Arc<CommandBus<Customer>>,
     pub credentials: Arc<Credentials>,
-    pub pool: PgPool,
+    pub pool: Pool,
     pub jwt: JwtKeys,
     /// Argon2id PHC hash of the admin password.
     pub admin_hash: Arc<str>,
@@ -222,7 +222,7 @@ async fn issue_token(
             state.admin_hash.to_string(),
         )
     } else {
-        let row: Option<(Uuid, String)> = sqlx::query_as(
+        let row: Option<(Uuid, String)> = sql::query_as(
             "SELECT customer_id, password_hash FROM customer_credentials WHERE email = $1",
         )
         .bind(&email)

@@ -9,9 +9,9 @@ use futures::FutureExt;
 use shop_eventing::auth;
 use shop_eventing::command::CommandBus;
 use shop_eventing::platform::{Platform, Started};
+use shop_eventing::sql::{self, Conn};
 use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
 use shop_schemas::Service;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::api::{self, AppState};
@@ -56,7 +56,7 @@ impl Credentials {
 impl AppendHook for Credentials {
     fn on_append<'a>(
         &'a self,
-        tx: &'a mut PgConnection,
+        tx: &'a mut Conn,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
@@ -69,7 +69,7 @@ impl AppendHook for Credentials {
                 let hash = self
                     .staged(customer_id)
                     .ok_or_else(|| HookError::Refused(format!("no staged credentials for {customer_id}")))?;
-                let inserted = sqlx::query(
+                let inserted = sql::query(
                     "INSERT INTO customer_credentials (email, customer_id, password_hash) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
                 )
                 .bind(email)

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::sql::{self, Conn};
 use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::inventory::{StockLine, StockShortage};
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::{CloudEvent, Service};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::reservation::{Reservation, ReservationCommand};
@@ -33,7 +33,7 @@ pub struct ReserveStock {
 
 #[async_trait]
 impl EventHandler for ReserveStock {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let order = match decode::<OrderEvent>(Service::Orders, event)? {
             Some(OrderEvent::OrderPlaced(order)) => order,
             Some(OrderEvent::OrderConfirmed(e)) => {
@@ -53,14 +53,18 @@ impl EventHandler for ReserveStock {
         let mut ids: Vec<Uuid> = order.lines.iter().map(|l| l.product_id).collect();
         ids.sort();
         // Locks in product order, so two orders over the same products cannot deadlock.
-        let available: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
-            "SELECT product_id, available FROM stock WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let dialect = tx.dialect();
+        let lock = format!(
+            "SELECT product_id, available FROM stock WHERE product_id {} ORDER BY product_id {}",
+            dialect.in_list(1),
+            dialect.for_update()
+        );
+        let available: HashMap<Uuid, i64> = sql::query_as::<(Uuid, i64)>(&lock)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
         let shortages: Vec<StockShortage> = order
             .lines
             .iter()
@@ -98,7 +102,7 @@ impl EventHandler for ReserveStock {
 impl ReserveStock {
     async fn execute(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut Conn,
         order_id: Uuid,
         command: ReservationCommand,
         cause: &CloudEvent,

@@ -8,10 +8,10 @@ use futures::FutureExt;
 use shop_eventing::command::CommandBus;
 use shop_eventing::db::DbError;
 use shop_eventing::platform::{Platform, Started};
+use shop_eventing::sql::{self, Conn};
 use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::Service;
-use sqlx::PgConnection;
 
 use crate::api::{self, AppState};
 use crate::reactions::{ReserveStock, RESERVATIONS};
@@ -24,10 +24,10 @@ const SCHEMA: &str = include_str!("../sql/inventory.sql");
 /// `available >= 0` check makes an oversell abort the append).
 struct InventoryTables;
 
-async fn apply_to_tables(tx: &mut PgConnection, event: &InventoryEvent) -> Result<(), HookError> {
+async fn apply_to_tables(tx: &mut Conn, event: &InventoryEvent) -> Result<(), HookError> {
     match event {
         InventoryEvent::ProductAdded(e) => {
-            let inserted = sqlx::query("INSERT INTO product_skus (sku, product_id) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING")
+            let inserted = sql::query("INSERT INTO product_skus (sku, product_id) VALUES ($1, $2) ON CONFLICT (sku) DO NOTHING")
                 .bind(&e.sku)
                 .bind(e.product_id)
                 .execute(&mut *tx)
@@ -38,14 +38,14 @@ async fn apply_to_tables(tx: &mut PgConnection, event: &InventoryEvent) -> Resul
                     what: format!("sku {:?}", e.sku),
                 });
             }
-            sqlx::query("INSERT INTO stock (product_id, available) VALUES ($1, $2)")
+            sql::query("INSERT INTO stock (product_id, available) VALUES ($1, $2)")
                 .bind(e.product_id)
                 .bind(e.stock)
                 .execute(&mut *tx)
                 .await?;
         }
         InventoryEvent::ProductRestocked(e) => {
-            sqlx::query("UPDATE stock SET available = available + $2 WHERE product_id = $1")
+            sql::query("UPDATE stock SET available = available + $2 WHERE product_id = $1")
                 .bind(e.product_id)
                 .bind(e.quantity)
                 .execute(&mut *tx)
@@ -53,7 +53,7 @@ async fn apply_to_tables(tx: &mut PgConnection, event: &InventoryEvent) -> Resul
         }
         InventoryEvent::StockReserved(e) => {
             for line in &e.lines {
-                let moved = sqlx::query(
+                let moved = sql::query(
                     "UPDATE stock SET available = available - $2, reserved = reserved + $2 WHERE product_id = $1 AND available >= $2",
                 )
                 .bind(line.product_id)
@@ -87,13 +87,9 @@ async fn apply_to_tables(tx: &mut PgConnection, event: &InventoryEvent) -> Resul
 
 /// Moves each line's units between the columns of `stock` (`set`: an assignment list
 /// over `$2`, the line's quantity).
-async fn move_units(
-    tx: &mut PgConnection,
-    lines: &[StockLine],
-    set: &str,
-) -> Result<(), HookError> {
+async fn move_units(tx: &mut Conn, lines: &[StockLine], set: &str) -> Result<(), HookError> {
     for line in lines {
-        sqlx::query(&format!("UPDATE stock SET {set} WHERE product_id = $1"))
+        sql::query(&format!("UPDATE stock SET {set} WHERE product_id = $1"))
             .bind(line.product_id)
             .bind(line.quantity)
             .execute(&mut *tx)
@@ -105,7 +101,7 @@ async fn move_units(
 impl AppendHook for InventoryTables {
     fn on_append<'a>(
         &'a self,
-        tx: &'a mut PgConnection,
+        tx: &'a mut Conn,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
@@ -122,14 +118,14 @@ impl AppendHook for InventoryTables {
 ///
 /// # Errors
 /// The database is unreachable.
-pub async fn open_database(platform: &Platform) -> Result<sqlx::PgPool, DbError> {
+pub async fn open_database(platform: &Platform) -> Result<shop_eventing::sql::Pool, DbError> {
     platform
         .open_command_database(Service::Inventory, SCHEMA)
         .await
 }
 
 /// The service's event store: the shared store with the SKU index hook.
-pub fn event_store(pool: sqlx::PgPool) -> PgEventStore {
+pub fn event_store(pool: shop_eventing::sql::Pool) -> PgEventStore {
     PgEventStore::new(pool).with_hook(Arc::new(InventoryTables))
 }
 

@@ -12,9 +12,9 @@ use serde::Deserialize;
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::http::{ApiJson, FieldError, Problem};
+use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::orders::OrderLine;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::order::{Order, OrderCommand, OrderError, MAX_LINES, MAX_QUANTITY};
@@ -22,7 +22,7 @@ use crate::order::{Order, OrderCommand, OrderError, MAX_LINES, MAX_QUANTITY};
 #[derive(Clone)]
 pub struct AppState {
     pub bus: Arc<CommandBus<Order>>,
-    pub pool: PgPool,
+    pub pool: Pool,
     pub jwt: JwtKeys,
 }
 
@@ -115,15 +115,17 @@ async fn place_order(
         .map_err(|_| Problem::forbidden("orders are placed by customers"))?;
     let requested = parse_lines(body).map_err(Problem::validation)?;
     let ids: Vec<Uuid> = requested.iter().map(|(id, _)| *id).collect();
-    let prices: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
-        "SELECT product_id, price FROM catalogue WHERE product_id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(|e| Problem::internal(&e))?
-    .into_iter()
-    .collect();
+    let lookup = format!(
+        "SELECT product_id, price FROM catalogue WHERE product_id {}",
+        state.pool.dialect().in_list(1)
+    );
+    let prices: HashMap<Uuid, i64> = sql::query_as::<(Uuid, i64)>(&lookup)
+        .bind(&ids)
+        .fetch_all(&state.pool)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .into_iter()
+        .collect();
     let unknown: Vec<FieldError> = requested
         .iter()
         .enumerate()

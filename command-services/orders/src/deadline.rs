@@ -10,14 +10,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
+
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use shop_eventing::command::CommandBus;
+use shop_eventing::sql::{self, Conn, Pool};
 use shop_eventing::store::{AppendHook, HookError, StoredEvent};
 use shop_eventing::CancellationToken;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::EventMetadata;
-use sqlx::{PgConnection, PgPool};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -32,19 +34,19 @@ pub struct DeadlineTable {
 impl AppendHook for DeadlineTable {
     fn on_append<'a>(
         &'a self,
-        tx: &'a mut PgConnection,
+        tx: &'a mut Conn,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
             for stored in events {
                 match stored.decode::<OrderEvent>()? {
                     OrderEvent::OrderPlaced(e) => {
-                        sqlx::query(
-                            "INSERT INTO order_deadlines (order_id, due_at) VALUES ($1, now() + $2 * interval '1 millisecond')
+                        sql::query(
+                            "INSERT INTO order_deadlines (order_id, due_at) VALUES ($1, $2)
                              ON CONFLICT (order_id) DO NOTHING",
                         )
                         .bind(e.order_id)
-                        .bind(self.timeout.as_millis() as f64)
+                        .bind(stored.recorded_at + deadline_after(self.timeout))
                         .execute(&mut *tx)
                         .await?;
                     }
@@ -56,7 +58,7 @@ impl AppendHook for DeadlineTable {
                         // Counted at append (an append that then rolls back may count).
                         metrics::counter!("saga_outcomes_total", "event" => stored.event_type.clone(), "reason" => reason)
                             .increment(1);
-                        sqlx::query("DELETE FROM order_deadlines WHERE order_id = $1")
+                        sql::query("DELETE FROM order_deadlines WHERE order_id = $1")
                             .bind(Uuid::parse_str(&stored.aggregate_id).ok())
                             .execute(&mut *tx)
                             .await?;
@@ -70,12 +72,17 @@ impl AppendHook for DeadlineTable {
     }
 }
 
+/// A timeout as a time span (ten years when it is too large to add).
+fn deadline_after(timeout: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(timeout).unwrap_or_else(|_| chrono::TimeDelta::days(3650))
+}
+
 /// How many overdue orders one pass cancels.
 const BATCH: i64 = 100;
 
 /// Cancels overdue orders every `poll` until `shutdown`.
 pub async fn run(
-    pool: PgPool,
+    pool: Pool,
     bus: Arc<CommandBus<Order>>,
     poll: Duration,
     shutdown: CancellationToken,
@@ -91,10 +98,11 @@ pub async fn run(
     }
 }
 
-async fn cancel_overdue(pool: &PgPool, bus: &CommandBus<Order>) -> Result<(), sqlx::Error> {
-    let due: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT order_id FROM order_deadlines WHERE due_at <= now() ORDER BY due_at LIMIT $1",
+async fn cancel_overdue(pool: &Pool, bus: &CommandBus<Order>) -> Result<(), sqlx::Error> {
+    let due: Vec<Uuid> = sql::query_scalar(
+        "SELECT order_id FROM order_deadlines WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
     )
+    .bind(Utc::now())
     .bind(BATCH)
     .fetch_all(pool)
     .await?;
@@ -111,8 +119,9 @@ async fn cancel_overdue(pool: &PgPool, bus: &CommandBus<Order>) -> Result<(), sq
             Ok(()) => {
                 info!(%order_id, "order timed out");
                 // The order may have moved on already (nothing appended, row left over).
-                sqlx::query("DELETE FROM order_deadlines WHERE order_id = $1 AND due_at <= now()")
+                sql::query("DELETE FROM order_deadlines WHERE order_id = $1 AND due_at <= $2")
                     .bind(order_id)
+                    .bind(Utc::now())
                     .execute(pool)
                     .await?;
             }

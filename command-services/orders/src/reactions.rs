@@ -5,12 +5,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::sql::{self, Conn};
 use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::shipping::ShippingEvent;
 use shop_schemas::{CloudEvent, Service};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::order::{CancelReason, Order, OrderCommand};
@@ -23,7 +23,7 @@ pub struct CatalogueReplica;
 
 #[async_trait]
 impl EventHandler for CatalogueReplica {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let Some(decoded) = decode::<InventoryEvent>(Service::Inventory, event)? else {
             return Ok(());
         };
@@ -33,7 +33,7 @@ impl EventHandler for CatalogueReplica {
             _ => return Ok(()),
         };
         // `version` guards against an older price overwriting a newer one.
-        sqlx::query(
+        sql::query(
             "INSERT INTO catalogue (product_id, price, version, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (product_id) DO UPDATE SET price = EXCLUDED.price, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
              WHERE catalogue.version < EXCLUDED.version",
@@ -99,7 +99,7 @@ fn step(event: &CloudEvent) -> Result<Option<(Uuid, Step)>, HandlerError> {
 
 #[async_trait]
 impl EventHandler for OrderSaga {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let Some((order_id, step)) = step(event)? else {
             return Ok(());
         };
@@ -107,7 +107,7 @@ impl EventHandler for OrderSaga {
             Step::Command(command) => command,
             Step::Reserved | Step::Paid => {
                 let reserved = matches!(step, Step::Reserved);
-                let both: bool = sqlx::query_scalar(
+                let both: bool = sql::query_scalar(
                     "INSERT INTO order_saga (order_id, stock_reserved, payment_completed) VALUES ($1, $2, $3)
                      ON CONFLICT (order_id) DO UPDATE SET
                          stock_reserved = order_saga.stock_reserved OR EXCLUDED.stock_reserved,

@@ -18,4 +18,3 @@ CREATE TABLE IF NOT EXISTS order_payments (
     -- OrderCancelled seen: no charge from now on; a charge made before is refunded.
     cancelled   BOOLEAN NOT NULL DEFAULT false
 );
-ALTER TABLE order_payments ADD COLUMN IF NOT EXISTS cancelled BOOLEAN NOT NULL DEFAULT false;

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::http::{ApiJson, FieldError, Problem, Validation};
+use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::wallet::{Wallet, WalletCommand, WalletError, MAX_DEPOSIT};
@@ -20,7 +20,7 @@ use crate::wallet::{Wallet, WalletCommand, WalletError, MAX_DEPOSIT};
 #[derive(Clone)]
 pub struct AppState {
     pub bus: Arc<CommandBus<Wallet>>,
-    pub pool: PgPool,
+    pub pool: Pool,
     pub jwt: JwtKeys,
 }
 
@@ -57,7 +57,7 @@ async fn deposit(
         Role::Customer if claims.sub != customer_id.to_string() => return Err(not_found()),
         Role::Customer => {}
         Role::Admin => {
-            let known: bool = sqlx::query_scalar(
+            let known: bool = sql::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM known_customers WHERE customer_id = $1)",
             )
             .bind(customer_id)

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::sql::{self, Conn};
 use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::{CloudEvent, Service};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::wallet::{Wallet, WalletCommand};
@@ -23,13 +23,13 @@ pub struct KnownCustomers;
 
 #[async_trait]
 impl EventHandler for KnownCustomers {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let Some(decoded) = decode::<CustomerEvent>(Service::Customers, event)? else {
             return Ok(());
         };
         match decoded {
             CustomerEvent::CustomerRegistered(e) => {
-                sqlx::query("INSERT INTO known_customers (customer_id, registered_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                sql::query("INSERT INTO known_customers (customer_id, registered_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(e.customer_id)
                     .bind(event.time)
                     .execute(&mut *tx)
@@ -83,7 +83,7 @@ fn fact(event: &CloudEvent) -> Result<Option<(Uuid, Fact)>, HandlerError> {
 
 #[async_trait]
 impl EventHandler for OrderPayments {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let Some((order_id, fact)) = fact(event)? else {
             return Ok(());
         };
@@ -92,7 +92,7 @@ impl EventHandler for OrderPayments {
             Fact::Reserved => (None, None, true, false),
             Fact::Cancelled => (None, None, false, true),
         };
-        sqlx::query(
+        sql::query(
             "INSERT INTO order_payments (order_id, customer_id, total, reserved, cancelled) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (order_id) DO UPDATE SET
                  customer_id = COALESCE(EXCLUDED.customer_id, order_payments.customer_id),
@@ -110,7 +110,7 @@ impl EventHandler for OrderPayments {
         let command = if cancelled {
             // A charge made before the cancellation was seen is given back; the wallet
             // knows whether there was one.
-            let charged: Option<Uuid> = sqlx::query_scalar(
+            let charged: Option<Uuid> = sql::query_scalar(
                 "SELECT customer_id FROM order_payments WHERE order_id = $1 AND charged",
             )
             .bind(order_id)
@@ -125,7 +125,7 @@ impl EventHandler for OrderPayments {
             }
         } else {
             // Both facts in, not cancelled, not yet charged: charge, inside this transaction.
-            let ready: Option<(Uuid, i64)> = sqlx::query_as(
+            let ready: Option<(Uuid, i64)> = sql::query_as(
                 "UPDATE order_payments SET charged = true
                  WHERE order_id = $1 AND reserved AND NOT charged AND NOT cancelled AND customer_id IS NOT NULL
                  RETURNING customer_id, total",

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::sql::{self, Conn};
 use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::{CloudEvent, Service};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::shipment::{Shipment, ShipmentCommand};
@@ -28,18 +28,18 @@ pub struct ScheduleShipments {
 
 #[async_trait]
 impl EventHandler for ScheduleShipments {
-    async fn handle(&self, tx: &mut PgConnection, event: &CloudEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         if let Some(CustomerEvent::CustomerRegistered(e)) =
             decode::<CustomerEvent>(Service::Customers, event)?
         {
-            sqlx::query(
+            sql::query(
                 "INSERT INTO customer_countries (customer_id, country) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
             .bind(e.customer_id)
             .bind(&e.address.country)
             .execute(&mut *tx)
             .await?;
-            let waiting: Vec<Uuid> = sqlx::query_scalar(
+            let waiting: Vec<Uuid> = sql::query_scalar(
                 "SELECT order_id FROM shipment_requests
                  WHERE customer_id = $1 AND confirmed AND NOT cancelled AND NOT scheduled ORDER BY order_id",
             )
@@ -61,7 +61,7 @@ impl EventHandler for ScheduleShipments {
             OrderEvent::OrderCancelled(_) => (None, false, true),
             OrderEvent::OrderShipped(_) | OrderEvent::OrderDelivered(_) => return Ok(()),
         };
-        sqlx::query(
+        sql::query(
             "INSERT INTO shipment_requests (order_id, customer_id, confirmed, cancelled) VALUES ($1, $2, $3, $4)
              ON CONFLICT (order_id) DO UPDATE SET
                  customer_id = COALESCE(EXCLUDED.customer_id, shipment_requests.customer_id),
@@ -95,11 +95,11 @@ impl ScheduleShipments {
     /// yet, and its customer's country is known.
     async fn schedule(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut Conn,
         order_id: Uuid,
         cause: &CloudEvent,
     ) -> Result<(), HandlerError> {
-        let ready: Option<(Uuid, String)> = sqlx::query_as(
+        let ready: Option<(Uuid, String)> = sql::query_as(
             "UPDATE shipment_requests r SET scheduled = true FROM customer_countries c
              WHERE r.order_id = $1 AND c.customer_id = r.customer_id
                AND r.confirmed AND NOT r.cancelled AND NOT r.scheduled

@@ -5,11 +5,11 @@
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 use shop_eventing::db::{self, DatabaseConfig};
-use sqlx::PgPool;
+use shop_eventing::sql::Pool;
 
 /// A database of its own for one test; [`TestDatabase::drop`] removes it.
 pub struct TestDatabase {
-    pub pool: PgPool,
+    pub pool: Pool,
     config: DatabaseConfig,
     component: String,
 }
@@ -22,6 +22,7 @@ pub async fn fresh_database(component: &str, schema: &[&str]) -> TestDatabase {
             .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into()),
         instance: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         max_connections: 4,
+        sqlite_dir: None,
     };
     let pool = db::open(&config, component, schema)
         .await

@@ -1,0 +1,919 @@
+//! One SQL access layer over the two storage backends: PostgreSQL (production) and SQLite
+//! (`shop dev`, one file per component database).
+//!
+//! Domain code — append hooks, reactions, projectors, queries — is written once against
+//! this module and never knows which backend runs. The API mirrors sqlx's
+//! (`query(..).bind(..).execute(&mut *tx)`, `query_as`, `query_scalar`), with:
+//!
+//! - [`Pool`] and [`Conn`] (a pooled connection, possibly inside a transaction) wrapping
+//!   either backend;
+//! - values bound through [`Arg`] and read through [`Column`], for the few types Shop
+//!   stores: integers, booleans, text, bytes, UUIDs, UTC timestamps, JSON, and lists;
+//! - SQL written in PostgreSQL's placeholder style (`$1`, `$2`, …), rewritten to SQLite's
+//!   numbered form (`?1`, …) when SQLite runs it. The few constructs the two dialects
+//!   spell differently come from [`Dialect`].
+//!
+//! On SQLite, UUIDs are stored as hyphenated text and timestamps as fixed-width RFC 3339
+//! text (`2026-01-02T03:04:05.000006Z`), so text order is time order.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Which backend runs a statement; the spelling of what differs between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// `column <op> the list bound at $n`: membership in a list bound with
+    /// [`Arg::list`] (an array in PostgreSQL, a JSON array in SQLite).
+    pub fn in_list(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("= ANY(${n})"),
+            Dialect::Sqlite => format!("IN (SELECT value FROM json_each(${n}))"),
+        }
+    }
+
+    /// Row locks for the rest of the transaction (SQLite's writer lock already covers it).
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+
+    /// The larger of two values.
+    pub fn greatest(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "GREATEST",
+            Dialect::Sqlite => "MAX",
+        }
+    }
+}
+
+/// A pool of connections to one component database.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    Postgres(PgPool),
+    Sqlite(LitePool),
+}
+
+/// An SQLite pool with what PostgreSQL gives for free: a wake-up for the outbox relay
+/// (instead of `LISTEN/NOTIFY`) and the relay's leadership (instead of an advisory lock).
+#[derive(Debug, Clone)]
+pub struct LitePool {
+    pub pool: SqlitePool,
+    pub outbox: Arc<Notify>,
+    pub relay_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl From<PgPool> for Pool {
+    fn from(pool: PgPool) -> Self {
+        Pool::Postgres(pool)
+    }
+}
+
+impl From<SqlitePool> for Pool {
+    fn from(pool: SqlitePool) -> Self {
+        Pool::Sqlite(LitePool {
+            pool,
+            outbox: Arc::new(Notify::new()),
+            relay_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+}
+
+impl Pool {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Starts a transaction. On SQLite it takes the writer lock at once (`BEGIN
+    /// IMMEDIATE`), so two transactions never deadlock upgrading from reader to writer.
+    ///
+    /// # Errors
+    /// No connection could be had.
+    pub async fn begin(&self) -> Result<Conn, sqlx::Error> {
+        Ok(match self {
+            Pool::Postgres(pool) => Conn {
+                inner: Inner::PgTx(pool.begin().await?),
+                outbox: None,
+            },
+            Pool::Sqlite(lite) => Conn {
+                inner: Inner::LiteTx(lite.pool.begin_with("BEGIN IMMEDIATE").await?),
+                outbox: Some(OutboxWake {
+                    notify: lite.outbox.clone(),
+                    pending: false,
+                }),
+            },
+        })
+    }
+
+    /// A connection outside any transaction.
+    ///
+    /// # Errors
+    /// No connection could be had.
+    pub async fn acquire(&self) -> Result<Conn, sqlx::Error> {
+        Ok(match self {
+            Pool::Postgres(pool) => Conn {
+                inner: Inner::Pg(pool.acquire().await?),
+                outbox: None,
+            },
+            Pool::Sqlite(lite) => Conn {
+                inner: Inner::Lite(lite.pool.acquire().await?),
+                outbox: Some(OutboxWake {
+                    notify: lite.outbox.clone(),
+                    pending: false,
+                }),
+            },
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(lite) => lite.pool.close().await,
+        }
+    }
+
+    /// The PostgreSQL pool, for what only PostgreSQL has (`LISTEN`, advisory locks).
+    pub fn as_postgres(&self) -> Option<&PgPool> {
+        match self {
+            Pool::Postgres(pool) => Some(pool),
+            Pool::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pool with its relay wake-up and lock.
+    pub fn as_sqlite(&self) -> Option<&LitePool> {
+        match self {
+            Pool::Sqlite(lite) => Some(lite),
+            Pool::Postgres(_) => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct OutboxWake {
+    notify: Arc<Notify>,
+    pending: bool,
+}
+
+/// A pooled connection, possibly inside a transaction. Handlers and hooks receive
+/// `&mut Conn` and run statements on it with `.execute(&mut *tx)`.
+#[derive(Debug)]
+pub struct Conn {
+    inner: Inner,
+    outbox: Option<OutboxWake>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    PgTx(Transaction<'static, Postgres>),
+    Pg(PoolConnection<Postgres>),
+    PgOwned(Box<PgConnection>),
+    LiteTx(Transaction<'static, Sqlite>),
+    Lite(PoolConnection<Sqlite>),
+}
+
+impl Conn {
+    pub fn dialect(&self) -> Dialect {
+        match self.inner {
+            Inner::PgTx(_) | Inner::Pg(_) | Inner::PgOwned(_) => Dialect::Postgres,
+            Inner::LiteTx(_) | Inner::Lite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Commits the transaction (a no-op outside one), then wakes the outbox relay if an
+    /// append asked for it ([`Conn::notify_outbox`]).
+    ///
+    /// # Errors
+    /// The commit failed; nothing was stored.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self.inner {
+            Inner::PgTx(tx) => tx.commit().await?,
+            Inner::LiteTx(tx) => tx.commit().await?,
+            Inner::Pg(_) | Inner::PgOwned(_) | Inner::Lite(_) => {}
+        }
+        if let Some(wake) = self.outbox {
+            if wake.pending {
+                wake.notify.notify_waiters();
+                wake.notify.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls the transaction back (dropping it does too).
+    ///
+    /// # Errors
+    /// The rollback failed (the transaction is gone either way).
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self.inner {
+            Inner::PgTx(tx) => tx.rollback().await,
+            Inner::LiteTx(tx) => tx.rollback().await,
+            Inner::Pg(_) | Inner::PgOwned(_) | Inner::Lite(_) => Ok(()),
+        }
+    }
+
+    /// Wakes the outbox relay once this transaction commits: `NOTIFY outbox` on
+    /// PostgreSQL (delivered at commit), an in-process wake-up on SQLite.
+    ///
+    /// # Errors
+    /// The notification could not be queued.
+    pub async fn notify_outbox(&mut self, channel: &str) -> Result<(), sqlx::Error> {
+        match self.dialect() {
+            Dialect::Postgres => {
+                query("SELECT pg_notify($1, '')")
+                    .bind(channel)
+                    .execute(&mut *self)
+                    .await?;
+            }
+            Dialect::Sqlite => {
+                if let Some(wake) = &mut self.outbox {
+                    wake.pending = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A PostgreSQL connection of its own, outside the pool (e.g. one that holds a
+    /// session-level advisory lock for as long as it lives).
+    pub fn detached(conn: PgConnection) -> Conn {
+        Conn {
+            inner: Inner::PgOwned(Box::new(conn)),
+            outbox: None,
+        }
+    }
+
+    /// Closes a detached connection (others go back to their pool when dropped).
+    pub async fn close(self) {
+        if let Inner::PgOwned(conn) = self.inner {
+            sqlx::Connection::close(*conn).await.ok();
+        }
+    }
+
+    fn target(&mut self) -> Target<'_> {
+        match &mut self.inner {
+            Inner::PgTx(tx) => Target::Pg(tx),
+            Inner::Pg(conn) => Target::Pg(conn),
+            Inner::PgOwned(conn) => Target::Pg(conn),
+            Inner::LiteTx(tx) => Target::Lite(tx),
+            Inner::Lite(conn) => Target::Lite(conn),
+        }
+    }
+}
+
+/// Where a statement runs.
+pub enum Target<'a> {
+    Pg(&'a mut PgConnection),
+    PgPool(&'a PgPool),
+    Lite(&'a mut SqliteConnection),
+    LitePool(&'a SqlitePool),
+}
+
+/// What statements run on: `&Pool` or `&mut Conn`.
+pub trait Executor<'a>: Send {
+    fn target(self) -> Target<'a>;
+}
+
+impl<'a> Executor<'a> for &'a Pool {
+    fn target(self) -> Target<'a> {
+        match self {
+            Pool::Postgres(pool) => Target::PgPool(pool),
+            Pool::Sqlite(lite) => Target::LitePool(&lite.pool),
+        }
+    }
+}
+
+impl<'a> Executor<'a> for &'a mut Conn {
+    fn target(self) -> Target<'a> {
+        Conn::target(self)
+    }
+}
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    I64(Option<i64>),
+    I32(Option<i32>),
+    F64(Option<f64>),
+    Bool(Option<bool>),
+    Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
+    Uuid(Option<Uuid>),
+    Time(Option<DateTime<Utc>>),
+    Json(Option<Value>),
+    /// A list for [`Dialect::in_list`].
+    UuidList(Vec<Uuid>),
+    I64List(Vec<i64>),
+    TextList(Vec<String>),
+}
+
+impl Arg {
+    /// A list of UUIDs for [`Dialect::in_list`].
+    pub fn list(ids: &[Uuid]) -> Arg {
+        Arg::UuidList(ids.to_vec())
+    }
+}
+
+macro_rules! into_arg {
+    ($($ty:ty => $variant:ident $(($conv:expr))?),* $(,)?) => {
+        $(
+            impl From<$ty> for Arg {
+                fn from(v: $ty) -> Arg {
+                    Arg::$variant(Some(into_arg!(@conv v $(, $conv)?)))
+                }
+            }
+            impl From<Option<$ty>> for Arg {
+                fn from(v: Option<$ty>) -> Arg {
+                    Arg::$variant(v.map(|v| into_arg!(@conv v $(, $conv)?)))
+                }
+            }
+        )*
+    };
+    (@conv $v:ident) => { $v };
+    (@conv $v:ident, $conv:expr) => { $conv($v) };
+}
+
+into_arg! {
+    i64 => I64,
+    i32 => I32,
+    f64 => F64,
+    bool => Bool,
+    String => Text,
+    Vec<u8> => Bytes,
+    Uuid => Uuid,
+    DateTime<Utc> => Time,
+    Value => Json,
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(Some(v.to_string()))
+    }
+}
+
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(Some(v.clone()))
+    }
+}
+
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Arg {
+        Arg::Text(v.map(str::to_string))
+    }
+}
+
+impl From<&[Uuid]> for Arg {
+    fn from(v: &[Uuid]) -> Arg {
+        Arg::UuidList(v.to_vec())
+    }
+}
+
+impl From<&Vec<Uuid>> for Arg {
+    fn from(v: &Vec<Uuid>) -> Arg {
+        Arg::UuidList(v.clone())
+    }
+}
+
+impl From<Vec<Uuid>> for Arg {
+    fn from(v: Vec<Uuid>) -> Arg {
+        Arg::UuidList(v)
+    }
+}
+
+impl From<&Vec<i64>> for Arg {
+    fn from(v: &Vec<i64>) -> Arg {
+        Arg::I64List(v.clone())
+    }
+}
+
+impl From<&[&str]> for Arg {
+    fn from(v: &[&str]) -> Arg {
+        Arg::TextList(v.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+impl From<Vec<String>> for Arg {
+    fn from(v: Vec<String>) -> Arg {
+        Arg::TextList(v)
+    }
+}
+
+/// SQLite's text form of a timestamp: fixed width, so text order is time order.
+pub fn sqlite_time(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_sqlite_time(text: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    // `CURRENT_TIMESTAMP` defaults: `YYYY-MM-DD HH:MM:SS` in UTC.
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .map(|t| t.and_utc())
+        .map_err(|e| sqlx::Error::Decode(format!("timestamp {text:?}: {e}").into()))
+}
+
+fn bind_pg(
+    q: sqlx::query::Query<'_, Postgres, PgArguments>,
+    arg: Arg,
+) -> sqlx::query::Query<'_, Postgres, PgArguments> {
+    match arg {
+        Arg::I64(v) => q.bind(v),
+        Arg::I32(v) => q.bind(v),
+        Arg::F64(v) => q.bind(v),
+        Arg::Bool(v) => q.bind(v),
+        Arg::Text(v) => q.bind(v),
+        Arg::Bytes(v) => q.bind(v),
+        Arg::Uuid(v) => q.bind(v),
+        Arg::Time(v) => q.bind(v),
+        Arg::Json(v) => q.bind(v),
+        Arg::UuidList(v) => q.bind(v),
+        Arg::I64List(v) => q.bind(v),
+        Arg::TextList(v) => q.bind(v),
+    }
+}
+
+fn bind_lite<'q>(
+    q: sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>,
+    arg: Arg,
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>> {
+    match arg {
+        Arg::I64(v) => q.bind(v),
+        Arg::I32(v) => q.bind(v),
+        Arg::F64(v) => q.bind(v),
+        Arg::Bool(v) => q.bind(v),
+        Arg::Text(v) => q.bind(v),
+        Arg::Bytes(v) => q.bind(v),
+        Arg::Uuid(v) => q.bind(v.map(|u| u.hyphenated().to_string())),
+        Arg::Time(v) => q.bind(v.as_ref().map(sqlite_time)),
+        Arg::Json(v) => q.bind(v.map(|v| v.to_string())),
+        Arg::UuidList(v) => q.bind(
+            Value::from(
+                v.iter()
+                    .map(|u| Value::from(u.hyphenated().to_string()))
+                    .collect::<Vec<_>>(),
+            )
+            .to_string(),
+        ),
+        Arg::I64List(v) => q.bind(Value::from(v).to_string()),
+        Arg::TextList(v) => q.bind(Value::from(v).to_string()),
+    }
+}
+
+/// PostgreSQL's `$n` placeholders in SQLite's numbered form `?n` (outside quotes).
+pub fn sqlite_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                out.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => out.push('?'),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// A statement with its bound values.
+#[must_use = "a query does nothing until executed"]
+pub struct Query<'q> {
+    sql: &'q str,
+    args: Vec<Arg>,
+}
+
+/// What a statement changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    rows_affected: u64,
+}
+
+impl Done {
+    pub fn rows_affected(&self) -> u64 {
+        self.rows_affected
+    }
+}
+
+/// A statement (PostgreSQL placeholders, `$1`…).
+pub fn query(sql: &str) -> Query<'_> {
+    Query {
+        sql,
+        args: Vec::new(),
+    }
+}
+
+/// A statement whose rows are read as `T` (a tuple of [`Column`]s, or a [`FromRow`]).
+pub fn query_as<T: FromRow>(sql: &str) -> QueryAs<'_, T> {
+    QueryAs {
+        query: query(sql),
+        _row: std::marker::PhantomData,
+    }
+}
+
+/// A statement whose rows' first column is read as `T`.
+pub fn query_scalar<T: Column>(sql: &str) -> QueryScalar<'_, T> {
+    QueryScalar {
+        query: query(sql),
+        _column: std::marker::PhantomData,
+    }
+}
+
+impl<'q> Query<'q> {
+    pub fn bind(mut self, value: impl Into<Arg>) -> Self {
+        self.args.push(value.into());
+        self
+    }
+
+    /// Runs the statement; how many rows it changed.
+    ///
+    /// # Errors
+    /// The database refused the statement.
+    pub async fn execute<'e>(self, executor: impl Executor<'e>) -> Result<Done, sqlx::Error> {
+        let rows_affected = match executor.target() {
+            Target::Pg(conn) => self.pg().execute(conn).await?.rows_affected(),
+            Target::PgPool(pool) => self.pg().execute(pool).await?.rows_affected(),
+            Target::Lite(conn) => {
+                let sql = sqlite_placeholders(self.sql);
+                lite(&sql, self.args).execute(conn).await?.rows_affected()
+            }
+            Target::LitePool(pool) => {
+                let sql = sqlite_placeholders(self.sql);
+                lite(&sql, self.args).execute(pool).await?.rows_affected()
+            }
+        };
+        Ok(Done { rows_affected })
+    }
+
+    /// Every row.
+    ///
+    /// # Errors
+    /// The database refused the statement.
+    pub async fn fetch_all<'e>(self, executor: impl Executor<'e>) -> Result<Vec<Row>, sqlx::Error> {
+        Ok(match executor.target() {
+            Target::Pg(conn) => self
+                .pg()
+                .fetch_all(conn)
+                .await?
+                .into_iter()
+                .map(Row::Pg)
+                .collect(),
+            Target::PgPool(pool) => self
+                .pg()
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(Row::Pg)
+                .collect(),
+            Target::Lite(conn) => {
+                let sql = sqlite_placeholders(self.sql);
+                lite(&sql, self.args)
+                    .fetch_all(conn)
+                    .await?
+                    .into_iter()
+                    .map(Row::Lite)
+                    .collect()
+            }
+            Target::LitePool(pool) => {
+                let sql = sqlite_placeholders(self.sql);
+                lite(&sql, self.args)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(Row::Lite)
+                    .collect()
+            }
+        })
+    }
+
+    /// The first row, if any.
+    ///
+    /// # Errors
+    /// The database refused the statement.
+    pub async fn fetch_optional<'e>(
+        self,
+        executor: impl Executor<'e>,
+    ) -> Result<Option<Row>, sqlx::Error> {
+        Ok(match executor.target() {
+            Target::Pg(conn) => self.pg().fetch_optional(conn).await?.map(Row::Pg),
+            Target::PgPool(pool) => self.pg().fetch_optional(pool).await?.map(Row::Pg),
+            Target::Lite(conn) => {
+                let sql = sqlite_placeholders(self.sql);
+                lite(&sql, self.args)
+                    .fetch_optional(conn)
+                    .await?
+                    .map(Row::Lite)
+            }
+            Target::LitePool(pool) => {
+                let sql = sqlite_placeholders(self.sql);
+                lite(&sql, self.args)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(Row::Lite)
+            }
+        })
+    }
+
+    /// Exactly one row.
+    ///
+    /// # Errors
+    /// The database refused the statement, or returned no row.
+    pub async fn fetch_one<'e>(self, executor: impl Executor<'e>) -> Result<Row, sqlx::Error> {
+        self.fetch_optional(executor)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+
+    fn pg(self) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+        self.args
+            .into_iter()
+            .fold(sqlx::query::<Postgres>(self.sql), bind_pg)
+    }
+}
+
+fn lite(sql: &str, args: Vec<Arg>) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
+    args.into_iter().fold(sqlx::query::<Sqlite>(sql), bind_lite)
+}
+
+/// A statement read as rows of `T`.
+#[must_use = "a query does nothing until executed"]
+pub struct QueryAs<'q, T> {
+    query: Query<'q>,
+    _row: std::marker::PhantomData<T>,
+}
+
+impl<T: FromRow> QueryAs<'_, T> {
+    pub fn bind(mut self, value: impl Into<Arg>) -> Self {
+        self.query = self.query.bind(value);
+        self
+    }
+
+    /// # Errors
+    /// The database refused the statement, or a row does not decode.
+    pub async fn fetch_all<'e>(self, executor: impl Executor<'e>) -> Result<Vec<T>, sqlx::Error> {
+        self.query
+            .fetch_all(executor)
+            .await?
+            .iter()
+            .map(T::from_row)
+            .collect()
+    }
+
+    /// # Errors
+    /// The database refused the statement, or the row does not decode.
+    pub async fn fetch_optional<'e>(
+        self,
+        executor: impl Executor<'e>,
+    ) -> Result<Option<T>, sqlx::Error> {
+        self.query
+            .fetch_optional(executor)
+            .await?
+            .as_ref()
+            .map(T::from_row)
+            .transpose()
+    }
+
+    /// # Errors
+    /// The database refused the statement, returned no row, or it does not decode.
+    pub async fn fetch_one<'e>(self, executor: impl Executor<'e>) -> Result<T, sqlx::Error> {
+        T::from_row(&self.query.fetch_one(executor).await?)
+    }
+}
+
+/// A statement read as its rows' first column.
+#[must_use = "a query does nothing until executed"]
+pub struct QueryScalar<'q, T> {
+    query: Query<'q>,
+    _column: std::marker::PhantomData<T>,
+}
+
+impl<T: Column> QueryScalar<'_, T> {
+    pub fn bind(mut self, value: impl Into<Arg>) -> Self {
+        self.query = self.query.bind(value);
+        self
+    }
+
+    /// # Errors
+    /// The database refused the statement, or a value does not decode.
+    pub async fn fetch_all<'e>(self, executor: impl Executor<'e>) -> Result<Vec<T>, sqlx::Error> {
+        self.query
+            .fetch_all(executor)
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
+    /// # Errors
+    /// The database refused the statement, or the value does not decode.
+    pub async fn fetch_optional<'e>(
+        self,
+        executor: impl Executor<'e>,
+    ) -> Result<Option<T>, sqlx::Error> {
+        self.query
+            .fetch_optional(executor)
+            .await?
+            .map(|row| row.get(0))
+            .transpose()
+    }
+
+    /// # Errors
+    /// The database refused the statement, returned no row, or it does not decode.
+    pub async fn fetch_one<'e>(self, executor: impl Executor<'e>) -> Result<T, sqlx::Error> {
+        self.query.fetch_one(executor).await?.get(0)
+    }
+}
+
+/// A result row of either backend.
+pub enum Row {
+    Pg(PgRow),
+    Lite(SqliteRow),
+}
+
+/// A column position or name.
+pub trait ColumnIndex: sqlx::ColumnIndex<PgRow> + sqlx::ColumnIndex<SqliteRow> + Copy {}
+impl ColumnIndex for usize {}
+impl ColumnIndex for &str {}
+
+impl Row {
+    /// The value of a column.
+    ///
+    /// # Errors
+    /// No such column, or its value does not decode as `T`.
+    pub fn get<T: Column>(&self, index: impl ColumnIndex) -> Result<T, sqlx::Error> {
+        match self {
+            Row::Pg(row) => T::pg(row, index),
+            Row::Lite(row) => T::lite(row, index),
+        }
+    }
+}
+
+/// A type a column decodes to, on both backends.
+pub trait Column: Sized + Send {
+    /// # Errors
+    /// No such column, or its value does not decode.
+    fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error>;
+    /// # Errors
+    /// No such column, or its value does not decode.
+    fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error>;
+}
+
+/// Types both drivers decode natively.
+macro_rules! native_column {
+    ($($ty:ty),*) => {
+        $(
+            impl Column for $ty {
+                fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    sqlx::Row::try_get(row, index)
+                }
+                fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    sqlx::Row::try_get(row, index)
+                }
+            }
+            impl Column for Option<$ty> {
+                fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    sqlx::Row::try_get(row, index)
+                }
+                fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    sqlx::Row::try_get(row, index)
+                }
+            }
+        )*
+    };
+}
+
+native_column!(i64, i32, f64, bool, String, Vec<u8>);
+
+/// Types SQLite keeps as text: decoded from it with `parse`.
+macro_rules! text_column {
+    ($($ty:ty => $parse:expr),*) => {
+        $(
+            impl Column for $ty {
+                fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    sqlx::Row::try_get(row, index)
+                }
+                fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    let text: String = sqlx::Row::try_get(row, index)?;
+                    $parse(&text)
+                }
+            }
+            impl Column for Option<$ty> {
+                fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    sqlx::Row::try_get(row, index)
+                }
+                fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    let text: Option<String> = sqlx::Row::try_get(row, index)?;
+                    text.as_deref().map($parse).transpose()
+                }
+            }
+        )*
+    };
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, sqlx::Error> {
+    Uuid::parse_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn parse_json(text: &str) -> Result<Value, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+text_column!(
+    Uuid => parse_uuid,
+    DateTime<Utc> => parse_sqlite_time,
+    Value => parse_json
+);
+
+/// A row read as a Rust value.
+pub trait FromRow: Sized {
+    /// # Errors
+    /// A column is missing or does not decode.
+    fn from_row(row: &Row) -> Result<Self, sqlx::Error>;
+}
+
+macro_rules! tuple_from_row {
+    ($($name:ident : $index:tt),+) => {
+        impl<$($name: Column),+> FromRow for ($($name,)+) {
+            fn from_row(row: &Row) -> Result<Self, sqlx::Error> {
+                Ok(($(row.get::<$name>($index)?,)+))
+            }
+        }
+    };
+}
+
+tuple_from_row!(A: 0);
+tuple_from_row!(A: 0, B: 1);
+tuple_from_row!(A: 0, B: 1, C: 2);
+tuple_from_row!(A: 0, B: 1, C: 2, D: 3);
+tuple_from_row!(A: 0, B: 1, C: 2, D: 3, E: 4);
+tuple_from_row!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5);
+tuple_from_row!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6);
+tuple_from_row!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7);
+
+/// Whether an error is a unique-key violation on `table` (PostgreSQL names the
+/// constraint, SQLite the table and columns).
+pub fn is_unique_violation(error: &sqlx::Error, constraint: &str, table: &str) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.constraint() == Some(constraint)
+                || (db.is_unique_violation()
+                    && db
+                        .message()
+                        .contains(&format!("UNIQUE constraint failed: {table}.")))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_numbered_outside_quotes() {
+        assert_eq!(
+            sqlite_placeholders("SELECT '$1', \"$2\" FROM t WHERE a = $1 AND b = $12"),
+            "SELECT '$1', \"$2\" FROM t WHERE a = ?1 AND b = ?12"
+        );
+    }
+
+    #[test]
+    fn sqlite_time_is_fixed_width_and_round_trips() {
+        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.000006Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let text = sqlite_time(&t);
+        assert_eq!(text, "2026-01-02T03:04:05.000006Z");
+        assert_eq!(parse_sqlite_time(&text).unwrap(), t);
+        assert_eq!(
+            parse_sqlite_time("2026-01-02 03:04:05").unwrap(),
+            DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap()
+        );
+    }
+}
