@@ -14,29 +14,69 @@ use serde::Serialize;
 use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::EventHandler;
 use shop_eventing::db::{self, DatabaseConfig};
+use shop_eventing::sql::{self, Pool};
 use shop_eventing::store::PgEventStore;
 use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
 use shop_schemas::inventory::{InventoryEvent, StockLine, StockReservationRejected, StockReserved};
 use shop_schemas::orders::{OrderCancelled, OrderConfirmed, OrderEvent, OrderLine, OrderPlaced};
 use shop_schemas::payments::{PaymentCompleted, PaymentDeclined, PaymentEvent};
 use shop_schemas::{CloudEvent, EventMetadata, Service};
-use sqlx::PgPool;
 use uuid::Uuid;
+
+/// The storage backends every reaction is checked on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Runs a scenario once per backend, as two tests.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario(super::Backend::Postgres).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario(super::Backend::Sqlite).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    the_orders_saga_decides_once_whatever_the_order,
+    inventory_moves_each_order_s_units_once,
+    payments_charge_once_and_refund_what_a_cancelled_order_paid,
+    shipping_schedules_each_confirmed_order_once,
+);
 
 /// A service database of its own for one test, dropped at the end.
 struct Database {
     config: DatabaseConfig,
     component: &'static str,
-    pool: PgPool,
+    pool: Pool,
 }
 
 impl Database {
-    async fn fresh(component: &'static str, private_schema: &str) -> Self {
+    async fn fresh(backend: Backend, component: &'static str, private_schema: &str) -> Self {
+        let instance = common::fresh_instance();
         let config = DatabaseConfig {
-            server_url: common::infra().database_url,
-            instance: common::fresh_instance(),
+            server_url: match backend {
+                Backend::Postgres => common::infra().database_url,
+                Backend::Sqlite => String::new(),
+            },
+            sqlite_dir: match backend {
+                Backend::Postgres => None,
+                Backend::Sqlite => Some(std::env::temp_dir().join(format!("shop-{instance}"))),
+            },
+            instance,
             max_connections: 4,
-            sqlite_dir: None,
         };
         let schema = [
             shop_eventing::store::SCHEMA,
@@ -44,7 +84,6 @@ impl Database {
             private_schema,
         ];
         let pool = db::open(&config, component, &schema).await.unwrap();
-        let pool = pool.as_postgres().unwrap().clone();
         Database {
             config,
             component,
@@ -54,12 +93,15 @@ impl Database {
 
     async fn drop(self) {
         self.pool.close().await;
-        db::drop_database(
-            &self.config.server_url,
-            &self.config.database_name(self.component),
-        )
-        .await
-        .unwrap();
+        match &self.config.sqlite_dir {
+            Some(dir) => std::fs::remove_dir_all(dir).unwrap(),
+            None => db::drop_database(
+                &self.config.server_url,
+                &self.config.database_name(self.component),
+            )
+            .await
+            .unwrap(),
+        }
     }
 }
 
@@ -124,12 +166,9 @@ fn with_redeliveries(order: &[CloudEvent]) -> [Vec<CloudEvent>; 2] {
 }
 
 /// Hands each event to the handler in a transaction of its own, as the runner does.
-async fn deliver(pool: &PgPool, handler: &dyn EventHandler, events: &[CloudEvent]) {
+async fn deliver(pool: &Pool, handler: &dyn EventHandler, events: &[CloudEvent]) {
     for event in events {
-        let mut tx = shop_eventing::sql::Pool::from(pool.clone())
-            .begin()
-            .await
-            .unwrap();
+        let mut tx = pool.begin().await.unwrap();
         handler
             .handle(&mut tx, event)
             .await
@@ -140,8 +179,8 @@ async fn deliver(pool: &PgPool, handler: &dyn EventHandler, events: &[CloudEvent
 
 /// What the reaction appended for one aggregate after its first `skip` events: event
 /// types and data, with the run's ids replaced by their names.
-async fn outcome(pool: &PgPool, aggregate: Uuid, skip: i64, ids: &[(Uuid, &str)]) -> Vec<String> {
-    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+async fn outcome(pool: &Pool, aggregate: Uuid, skip: i64, ids: &[(Uuid, &str)]) -> Vec<String> {
+    let rows: Vec<(String, serde_json::Value)> = sql::query_as(
         "SELECT event_type, data FROM events WHERE aggregate_id = $1 AND sequence > $2 ORDER BY sequence",
     )
     .bind(aggregate.to_string())
@@ -211,9 +250,9 @@ where
 
 /// SPEC §5.3: stock reserved and payment completed, in either order, each twice → one
 /// `OrderConfirmed`; a failed step → one `OrderCancelled` with its reason.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_orders_saga_decides_once_whatever_the_order() {
+async fn the_orders_saga_decides_once_whatever_the_order(backend: Backend) {
     let database = Database::fresh(
+        backend,
         "orders",
         include_str!("../command-services/orders/sql/orders.sql"),
     )
@@ -326,15 +365,15 @@ async fn the_orders_saga_decides_once_whatever_the_order() {
 
 /// SPEC §5.1, §5.3, §5.5: placed → reserved, confirmed → committed, cancelled → released
 /// from sold; each event twice: each step once, and the stock is back where it started.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inventory_moves_each_order_s_units_once() {
+async fn inventory_moves_each_order_s_units_once(backend: Backend) {
     let database = Database::fresh(
+        backend,
         "inventory",
         include_str!("../command-services/inventory/sql/inventory.sql"),
     )
     .await;
     let pool = database.pool.clone();
-    let store = shop_inventory::service::event_store(pool.clone().into());
+    let store = shop_inventory::service::event_store(pool.clone());
     let product = Uuid::now_v7();
     CommandBus::<shop_inventory::product::Product>::new(store.clone(), ())
         .execute(
@@ -391,7 +430,7 @@ async fn inventory_moves_each_order_s_units_once() {
                         ),
                     ]
                 );
-                let stock: (i64, i64, i64) = sqlx::query_as(
+                let stock: (i64, i64, i64) = sql::query_as(
                     "SELECT available, reserved, sold FROM stock WHERE product_id = $1",
                 )
                 .bind(product)
@@ -409,9 +448,9 @@ async fn inventory_moves_each_order_s_units_once() {
 /// SPEC §5.2, §5.5, §5.7: placed and reserved in either order, each twice → one charge;
 /// with a cancellation anywhere after the placement → the net charge is zero (refunded
 /// when charged first, never charged when the cancellation came first).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payments_charge_once_and_refund_what_a_cancelled_order_paid() {
+async fn payments_charge_once_and_refund_what_a_cancelled_order_paid(backend: Backend) {
     let database = Database::fresh(
+        backend,
         "payments",
         include_str!("../command-services/payments/sql/payments.sql"),
     )
@@ -437,17 +476,14 @@ async fn payments_charge_once_and_refund_what_a_cancelled_order_paid() {
     let net_charge = |order: Uuid| {
         let pool = pool.clone();
         async move {
-            let (completed, refunded, net): (i64, i64, i64) = sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE event_type = 'PaymentCompleted'),
-                        count(*) FILTER (WHERE event_type = 'PaymentRefunded'),
-                        COALESCE(sum(CASE event_type WHEN 'PaymentCompleted' THEN (data->>'amount')::bigint
-                                                     WHEN 'PaymentRefunded' THEN -(data->>'amount')::bigint END), 0)::bigint
-                 FROM events WHERE data->>'order_id' = $1",
-            )
-            .bind(order.to_string())
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+            let (mut completed, mut refunded, mut net) = (0, 0, 0);
+            for (event_type, amount) in money_events(&pool, Some(order)).await {
+                match event_type.as_str() {
+                    "PaymentCompleted" => (completed, net) = (completed + 1, net + amount),
+                    "PaymentRefunded" => (refunded, net) = (refunded + 1, net - amount),
+                    _ => {}
+                }
+            }
             (completed, refunded, net)
         }
     };
@@ -507,23 +543,38 @@ async fn payments_charge_once_and_refund_what_a_cancelled_order_paid() {
     .await;
     // Reserved before the cancellation: charged, then refunded (the late-payment case).
     assert!(refunds.get() > 0, "no run charged before the cancellation");
-    let balance: i64 = sqlx::query_scalar(
-        "SELECT sum(CASE event_type WHEN 'PaymentCompleted' THEN -(data->>'amount')::bigint ELSE (data->>'amount')::bigint END)::bigint
-         FROM events WHERE event_type IN ('FundsDeposited', 'PaymentCompleted', 'PaymentRefunded')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let balance: i64 = money_events(&pool, None)
+        .await
+        .iter()
+        .map(|(event_type, amount)| match event_type.as_str() {
+            "PaymentCompleted" => -amount,
+            _ => *amount,
+        })
+        .sum();
     assert_eq!(balance, 1_000_000 - charged);
     database.drop().await;
+}
+
+/// The payments store's money events (type, amount), of one order or of all.
+async fn money_events(pool: &Pool, order: Option<Uuid>) -> Vec<(String, i64)> {
+    let rows: Vec<(String, serde_json::Value)> = sql::query_as(
+        "SELECT event_type, data FROM events WHERE event_type IN ('FundsDeposited', 'PaymentCompleted', 'PaymentRefunded') ORDER BY position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .filter(|(_, data)| order.is_none_or(|o| data["order_id"] == o.to_string()))
+        .map(|(event_type, data)| (event_type, data["amount"].as_i64().unwrap()))
+        .collect()
 }
 
 /// SPEC §5.4: the customer's country (customers topic) and the confirmed order (orders
 /// topic) in any order, each twice → one `ShipmentScheduled`, or one `ShipmentFailed`
 /// for a country shipments do not go to.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shipping_schedules_each_confirmed_order_once() {
+async fn shipping_schedules_each_confirmed_order_once(backend: Backend) {
     let database = Database::fresh(
+        backend,
         "shipping",
         include_str!("../command-services/shipping/sql/shipping.sql"),
     )

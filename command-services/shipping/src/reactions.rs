@@ -100,10 +100,9 @@ impl ScheduleShipments {
         cause: &CloudEvent,
     ) -> Result<(), HandlerError> {
         let ready: Option<(Uuid, String)> = sql::query_as(
-            "UPDATE shipment_requests r SET scheduled = true FROM customer_countries c
-             WHERE r.order_id = $1 AND c.customer_id = r.customer_id
-               AND r.confirmed AND NOT r.cancelled AND NOT r.scheduled
-             RETURNING r.customer_id, c.country",
+            "SELECT r.customer_id, c.country FROM shipment_requests r
+             JOIN customer_countries c ON c.customer_id = r.customer_id
+             WHERE r.order_id = $1 AND r.confirmed AND NOT r.cancelled AND NOT r.scheduled",
         )
         .bind(order_id)
         .fetch_optional(&mut *tx)
@@ -111,6 +110,12 @@ impl ScheduleShipments {
         let Some((customer_id, country)) = ready else {
             return Ok(());
         };
+        // A concurrent scheduler of the same order (another instance) is harmless: the
+        // shipment aggregate decides once.
+        sql::query("UPDATE shipment_requests SET scheduled = true WHERE order_id = $1")
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
         let command = ShipmentCommand::Schedule {
             order_id,
             customer_id,
