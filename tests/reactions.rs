@@ -14,7 +14,7 @@ use serde::Serialize;
 use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::EventHandler;
 use shop_eventing::db::{self, DatabaseConfig};
-use shop_eventing::sql::{self, Pool};
+use shop_eventing::sql::{self, Dialect, Pool};
 use shop_eventing::store::PgEventStore;
 use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
 use shop_schemas::inventory::{InventoryEvent, StockLine, StockReservationRejected, StockReserved};
@@ -23,33 +23,7 @@ use shop_schemas::payments::{PaymentCompleted, PaymentDeclined, PaymentEvent};
 use shop_schemas::{CloudEvent, EventMetadata, Service};
 use uuid::Uuid;
 
-/// The storage backends every reaction is checked on.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-/// Runs a scenario once per backend, as two tests.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$scenario(super::Backend::Postgres).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$scenario(super::Backend::Sqlite).await;
-                }
-            }
-        )*
-    };
-}
-
-on_both_backends!(
+shop_eventing::on_both_backends!(
     the_orders_saga_decides_once_whatever_the_order,
     inventory_moves_each_order_s_units_once,
     payments_charge_once_and_refund_what_a_cancelled_order_paid,
@@ -64,16 +38,16 @@ struct Database {
 }
 
 impl Database {
-    async fn fresh(backend: Backend, component: &'static str, private_schema: &str) -> Self {
+    async fn fresh(backend: Dialect, component: &'static str, private_schema: &str) -> Self {
         let instance = common::fresh_instance();
         let config = DatabaseConfig {
             server_url: match backend {
-                Backend::Postgres => common::infra().database_url,
-                Backend::Sqlite => String::new(),
+                Dialect::Postgres => common::infra().database_url,
+                Dialect::Sqlite => String::new(),
             },
             sqlite_dir: match backend {
-                Backend::Postgres => None,
-                Backend::Sqlite => Some(std::env::temp_dir().join(format!("shop-{instance}"))),
+                Dialect::Postgres => None,
+                Dialect::Sqlite => Some(std::env::temp_dir().join(format!("shop-{instance}"))),
             },
             instance,
             max_connections: 4,
@@ -250,7 +224,7 @@ where
 
 /// SPEC §5.3: stock reserved and payment completed, in either order, each twice → one
 /// `OrderConfirmed`; a failed step → one `OrderCancelled` with its reason.
-async fn the_orders_saga_decides_once_whatever_the_order(backend: Backend) {
+async fn the_orders_saga_decides_once_whatever_the_order(backend: Dialect) {
     let database = Database::fresh(
         backend,
         "orders",
@@ -365,7 +339,7 @@ async fn the_orders_saga_decides_once_whatever_the_order(backend: Backend) {
 
 /// SPEC §5.1, §5.3, §5.5: placed → reserved, confirmed → committed, cancelled → released
 /// from sold; each event twice: each step once, and the stock is back where it started.
-async fn inventory_moves_each_order_s_units_once(backend: Backend) {
+async fn inventory_moves_each_order_s_units_once(backend: Dialect) {
     let database = Database::fresh(
         backend,
         "inventory",
@@ -448,7 +422,7 @@ async fn inventory_moves_each_order_s_units_once(backend: Backend) {
 /// SPEC §5.2, §5.5, §5.7: placed and reserved in either order, each twice → one charge;
 /// with a cancellation anywhere after the placement → the net charge is zero (refunded
 /// when charged first, never charged when the cancellation came first).
-async fn payments_charge_once_and_refund_what_a_cancelled_order_paid(backend: Backend) {
+async fn payments_charge_once_and_refund_what_a_cancelled_order_paid(backend: Dialect) {
     let database = Database::fresh(
         backend,
         "payments",
@@ -572,7 +546,7 @@ async fn money_events(pool: &Pool, order: Option<Uuid>) -> Vec<(String, i64)> {
 /// SPEC §5.4: the customer's country (customers topic) and the confirmed order (orders
 /// topic) in any order, each twice → one `ShipmentScheduled`, or one `ShipmentFailed`
 /// for a country shipments do not go to.
-async fn shipping_schedules_each_confirmed_order_once(backend: Backend) {
+async fn shipping_schedules_each_confirmed_order_once(backend: Dialect) {
     let database = Database::fresh(
         backend,
         "shipping",

@@ -876,6 +876,27 @@ tuple_from_row!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5);
 tuple_from_row!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6);
 tuple_from_row!(A: 0, B: 1, C: 2, D: 3, E: 4, F: 5, G: 6, H: 7);
 
+/// For tests: turns each named `async fn scenario(Dialect)` into a module with two
+/// tests, `postgres` and `sqlite`, so one scenario is checked on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario($crate::sql::Dialect::Postgres).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario($crate::sql::Dialect::Sqlite).await;
+                }
+            }
+        )*
+    };
+}
+
 /// Whether an error is a unique-key violation on `table` (PostgreSQL names the
 /// constraint, SQLite the table and columns).
 pub fn is_unique_violation(error: &sqlx::Error, constraint: &str, table: &str) -> bool {

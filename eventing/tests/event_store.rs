@@ -1,6 +1,6 @@
 //! The event store against a real PostgreSQL server (a fresh database per test).
 
-use shop_eventing::sql;
+use shop_eventing::sql::{self, Dialect};
 use std::sync::Arc;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
@@ -9,10 +9,15 @@ use shop_eventing::store::{PgEventStore, SCHEMA};
 
 mod common;
 
-use common::{fresh_database, Counter, TestDatabase};
+shop_eventing::on_both_backends!(
+    appends_are_read_back_with_outbox_rows,
+    racing_appends_of_one_sequence_conflict_and_store_nothing_of_the_loser
+);
 
-async fn fresh_store() -> (PgEventStore, TestDatabase) {
-    let database = fresh_database("store", &[SCHEMA]).await;
+use common::{fresh_database_on, Counter, TestDatabase};
+
+async fn fresh_store(backend: Dialect) -> (PgEventStore, TestDatabase) {
+    let database = fresh_database_on(backend, "store", &[SCHEMA]).await;
     (PgEventStore::new(database.pool.clone()), database)
 }
 
@@ -28,9 +33,8 @@ fn event(id: &str, sequence: usize, by: i64) -> SerializedEvent {
     }
 }
 
-#[tokio::test]
-async fn appends_are_read_back_with_outbox_rows() {
-    let (store, database) = fresh_store().await;
+async fn appends_are_read_back_with_outbox_rows(backend: Dialect) {
+    let (store, database) = fresh_store(backend).await;
     store
         .persist::<Counter>(&[event("a", 1, 5), event("a", 2, 7)], None)
         .await
@@ -53,9 +57,8 @@ async fn appends_are_read_back_with_outbox_rows() {
     database.drop().await;
 }
 
-#[tokio::test]
-async fn racing_appends_of_one_sequence_conflict_and_store_nothing_of_the_loser() {
-    let (store, database) = fresh_store().await;
+async fn racing_appends_of_one_sequence_conflict_and_store_nothing_of_the_loser(backend: Dialect) {
+    let (store, database) = fresh_store(backend).await;
     store
         .persist::<Counter>(&[event("a", 1, 1)], None)
         .await

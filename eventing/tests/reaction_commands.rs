@@ -1,7 +1,7 @@
 //! Commands executed inside a caller's transaction (how saga reactions append): their
 //! events commit or roll back with it, and a lost race leaves it usable.
 
-use shop_eventing::sql;
+use shop_eventing::sql::{self, Dialect};
 use std::sync::Arc;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
@@ -12,10 +12,15 @@ use shop_schemas::EventMetadata;
 
 mod common;
 
-use common::{fresh_database, Counter, TestDatabase};
+shop_eventing::on_both_backends!(
+    events_commit_and_roll_back_with_the_callers_transaction,
+    a_lost_race_inside_a_transaction_rolls_back_only_itself
+);
 
-async fn fresh() -> (PgEventStore, TestDatabase) {
-    let database = fresh_database("reaction", &[SCHEMA]).await;
+use common::{fresh_database_on, Counter, TestDatabase};
+
+async fn fresh(backend: Dialect) -> (PgEventStore, TestDatabase) {
+    let database = fresh_database_on(backend, "reaction", &[SCHEMA]).await;
     (PgEventStore::new(database.pool.clone()), database)
 }
 
@@ -26,9 +31,8 @@ async fn count(store: &PgEventStore, table: &str) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn events_commit_and_roll_back_with_the_callers_transaction() {
-    let (store, database) = fresh().await;
+async fn events_commit_and_roll_back_with_the_callers_transaction(backend: Dialect) {
+    let (store, database) = fresh(backend).await;
     let bus = Arc::new(CommandBus::<Counter>::new(store.clone(), ()));
     let metadata = EventMetadata::default();
 
@@ -71,9 +75,8 @@ async fn events_commit_and_roll_back_with_the_callers_transaction() {
     database.drop().await;
 }
 
-#[tokio::test]
-async fn a_lost_race_inside_a_transaction_rolls_back_only_itself() {
-    let (store, database) = fresh().await;
+async fn a_lost_race_inside_a_transaction_rolls_back_only_itself(backend: Dialect) {
+    let (store, database) = fresh(backend).await;
     let event = |sequence: usize| SerializedEvent {
         aggregate_id: "c".into(),
         sequence,

@@ -5,7 +5,7 @@
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 use shop_eventing::db::{self, DatabaseConfig};
-use shop_eventing::sql::Pool;
+use shop_eventing::sql::{Dialect, Pool};
 
 /// A database of its own for one test; [`TestDatabase::drop`] removes it.
 pub struct TestDatabase {
@@ -14,15 +14,22 @@ pub struct TestDatabase {
     component: String,
 }
 
-/// Creates a fresh database with `schema` applied; fails (never skips) when PostgreSQL is
-/// unreachable, saying how to start it.
+/// Creates a fresh PostgreSQL database with `schema` applied; fails (never skips) when
+/// PostgreSQL is unreachable, saying how to start it.
 pub async fn fresh_database(component: &str, schema: &[&str]) -> TestDatabase {
+    fresh_database_on(Dialect::Postgres, component, schema).await
+}
+
+/// Like [`fresh_database`] on either backend (SQLite: a file in a fresh temp directory).
+pub async fn fresh_database_on(backend: Dialect, component: &str, schema: &[&str]) -> TestDatabase {
+    let instance = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let config = DatabaseConfig {
         server_url: std::env::var("SHOP_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into()),
-        instance: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        sqlite_dir: (backend == Dialect::Sqlite)
+            .then(|| std::env::temp_dir().join(format!("shop-{instance}"))),
+        instance,
         max_connections: 4,
-        sqlite_dir: None,
     };
     let pool = db::open(&config, component, schema)
         .await
@@ -46,12 +53,15 @@ impl TestDatabase {
 
     pub async fn drop(self) {
         self.pool.close().await;
-        db::drop_database(
-            &self.config.server_url,
-            &self.config.database_name(&self.component),
-        )
-        .await
-        .unwrap();
+        match &self.config.sqlite_dir {
+            Some(dir) => std::fs::remove_dir_all(dir).unwrap(),
+            None => db::drop_database(
+                &self.config.server_url,
+                &self.config.database_name(&self.component),
+            )
+            .await
+            .unwrap(),
+        }
     }
 }
 
