@@ -18,6 +18,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole system in one process on embedded storage: no Kafka, no PostgreSQL.
+    Dev(Box<DevArgs>),
     /// Run components against Kafka and PostgreSQL (production mode).
     Serve(Box<ServeArgs>),
     /// Create or list the event topics.
@@ -114,6 +116,23 @@ pub struct ServeArgs {
     /// Components to run in this process (`all` for every one).
     #[arg(value_enum, required = true)]
     pub components: Vec<Component>,
+    #[command(flatten)]
+    pub options: ServeOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the embedded event log, the databases (one SQLite file per component) and
+    /// the generated admin password and JWT secret live.
+    #[arg(long, env = "SHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub options: ServeOptions,
+}
+
+/// What `shop serve` and `shop dev` share: ports, upstreams, secrets, tuning.
+#[derive(Debug, Clone, Args)]
+pub struct ServeOptions {
     /// Address the HTTP servers bind to.
     #[arg(long, env = "SHOP_BIND", default_value = "127.0.0.1")]
     pub bind: String,

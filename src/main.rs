@@ -4,6 +4,7 @@
 
 mod bench;
 mod cli;
+mod dev;
 mod serve;
 mod topics;
 
@@ -17,6 +18,7 @@ async fn main() -> std::process::ExitCode {
         shop_eventing::fault::arm(points);
     }
     let result = match cli.command {
+        cli::Command::Dev(args) => dev::run(&cli.common, *args).await,
         cli::Command::Serve(args) => serve::run(&cli.common, *args).await,
         cli::Command::Topics(args) => topics::run(&cli.common, args).await,
         cli::Command::Bench(args) => bench::run(&cli.common, args).await,

@@ -16,7 +16,7 @@ use shop_eventing::CancellationToken;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::cli::{Common, Component, ServeArgs};
+use crate::cli::{Common, Component, ServeArgs, ServeOptions};
 
 /// The Kafka client from the common flags.
 pub fn kafka(common: &Common) -> anyhow::Result<Arc<KafkaLog>> {
@@ -62,8 +62,62 @@ pub fn all_topics(prefix: &str) -> Vec<String> {
     topics
 }
 
+/// `shop serve`: the chosen components against Kafka and PostgreSQL.
 pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
-    let mut components: BTreeSet<Component> = args.components.iter().copied().collect();
+    let options = &args.options;
+    let secret = options
+        .jwt_secret
+        .clone()
+        .filter(|s| !s.is_empty())
+        .context("set SHOP_JWT_SECRET (or --jwt-secret): the secret that signs tokens")?;
+    let platform = platform(
+        common,
+        kafka(common)?,
+        JwtKeys::new(&secret, options.jwt_ttl_secs),
+        consumer_tuning(options),
+        relay_tuning(options),
+    );
+    platform
+        .log
+        .ensure_topics(&all_topics(&platform.topic_prefix))
+        .await
+        .context("cannot prepare topics (is Kafka running? `scripts/infra.sh up`)")?;
+    let admin_password = options.admin_password.clone().filter(|p| !p.is_empty());
+    run_components(
+        &platform,
+        &args.components,
+        options,
+        admin_password,
+        &|_| {},
+    )
+    .await
+}
+
+pub fn consumer_tuning(options: &ServeOptions) -> ConsumerTuning {
+    ConsumerTuning {
+        batch_size: options.consumer_batch_size,
+        max_attempts: options.consumer_max_attempts,
+        retry_backoff: Duration::from_millis(options.consumer_retry_backoff_ms),
+    }
+}
+
+pub fn relay_tuning(options: &ServeOptions) -> RelayTuning {
+    RelayTuning {
+        batch_size: options.relay_batch_size,
+        poll_interval: Duration::from_millis(options.relay_poll_ms),
+    }
+}
+
+/// Starts the components on `platform`, prints their addresses and `shop: ready`, and
+/// runs until SIGINT/SIGTERM, then shuts down cleanly.
+pub async fn run_components(
+    platform: &Platform,
+    components: &[Component],
+    args: &ServeOptions,
+    admin_password: Option<String>,
+    announce: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    let mut components: BTreeSet<Component> = components.iter().copied().collect();
     if components.remove(&Component::All) {
         components.extend([
             Component::Customers,
@@ -76,44 +130,16 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             Component::Gateway,
         ]);
     }
-    let secret = args
-        .jwt_secret
-        .clone()
-        .filter(|s| !s.is_empty())
-        .context("set SHOP_JWT_SECRET (or --jwt-secret): the secret that signs tokens")?;
-    let platform = platform(
-        common,
-        kafka(common)?,
-        JwtKeys::new(&secret, args.jwt_ttl_secs),
-        ConsumerTuning {
-            batch_size: args.consumer_batch_size,
-            max_attempts: args.consumer_max_attempts,
-            retry_backoff: Duration::from_millis(args.consumer_retry_backoff_ms),
-        },
-        RelayTuning {
-            batch_size: args.relay_batch_size,
-            poll_interval: Duration::from_millis(args.relay_poll_ms),
-        },
-    );
-    platform
-        .log
-        .ensure_topics(&all_topics(&platform.topic_prefix))
-        .await
-        .context("cannot prepare topics (is Kafka running? `scripts/infra.sh up`)")?;
-
     let mut servers: Vec<(&'static str, Router, tokio::net::TcpListener)> = Vec::new();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut local = LocalUpstreams::default();
+    let mut gateway_url: Option<String> = None;
 
     if components.contains(&Component::Customers) {
-        let password = args
-            .admin_password
-            .clone()
-            .filter(|p| !p.is_empty())
-            .context(
-                "set SHOP_ADMIN_PASSWORD (or --admin-password): the password of admin@shop.local",
-            )?;
-        let started = shop_customers::start(&platform, &password)
+        let password = admin_password.clone().context(
+            "set SHOP_ADMIN_PASSWORD (or --admin-password): the password of admin@shop.local",
+        )?;
+        let started = shop_customers::start(platform, &password)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tasks.extend(started.tasks);
@@ -122,7 +148,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         servers.push((shop_customers::COMPONENT, started.router, listener));
     }
     if components.contains(&Component::Inventory) {
-        let started = shop_inventory::start(&platform).await?;
+        let started = shop_inventory::start(platform).await?;
         let (listener, addr) = bind(&args.bind, args.inventory_port).await?;
         local.inventory = Some(format!("http://{addr}"));
         servers.push((shop_inventory::service::COMPONENT, started.router, listener));
@@ -132,14 +158,14 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         let config = shop_orders::OrdersConfig {
             saga_timeout: Duration::from_millis(args.saga_timeout_ms),
         };
-        let started = shop_orders::start(&platform, config).await?;
+        let started = shop_orders::start(platform, config).await?;
         let (listener, addr) = bind(&args.bind, args.orders_port).await?;
         local.orders = Some(format!("http://{addr}"));
         servers.push((shop_orders::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
     if components.contains(&Component::Payments) {
-        let started = shop_payments::start(&platform).await?;
+        let started = shop_payments::start(platform).await?;
         let (listener, addr) = bind(&args.bind, args.payments_port).await?;
         local.payments = Some(format!("http://{addr}"));
         servers.push((shop_payments::COMPONENT, started.router, listener));
@@ -149,20 +175,20 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         let config = shop_shipping::ShippingConfig {
             countries: shop_shipping::shipment::SupportedCountries::parse(&args.shipping_countries),
         };
-        let started = shop_shipping::start(&platform, config).await?;
+        let started = shop_shipping::start(platform, config).await?;
         let (listener, addr) = bind(&args.bind, args.shipping_port).await?;
         local.shipping = Some(format!("http://{addr}"));
         servers.push((shop_shipping::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
     if components.contains(&Component::Projector) {
-        let started = shop_projections::start(&platform).await?;
+        let started = shop_projections::start(platform).await?;
         let (listener, _) = bind(&args.bind, args.projector_port).await?;
         servers.push((shop_projections::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
     if components.contains(&Component::ReadApi) {
-        let router = shop_read_api::start(&platform).await?;
+        let router = shop_read_api::start(platform).await?;
         let (listener, addr) = bind(&args.bind, args.read_api_port).await?;
         local.read_api = Some(format!("http://{addr}"));
         servers.push((shop_read_api::COMPONENT, router, listener));
@@ -186,7 +212,8 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
         };
         let router = shop_gateway::router(config, platform.jwt.clone());
-        let (listener, _) = bind(&args.bind, args.port).await?;
+        let (listener, addr) = bind(&args.bind, args.port).await?;
+        gateway_url = Some(format!("http://{addr}"));
         servers.push((shop_gateway::COMPONENT, router, listener));
     }
     if servers.is_empty() {
@@ -207,6 +234,9 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
             name,
         )));
+    }
+    if let Some(gateway) = &gateway_url {
+        announce(gateway);
     }
     println!("shop: ready");
 

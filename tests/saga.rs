@@ -5,18 +5,26 @@
 
 mod common;
 
+shop_eventing::on_both_backends!(
+    an_order_is_confirmed_shipped_and_delivered,
+    an_order_beyond_the_stock_is_cancelled_out_of_stock,
+    an_order_beyond_the_wallet_is_cancelled_and_its_stock_released,
+    an_order_to_an_unserved_country_is_cancelled_refunded_and_released,
+    a_customer_cancels_before_shipping_but_not_after,
+    a_payment_published_after_the_deadline_is_refunded,
+);
+
 use std::time::{Duration, Instant};
 
 use common::{eventually, Client, Instance, ShopProcess};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::PgPool;
+use shop_eventing::sql::{self, Dialect, Pool};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Environment variables for a process, and the components one process runs with them.
 type Env<'a> = &'a [(&'a str, &'a str)];
-type Group<'a> = (&'a [&'a str], Env<'a>);
 
 /// A deadline far enough that only the timeout scenario meets one, and the default
 /// shipping countries (Brazil is not among them).
@@ -40,18 +48,10 @@ struct Customer {
 }
 
 impl Shop {
-    /// Every component in one process.
-    async fn start(env: Env<'_>) -> Self {
-        Self::start_split(&[(&["all"], env)]).await
-    }
-
-    /// One process per group of components, each with its own environment.
-    async fn start_split(groups: &[Group<'_>]) -> Self {
-        let instance = Instance::new();
-        let mut processes = Vec::new();
-        for (components, env) in groups {
-            processes.push(instance.spawn(components, env).await);
-        }
+    /// Every component in one process (`shop serve all`, or `shop dev` on SQLite).
+    async fn start(backend: Dialect, env: Env<'_>) -> Self {
+        let instance = Instance::on(backend);
+        let processes = vec![instance.spawn(&["all"], env).await];
         let admin = Client::admin(instance.gateway_url()).await;
         let public = Client::new(instance.gateway_url());
         Shop {
@@ -247,8 +247,8 @@ fn figures(customer: &Value) -> (i64, i64, i64) {
 }
 
 /// The types of the events about one order in a service's event store, in order.
-async fn events_of_order(pool: &PgPool, order_id: &str) -> Vec<String> {
-    sqlx::query_scalar(
+async fn events_of_order(pool: &Pool, order_id: &str) -> Vec<String> {
+    sql::query_scalar(
         "SELECT event_type FROM events WHERE data->>'order_id' = $1 ORDER BY position",
     )
     .bind(order_id)
@@ -257,13 +257,12 @@ async fn events_of_order(pool: &PgPool, order_id: &str) -> Vec<String> {
     .unwrap()
 }
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+async fn count(pool: &Pool, sql: &str) -> i64 {
+    sql::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_is_confirmed_shipped_and_delivered() {
-    let shop = Shop::start(SAGA_ENV).await;
+async fn an_order_is_confirmed_shipped_and_delivered(backend: Dialect) {
+    let shop = Shop::start(backend, SAGA_ENV).await;
     let tea = shop.admin.add_product("TEA-1", 1200, 10).await;
     let hanako = shop.customer("Hanako", "JP", 10_000).await;
 
@@ -321,9 +320,8 @@ async fn an_order_is_confirmed_shipped_and_delivered() {
     shop.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_beyond_the_stock_is_cancelled_out_of_stock() {
-    let shop = Shop::start(SAGA_ENV).await;
+async fn an_order_beyond_the_stock_is_cancelled_out_of_stock(backend: Dialect) {
+    let shop = Shop::start(backend, SAGA_ENV).await;
     let tea = shop.admin.add_product("TEA-1", 1200, 5).await;
     let hanako = shop.customer("Hanako", "JP", 10_000).await;
 
@@ -342,7 +340,7 @@ async fn an_order_beyond_the_stock_is_cancelled_out_of_stock() {
     // Nothing was taken: no charge, no stock held.
     shop.wait_figures(&hanako, (10_000, 0, 1)).await;
     shop.wait_stock(&tea, (5, 0, 0)).await;
-    let payments_db = shop.instance.pool("payments").await;
+    let payments_db = shop.instance.store("payments").await;
     assert_eq!(
         events_of_order(&payments_db, &order).await,
         Vec::<String>::new(),
@@ -353,9 +351,8 @@ async fn an_order_beyond_the_stock_is_cancelled_out_of_stock() {
     shop.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_beyond_the_wallet_is_cancelled_and_its_stock_released() {
-    let shop = Shop::start(SAGA_ENV).await;
+async fn an_order_beyond_the_wallet_is_cancelled_and_its_stock_released(backend: Dialect) {
+    let shop = Shop::start(backend, SAGA_ENV).await;
     let tea = shop.admin.add_product("TEA-1", 1200, 10).await;
     let hanako = shop.customer("Hanako", "JP", 1000).await;
 
@@ -379,9 +376,8 @@ async fn an_order_beyond_the_wallet_is_cancelled_and_its_stock_released() {
     shop.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_to_an_unserved_country_is_cancelled_refunded_and_released() {
-    let shop = Shop::start(SAGA_ENV).await;
+async fn an_order_to_an_unserved_country_is_cancelled_refunded_and_released(backend: Dialect) {
+    let shop = Shop::start(backend, SAGA_ENV).await;
     let tea = shop.admin.add_product("TEA-1", 1200, 10).await;
     let joao = shop.customer("Joao", "BR", 10_000).await;
 
@@ -408,9 +404,8 @@ async fn an_order_to_an_unserved_country_is_cancelled_refunded_and_released() {
     shop.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_customer_cancels_before_shipping_but_not_after() {
-    let shop = Shop::start(SAGA_ENV).await;
+async fn a_customer_cancels_before_shipping_but_not_after(backend: Dialect) {
+    let shop = Shop::start(backend, SAGA_ENV).await;
     let tea = shop.admin.add_product("TEA-1", 1000, 10).await;
     let hanako = shop.customer("Hanako", "JP", 10_000).await;
     let taro = shop.customer("Taro", "JP", 0).await;
@@ -468,28 +463,18 @@ async fn a_customer_cancels_before_shipping_but_not_after() {
 /// orders, never told, cancels at the deadline; payments sees the cancellation and
 /// refunds. When the held events finally go out, nothing changes: the order stays
 /// cancelled, the money is back, the stock too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_published_after_the_deadline_is_refunded() {
-    let mut shop = Shop::start_split(&[
-        (
-            &[
-                "customers",
-                "inventory",
-                "orders",
-                "shipping",
-                "projector",
-                "read-api",
-                "gateway",
-            ],
-            &[("SHOP_SAGA_TIMEOUT_MS", "3000")],
-        ),
-        (&["payments"], &[("SHOP_FAULT_INJECT", "relay.stall")]),
-    ])
+async fn a_payment_published_after_the_deadline_is_refunded(backend: Dialect) {
+    // Payments' relay is held back; everything else runs.
+    let deadline = ("SHOP_SAGA_TIMEOUT_MS", "3000");
+    let mut shop = Shop::start(
+        backend,
+        &[deadline, ("SHOP_FAULT_INJECT", "relay.stall:payments")],
+    )
     .await;
     let tea = shop.admin.add_product("TEA-1", 1000, 10).await;
     let hanako = shop.customer("Hanako", "JP", 5000).await;
-    let payments_db = shop.instance.pool("payments").await;
-    let orders_db = shop.instance.pool("orders").await;
+    let payments_db = shop.instance.store("payments").await;
+    let orders_db = shop.instance.store("orders").await;
     // Payments is consuming (it has read the catalogue's events), so it can charge the
     // order well within the deadline.
     eventually("payments consumes inventory events", WAIT, || async {
@@ -529,17 +514,17 @@ async fn a_payment_published_after_the_deadline_is_refunded() {
         "the charge is not published while the relay is stalled"
     );
 
-    // Payments restarts without the fault: deposit, charge and refund go out late.
+    // The system restarts without the fault: deposit, charge and refund go out late.
     shop.processes.pop().unwrap().kill().await;
     shop.processes
-        .push(shop.instance.spawn(&["payments"], &[]).await);
+        .push(shop.instance.spawn(&["all"], &[deadline]).await);
     shop.wait_history(
         &order,
         &["PaymentCompleted@payments", "PaymentRefunded@payments"],
     )
     .await;
     shop.wait_figures(&hanako, (5000, 0, 1)).await;
-    let charge: uuid::Uuid = sqlx::query_scalar(
+    let charge: uuid::Uuid = sql::query_scalar(
         "SELECT event_id FROM events WHERE event_type = 'PaymentCompleted' AND data->>'order_id' = $1",
     )
     .bind(&order)
@@ -547,7 +532,7 @@ async fn a_payment_published_after_the_deadline_is_refunded() {
     .await
     .unwrap();
     eventually("orders handles the late payment", WAIT, || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_events WHERE event_id = $1")
+        sql::query_scalar::<i64>("SELECT count(*) FROM processed_events WHERE event_id = $1")
             .bind(charge)
             .fetch_one(&orders_db)
             .await

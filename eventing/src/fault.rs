@@ -17,6 +17,7 @@ pub const CONSUMER_MID_BATCH: &str = "consumer.mid_batch";
 /// The relay never publishes: committed events stay in the outbox until a process
 /// without this point takes over. Simulates a publisher that is slow or cut off, so that
 /// other services see this service's events late (e.g. a payment after a timeout).
+/// `relay.stall:<service>` stalls only that service's relay (one process running all).
 pub const RELAY_STALL: &str = "relay.stall";
 
 static POINTS: OnceLock<HashSet<String>> = OnceLock::new();

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod command;
 pub mod consumer;
 pub mod db;
+pub mod embedded;
 pub mod fault;
 pub mod http;
 pub mod kafka;

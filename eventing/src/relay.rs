@@ -55,7 +55,10 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let span = tracing::info_span!("relay", service = %self.config.service);
         async move {
-            if crate::fault::armed(crate::fault::RELAY_STALL) {
+            let stall = crate::fault::RELAY_STALL;
+            if crate::fault::armed(stall)
+                || crate::fault::armed(&format!("{stall}:{}", self.config.service))
+            {
                 warn!("fault injection: relay stalled, publishing nothing");
                 shutdown.cancelled().await;
                 return;

@@ -1,6 +1,7 @@
 //! The test harness: starts `shop serve` processes on a fresh instance (own databases,
 //! own topic prefix) against the real PostgreSQL and Kafka that `scripts/infra.sh up`
-//! starts, and talks to them over HTTP like a client would.
+//! starts — or, for an instance on the embedded backend, one `shop dev` process on a
+//! fresh data directory — and talks to them over HTTP like a client would.
 //!
 //! A test that cannot reach PostgreSQL or Kafka fails with a message saying how to start
 //! them; it never passes by skipping.
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use shop_eventing::sql::{self, Dialect, Pool};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -94,6 +96,10 @@ fn logs_dir() -> PathBuf {
 /// One instance of Shop: a name for its databases and topics, and the processes that
 /// serve it.
 pub struct Instance {
+    /// PostgreSQL + Kafka (`shop serve`), or SQLite + the embedded log (`shop dev`).
+    pub backend: Dialect,
+    /// The data directory of a `shop dev` instance.
+    pub data_dir: PathBuf,
     pub infra: Infra,
     pub name: String,
     pub topic_prefix: String,
@@ -151,10 +157,24 @@ impl ShopProcess {
 }
 
 impl Instance {
+    /// An instance on PostgreSQL and Kafka.
     pub fn new() -> Self {
-        let infra = infra();
+        Instance::on(Dialect::Postgres)
+    }
+
+    /// An instance on the given backend (`Dialect::Sqlite`: `shop dev`, no services).
+    pub fn on(backend: Dialect) -> Self {
+        let infra = match backend {
+            Dialect::Postgres => infra(),
+            Dialect::Sqlite => Infra {
+                database_url: String::new(),
+                kafka_brokers: String::new(),
+            },
+        };
         let name = fresh_instance();
         Instance {
+            backend,
+            data_dir: logs_dir().join(format!("{name}-data")),
             infra,
             topic_prefix: format!("{name}."),
             name,
@@ -189,6 +209,7 @@ impl Instance {
 
     /// Starts `shop serve COMPONENTS...` with this instance's settings and waits until it
     /// prints `shop: ready`. `env` adds or overrides variables (e.g. fault injection).
+    /// On the embedded backend it starts `shop dev` (every component) instead.
     pub async fn spawn(&self, components: &[&str], env: &[(&str, &str)]) -> ShopProcess {
         let log_path = logs_dir().join(format!(
             "{}-{}-{}.log",
@@ -198,9 +219,14 @@ impl Instance {
         ));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+        match self.backend {
+            Dialect::Postgres => command.arg("serve").args(components),
+            Dialect::Sqlite => {
+                assert_eq!(components, ["all"], "shop dev runs every component");
+                command.arg("dev").arg("--data-dir").arg(&self.data_dir)
+            }
+        };
         command
-            .arg("serve")
-            .args(components)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("SHOP_DATABASE_URL", &self.infra.database_url)
@@ -270,7 +296,26 @@ impl Instance {
         }
     }
 
-    /// A connection pool to one of this instance's databases.
+    /// A connection pool to one of this instance's databases, on either backend (for
+    /// checks written once for both: `shop_eventing::sql`).
+    pub async fn store(&self, component: &str) -> Pool {
+        match self.backend {
+            Dialect::Postgres => self.pool(component).await.into(),
+            Dialect::Sqlite => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.data_dir.join(format!("{component}.db")))
+                    .busy_timeout(Duration::from_secs(30));
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .connect_with(options)
+                    .await
+                    .unwrap()
+                    .into()
+            }
+        }
+    }
+
+    /// A connection pool to one of this instance's PostgreSQL databases.
     pub async fn pool(&self, component: &str) -> sqlx::PgPool {
         let base = self
             .infra
@@ -288,12 +333,12 @@ impl Instance {
     /// Waits until the orders service's catalogue replica holds `products` products (it
     /// learns them from inventory events; until then orders for them are 422).
     pub async fn wait_for_catalogue(&self, products: i64) {
-        let pool = self.pool("orders").await;
+        let pool = self.store("orders").await;
         eventually(
             "the orders service knows the products",
             Duration::from_secs(60),
             || async {
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM catalogue")
+                sql::query_scalar::<i64>("SELECT count(*) FROM catalogue")
                     .fetch_one(&pool)
                     .await
                     .unwrap()
@@ -304,8 +349,13 @@ impl Instance {
         pool.close().await;
     }
 
-    /// Drops this instance's databases and deletes its topics.
+    /// Drops this instance's databases and deletes its topics (the data directory of a
+    /// `shop dev` instance).
     pub async fn cleanup(&self) {
+        if self.backend == Dialect::Sqlite {
+            std::fs::remove_dir_all(&self.data_dir).ok();
+            return;
+        }
         let kafka = shop_eventing::kafka::KafkaLog::new(shop_eventing::kafka::KafkaConfig {
             brokers: self.infra.kafka_brokers.clone(),
             ..Default::default()

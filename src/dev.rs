@@ -1,0 +1,116 @@
+//! `shop dev`: the whole system in one process on embedded storage — every command
+//! service, the sagas, the projector, the read API and the gateway — with no external
+//! service. Event stores and read models are SQLite files (one per component database)
+//! and the event log is the embedded log, all under the data directory; a restart with
+//! the same directory finds everything there and the sagas in flight finish.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use shop_eventing::auth::{JwtKeys, ADMIN_EMAIL};
+use shop_eventing::db::DatabaseConfig;
+use shop_eventing::embedded::EmbeddedLog;
+use shop_eventing::platform::Platform;
+use shop_eventing::CancellationToken;
+
+use crate::cli::{Common, Component, DevArgs};
+use crate::serve::{all_topics, consumer_tuning, relay_tuning, run_components};
+
+/// The embedded event log's file in the data directory.
+pub const LOG_FILE: &str = "log.db";
+const ADMIN_PASSWORD_FILE: &str = "admin-password";
+const JWT_SECRET_FILE: &str = "jwt-secret";
+
+pub async fn run(common: &Common, args: DevArgs) -> anyhow::Result<()> {
+    let dir = &args.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let secret = match args.options.jwt_secret.clone().filter(|s| !s.is_empty()) {
+        Some(secret) => secret,
+        None => remembered_secret(&dir.join(JWT_SECRET_FILE))?,
+    };
+    let admin_password = match args
+        .options
+        .admin_password
+        .clone()
+        .filter(|p| !p.is_empty())
+    {
+        Some(password) => password,
+        None => remembered_secret(&dir.join(ADMIN_PASSWORD_FILE))?,
+    };
+    let log = EmbeddedLog::open(&dir.join(LOG_FILE), common.topic_partitions)
+        .await
+        .with_context(|| format!("cannot open the event log in {}", dir.display()))?;
+    let platform = Platform {
+        database: DatabaseConfig {
+            server_url: String::new(),
+            instance: "dev".to_string(),
+            max_connections: common.db_pool_size,
+            sqlite_dir: Some(dir.clone()),
+        },
+        log: Arc::new(log),
+        topic_prefix: common.topic_prefix.clone(),
+        jwt: JwtKeys::new(&secret, args.options.jwt_ttl_secs),
+        consumer: consumer_tuning(&args.options),
+        relay: relay_tuning(&args.options),
+        shutdown: CancellationToken::new(),
+    };
+    platform
+        .log
+        .ensure_topics(&all_topics(&platform.topic_prefix))
+        .await?;
+    // One process: the components other than the gateway listen on free ports.
+    let mut options = args.options.clone();
+    options.customers_port = 0;
+    options.inventory_port = 0;
+    options.orders_port = 0;
+    options.payments_port = 0;
+    options.shipping_port = 0;
+    options.read_api_port = 0;
+    options.projector_port = 0;
+    let data = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    let announce = |gateway: &str| {
+        println!("shop: Shop is running at {gateway} (REST API under {gateway}/api)");
+        println!("shop: admin login {ADMIN_EMAIL} / {admin_password}");
+        println!(
+            "shop: data in {} (event log, one SQLite database per component)",
+            data.display()
+        );
+    };
+    run_components(
+        &platform,
+        &[Component::All],
+        &options,
+        Some(admin_password.clone()),
+        &announce,
+    )
+    .await
+}
+
+/// A secret kept in `path` (created with a fresh random value, readable by its owner
+/// only, on first use), so that tokens and the admin password survive restarts.
+fn remembered_secret(path: &Path) -> anyhow::Result<String> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write_private(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(secret)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
