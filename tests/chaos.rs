@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use common::{Answer, Client, Instance, ShopProcess};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::PgPool;
+use shop_eventing::sql::{self, Dialect, Pool};
 
 const COMPONENTS: &[&str] = &[
     "customers",
@@ -28,6 +28,8 @@ const COMPONENTS: &[&str] = &[
     "read-api",
     "gateway",
 ];
+/// `shop dev` is one process: the victim is all of it.
+const DEV_COMPONENTS: &[&str] = &["all"];
 const VICTIMS: &[&str] = &[
     "customers",
     "inventory",
@@ -75,8 +77,15 @@ struct Buyer {
     deposited: i64,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_survive_a_killed_service_and_every_invariant_holds() {
+shop_eventing::on_both_backends!(orders_survive_a_killed_process_and_every_invariant_holds);
+
+/// On PostgreSQL + Kafka one service process of eight is killed; on the embedded
+/// backend the one `shop dev` process is (and restarted on the same data directory).
+async fn orders_survive_a_killed_process_and_every_invariant_holds(backend: Dialect) {
+    let (components, victims) = match backend {
+        Dialect::Postgres => (COMPONENTS, VICTIMS),
+        Dialect::Sqlite => (DEV_COMPONENTS, DEV_COMPONENTS),
+    };
     let seed = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -89,16 +98,15 @@ async fn orders_survive_a_killed_service_and_every_invariant_holds() {
     let mut rng = fastrand::Rng::with_seed(seed);
     let victim = std::env::var("CHAOS_VICTIM")
         .ok()
-        .unwrap_or_else(|| VICTIMS[rng.usize(..VICTIMS.len())].to_string());
-    assert!(
-        VICTIMS.contains(&victim.as_str()),
-        "CHAOS_VICTIM must be one of {VICTIMS:?}"
+        .filter(|v| victims.contains(&v.as_str()))
+        .unwrap_or_else(|| victims[rng.usize(..victims.len())].to_string());
+    println!(
+        "chaos: {backend:?} backend, seed {seed} (CHAOS_SEED), victim {victim} (CHAOS_VICTIM)"
     );
-    println!("chaos: seed {seed} (CHAOS_SEED), victim {victim}");
 
-    let instance = Instance::new();
+    let instance = Instance::on(backend);
     let mut processes = Vec::new();
-    for component in COMPONENTS {
+    for component in components {
         processes.push(instance.spawn(&[component], ENV).await);
     }
     let admin = Client::admin(instance.gateway_url()).await;
@@ -207,22 +215,30 @@ async fn funded_buyer(instance: &Instance, i: usize, deposit: i64) -> Buyer {
     }
 }
 
-/// POSTs until 202, retrying while the service behind the gateway is down or restarting.
+/// POSTs until 202, retrying while the service behind the gateway (or, in `shop dev`,
+/// the whole process) is down or restarting.
 async fn post_through_outage(client: &Client, path: &str, body: &Value) -> Answer {
     let deadline = Instant::now() + OUTAGE;
     loop {
-        let answer = client.post(path, body.clone()).await;
-        match answer.status {
-            StatusCode::ACCEPTED => return answer,
-            StatusCode::BAD_GATEWAY
-            | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT
-                if Instant::now() < deadline =>
-            {
+        let outage = match client.try_send("POST", path, Some(body.clone())).await {
+            Ok(answer) if answer.status == StatusCode::ACCEPTED => return answer,
+            Ok(answer) => matches!(
+                answer.status,
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            )
+            .then_some(())
+            .ok_or(answer),
+            Err(_) => Ok(()),
+        };
+        match outage {
+            Ok(()) if Instant::now() < deadline => {
                 REFUSED.fetch_add(1, SeqCst);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            _ => panic!("POST {path} {body}: {answer:?}"),
+            Ok(()) => panic!("POST {path}: still down after {OUTAGE:?}"),
+            Err(answer) => panic!("POST {path} {body}: {answer:?}"),
         }
     }
 }
@@ -308,19 +324,19 @@ async fn restock_midway(
 
 /// Connections to the databases the checks read.
 struct Pools {
-    orders: PgPool,
-    payments: PgPool,
-    inventory: PgPool,
-    read: PgPool,
+    orders: Pool,
+    payments: Pool,
+    inventory: Pool,
+    read: Pool,
 }
 
 impl Pools {
     async fn open(instance: &Instance) -> Self {
         Pools {
-            orders: instance.pool("orders").await,
-            payments: instance.pool("payments").await,
-            inventory: instance.pool("inventory").await,
-            read: instance.pool("read").await,
+            orders: instance.store("orders").await,
+            payments: instance.store("payments").await,
+            inventory: instance.store("inventory").await,
+            read: instance.store("read").await,
         }
     }
 
@@ -339,14 +355,17 @@ async fn wait_until_decided(pools: &Pools, placed: &[String]) {
     let ids: Vec<uuid::Uuid> = placed.iter().map(|id| id.parse().unwrap()).collect();
     let deadline = Instant::now() + DECIDE;
     loop {
-        let oversold: i64 = sqlx::query_scalar("SELECT count(*) FROM stock WHERE available < 0")
+        let oversold: i64 = sql::query_scalar("SELECT count(*) FROM stock WHERE available < 0")
             .fetch_one(&pools.inventory)
             .await
             .unwrap();
         assert_eq!(oversold, 0, "a product's available stock went below zero");
-        let decided: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM orders WHERE order_id = ANY($1) AND status = ANY($2)",
-        )
+        let in_list = |n| pools.read.dialect().in_list(n);
+        let decided: i64 = sql::query_scalar(&format!(
+            "SELECT count(*) FROM orders WHERE order_id {} AND status {}",
+            in_list(1),
+            in_list(2)
+        ))
         .bind(&ids)
         .bind(DECIDED)
         .fetch_one(&pools.read)
@@ -372,8 +391,8 @@ struct Stored {
     at: DateTime<Utc>,
 }
 
-async fn load_events(pool: &PgPool, aggregate_type: &str) -> Vec<Stored> {
-    sqlx::query_as::<_, (String, String, Value, DateTime<Utc>)>(
+async fn load_events(pool: &Pool, aggregate_type: &str) -> Vec<Stored> {
+    sql::query_as::<(String, String, Value, DateTime<Utc>)>(
         "SELECT aggregate_id, event_type, data, recorded_at FROM events
          WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence",
     )
@@ -594,23 +613,23 @@ impl State {
             &load_events(&pools.inventory, "product").await,
             &load_events(&pools.inventory, "reservation").await,
         );
-        let stock_table = sqlx::query_as::<_, (String, i64, i64, i64)>(
-            "SELECT product_id::text, available, reserved, sold FROM stock",
+        let stock_table = sql::query_as::<(uuid::Uuid, i64, i64, i64)>(
+            "SELECT product_id, available, reserved, sold FROM stock",
         )
         .fetch_all(&pools.inventory)
         .await
         .unwrap()
         .into_iter()
-        .map(|(id, a, r, s)| (id, (a, r, s)))
+        .map(|(id, a, r, s)| (id.to_string(), (a, r, s)))
         .collect();
-        let read_orders = sqlx::query_as::<_, (String, String, Option<String>, i64)>(
-            "SELECT order_id::text, status, cancel_reason, total FROM orders",
+        let read_orders = sql::query_as::<(uuid::Uuid, String, Option<String>, i64)>(
+            "SELECT order_id, status, cancel_reason, total FROM orders",
         )
         .fetch_all(&pools.read)
         .await
         .unwrap()
         .into_iter()
-        .map(|(id, status, reason, total)| (id, (status, reason, total)))
+        .map(|(id, status, reason, total)| (id.to_string(), (status, reason, total)))
         .collect();
         let mut read_products = BTreeMap::new();
         for product in products {

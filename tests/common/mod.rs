@@ -425,6 +425,18 @@ impl Client {
     }
 
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.try_send(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Like [`Client::send`], with a connection failure (nothing listening) as an error.
+    pub async fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Answer, reqwest::Error> {
         let mut request = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.base));
@@ -434,10 +446,7 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let response = request.send().await?;
         let status = response.status();
         let content_type = response
             .headers()
@@ -446,11 +455,11 @@ impl Client {
             .unwrap_or("")
             .to_string();
         let text = response.text().await.unwrap_or_default();
-        Answer {
+        Ok(Answer {
             status,
             content_type,
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+        })
     }
 
     pub async fn get(&self, path: &str) -> Answer {
