@@ -3,17 +3,23 @@
 
 mod common;
 
+shop_eventing::on_both_backends!(
+    admin_manages_the_catalogue_and_the_read_api_follows,
+    refused_requests_answer_problems_and_store_nothing,
+    racing_commands_on_one_product_are_serialized,
+);
+
 use std::time::Duration;
 
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::json;
+use shop_eventing::sql::{self, Dialect};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_manages_the_catalogue_and_the_read_api_follows() {
-    let instance = Instance::new();
+async fn admin_manages_the_catalogue_and_the_read_api_follows(backend: Dialect) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let admin = Client::admin(instance.gateway_url()).await;
     let public = Client::new(instance.gateway_url());
@@ -87,9 +93,8 @@ async fn admin_manages_the_catalogue_and_the_read_api_follows() {
     instance.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_requests_answer_problems_and_store_nothing() {
-    let instance = Instance::new();
+async fn refused_requests_answer_problems_and_store_nothing(backend: Dialect) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let admin = Client::admin(instance.gateway_url()).await;
     let anonymous = Client::new(instance.gateway_url());
@@ -236,13 +241,13 @@ async fn refused_requests_answer_problems_and_store_nothing() {
     );
 
     // Nothing of the refused requests was stored: one product, one event.
-    let pool = instance.pool("inventory").await;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+    let pool = instance.store("inventory").await;
+    let events: i64 = sql::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(events, 1);
-    let skus: i64 = sqlx::query_scalar("SELECT count(*) FROM product_skus")
+    let skus: i64 = sql::query_scalar("SELECT count(*) FROM product_skus")
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -260,9 +265,8 @@ async fn refused_requests_answer_problems_and_store_nothing() {
     instance.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_commands_on_one_product_are_serialized() {
-    let instance = Instance::new();
+async fn racing_commands_on_one_product_are_serialized(backend: Dialect) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let admin = std::sync::Arc::new(Client::admin(instance.gateway_url()).await);
     let id = admin.add_product("RACE-1", 100, 0).await;
@@ -293,9 +297,9 @@ async fn racing_commands_on_one_product_are_serialized() {
         }
     }
     assert_eq!(accepted + conflicts, 20);
-    let pool = instance.pool("inventory").await;
+    let pool = instance.store("inventory").await;
     let sequences: Vec<i64> =
-        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+        sql::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
             .bind(&id)
             .fetch_all(&pool)
             .await
@@ -305,7 +309,7 @@ async fn racing_commands_on_one_product_are_serialized() {
         (1..=(accepted + 1) as i64).collect::<Vec<_>>(),
         "gapless, unique sequence"
     );
-    let stored: i64 = sqlx::query_scalar("SELECT COALESCE(sum((data->>'quantity')::bigint), 0)::bigint FROM events WHERE event_type = 'ProductRestocked'")
+    let stored: i64 = sql::query_scalar("SELECT CAST(COALESCE(sum(CAST(data->>'quantity' AS BIGINT)), 0) AS BIGINT) FROM events WHERE event_type = 'ProductRestocked'")
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -3,11 +3,18 @@
 
 mod common;
 
+shop_eventing::on_both_backends!(
+    customers_register_log_in_and_see_only_their_own_account,
+    refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_events_and_logs,
+    deposits_reach_the_wallet_balance_of_the_customer_view,
+);
+
 use std::time::Duration;
 
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::json;
+use shop_eventing::sql::{self, Dialect};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -16,9 +23,8 @@ fn registration(email: &str) -> serde_json::Value {
            "address": {"line1": "1-2-3 Shibuya", "city": "Tokyo", "postal_code": "150-0002", "country": "JP"}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn customers_register_log_in_and_see_only_their_own_account() {
-    let instance = Instance::new();
+async fn customers_register_log_in_and_see_only_their_own_account(backend: Dialect) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let anonymous = Client::new(instance.gateway_url());
 
@@ -112,9 +118,10 @@ async fn customers_register_log_in_and_see_only_their_own_account() {
     instance.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_events_and_logs() {
-    let instance = Instance::new();
+async fn refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_events_and_logs(
+    backend: Dialect,
+) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let anonymous = Client::new(instance.gateway_url());
     assert_eq!(
@@ -181,18 +188,19 @@ async fn refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_
     }
 
     // One account, one event; the password only as an Argon2id hash, never in events.
-    let pool = instance.pool("customers").await;
-    let events: Vec<String> = sqlx::query_scalar("SELECT data::text || metadata::text FROM events")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let pool = instance.store("customers").await;
+    let events: Vec<String> =
+        sql::query_scalar("SELECT CAST(data AS TEXT) || CAST(metadata AS TEXT) FROM events")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(events.len(), 1);
     assert!(
         !events[0].contains("s3cret-passw0rd") && !events[0].contains("argon2"),
         "{}",
         events[0]
     );
-    let hashes: Vec<String> = sqlx::query_scalar("SELECT password_hash FROM customer_credentials")
+    let hashes: Vec<String> = sql::query_scalar("SELECT password_hash FROM customer_credentials")
         .fetch_all(&pool)
         .await
         .unwrap();
@@ -200,11 +208,9 @@ async fn refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_
     assert!(hashes[0].starts_with("$argon2id$"), "{}", hashes[0]);
 
     // Nor on the topic, nor in the process's log.
-    let records = common::kcat_read(
-        &instance.infra.kafka_brokers,
-        &format!("{}customers.events", instance.topic_prefix),
-    )
-    .await;
+    let records = instance
+        .topic_records(&format!("{}customers.events", instance.topic_prefix))
+        .await;
     assert_eq!(records.len(), 1);
     assert!(!records[0]
         .payload
@@ -219,9 +225,8 @@ async fn refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_
     instance.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deposits_reach_the_wallet_balance_of_the_customer_view() {
-    let instance = Instance::new();
+async fn deposits_reach_the_wallet_balance_of_the_customer_view(backend: Dialect) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let (hanako, hanako_id) =
         Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
@@ -302,8 +307,8 @@ async fn deposits_reach_the_wallet_balance_of_the_customer_view() {
     .await;
 
     // Refused deposits stored nothing: three FundsDeposited in the payments store.
-    let pool = instance.pool("payments").await;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+    let pool = instance.store("payments").await;
+    let events: i64 = sql::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -3,29 +3,34 @@
 
 mod common;
 
+shop_eventing::on_both_backends!(
+    a_customer_places_an_order_priced_at_placement,
+    refused_orders_name_each_bad_line_and_store_nothing,
+    inventory_reserves_every_line_or_none,
+    thirty_buyers_race_for_ten_units_and_exactly_ten_are_sold,
+    payments_charges_reserved_orders_once,
+);
+
 use std::time::Duration;
 
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::json;
+use shop_eventing::sql::{self, Dialect};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_customer_places_an_order_priced_at_placement() {
-    let instance = Instance::new();
-    // Without payments (and with a far deadline) the orders stay PENDING while we look.
+async fn a_customer_places_an_order_priced_at_placement(backend: Dialect) {
+    let instance = Instance::on(backend);
+    // Payments' events held back (and a far deadline): the orders stay PENDING while we
+    // look.
     let shop = instance
         .spawn(
+            &["all"],
             &[
-                "customers",
-                "inventory",
-                "orders",
-                "projector",
-                "read-api",
-                "gateway",
+                ("SHOP_SAGA_TIMEOUT_MS", "600000"),
+                ("SHOP_FAULT_INJECT", "relay.stall:payments"),
             ],
-            &[("SHOP_SAGA_TIMEOUT_MS", "600000")],
         )
         .await;
     let admin = Client::admin(instance.gateway_url()).await;
@@ -135,11 +140,9 @@ async fn a_customer_places_an_order_priced_at_placement() {
     );
 
     // The event carries the order id as its correlation id.
-    let records = common::kcat_read(
-        &instance.infra.kafka_brokers,
-        &format!("{}orders.events", instance.topic_prefix),
-    )
-    .await;
+    let records = instance
+        .topic_records(&format!("{}orders.events", instance.topic_prefix))
+        .await;
     let record = records
         .iter()
         .find(|r| r.header("ce_subject") == Some(order_id.as_str()))
@@ -151,16 +154,15 @@ async fn a_customer_places_an_order_priced_at_placement() {
     instance.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_orders_name_each_bad_line_and_store_nothing() {
-    let instance = Instance::new();
+async fn refused_orders_name_each_bad_line_and_store_nothing(backend: Dialect) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let admin = Client::admin(instance.gateway_url()).await;
     let tea = admin.add_product("TEA-1", 1200, 10).await;
     let (hanako, _) =
         Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
     // Wait until the catalogue replica has the product (a valid order is accepted).
-    let pool = instance.pool("orders").await;
+    let pool = instance.store("orders").await;
     instance.wait_for_catalogue(1).await;
 
     let unknown = uuid::Uuid::now_v7().to_string();
@@ -229,7 +231,7 @@ async fn refused_orders_name_each_bad_line_and_store_nothing() {
         StatusCode::UNAUTHORIZED
     );
 
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+    let events: i64 = sql::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -240,9 +242,8 @@ async fn refused_orders_name_each_bad_line_and_store_nothing() {
     instance.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inventory_reserves_every_line_or_none() {
-    let instance = Instance::new();
+async fn inventory_reserves_every_line_or_none(backend: Dialect) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let admin = Client::admin(instance.gateway_url()).await;
     let tea = admin.add_product("TEA-1", 100, 5).await;
@@ -299,9 +300,9 @@ async fn inventory_reserves_every_line_or_none() {
         })
         .await;
     assert_eq!(view["history"][1]["event_type"], "StockReservationRejected");
-    let inventory_db = instance.pool("inventory").await;
+    let inventory_db = instance.store("inventory").await;
     let rejected: serde_json::Value =
-        sqlx::query_scalar("SELECT data FROM events WHERE event_type = 'StockReservationRejected'")
+        sql::query_scalar("SELECT data FROM events WHERE event_type = 'StockReservationRejected'")
             .fetch_one(&inventory_db)
             .await
             .unwrap();
@@ -325,9 +326,8 @@ async fn inventory_reserves_every_line_or_none() {
 /// SPEC §6: no oversell under any concurrency. 30 funded buyers race for 10 units:
 /// exactly ten orders are confirmed and their units sold, twenty are cancelled out of
 /// stock, and available never goes below zero on the way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_sold() {
-    let instance = Instance::new();
+async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_sold(backend: Dialect) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let admin = Client::admin(instance.gateway_url()).await;
     let item = admin.add_product("RARE-1", 100, 10).await;
@@ -365,11 +365,11 @@ async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_sold() {
 
     // Until every order is decided, available never goes below zero: neither in the
     // inventory's own stock table nor in the read model.
-    let inventory_db = instance.pool("inventory").await;
+    let inventory_db = instance.store("inventory").await;
     let public = Client::new(instance.gateway_url());
     let deadline = std::time::Instant::now() + WAIT;
     let views = loop {
-        let available: i64 = sqlx::query_scalar("SELECT available FROM stock")
+        let available: i64 = sql::query_scalar("SELECT available FROM stock")
             .fetch_one(&inventory_db)
             .await
             .unwrap();
@@ -409,7 +409,7 @@ async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_sold() {
     );
 
     // One reservation decision per order in inventory's event store.
-    let by_type: Vec<(String, i64)> = sqlx::query_as(
+    let by_type: Vec<(String, i64)> = sql::query_as(
         "SELECT event_type, count(*) FROM events
          WHERE event_type IN ('StockReserved', 'StockReservationRejected')
          GROUP BY event_type ORDER BY event_type",
@@ -427,7 +427,7 @@ async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_sold() {
 
     // The ten reserved units are sold, in the stock table and in the read model.
     common::eventually("ten units sold", WAIT, || async {
-        sqlx::query_as::<_, (i64, i64, i64)>("SELECT available, reserved, sold FROM stock")
+        sql::query_as::<(i64, i64, i64)>("SELECT available, reserved, sold FROM stock")
             .fetch_one(&inventory_db)
             .await
             .unwrap()
@@ -448,9 +448,8 @@ async fn thirty_buyers_race_for_ten_units_and_exactly_ten_are_sold() {
 /// SPEC §5.2: once an order is placed and reserved, payments charges the wallet —
 /// completed within the balance, declined beyond it — and never charges an order whose
 /// stock was not reserved.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payments_charges_reserved_orders_once() {
-    let instance = Instance::new();
+async fn payments_charges_reserved_orders_once(backend: Dialect) {
+    let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
     let admin = Client::admin(instance.gateway_url()).await;
     let tea = admin.add_product("TEA-1", 1200, 10).await;
@@ -528,9 +527,9 @@ async fn payments_charges_reserved_orders_once() {
     assert_eq!(steps(&view)[1], "StockReservationRejected@inventory");
 
     // One charge decision per reserved order, in the payments event store.
-    let payments_db = instance.pool("payments").await;
+    let payments_db = instance.store("payments").await;
     common::eventually("two payment decisions", WAIT, || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type IN ('PaymentCompleted', 'PaymentDeclined')")
+        sql::query_scalar::<i64>("SELECT count(*) FROM events WHERE event_type IN ('PaymentCompleted', 'PaymentDeclined')")
             .fetch_one(&payments_db)
             .await
             .unwrap()
@@ -538,8 +537,8 @@ async fn payments_charges_reserved_orders_once() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let decisions: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT event_type, (data->>'amount')::bigint FROM events WHERE event_type IN ('PaymentCompleted', 'PaymentDeclined') ORDER BY position",
+    let decisions: Vec<(String, i64)> = sql::query_as(
+        "SELECT event_type, CAST(data->>'amount' AS BIGINT) FROM events WHERE event_type IN ('PaymentCompleted', 'PaymentDeclined') ORDER BY position",
     )
     .fetch_all(&payments_db)
     .await

@@ -349,6 +349,37 @@ impl Instance {
         pool.close().await;
     }
 
+    /// Every record on a topic, read as an outside consumer would: `kcat` on Kafka, the
+    /// log file itself on the embedded backend.
+    pub async fn topic_records(&self, topic: &str) -> Vec<KcatRecord> {
+        if self.backend == Dialect::Postgres {
+            return kcat_read(&self.infra.kafka_brokers, topic).await;
+        }
+        let log = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            self.data_dir.join("log.db").display()
+        ))
+        .await
+        .unwrap();
+        let rows: Vec<(i64, i64, Option<String>, String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT partition, offset, key, headers, payload FROM records WHERE topic = ?1 ORDER BY partition, offset",
+        )
+        .bind(topic)
+        .fetch_all(&log)
+        .await
+        .unwrap();
+        log.close().await;
+        rows.into_iter()
+            .map(|(partition, offset, key, headers, payload)| KcatRecord {
+                partition,
+                offset,
+                key,
+                headers: serde_json::from_str(&headers).unwrap(),
+                payload: payload.map(|p| String::from_utf8_lossy(&p).into_owned()),
+            })
+            .collect()
+    }
+
     /// Drops this instance's databases and deletes its topics (the data directory of a
     /// `shop dev` instance).
     pub async fn cleanup(&self) {
