@@ -361,7 +361,8 @@ impl Instance {
         ))
         .await
         .unwrap();
-        let rows: Vec<(i64, i64, Option<String>, String, Option<Vec<u8>>)> = sqlx::query_as(
+        type Stored = (i64, i64, Option<String>, String, Option<Vec<u8>>);
+        let rows: Vec<Stored> = sqlx::query_as(
             "SELECT partition, offset, key, headers, payload FROM records WHERE topic = ?1 ORDER BY partition, offset",
         )
         .bind(topic)
