@@ -540,8 +540,7 @@ pub fn query_as<T: FromRow>(sql: &str) -> QueryAs<'_, T> {
 /// A statement whose rows' first column is read as `T`.
 pub fn query_scalar<T: Column>(sql: &str) -> QueryScalar<'_, T> {
     QueryScalar {
-        query: query(sql),
-        _column: std::marker::PhantomData,
+        rows: query_as(sql),
     }
 }
 
@@ -706,28 +705,28 @@ impl<T: FromRow> QueryAs<'_, T> {
     }
 }
 
-/// A statement read as its rows' first column.
+/// A statement read as its rows' first column: [`QueryAs`] of a one-column tuple.
 #[must_use = "a query does nothing until executed"]
 pub struct QueryScalar<'q, T> {
-    query: Query<'q>,
-    _column: std::marker::PhantomData<T>,
+    rows: QueryAs<'q, (T,)>,
 }
 
 impl<T: Column> QueryScalar<'_, T> {
     pub fn bind(mut self, value: impl Into<Arg>) -> Self {
-        self.query = self.query.bind(value);
+        self.rows = self.rows.bind(value);
         self
     }
 
     /// # Errors
     /// The database refused the statement, or a value does not decode.
     pub async fn fetch_all<'e>(self, executor: impl Executor<'e>) -> Result<Vec<T>, sqlx::Error> {
-        self.query
+        Ok(self
+            .rows
             .fetch_all(executor)
             .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
+            .into_iter()
+            .map(|(value,)| value)
+            .collect())
     }
 
     /// # Errors
@@ -736,17 +735,17 @@ impl<T: Column> QueryScalar<'_, T> {
         self,
         executor: impl Executor<'e>,
     ) -> Result<Option<T>, sqlx::Error> {
-        self.query
+        Ok(self
+            .rows
             .fetch_optional(executor)
             .await?
-            .map(|row| row.get(0))
-            .transpose()
+            .map(|(value,)| value))
     }
 
     /// # Errors
     /// The database refused the statement, returned no row, or it does not decode.
     pub async fn fetch_one<'e>(self, executor: impl Executor<'e>) -> Result<T, sqlx::Error> {
-        self.query.fetch_one(executor).await?.get(0)
+        Ok(self.rows.fetch_one(executor).await?.0)
     }
 }
 
