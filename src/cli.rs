@@ -191,6 +191,9 @@ pub struct ServeOptions {
         default_value = "JP,US,GB,DE,FR"
     )]
     pub shipping_countries: String,
+    /// How long a read carrying a consistency token waits for the read models (read-api).
+    #[arg(long, env = "SHOP_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
+    pub consistency_wait_ms: u64,
     /// Events per relay produce batch.
     #[arg(long, env = "SHOP_RELAY_BATCH_SIZE", default_value_t = 500)]
     pub relay_batch_size: i64,

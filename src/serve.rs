@@ -188,7 +188,10 @@ pub async fn run_components(
         tasks.extend(started.tasks);
     }
     if components.contains(&Component::ReadApi) {
-        let router = shop_read_api::start(platform).await?;
+        let config = shop_read_api::ReadApiConfig {
+            consistency_wait: Duration::from_millis(args.consistency_wait_ms),
+        };
+        let router = shop_read_api::start(platform, config).await?;
         let (listener, addr) = bind(&args.bind, args.read_api_port).await?;
         local.read_api = Some(format!("http://{addr}"));
         servers.push((shop_read_api::COMPONENT, router, listener));

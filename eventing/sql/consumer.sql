@@ -46,3 +46,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     retried_at  TIMESTAMPTZ,
     UNIQUE (consumer, topic, partition, "offset")
 );
+
+-- Read-your-writes (SPEC §3.6): the last sequence of each aggregate a consumer applied,
+-- kept by projectors so that a read can wait for a command's events.
+CREATE TABLE IF NOT EXISTS applied_versions (
+    consumer TEXT   NOT NULL,
+    source   TEXT   NOT NULL,
+    subject  TEXT   NOT NULL,
+    sequence BIGINT NOT NULL,
+    PRIMARY KEY (consumer, source, subject)
+);

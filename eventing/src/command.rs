@@ -98,6 +98,24 @@ where
         run_with_retries(&cqrs, aggregate_id, command, metadata).await
     }
 
+    /// Like [`CommandBus::execute`], returning the aggregate's version after the command
+    /// (its last sequence) for a read-your-writes token.
+    ///
+    /// # Errors
+    /// See [`CommandError`].
+    pub async fn execute_versioned(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<i64, CommandError<A::Error>> {
+        self.execute(aggregate_id, command, metadata).await?;
+        self.store
+            .last_sequence(A::TYPE, aggregate_id)
+            .await
+            .map_err(|e| CommandError::Unavailable(e.to_string()))
+    }
+
     /// Executes a command inside the caller's transaction (a reaction's: its dedup record
     /// and checkpoint commit with the events, or nothing does). A lost concurrency race
     /// rolls back to a savepoint and is retried; the caller's transaction stays usable.

@@ -126,6 +126,8 @@ pub struct ConsumerRunner {
     log: Arc<dyn EventLog>,
     config: ConsumerConfig,
     handler: Arc<dyn EventHandler>,
+    /// Keep `applied_versions` for read-your-writes (projectors).
+    track_versions: bool,
 }
 
 enum Outcome {
@@ -146,7 +148,15 @@ impl ConsumerRunner {
             log,
             config,
             handler,
+            track_versions: false,
         }
+    }
+
+    /// Also records each applied event's aggregate version, in the same transaction, so
+    /// reads can wait for a command's events ([`crate::consistency`]).
+    pub fn tracking_versions(mut self) -> Self {
+        self.track_versions = true;
+        self
     }
 
     /// Consumes until `shutdown`; reconnects after failures.
@@ -283,7 +293,18 @@ impl ConsumerRunner {
             partition = record.partition,
             offset = record.offset,
         );
-        self.handler.handle(tx, event).instrument(span).await
+        self.handler.handle(tx, event).instrument(span).await?;
+        if let (true, Some(service)) = (self.track_versions, event.service()) {
+            crate::consistency::record_applied(
+                tx,
+                &self.config.name,
+                service,
+                &event.subject,
+                event.sequence as i64,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn apply(

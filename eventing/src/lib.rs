@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod command;
+pub mod consistency;
 pub mod consumer;
 pub mod db;
 pub mod embedded;

@@ -179,6 +179,24 @@ impl PgEventStore {
         rows.iter().map(StoredEvent::from_row).collect()
     }
 
+    /// An aggregate's last sequence (0 when it has no events).
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn last_sequence(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<i64, sqlx::Error> {
+        sql::query_scalar(
+            "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// Events by position, for tools that read the whole store.
     ///
     /// # Errors

@@ -66,7 +66,9 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
     let pool = open_read_database(platform).await?;
     let mut tasks = Vec::new();
     for info in PROJECTIONS {
-        let runner = platform.consumer(pool.clone(), info.consumer, info.sources, handler(info));
+        let runner = platform
+            .consumer(pool.clone(), info.consumer, info.sources, handler(info))
+            .tracking_versions();
         tasks.push(tokio::spawn(runner.run(platform.shutdown.clone())));
     }
     let router = platform.component_router(Router::new(), pool, COMPONENT);

@@ -1,6 +1,7 @@
 //! The query API: serves the read models (never writes them) and projection status.
 #![forbid(unsafe_code)]
 
+mod consistency;
 mod orders;
 
 use std::sync::Arc;
@@ -43,7 +44,22 @@ impl FromRef<AppState> for JwtKeys {
 ///
 /// # Errors
 /// The database is unreachable.
-pub async fn start(platform: &Platform) -> Result<Router, DbError> {
+/// The read API's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadApiConfig {
+    /// How long a read carrying a consistency token may wait (`SHOP_CONSISTENCY_WAIT_MS`).
+    pub consistency_wait: std::time::Duration,
+}
+
+impl Default for ReadApiConfig {
+    fn default() -> Self {
+        ReadApiConfig {
+            consistency_wait: std::time::Duration::from_millis(2000),
+        }
+    }
+}
+
+pub async fn start(platform: &Platform, config: ReadApiConfig) -> Result<Router, DbError> {
     let pool = shop_projections::open_read_database(platform).await?;
     let state = AppState {
         pool: pool.clone(),
@@ -58,7 +74,14 @@ pub async fn start(platform: &Platform) -> Result<Router, DbError> {
         .route("/api/customers/{id}/orders", get(orders::customer_orders))
         .route("/api/orders/{id}", get(orders::get_order))
         .route("/api/projections", get(list_projections))
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            consistency::Consistency {
+                pool: pool.clone(),
+                wait: config.consistency_wait,
+            },
+            consistency::wait_for_token,
+        ));
     Ok(platform.component_router(api, pool, COMPONENT))
 }
 

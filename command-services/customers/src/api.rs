@@ -10,10 +10,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shop_eventing::auth::{self, JwtKeys, Role, ADMIN_EMAIL, ADMIN_SUBJECT};
 use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::{ApiJson, Problem, Validation};
 use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::customers::Address;
+use shop_schemas::Service;
 use uuid::Uuid;
 
 use crate::countries::is_country;
@@ -161,26 +163,30 @@ async fn register(
     state.credentials.stage(customer_id, hash);
     let result = state
         .bus
-        .execute(
+        .execute_versioned(
             &customer_id.to_string(),
             command,
             &metadata_from_headers(&headers),
         )
         .await;
     state.credentials.discard(customer_id);
-    result.map_err(|e| match e {
+    let version = result.map_err(|e| match e {
         CommandError::Taken(_) => Problem::conflict("the email is already registered"),
         CommandError::Rejected(CustomerError::AlreadyRegistered) | CommandError::Conflict => {
             Problem::conflict("the customer is already registered")
         }
         CommandError::Unavailable(e) => Problem::internal(&e),
     })?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/api/customers/{customer_id}"))],
-        Json(serde_json::json!({ "customer_id": customer_id })),
-    )
-        .into_response())
+    let token = ConsistencyToken::new(Service::Customers, customer_id.to_string(), version);
+    Ok(with_token(
+        (
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/api/customers/{customer_id}"))],
+            Json(serde_json::json!({ "customer_id": customer_id })),
+        )
+            .into_response(),
+        &token,
+    ))
 }
 
 #[derive(Deserialize)]

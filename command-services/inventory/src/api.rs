@@ -10,8 +10,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shop_eventing::auth::{Admin, JwtKeys};
 use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::{ApiJson, FieldError, Problem, Validation};
 use shop_eventing::telemetry::metadata_from_headers;
+use shop_schemas::Service;
 use uuid::Uuid;
 
 use crate::product::{Product, ProductCommand, ProductError, MAX_AMOUNT};
@@ -91,21 +93,25 @@ async fn add_product(
         price: body.price.unwrap_or_default(),
         stock: body.stock.unwrap_or_default(),
     };
-    state
+    let version = state
         .bus
-        .execute(
+        .execute_versioned(
             &product_id.to_string(),
             command,
             &metadata_from_headers(&headers),
         )
         .await
         .map_err(to_problem)?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/api/products/{product_id}"))],
-        Json(serde_json::json!({ "product_id": product_id })),
-    )
-        .into_response())
+    let token = ConsistencyToken::new(Service::Inventory, product_id.to_string(), version);
+    Ok(with_token(
+        (
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/api/products/{product_id}"))],
+            Json(serde_json::json!({ "product_id": product_id })),
+        )
+            .into_response(),
+        &token,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,24 +179,24 @@ async fn update_product(
             message: rule.to_string(),
         }])
     })?;
-    state
+    let version = state
         .bus
-        .execute(
+        .execute_versioned(
             &product_id.to_string(),
             command,
             &metadata_from_headers(headers),
         )
         .await
         .map_err(to_problem)?;
-    Ok(accepted(product_id))
-}
-
-fn accepted(product_id: Uuid) -> Response {
-    (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "product_id": product_id })),
-    )
-        .into_response()
+    let token = ConsistencyToken::new(Service::Inventory, product_id.to_string(), version);
+    Ok(with_token(
+        (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "product_id": product_id })),
+        )
+            .into_response(),
+        &token,
+    ))
 }
 
 fn parse_id(id: &str) -> Result<Uuid, Problem> {

@@ -11,10 +11,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::{ApiJson, FieldError, Problem};
 use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::orders::OrderLine;
+use shop_schemas::Service;
 use uuid::Uuid;
 
 use crate::order::{Order, OrderCommand, OrderError, MAX_LINES, MAX_QUANTITY};
@@ -152,17 +154,21 @@ async fn place_order(
         customer_id,
         lines,
     };
-    state
+    let version = state
         .bus
-        .execute(&order_id.to_string(), command, &metadata)
+        .execute_versioned(&order_id.to_string(), command, &metadata)
         .await
         .map_err(problem)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/api/orders/{order_id}"))],
-        Json(serde_json::json!({ "order_id": order_id, "status": "PENDING" })),
-    )
-        .into_response())
+    let token = ConsistencyToken::new(Service::Orders, order_id.to_string(), version);
+    Ok(with_token(
+        (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, format!("/api/orders/{order_id}"))],
+            Json(serde_json::json!({ "order_id": order_id, "status": "PENDING" })),
+        )
+            .into_response(),
+        &token,
+    ))
 }
 
 /// A refused command as the client sees it.
@@ -203,18 +209,22 @@ async fn cancel_order(
     };
     let mut metadata = metadata_from_headers(&headers);
     metadata.correlation_id = order_id.to_string();
-    state
+    let version = state
         .bus
-        .execute(
+        .execute_versioned(
             &order_id.to_string(),
             OrderCommand::CancelByCustomer { customer_id },
             &metadata,
         )
         .await
         .map_err(problem)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "order_id": order_id })),
-    )
-        .into_response())
+    let token = ConsistencyToken::new(Service::Orders, order_id.to_string(), version);
+    Ok(with_token(
+        (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "order_id": order_id })),
+        )
+            .into_response(),
+        &token,
+    ))
 }

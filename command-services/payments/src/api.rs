@@ -10,9 +10,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::{ApiJson, FieldError, Problem, Validation};
 use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
+use shop_schemas::Service;
 use uuid::Uuid;
 
 use crate::wallet::{Wallet, WalletCommand, WalletError, MAX_DEPOSIT};
@@ -77,9 +79,9 @@ async fn deposit(
     );
     v.finish()?;
     let amount = body.amount.unwrap_or_default();
-    state
+    let version = state
         .bus
-        .execute(
+        .execute_versioned(
             &customer_id.to_string(),
             WalletCommand::Deposit {
                 customer_id,
@@ -101,9 +103,13 @@ async fn deposit(
             CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
             CommandError::Unavailable(e) => Problem::internal(&e),
         })?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "customer_id": customer_id, "amount": amount })),
-    )
-        .into_response())
+    let token = ConsistencyToken::new(Service::Payments, customer_id.to_string(), version);
+    Ok(with_token(
+        (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "customer_id": customer_id, "amount": amount })),
+        )
+            .into_response(),
+        &token,
+    ))
 }

@@ -9,8 +9,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use shop_eventing::auth::{Admin, JwtKeys};
 use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::Problem;
 use shop_eventing::telemetry::metadata_from_headers;
+use shop_schemas::Service;
 use uuid::Uuid;
 
 use crate::shipment::{Shipment, ShipmentCommand, ShipmentError};
@@ -72,9 +74,9 @@ async fn step(
         Uuid::parse_str(order_id).map_err(|_| Problem::not_found("no shipment for this order"))?;
     let mut metadata = metadata_from_headers(headers);
     metadata.correlation_id = order_id.to_string();
-    state
+    let version = state
         .bus
-        .execute(&order_id.to_string(), command(order_id), &metadata)
+        .execute_versioned(&order_id.to_string(), command(order_id), &metadata)
         .await
         .map_err(|e| match e {
             CommandError::Rejected(e @ ShipmentError::NotFound) => {
@@ -87,9 +89,13 @@ async fn step(
             CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
             CommandError::Unavailable(e) => Problem::internal(&e),
         })?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "order_id": order_id })),
-    )
-        .into_response())
+    let token = ConsistencyToken::new(Service::Shipping, order_id.to_string(), version);
+    Ok(with_token(
+        (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "order_id": order_id })),
+        )
+            .into_response(),
+        &token,
+    ))
 }

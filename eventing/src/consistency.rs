@@ -1,0 +1,162 @@
+//! Read-your-writes (SPEC §3.6): every accepted command answers with an
+//! `X-Consistency-Token` naming the aggregate version it wrote; a read that carries it
+//! waits (up to `SHOP_CONSISTENCY_WAIT_MS`) until every projection fed by that service's
+//! topic has applied that version, and otherwise answers with `X-Consistency: stale`.
+//!
+//! A token is `<service>:<aggregate id>:<sequence>`; several are joined by commas. The
+//! projectors keep, per consumer, the last sequence applied of every aggregate
+//! (`applied_versions`, in the same transaction as the effect).
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use shop_schemas::Service;
+
+use crate::sql::{self, Pool};
+
+/// The response header carrying a command's token, and the request header a read sends.
+pub const TOKEN_HEADER: &str = "x-consistency-token";
+/// `stale` on a read that could not wait long enough.
+pub const STATE_HEADER: &str = "x-consistency";
+
+/// One aggregate version a command wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyToken {
+    pub service: Service,
+    pub subject: String,
+    pub sequence: i64,
+}
+
+impl ConsistencyToken {
+    pub fn new(service: Service, subject: impl Into<String>, sequence: i64) -> Self {
+        ConsistencyToken {
+            service,
+            subject: subject.into(),
+            sequence,
+        }
+    }
+
+    /// Tokens of a header or query value (`a,b,...`); `None` if any is malformed.
+    pub fn parse_list(value: &str) -> Option<Vec<ConsistencyToken>> {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse().ok())
+            .collect()
+    }
+}
+
+impl std::fmt::Display for ConsistencyToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.service, self.subject, self.sequence)
+    }
+}
+
+impl FromStr for ConsistencyToken {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut parts = s.splitn(3, ':');
+        let service = parts.next().ok_or(())?.parse().map_err(|_| ())?;
+        let subject = parts.next().filter(|s| !s.is_empty()).ok_or(())?;
+        let sequence = parts.next().ok_or(())?.parse().map_err(|_| ())?;
+        Ok(ConsistencyToken::new(service, subject, sequence))
+    }
+}
+
+/// A command's response with its token in `X-Consistency-Token`.
+pub fn with_token(
+    mut response: axum::response::Response,
+    token: &ConsistencyToken,
+) -> axum::response::Response {
+    if let Ok(value) = axum::http::HeaderValue::from_str(&token.to_string()) {
+        response.headers_mut().insert(TOKEN_HEADER, value);
+    }
+    response
+}
+
+/// Records that `consumer` applied `sequence` of an aggregate (inside its transaction).
+///
+/// # Errors
+/// The database refused the statement.
+pub async fn record_applied(
+    tx: &mut sql::Conn,
+    consumer: &str,
+    service: Service,
+    subject: &str,
+    sequence: i64,
+) -> Result<(), sqlx::Error> {
+    sql::query(
+        "INSERT INTO applied_versions (consumer, source, subject, sequence) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (consumer, source, subject) DO UPDATE SET sequence =
+             CASE WHEN applied_versions.sequence > EXCLUDED.sequence THEN applied_versions.sequence ELSE EXCLUDED.sequence END",
+    )
+    .bind(consumer)
+    .bind(service.name())
+    .bind(subject)
+    .bind(sequence)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Waits until every `(consumer, token)` pair is applied; `false` when `wait` ran out.
+///
+/// # Errors
+/// The database fails.
+pub async fn wait_until_applied(
+    pool: &Pool,
+    needed: &[(&str, &ConsistencyToken)],
+    wait: Duration,
+) -> Result<bool, sqlx::Error> {
+    let deadline = Instant::now() + wait;
+    let mut nap = Duration::from_millis(5);
+    loop {
+        let mut all = true;
+        for (consumer, token) in needed {
+            let applied: Option<i64> = sql::query_scalar(
+                "SELECT sequence FROM applied_versions WHERE consumer = $1 AND source = $2 AND subject = $3",
+            )
+            .bind(*consumer)
+            .bind(token.service.name())
+            .bind(token.subject.as_str())
+            .fetch_optional(pool)
+            .await?;
+            if applied.unwrap_or(0) < token.sequence {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return Ok(true);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        tokio::time::sleep(nap.min(left)).await;
+        nap = (nap * 2).min(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_garbage() {
+        let token = ConsistencyToken::new(Service::Orders, "0192-abc", 3);
+        assert_eq!(token.to_string(), "orders:0192-abc:3");
+        assert_eq!(
+            ConsistencyToken::parse_list("orders:0192-abc:3, inventory:x:1"),
+            Some(vec![
+                token,
+                ConsistencyToken::new(Service::Inventory, "x", 1)
+            ])
+        );
+        for bad in ["orders:x", "nope:x:1", "orders::1", "orders:x:y"] {
+            assert_eq!(ConsistencyToken::parse_list(bad), None, "{bad}");
+        }
+    }
+}
