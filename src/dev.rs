@@ -26,6 +26,8 @@ pub async fn run(common: &Common, args: DevArgs) -> anyhow::Result<()> {
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    // One process per data directory: its consumer groups live in that process.
+    let _lock = lock(dir)?;
     let secret = match args.options.jwt_secret.clone().filter(|s| !s.is_empty()) {
         Some(secret) => secret,
         None => remembered_secret(&dir.join(JWT_SECRET_FILE))?,
@@ -86,6 +88,28 @@ pub async fn run(common: &Common, args: DevArgs) -> anyhow::Result<()> {
         &announce,
     )
     .await
+}
+
+/// Holds `DIR/.lock` for as long as the process lives (the OS releases it on exit, also
+/// on a kill), so a second `shop dev` on the same directory stops at once.
+fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `shop dev` is running on {}; stop it or choose another --data-dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// A secret kept in `path` (created with a fresh random value, readable by its owner

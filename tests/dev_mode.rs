@@ -139,6 +139,19 @@ async fn a_restart_keeps_everything_and_finishes_the_sagas_in_flight() {
         })
         .await;
 
+    // A second `shop dev` on the same directory refuses to start.
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(["dev", "--port", "0", "--data-dir"])
+        .arg(&instance.data_dir)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another `shop dev` is running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
     // SIGKILL, then a restart: nothing acknowledged is lost either.
     dev.kill().await;
     let dev = instance.spawn(&["all"], GENERATED_SECRETS).await;
