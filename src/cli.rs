@@ -212,6 +212,12 @@ pub struct ServeOptions {
     /// Largest request body the gateway accepts.
     #[arg(long, env = "SHOP_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub gateway_body_limit: usize,
+    /// Requests per second each client may make through the gateway (0: unlimited).
+    #[arg(long, env = "SHOP_GATEWAY_RATE_LIMIT", default_value_t = 100)]
+    pub gateway_rate_limit: u32,
+    /// Requests a client may make at once before the per-second rate applies.
+    #[arg(long, env = "SHOP_GATEWAY_RATE_BURST", default_value_t = 200)]
+    pub gateway_rate_burst: u32,
     /// How long the gateway waits for an upstream.
     #[arg(long, env = "SHOP_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_timeout_ms: u64,

@@ -212,6 +212,12 @@ pub async fn run_components(
                 read_api: upstream(&args.read_api_url, &local.read_api, args.read_api_port),
             },
             body_limit: args.gateway_body_limit,
+            rate_limit: std::num::NonZeroU32::new(args.gateway_rate_limit).map(|per_second| {
+                shop_gateway::RateLimit {
+                    per_second,
+                    burst: std::num::NonZeroU32::new(args.gateway_rate_burst).unwrap_or(per_second),
+                }
+            }),
             upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
         };
         let router = shop_gateway::router(config, platform.jwt.clone());

@@ -3,12 +3,24 @@
 //! It knows routes, not domains: it verifies the JWT of every non-public route before
 //! anything reaches a service, picks the upstream by method and path, forwards the
 //! request with its request id, correlation id and W3C `traceparent`, and answers every
-//! failure of its own (unknown route, bad token, upstream down or slow, body too large)
-//! as problem+json.
+//! failure of its own (unknown route, bad token, upstream down or slow, body too large,
+//! too many requests) as problem+json.
+//!
+//! Rate limiting is per client — the token's subject when the request carries a valid
+//! token, else the peer address — with a token bucket (`governor`): `per_second`
+//! requests replenished each second, up to `burst` at once; beyond it, 429 with
+//! `Retry-After`.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -43,10 +55,48 @@ pub struct GatewayConfig {
     pub body_limit: usize,
     /// Time allowed for an upstream's answer (504 after).
     pub upstream_timeout: Duration,
+    /// Requests per client (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A client's request budget: `per_second` replenished every second, `burst` at once.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// The per-client token buckets.
+struct Limiter {
+    buckets: DefaultKeyedRateLimiter<String>,
+    /// Requests seen, to forget idle clients now and then.
+    seen: AtomicU64,
+}
+
+impl Limiter {
+    fn new(limit: RateLimit) -> Self {
+        let quota = Quota::per_second(limit.per_second).allow_burst(limit.burst);
+        Limiter {
+            buckets: DefaultKeyedRateLimiter::keyed(quota),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// `None` when the client may go on, else how long it should wait.
+    fn check(&self, client: String) -> Option<Duration> {
+        if self.seen.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.buckets.retain_recent();
+        }
+        self.buckets
+            .check_key(&client)
+            .err()
+            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
 }
 
 #[derive(Clone)]
 struct AppState {
+    limiter: Option<Arc<Limiter>>,
     config: Arc<GatewayConfig>,
     client: reqwest::Client,
     jwt: JwtKeys,
@@ -99,6 +149,7 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         .build()
         .unwrap_or_default();
     let state = AppState {
+        limiter: config.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
         config: Arc::new(config),
         client,
         jwt,
@@ -160,8 +211,43 @@ async fn proxy(State(state): State<AppState>, request: Request) -> Response {
     }
 }
 
+/// Who a request comes from, for its rate limit: the token's subject, else the peer.
+fn client_of(state: &AppState, parts: &axum::http::request::Parts) -> String {
+    if let Ok(claims) = state
+        .jwt
+        .verify_header(parts.headers.get(axum::http::header::AUTHORIZATION))
+    {
+        return format!("sub:{}", claims.sub);
+    }
+    match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => format!("ip:{}", peer.ip()),
+        None => "ip:unknown".to_string(),
+    }
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1).
+fn too_many_requests(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!("too many requests; retry in {seconds} s"),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from(seconds.max(1)),
+    );
+    response
+}
+
 async fn forward(state: &AppState, request: Request) -> Result<Response, Problem> {
     let (parts, body) = request.into_parts();
+    if let Some(limiter) = &state.limiter {
+        if let Some(wait) = limiter.check(client_of(state, &parts)) {
+            return Ok(too_many_requests(wait));
+        }
+    }
     let path = parts.uri.path();
     let (upstream, public) = route(&parts.method, path)
         .ok_or_else(|| Problem::not_found(format!("no route {} {path}", parts.method)))?;

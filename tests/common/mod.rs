@@ -241,6 +241,9 @@ impl Instance {
             .env("SHOP_RELAY_POLL_MS", "200")
             .env("SHOP_CONSUMER_RETRY_BACKOFF_MS", "50")
             .env("SHOP_LOG", "info,shop_eventing=debug")
+            // Functional tests are not about rate limits (tests/gateway.rs is).
+            .env("SHOP_GATEWAY_RATE_LIMIT", "10000")
+            .env("SHOP_GATEWAY_RATE_BURST", "10000")
             .env("SHOP_PORT", self.ports.gateway.to_string())
             .env("SHOP_CUSTOMERS_PORT", self.ports.customers.to_string())
             .env("SHOP_INVENTORY_PORT", self.ports.inventory.to_string())
