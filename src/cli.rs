@@ -212,6 +212,9 @@ pub struct ServeOptions {
     /// Largest request body the gateway accepts.
     #[arg(long, env = "SHOP_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub gateway_body_limit: usize,
+    /// How long the gateway serves a public product read from its cache (0: no cache).
+    #[arg(long, env = "SHOP_GATEWAY_CACHE_TTL_MS", default_value_t = 1000)]
+    pub gateway_cache_ttl_ms: u64,
     /// Requests per second each client may make through the gateway (0: unlimited).
     #[arg(long, env = "SHOP_GATEWAY_RATE_LIMIT", default_value_t = 100)]
     pub gateway_rate_limit: u32,

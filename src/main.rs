@@ -14,6 +14,8 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     shop_eventing::telemetry::init_logging(cli.common.log_format, &cli.common.log);
+    // Before anything counts: metrics recorded without a recorder are lost.
+    shop_eventing::telemetry::init_metrics();
     if let Some(points) = &cli.common.fault_inject {
         shop_eventing::fault::arm(points);
     }

@@ -212,6 +212,7 @@ pub async fn run_components(
                 read_api: upstream(&args.read_api_url, &local.read_api, args.read_api_port),
             },
             body_limit: args.gateway_body_limit,
+            cache_ttl: Duration::from_millis(args.gateway_cache_ttl_ms),
             rate_limit: std::num::NonZeroU32::new(args.gateway_rate_limit).map(|per_second| {
                 shop_gateway::RateLimit {
                     per_second,

@@ -1,5 +1,7 @@
 //! Gateway traffic management (SPEC §3.8): a per-client rate limit answers 429 with
-//! `Retry-After` once a client's burst is spent, without slowing down other clients.
+//! `Retry-After` once a client's burst is spent, without slowing down other clients; a
+//! repeat public product read is answered from a short-lived cache without reaching the
+//! read API.
 
 mod common;
 
@@ -9,7 +11,10 @@ use common::{Client, Instance};
 use reqwest::StatusCode;
 use shop_eventing::sql::Dialect;
 
-shop_eventing::on_both_backends!(each_client_has_its_own_rate_limit);
+shop_eventing::on_both_backends!(
+    each_client_has_its_own_rate_limit,
+    a_repeat_product_read_comes_from_the_cache,
+);
 
 async fn each_client_has_its_own_rate_limit(backend: Dialect) {
     let instance = Instance::on(backend);
@@ -56,6 +61,84 @@ async fn each_client_has_its_own_rate_limit(backend: Dialect) {
     // After the advised wait, the refused client may go on.
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(anonymous.get("/api/products").await.status, StatusCode::OK);
+
+    shop.kill().await;
+    instance.cleanup().await;
+}
+
+/// How many product reads the read API has answered (its `/metrics`).
+async fn product_reads(metrics_url: &str) -> u64 {
+    let text = reqwest::get(metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("http_requests_total")
+                && l.contains("component=\"read-api\"")
+                && l.contains("route=\"/api/products/{id}\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn a_repeat_product_read_comes_from_the_cache(backend: Dialect) {
+    let instance = Instance::on(backend);
+    let shop = instance
+        .spawn(&["all"], &[("SHOP_GATEWAY_CACHE_TTL_MS", "60000")])
+        .await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let tea = admin.add_product("TEA-1", 100, 5).await;
+    let path = format!("/api/products/{tea}");
+    let public = Client::new(instance.gateway_url());
+    public
+        .get_until(&path, Duration::from_secs(60), |_| true)
+        .await;
+    let metrics = format!("{}/metrics", shop.url("read-api"));
+    let before = product_reads(&metrics).await;
+    assert!(before > 0, "the first read reached the read API");
+
+    for _ in 0..5 {
+        let answer = public
+            .http
+            .get(format!("{}{path}", public.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(answer.headers()["x-cache"], "hit");
+    }
+    assert_eq!(
+        product_reads(&metrics).await,
+        before,
+        "the read API answered none of the repeats"
+    );
+
+    // A read that asks for its own write is never served from the cache.
+    let restock = admin
+        .http
+        .post(format!("{}{path}/restock", admin.base))
+        .bearer_auth(admin.token.as_deref().unwrap())
+        .json(&serde_json::json!({"quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    let token = restock.headers()["x-consistency-token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let fresh = public
+        .http
+        .get(format!("{}{path}", public.base))
+        .header("x-consistency-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert!(fresh.headers().get("x-cache").is_none());
+    let fresh: serde_json::Value = fresh.json().await.unwrap();
+    assert_eq!(fresh["available"], 7);
 
     shop.kill().await;
     instance.cleanup().await;

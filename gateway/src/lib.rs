@@ -10,6 +10,10 @@
 //! token, else the peer address — with a token bucket (`governor`): `per_second`
 //! requests replenished each second, up to `burst` at once; beyond it, 429 with
 //! `Retry-After`.
+//!
+//! Public product reads (`GET /api/products…` without a consistency token) are cached
+//! for a short time (`cache_ttl`): a repeat within it is answered here (`x-cache: hit`)
+//! without reaching the read API.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -57,6 +61,47 @@ pub struct GatewayConfig {
     pub upstream_timeout: Duration,
     /// Requests per client (`None`: unlimited).
     pub rate_limit: Option<RateLimit>,
+    /// How long a public product read is served from the cache (zero: no cache).
+    pub cache_ttl: Duration,
+}
+
+/// A cached answer: status, headers and body.
+#[derive(Clone)]
+struct Cached {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+}
+
+impl Cached {
+    fn response(&self, cache: &'static str) -> Response {
+        let mut response = Response::new(Body::from(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+            .headers_mut()
+            .insert(CACHE_HEADER, HeaderValue::from_static(cache));
+        response
+    }
+}
+
+/// `hit` or `miss` on cacheable reads.
+pub const CACHE_HEADER: &str = "x-cache";
+
+/// Whether a request may be answered from (and stored in) the product cache: a public
+/// product read that does not ask to see its own writes.
+fn cacheable(parts: &axum::http::request::Parts, upstream: Upstream, public: bool) -> bool {
+    parts.method == Method::GET
+        && public
+        && upstream == Upstream::ReadApi
+        && parts.uri.path().starts_with("/api/products")
+        && !parts
+            .headers
+            .contains_key(shop_eventing::consistency::TOKEN_HEADER)
+        && !parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("consistency="))
 }
 
 /// A client's request budget: `per_second` replenished every second, `burst` at once.
@@ -96,6 +141,7 @@ impl Limiter {
 
 #[derive(Clone)]
 struct AppState {
+    cache: Option<moka::sync::Cache<String, Cached>>,
     limiter: Option<Arc<Limiter>>,
     config: Arc<GatewayConfig>,
     client: reqwest::Client,
@@ -149,6 +195,12 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         .build()
         .unwrap_or_default();
     let state = AppState {
+        cache: (!config.cache_ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(config.cache_ttl)
+                .build()
+        }),
         limiter: config.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
         config: Arc::new(config),
         client,
@@ -257,6 +309,16 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             .jwt
             .verify_header(parts.headers.get(axum::http::header::AUTHORIZATION))?;
     }
+    let cache_key = state
+        .cache
+        .as_ref()
+        .filter(|_| cacheable(&parts, upstream, public))
+        .map(|cache| (cache, parts.uri.to_string()));
+    if let Some((cache, key)) = &cache_key {
+        if let Some(cached) = cache.get(key) {
+            return Ok(cached.response("hit"));
+        }
+    }
     let body = to_bytes(body, state.config.body_limit).await.map_err(|_| {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -338,6 +400,16 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             format!("{upstream:?} broke off its answer"),
         )
     })?;
+    if let Some((cache, key)) = cache_key.filter(|_| status.is_success()) {
+        let cached = Cached {
+            status,
+            headers: response_headers,
+            body: bytes,
+        };
+        let response = cached.response("miss");
+        cache.insert(key, cached);
+        return Ok(response);
+    }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
