@@ -212,6 +212,15 @@ pub struct ServeOptions {
     /// Largest request body the gateway accepts.
     #[arg(long, env = "SHOP_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub gateway_body_limit: usize,
+    /// Consecutive failed requests that open an upstream's circuit (503 meanwhile).
+    #[arg(long, env = "SHOP_GATEWAY_BREAKER_FAILURES", default_value_t = 5)]
+    pub gateway_breaker_failures: u32,
+    /// How long an open circuit holds requests back before one probe goes through.
+    #[arg(long, env = "SHOP_GATEWAY_BREAKER_COOLDOWN_MS", default_value_t = 5000)]
+    pub gateway_breaker_cooldown_ms: u64,
+    /// How often the gateway checks every upstream instance's `/health`.
+    #[arg(long, env = "SHOP_GATEWAY_HEALTH_INTERVAL_MS", default_value_t = 1000)]
+    pub gateway_health_interval_ms: u64,
     /// How long the gateway serves a public product read from its cache (0: no cache).
     #[arg(long, env = "SHOP_GATEWAY_CACHE_TTL_MS", default_value_t = 1000)]
     pub gateway_cache_ttl_ms: u64,

@@ -213,6 +213,11 @@ pub async fn run_components(
             },
             body_limit: args.gateway_body_limit,
             cache_ttl: Duration::from_millis(args.gateway_cache_ttl_ms),
+            resilience: shop_gateway::Resilience {
+                breaker_failures: args.gateway_breaker_failures.max(1),
+                breaker_cooldown: Duration::from_millis(args.gateway_breaker_cooldown_ms),
+                health_interval: Duration::from_millis(args.gateway_health_interval_ms.max(50)),
+            },
             rate_limit: std::num::NonZeroU32::new(args.gateway_rate_limit).map(|per_second| {
                 shop_gateway::RateLimit {
                     per_second,

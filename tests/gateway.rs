@@ -143,3 +143,129 @@ async fn a_repeat_product_read_comes_from_the_cache(backend: Dialect) {
     shop.kill().await;
     instance.cleanup().await;
 }
+
+/// Requests the read API instance at `base` has answered on `/api/products`.
+async fn list_reads(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("http_requests_total")
+                && l.contains("component=\"read-api\"")
+                && l.contains("route=\"/api/products\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Several instances of one upstream (two read APIs, one process each): round robin,
+/// a dead one skipped without a failed request, readmitted when it is back; with every
+/// instance down the circuit opens (503) and closes again after a successful probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_instances_are_balanced_skipped_readmitted_and_guarded() {
+    let instance = Instance::new();
+    let ports = [common::free_port(), common::free_port()];
+    let port_env = |i: usize| ports[i].to_string();
+    let read_api = |i: usize| {
+        let instance = &instance;
+        let port = port_env(i);
+        async move {
+            instance
+                .spawn(&["read-api"], &[("SHOP_READ_API_PORT", port.as_str())])
+                .await
+        }
+    };
+    let mut read_apis = vec![read_api(0).await, read_api(1).await];
+    let bases: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let list = bases.join(",");
+    let main = instance
+        .spawn(
+            &[
+                "customers",
+                "inventory",
+                "orders",
+                "payments",
+                "shipping",
+                "projector",
+                "gateway",
+            ],
+            &[
+                ("SHOP_READ_API_URL", list.as_str()),
+                ("SHOP_GATEWAY_CACHE_TTL_MS", "0"),
+                ("SHOP_GATEWAY_HEALTH_INTERVAL_MS", "200"),
+                ("SHOP_GATEWAY_BREAKER_FAILURES", "3"),
+                ("SHOP_GATEWAY_BREAKER_COOLDOWN_MS", "1000"),
+            ],
+        )
+        .await;
+    let public = Client::new(instance.gateway_url());
+    let reads = |n: usize| {
+        let public = &public;
+        async move {
+            for _ in 0..n {
+                let answer = public.get("/api/products").await;
+                assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+            }
+        }
+    };
+
+    // Round robin: both instances answer.
+    reads(10).await;
+    assert!(list_reads(&bases[0]).await >= 4 && list_reads(&bases[1]).await >= 4);
+
+    // One dies: no request fails (a GET is retried on the other, and it is skipped).
+    read_apis.remove(0).kill().await;
+    reads(10).await;
+
+    // Back on its port: readmitted after a health check.
+    read_apis.insert(0, read_api(0).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    reads(10).await;
+    assert!(
+        list_reads(&bases[0]).await >= 3,
+        "the restarted instance is used again"
+    );
+
+    // All die: failures, then the circuit opens and answers 503 at once.
+    for process in read_apis.drain(..) {
+        process.kill().await;
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(public.get("/api/products").await.status);
+    }
+    assert_eq!(statuses[..3], [StatusCode::BAD_GATEWAY; 3], "{statuses:?}");
+    let open = public
+        .http
+        .get(format!("{}/api/products", public.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(open.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = open.json().await.unwrap();
+    assert!(
+        problem["type"].as_str().unwrap().ends_with("circuit-open"),
+        "{problem}"
+    );
+
+    // One comes back: after the cool-down a probe succeeds and the circuit closes.
+    read_apis.push(read_api(1).await);
+    public
+        .get_until("/api/products", Duration::from_secs(30), |_| true)
+        .await;
+    reads(5).await;
+
+    for process in read_apis {
+        process.kill().await;
+    }
+    main.kill().await;
+    instance.cleanup().await;
+}

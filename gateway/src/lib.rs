@@ -38,6 +38,11 @@ use shop_eventing::http::{ops_router, with_edge_layers, Problem, ReadyCheck, REQ
 use shop_eventing::telemetry::{new_traceparent, CORRELATION_ID_HEADER, TRACEPARENT_HEADER};
 use tracing::warn;
 
+pub mod balancer;
+
+use balancer::Balancer;
+pub use balancer::Resilience;
+
 pub const COMPONENT: &str = "gateway";
 
 /// Where each upstream listens (base URLs such as `http://127.0.0.1:8082`).
@@ -63,6 +68,8 @@ pub struct GatewayConfig {
     pub rate_limit: Option<RateLimit>,
     /// How long a public product read is served from the cache (zero: no cache).
     pub cache_ttl: Duration,
+    /// Circuit breakers and health checks of the upstreams.
+    pub resilience: Resilience,
 }
 
 /// A cached answer: status, headers and body.
@@ -141,6 +148,8 @@ impl Limiter {
 
 #[derive(Clone)]
 struct AppState {
+    /// One balancer per upstream, in [`Upstream`] order.
+    balancers: Arc<Vec<(Upstream, Arc<Balancer>)>>,
     cache: Option<moka::sync::Cache<String, Cached>>,
     limiter: Option<Arc<Limiter>>,
     config: Arc<GatewayConfig>,
@@ -194,7 +203,23 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default();
+    let u = &config.upstreams;
+    let balancers: Vec<(Upstream, Arc<Balancer>)> = [
+        (Upstream::Customers, &u.customers),
+        (Upstream::Inventory, &u.inventory),
+        (Upstream::Orders, &u.orders),
+        (Upstream::Payments, &u.payments),
+        (Upstream::Shipping, &u.shipping),
+        (Upstream::ReadApi, &u.read_api),
+    ]
+    .into_iter()
+    .map(|(upstream, list)| (upstream, Balancer::new(list, config.resilience)))
+    .collect();
+    for (_, balancer) in &balancers {
+        balancer.spawn_health_checks(client.clone(), config.resilience.health_interval);
+    }
     let state = AppState {
+        balancers: Arc::new(balancers),
         cache: (!config.cache_ttl.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -218,20 +243,22 @@ fn ready_check(state: AppState) -> ReadyCheck {
     Arc::new(move || {
         let state = state.clone();
         async move {
-            let u = &state.config.upstreams;
-            for (name, base) in [
-                ("customers", &u.customers),
-                ("inventory", &u.inventory),
-                ("read-api", &u.read_api),
-            ] {
-                let ok = state
-                    .client
-                    .get(format!("{base}/health"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
+            // Ready when some instance of every upstream answers.
+            for (upstream, balancer) in state.balancers.iter() {
+                let mut ok = false;
+                for base in balancer.bases() {
+                    ok = state
+                        .client
+                        .get(format!("{base}/health"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if ok {
+                        break;
+                    }
+                }
                 if !ok {
-                    return Err(format!("upstream {name} is not healthy"));
+                    return Err(format!("upstream {upstream:?} is not healthy"));
                 }
             }
             Ok(())
@@ -275,6 +302,21 @@ fn client_of(state: &AppState, parts: &axum::http::request::Parts) -> String {
         Some(ConnectInfo(peer)) => format!("ip:{}", peer.ip()),
         None => "ip:unknown".to_string(),
     }
+}
+
+/// 503 while an upstream's circuit is open, with `Retry-After`.
+fn circuit_open(upstream: Upstream, open_for: Duration) -> Response {
+    let seconds = (open_for.as_secs() + u64::from(open_for.subsec_nanos() > 0)).max(1);
+    let mut response = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "circuit-open",
+        format!("{upstream:?} is failing; requests are held back for {seconds} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// 429 with `Retry-After` (whole seconds, at least 1).
@@ -329,23 +371,12 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             ),
         )
     })?;
-    let u = &state.config.upstreams;
-    let base = match upstream {
-        Upstream::Customers => &u.customers,
-        Upstream::Inventory => &u.inventory,
-        Upstream::Orders => &u.orders,
-        Upstream::Payments => &u.payments,
-        Upstream::Shipping => &u.shipping,
-        Upstream::ReadApi => &u.read_api,
-    };
-    let url = format!(
-        "{base}{}",
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or(path)
-    );
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or(path)
+        .to_string();
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
         if forwardable(name) {
@@ -363,16 +394,57 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             headers.insert(TRACEPARENT_HEADER, value);
         }
     }
-    let answer = state
-        .client
-        .request(parts.method.clone(), &url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            warn!(error = %e, %url, "upstream failed");
-            if e.is_timeout() {
+    let balancer = state
+        .balancers
+        .iter()
+        .find(|(u, _)| *u == upstream)
+        .map(|(_, b)| b.clone())
+        .ok_or_else(|| Problem::internal(&"no balancer for the upstream"))?;
+    if let Err(open_for) = balancer.breaker().allow() {
+        return Ok(circuit_open(upstream, open_for));
+    }
+    // Only requests that may safely run twice go to a second instance.
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    );
+    let candidates = balancer.candidates();
+    let tries = if idempotent {
+        candidates.len().min(3)
+    } else {
+        1
+    };
+    let mut failure = None;
+    let mut answered = None;
+    for base in candidates.iter().take(tries) {
+        let url = format!("{base}{path_and_query}");
+        match state
+            .client
+            .request(parts.method.clone(), &url)
+            .headers(headers.clone())
+            .body(body.clone())
+            .send()
+            .await
+        {
+            Ok(answer) => {
+                answered = Some(answer);
+                break;
+            }
+            Err(e) => {
+                warn!(error = %e, %url, "upstream failed");
+                balancer.mark(base, false);
+                failure = Some(e);
+            }
+        }
+    }
+    let answer = match (answered, failure) {
+        (Some(answer), _) => {
+            balancer.breaker().success();
+            answer
+        }
+        (None, failure) => {
+            balancer.breaker().failure();
+            return Err(if failure.is_some_and(|e| e.is_timeout()) {
                 Problem::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream-timeout",
@@ -384,8 +456,9 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
                     "upstream-unavailable",
                     format!("{upstream:?} is unavailable"),
                 )
-            }
-        })?;
+            });
+        }
+    };
     let status = answer.status();
     let mut response_headers = HeaderMap::new();
     for (name, value) in answer.headers() {
