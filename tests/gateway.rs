@@ -24,6 +24,7 @@ async fn each_client_has_its_own_rate_limit(backend: Dialect) {
             &[
                 ("SHOP_GATEWAY_RATE_LIMIT", "1"),
                 ("SHOP_GATEWAY_RATE_BURST", "3"),
+                ("SHOP_LOG_FORMAT", "json"),
             ],
         )
         .await;
@@ -57,6 +58,23 @@ async fn each_client_has_its_own_rate_limit(backend: Dialect) {
 
     // Another client (the admin's token) has its own budget.
     assert_eq!(admin.get("/api/products").await.status, StatusCode::OK);
+
+    // Every request has its access-log line, the refused one too.
+    let log = std::fs::read_to_string(&shop.log_path).unwrap();
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|l| l["fields"].clone())
+        .filter(|f| f["message"] == "access" && f["path"] == "/api/products")
+        .collect();
+    let statuses: Vec<i64> = access
+        .iter()
+        .map(|f| f["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 200, 429, 200], "{access:#?}");
+    assert!(access
+        .iter()
+        .all(|f| f["request_id"].as_str().is_some_and(|id| !id.is_empty())));
 
     // After the advised wait, the refused client may go on.
     tokio::time::sleep(Duration::from_secs(retry_after)).await;

@@ -284,10 +284,41 @@ fn forwardable(name: &HeaderName) -> bool {
 
 #[tracing::instrument(name = "proxy", skip_all, fields(upstream = tracing::field::Empty))]
 async fn proxy(State(state): State<AppState>, request: Request) -> Response {
-    match forward(&state, request).await {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_string())
+        .unwrap_or_default();
+    let response = match forward(&state, request).await {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
-    }
+    };
+    // One structured access-log line per request (`SHOP_LOG_FORMAT=json` for JSON).
+    tracing::info!(
+        target: "access",
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        request_id,
+        peer,
+        cache = response
+            .headers()
+            .get(CACHE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-"),
+        "access"
+    );
+    response
 }
 
 /// Who a request comes from, for its rate limit: the token's subject, else the peer.
