@@ -213,6 +213,14 @@ pub async fn run_components(
             },
             body_limit: args.gateway_body_limit,
             cache_ttl: Duration::from_millis(args.gateway_cache_ttl_ms),
+            canaries: args
+                .gateway_canary
+                .split(';')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(shop_gateway::Canary::parse)
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?,
             resilience: shop_gateway::Resilience {
                 breaker_failures: args.gateway_breaker_failures.max(1),
                 breaker_cooldown: Duration::from_millis(args.gateway_breaker_cooldown_ms),

@@ -287,3 +287,55 @@ async fn upstream_instances_are_balanced_skipped_readmitted_and_guarded() {
     main.kill().await;
     instance.cleanup().await;
 }
+
+/// Weighted canary routing: with 10 % to a second version of the read API, 1,000
+/// requests split within a few percent of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_gets_its_share_of_the_traffic() {
+    let instance = Instance::new();
+    // The canary: the read API reached under another name (the split is decided at the
+    // gateway, which marks each answer with the version it chose).
+    let canary = format!("read-api=http://localhost:{}@10", instance.ports.read_api);
+    let shop = instance
+        .spawn(
+            &["all"],
+            &[
+                ("SHOP_GATEWAY_CANARY", canary.as_str()),
+                ("SHOP_GATEWAY_CACHE_TTL_MS", "0"),
+            ],
+        )
+        .await;
+    let public = Client::new(instance.gateway_url());
+    let mut canaries = 0;
+    for _ in 0..1000 {
+        let answer = public
+            .http
+            .get(format!("{}/api/products", public.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        match answer.headers()["x-upstream-version"].to_str().unwrap() {
+            "canary" => canaries += 1,
+            version => assert_eq!(version, "stable"),
+        }
+    }
+    // 10 % of 1,000 is 100 (standard deviation 9.5): within three percentage points.
+    assert!(
+        (70..=130).contains(&canaries),
+        "{canaries} of 1000 went to the canary"
+    );
+
+    // A malformed canary setting stops the gateway at start.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(["serve", "gateway"])
+        .env("SHOP_GATEWAY_CANARY", "read-api=http://x@150")
+        .env("SHOP_JWT_SECRET", "x")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("percent must be 0 to 100"));
+
+    shop.kill().await;
+    instance.cleanup().await;
+}

@@ -70,6 +70,59 @@ pub struct GatewayConfig {
     pub cache_ttl: Duration,
     /// Circuit breakers and health checks of the upstreams.
     pub resilience: Resilience,
+    /// Second versions of upstreams that get a share of the traffic.
+    pub canaries: Vec<Canary>,
+}
+
+/// A canary: `percent` of an upstream's requests go to these instances instead.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    pub upstream: Upstream,
+    /// Comma-separated base URLs, like an upstream's.
+    pub instances: String,
+    pub percent: u8,
+}
+
+impl Canary {
+    /// From `upstream=url[,url…]@percent`, e.g. `read-api=http://10.0.0.9:8090@10`.
+    pub fn parse(spec: &str) -> Result<Canary, String> {
+        let (name, rest) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("canary {spec:?}: expected upstream=urls@percent"))?;
+        let (instances, percent) = rest
+            .rsplit_once('@')
+            .ok_or_else(|| format!("canary {spec:?}: expected urls@percent"))?;
+        let upstream = match name.trim() {
+            "customers" => Upstream::Customers,
+            "inventory" => Upstream::Inventory,
+            "orders" => Upstream::Orders,
+            "payments" => Upstream::Payments,
+            "shipping" => Upstream::Shipping,
+            "read-api" => Upstream::ReadApi,
+            other => return Err(format!("canary {spec:?}: no upstream {other:?}")),
+        };
+        let percent: u8 = percent
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p <= 100)
+            .ok_or_else(|| format!("canary {spec:?}: percent must be 0 to 100"))?;
+        Ok(Canary {
+            upstream,
+            instances: instances.trim().to_string(),
+            percent,
+        })
+    }
+}
+
+/// Which version of an upstream answered: `stable` or `canary`.
+pub const ROUTE_HEADER: &str = "x-upstream-version";
+
+/// An upstream's instances, and its canary with its share.
+struct Route {
+    upstream: Upstream,
+    stable: Arc<Balancer>,
+    canary: Option<(Arc<Balancer>, u8)>,
 }
 
 /// A cached answer: status, headers and body.
@@ -148,8 +201,8 @@ impl Limiter {
 
 #[derive(Clone)]
 struct AppState {
-    /// One balancer per upstream, in [`Upstream`] order.
-    balancers: Arc<Vec<(Upstream, Arc<Balancer>)>>,
+    /// Every upstream's instances (and canary).
+    routes: Arc<Vec<Route>>,
     cache: Option<moka::sync::Cache<String, Cached>>,
     limiter: Option<Arc<Limiter>>,
     config: Arc<GatewayConfig>,
@@ -204,7 +257,7 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         .build()
         .unwrap_or_default();
     let u = &config.upstreams;
-    let balancers: Vec<(Upstream, Arc<Balancer>)> = [
+    let routes: Vec<Route> = [
         (Upstream::Customers, &u.customers),
         (Upstream::Inventory, &u.inventory),
         (Upstream::Orders, &u.orders),
@@ -213,13 +266,25 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         (Upstream::ReadApi, &u.read_api),
     ]
     .into_iter()
-    .map(|(upstream, list)| (upstream, Balancer::new(list, config.resilience)))
+    .map(|(upstream, list)| Route {
+        upstream,
+        stable: Balancer::new(list, config.resilience),
+        canary: config
+            .canaries
+            .iter()
+            .find(|c| c.upstream == upstream)
+            .map(|c| (Balancer::new(&c.instances, config.resilience), c.percent)),
+    })
     .collect();
-    for (_, balancer) in &balancers {
-        balancer.spawn_health_checks(client.clone(), config.resilience.health_interval);
+    for route in &routes {
+        let interval = config.resilience.health_interval;
+        route.stable.spawn_health_checks(client.clone(), interval);
+        if let Some((canary, _)) = &route.canary {
+            canary.spawn_health_checks(client.clone(), interval);
+        }
     }
     let state = AppState {
-        balancers: Arc::new(balancers),
+        routes: Arc::new(routes),
         cache: (!config.cache_ttl.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -244,7 +309,8 @@ fn ready_check(state: AppState) -> ReadyCheck {
         let state = state.clone();
         async move {
             // Ready when some instance of every upstream answers.
-            for (upstream, balancer) in state.balancers.iter() {
+            for route in state.routes.iter() {
+                let (upstream, balancer) = (route.upstream, &route.stable);
                 let mut ok = false;
                 for base in balancer.bases() {
                     ok = state
@@ -425,12 +491,16 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             headers.insert(TRACEPARENT_HEADER, value);
         }
     }
-    let balancer = state
-        .balancers
+    let route = state
+        .routes
         .iter()
-        .find(|(u, _)| *u == upstream)
-        .map(|(_, b)| b.clone())
-        .ok_or_else(|| Problem::internal(&"no balancer for the upstream"))?;
+        .find(|r| r.upstream == upstream)
+        .ok_or_else(|| Problem::internal(&"no route for the upstream"))?;
+    // Weighted canary: its share of requests goes to the second version.
+    let (balancer, version) = match &route.canary {
+        Some((canary, percent)) if fastrand::u8(0..100) < *percent => (canary.clone(), "canary"),
+        _ => (route.stable.clone(), "stable"),
+    };
     if let Err(open_for) = balancer.breaker().allow() {
         return Ok(circuit_open(upstream, open_for));
     }
@@ -517,6 +587,9 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
+    response
+        .headers_mut()
+        .insert(ROUTE_HEADER, HeaderValue::from_static(version));
     Ok(response)
 }
 
