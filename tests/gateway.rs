@@ -339,3 +339,44 @@ async fn a_canary_gets_its_share_of_the_traffic() {
     shop.kill().await;
     instance.cleanup().await;
 }
+
+/// An upstream that accepts connections and never answers: 504 problem+json after the
+/// configured timeout (and the POST is not retried elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_times_out() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket); // read nothing, answer nothing
+        }
+    });
+    let instance = Instance::new();
+    let shop = instance
+        .spawn(
+            &["customers", "read-api", "projector", "gateway"],
+            &[
+                ("SHOP_SHIPPING_URL", silent_url.as_str()),
+                ("SHOP_UPSTREAM_TIMEOUT_MS", "500"),
+            ],
+        )
+        .await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let answer = admin
+        .post(
+            &format!("/api/shipments/{}/dispatch", uuid::Uuid::now_v7()),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT, "{answer:?}");
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert!(answer.body["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("upstream-timeout"));
+
+    held.abort();
+    shop.kill().await;
+    instance.cleanup().await;
+}
