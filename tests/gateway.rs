@@ -84,19 +84,20 @@ async fn each_client_has_its_own_rate_limit(backend: Dialect) {
     instance.cleanup().await;
 }
 
-/// How many product reads the read API has answered (its `/metrics`).
-async fn product_reads(metrics_url: &str) -> u64 {
-    let text = reqwest::get(metrics_url)
+/// How many requests on `route` the read API at `base` has answered (its `/metrics`).
+async fn reads_of(base: &str, route: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
+    let route = format!("route=\"{route}\"");
     text.lines()
         .filter(|l| {
             l.starts_with("http_requests_total")
                 && l.contains("component=\"read-api\"")
-                && l.contains("route=\"/api/products/{id}\"")
+                && l.contains(&route)
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
@@ -114,8 +115,8 @@ async fn a_repeat_product_read_comes_from_the_cache(backend: Dialect) {
     public
         .get_until(&path, Duration::from_secs(60), |_| true)
         .await;
-    let metrics = format!("{}/metrics", shop.url("read-api"));
-    let before = product_reads(&metrics).await;
+    let read_api = shop.url("read-api");
+    let before = reads_of(&read_api, "/api/products/{id}").await;
     assert!(before > 0, "the first read reached the read API");
 
     for _ in 0..5 {
@@ -129,7 +130,7 @@ async fn a_repeat_product_read_comes_from_the_cache(backend: Dialect) {
         assert_eq!(answer.headers()["x-cache"], "hit");
     }
     assert_eq!(
-        product_reads(&metrics).await,
+        reads_of(&read_api, "/api/products/{id}").await,
         before,
         "the read API answered none of the repeats"
     );
@@ -160,24 +161,6 @@ async fn a_repeat_product_read_comes_from_the_cache(backend: Dialect) {
 
     shop.kill().await;
     instance.cleanup().await;
-}
-
-/// Requests the read API instance at `base` has answered on `/api/products`.
-async fn list_reads(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("http_requests_total")
-                && l.contains("component=\"read-api\"")
-                && l.contains("route=\"/api/products\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 /// Several instances of one upstream (two read APIs, one process each): round robin,
@@ -236,7 +219,10 @@ async fn upstream_instances_are_balanced_skipped_readmitted_and_guarded() {
 
     // Round robin: both instances answer.
     reads(10).await;
-    assert!(list_reads(&bases[0]).await >= 4 && list_reads(&bases[1]).await >= 4);
+    assert!(
+        reads_of(&bases[0], "/api/products").await >= 4
+            && reads_of(&bases[1], "/api/products").await >= 4
+    );
 
     // One dies: no request fails (a GET is retried on the other, and it is skipped).
     read_apis.remove(0).kill().await;
@@ -247,7 +233,7 @@ async fn upstream_instances_are_balanced_skipped_readmitted_and_guarded() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     reads(10).await;
     assert!(
-        list_reads(&bases[0]).await >= 3,
+        reads_of(&bases[0], "/api/products").await >= 3,
         "the restarted instance is used again"
     );
 
