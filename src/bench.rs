@@ -239,7 +239,7 @@ async fn measure(
     relay_task.abort();
 
     // Baseline: the same records through a plain producer, in batches of the same size.
-    let store = shop_eventing::store::PgEventStore::new(pool.clone());
+    let store = shop_eventing::store::EventStore::new(pool.clone());
     let raw_topic = format!("{}raw", platform.topic_prefix);
     platform
         .log

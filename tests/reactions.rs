@@ -15,7 +15,7 @@ use shop_eventing::command::CommandBus;
 use shop_eventing::consumer::EventHandler;
 use shop_eventing::db::{self, DatabaseConfig};
 use shop_eventing::sql::{self, Dialect, Pool};
-use shop_eventing::store::PgEventStore;
+use shop_eventing::store::EventStore;
 use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
 use shop_schemas::inventory::{InventoryEvent, StockLine, StockReservationRejected, StockReserved};
 use shop_schemas::orders::{OrderCancelled, OrderConfirmed, OrderEvent, OrderLine, OrderPlaced};
@@ -233,7 +233,7 @@ async fn the_orders_saga_decides_once_whatever_the_order(backend: Dialect) {
     .await;
     let pool = database.pool.clone();
     let store =
-        PgEventStore::new(pool.clone()).with_hook(Arc::new(shop_orders::deadline::DeadlineTable {
+        EventStore::new(pool.clone()).with_hook(Arc::new(shop_orders::deadline::DeadlineTable {
             timeout: std::time::Duration::from_secs(3600),
         }));
     let bus = Arc::new(CommandBus::new(store, ()));
@@ -431,7 +431,7 @@ async fn payments_charge_once_and_refund_what_a_cancelled_order_paid(backend: Di
     .await;
     let pool = database.pool.clone();
     let bus = Arc::new(CommandBus::<shop_payments::wallet::Wallet>::new(
-        PgEventStore::new(pool.clone()),
+        EventStore::new(pool.clone()),
         (),
     ));
     let handler = shop_payments::reactions::OrderPayments { bus: bus.clone() };
@@ -556,7 +556,7 @@ async fn shipping_schedules_each_confirmed_order_once(backend: Dialect) {
     let pool = database.pool.clone();
     let handler = shop_shipping::reactions::ScheduleShipments {
         bus: Arc::new(CommandBus::new(
-            PgEventStore::new(pool.clone()),
+            EventStore::new(pool.clone()),
             shop_shipping::shipment::SupportedCountries::default(),
         )),
     };

@@ -1,4 +1,4 @@
-//! Executing commands on cqrs-es aggregates over the [`PgEventStore`], with retries on
+//! Executing commands on cqrs-es aggregates over the [`EventStore`], with retries on
 //! optimistic-concurrency conflicts and one typed error for the HTTP edge.
 
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use shop_schemas::EventMetadata;
 use tracing::{debug, warn};
 
 use crate::sql::Conn;
-use crate::store::{HookError, PgEventStore, TxEventStore};
+use crate::store::{EventStore, HookError, TxEventStore};
 
 /// How often a command is re-run after losing an optimistic-concurrency race before the
 /// caller gets a conflict (409).
@@ -37,7 +37,7 @@ pub struct CommandBus<A>
 where
     A: Aggregate,
 {
-    store: PgEventStore,
+    store: EventStore,
     services: A::Services,
     /// Load from a snapshot taken every this many events (`None`: replay every event).
     snapshot_every: Option<usize>,
@@ -49,7 +49,7 @@ where
     A::Command: Clone,
     A::Services: Clone,
 {
-    pub fn new(store: PgEventStore, services: A::Services) -> Self {
+    pub fn new(store: EventStore, services: A::Services) -> Self {
         CommandBus {
             store,
             services,
@@ -59,11 +59,7 @@ where
 
     /// Like [`CommandBus::new`], loading aggregates from a snapshot taken every
     /// `snapshot_every` events.
-    pub fn with_snapshots(
-        store: PgEventStore,
-        services: A::Services,
-        snapshot_every: usize,
-    ) -> Self {
+    pub fn with_snapshots(store: EventStore, services: A::Services, snapshot_every: usize) -> Self {
         CommandBus {
             store,
             services,

@@ -133,16 +133,17 @@ impl StoredEvent {
 
 pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at";
 
-/// The event repository for cqrs-es, with outbox and append hook.
+/// The event repository for cqrs-es on either backend ([`crate::sql`]), with outbox and
+/// append hook.
 #[derive(Clone)]
-pub struct PgEventStore {
+pub struct EventStore {
     pool: Pool,
     hook: Option<Arc<dyn AppendHook>>,
 }
 
-impl PgEventStore {
+impl EventStore {
     pub fn new(pool: impl Into<Pool>) -> Self {
-        PgEventStore {
+        EventStore {
             pool: pool.into(),
             hook: None,
         }
@@ -461,9 +462,9 @@ macro_rules! repository_over_connection {
     };
 }
 
-repository_over_connection!(PgEventStore, self => self.pool.acquire().await.map_err(connection_error)?);
+repository_over_connection!(EventStore, self => self.pool.acquire().await.map_err(connection_error)?);
 
-impl PgEventStore {
+impl EventStore {
     async fn append(
         &self,
         events: &[SerializedEvent],

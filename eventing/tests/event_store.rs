@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use serde_json::json;
-use shop_eventing::store::{PgEventStore, SCHEMA};
+use shop_eventing::store::{EventStore, SCHEMA};
 
 mod common;
 
@@ -16,9 +16,9 @@ shop_eventing::on_both_backends!(
 
 use common::{fresh_database_on, Counter, TestDatabase};
 
-async fn fresh_store(backend: Dialect) -> (PgEventStore, TestDatabase) {
+async fn fresh_store(backend: Dialect) -> (EventStore, TestDatabase) {
     let database = fresh_database_on(backend, "store", &[SCHEMA]).await;
-    (PgEventStore::new(database.pool.clone()), database)
+    (EventStore::new(database.pool.clone()), database)
 }
 
 fn event(id: &str, sequence: usize, by: i64) -> SerializedEvent {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use serde_json::json;
 use shop_eventing::command::CommandBus;
-use shop_eventing::store::{PgEventStore, TxEventStore, SCHEMA};
+use shop_eventing::store::{EventStore, TxEventStore, SCHEMA};
 use shop_schemas::EventMetadata;
 
 mod common;
@@ -19,12 +19,12 @@ shop_eventing::on_both_backends!(
 
 use common::{fresh_database_on, Counter, TestDatabase};
 
-async fn fresh(backend: Dialect) -> (PgEventStore, TestDatabase) {
+async fn fresh(backend: Dialect) -> (EventStore, TestDatabase) {
     let database = fresh_database_on(backend, "reaction", &[SCHEMA]).await;
-    (PgEventStore::new(database.pool.clone()), database)
+    (EventStore::new(database.pool.clone()), database)
 }
 
-async fn count(store: &PgEventStore, table: &str) -> i64 {
+async fn count(store: &EventStore, table: &str) -> i64 {
     sql::query_scalar(&format!("SELECT count(*) FROM {table}"))
         .fetch_one(store.pool())
         .await

@@ -10,7 +10,7 @@ use shop_eventing::auth;
 use shop_eventing::command::CommandBus;
 use shop_eventing::platform::{Platform, Started};
 use shop_eventing::sql::{self, Conn};
-use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
+use shop_eventing::store::{AppendHook, EventStore, HookError, StoredEvent};
 use shop_schemas::Service;
 use uuid::Uuid;
 
@@ -101,7 +101,7 @@ pub async fn start(
         .open_command_database(Service::Customers, SCHEMA)
         .await?;
     let credentials = Arc::new(Credentials::default());
-    let store = PgEventStore::new(pool.clone()).with_hook(credentials.clone());
+    let store = EventStore::new(pool.clone()).with_hook(credentials.clone());
     let tasks = platform.spawn_service_tasks(&pool, Service::Customers, vec![]);
     let state = AppState {
         bus: Arc::new(CommandBus::new(store, ())),

@@ -9,7 +9,7 @@ use shop_eventing::command::CommandBus;
 use shop_eventing::db::DbError;
 use shop_eventing::platform::{Platform, Started};
 use shop_eventing::sql::{self, Conn};
-use shop_eventing::store::{AppendHook, HookError, PgEventStore, StoredEvent};
+use shop_eventing::store::{AppendHook, EventStore, HookError, StoredEvent};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::Service;
 
@@ -125,8 +125,8 @@ pub async fn open_database(platform: &Platform) -> Result<shop_eventing::sql::Po
 }
 
 /// The service's event store: the shared store with the SKU index hook.
-pub fn event_store(pool: shop_eventing::sql::Pool) -> PgEventStore {
-    PgEventStore::new(pool).with_hook(Arc::new(InventoryTables))
+pub fn event_store(pool: shop_eventing::sql::Pool) -> EventStore {
+    EventStore::new(pool).with_hook(Arc::new(InventoryTables))
 }
 
 /// Aggregates are loaded from a snapshot taken every this many events.

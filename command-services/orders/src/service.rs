@@ -7,7 +7,7 @@ use std::time::Duration;
 use shop_eventing::command::CommandBus;
 use shop_eventing::db::DbError;
 use shop_eventing::platform::{Platform, Started};
-use shop_eventing::store::PgEventStore;
+use shop_eventing::store::EventStore;
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
@@ -41,7 +41,7 @@ pub async fn start(platform: &Platform, config: OrdersConfig) -> Result<Started,
     let pool = platform
         .open_command_database(Service::Orders, SCHEMA)
         .await?;
-    let store = PgEventStore::new(pool.clone()).with_hook(Arc::new(DeadlineTable {
+    let store = EventStore::new(pool.clone()).with_hook(Arc::new(DeadlineTable {
         timeout: config.saga_timeout,
     }));
     let bus = Arc::new(CommandBus::new(store, ()));

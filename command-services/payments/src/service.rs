@@ -6,7 +6,7 @@ use std::sync::Arc;
 use shop_eventing::command::CommandBus;
 use shop_eventing::db::DbError;
 use shop_eventing::platform::{Platform, Started};
-use shop_eventing::store::PgEventStore;
+use shop_eventing::store::EventStore;
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
@@ -30,7 +30,7 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         Arc::new(KnownCustomers),
     );
     let bus = Arc::new(CommandBus::with_snapshots(
-        PgEventStore::new(pool.clone()),
+        EventStore::new(pool.clone()),
         (),
         100,
     ));

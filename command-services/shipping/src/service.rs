@@ -6,7 +6,7 @@ use std::sync::Arc;
 use shop_eventing::command::CommandBus;
 use shop_eventing::db::DbError;
 use shop_eventing::platform::{Platform, Started};
-use shop_eventing::store::PgEventStore;
+use shop_eventing::store::EventStore;
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
@@ -32,7 +32,7 @@ pub async fn start(platform: &Platform, config: ShippingConfig) -> Result<Starte
         .open_command_database(Service::Shipping, SCHEMA)
         .await?;
     let bus = Arc::new(CommandBus::new(
-        PgEventStore::new(pool.clone()),
+        EventStore::new(pool.clone()),
         config.countries,
     ));
     let shipments = platform.consumer(
