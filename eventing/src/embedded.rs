@@ -416,6 +416,17 @@ impl EmbeddedSubscription {
         Ok(())
     }
 
+    /// The group's generation now.
+    fn current_generation(&self) -> Result<u64, LogError> {
+        Ok(self
+            .log
+            .groups
+            .lock()
+            .map_err(unavailable)?
+            .get(&self.group)
+            .map_or(0, |g| g.generation))
+    }
+
     /// Up to `max` records from the assigned partitions, a fair share from each.
     async fn read(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
         let mut records = Vec::new();
@@ -472,6 +483,11 @@ impl Subscription for EmbeddedSubscription {
             self.woken.borrow_and_update();
             self.rebalance().await?;
             let records = self.read(max.max(1)).await?;
+            // The group changed while reading: these partitions may be someone else's
+            // now. Drop the batch; the next pass re-reads from the committed positions.
+            if self.current_generation()? != self.generation {
+                continue;
+            }
             if !records.is_empty() {
                 return Ok(records);
             }
