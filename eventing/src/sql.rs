@@ -502,6 +502,25 @@ pub fn sqlite_placeholders(sql: &str) -> String {
     out
 }
 
+/// Runs sqlx's `$method` of a [`Query`] on the executor's backend (SQLite gets its
+/// placeholders rewritten) and turns each backend's result into ours with `$pg` / `$lite`.
+macro_rules! on_backend {
+    ($query:ident, $executor:ident, $method:ident, $pg:expr, $lite:expr) => {
+        match $executor.target() {
+            Target::Pg(conn) => ($pg)($query.pg().$method(conn).await?),
+            Target::PgPool(pool) => ($pg)($query.pg().$method(pool).await?),
+            Target::Lite(conn) => {
+                let sql = sqlite_placeholders($query.sql);
+                ($lite)(lite(&sql, $query.args).$method(conn).await?)
+            }
+            Target::LitePool(pool) => {
+                let sql = sqlite_placeholders($query.sql);
+                ($lite)(lite(&sql, $query.args).$method(pool).await?)
+            }
+        }
+    };
+}
+
 /// A statement with its bound values.
 #[must_use = "a query does nothing until executed"]
 pub struct Query<'q> {
@@ -555,18 +574,13 @@ impl<'q> Query<'q> {
     /// # Errors
     /// The database refused the statement.
     pub async fn execute<'e>(self, executor: impl Executor<'e>) -> Result<Done, sqlx::Error> {
-        let rows_affected = match executor.target() {
-            Target::Pg(conn) => self.pg().execute(conn).await?.rows_affected(),
-            Target::PgPool(pool) => self.pg().execute(pool).await?.rows_affected(),
-            Target::Lite(conn) => {
-                let sql = sqlite_placeholders(self.sql);
-                lite(&sql, self.args).execute(conn).await?.rows_affected()
-            }
-            Target::LitePool(pool) => {
-                let sql = sqlite_placeholders(self.sql);
-                lite(&sql, self.args).execute(pool).await?.rows_affected()
-            }
-        };
+        let rows_affected = on_backend!(
+            self,
+            executor,
+            execute,
+            |done: sqlx::postgres::PgQueryResult| done.rows_affected(),
+            |done: sqlx::sqlite::SqliteQueryResult| done.rows_affected()
+        );
         Ok(Done { rows_affected })
     }
 
@@ -575,40 +589,13 @@ impl<'q> Query<'q> {
     /// # Errors
     /// The database refused the statement.
     pub async fn fetch_all<'e>(self, executor: impl Executor<'e>) -> Result<Vec<Row>, sqlx::Error> {
-        Ok(match executor.target() {
-            Target::Pg(conn) => self
-                .pg()
-                .fetch_all(conn)
-                .await?
-                .into_iter()
-                .map(Row::Pg)
-                .collect(),
-            Target::PgPool(pool) => self
-                .pg()
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(Row::Pg)
-                .collect(),
-            Target::Lite(conn) => {
-                let sql = sqlite_placeholders(self.sql);
-                lite(&sql, self.args)
-                    .fetch_all(conn)
-                    .await?
-                    .into_iter()
-                    .map(Row::Lite)
-                    .collect()
-            }
-            Target::LitePool(pool) => {
-                let sql = sqlite_placeholders(self.sql);
-                lite(&sql, self.args)
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .map(Row::Lite)
-                    .collect()
-            }
-        })
+        Ok(on_backend!(
+            self,
+            executor,
+            fetch_all,
+            |rows: Vec<PgRow>| rows.into_iter().map(Row::Pg).collect(),
+            |rows: Vec<SqliteRow>| rows.into_iter().map(Row::Lite).collect()
+        ))
     }
 
     /// The first row, if any.
@@ -619,24 +606,13 @@ impl<'q> Query<'q> {
         self,
         executor: impl Executor<'e>,
     ) -> Result<Option<Row>, sqlx::Error> {
-        Ok(match executor.target() {
-            Target::Pg(conn) => self.pg().fetch_optional(conn).await?.map(Row::Pg),
-            Target::PgPool(pool) => self.pg().fetch_optional(pool).await?.map(Row::Pg),
-            Target::Lite(conn) => {
-                let sql = sqlite_placeholders(self.sql);
-                lite(&sql, self.args)
-                    .fetch_optional(conn)
-                    .await?
-                    .map(Row::Lite)
-            }
-            Target::LitePool(pool) => {
-                let sql = sqlite_placeholders(self.sql);
-                lite(&sql, self.args)
-                    .fetch_optional(pool)
-                    .await?
-                    .map(Row::Lite)
-            }
-        })
+        Ok(on_backend!(
+            self,
+            executor,
+            fetch_optional,
+            |row: Option<PgRow>| row.map(Row::Pg),
+            |row: Option<SqliteRow>| row.map(Row::Lite)
+        ))
     }
 
     /// Exactly one row.
