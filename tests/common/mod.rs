@@ -78,10 +78,15 @@ pub fn fresh_instance() -> String {
 /// Chosen at random below the kernel's ephemeral range (32768 and up here), so outgoing
 /// connections — to PostgreSQL, Kafka, between components — cannot take it between this
 /// check and the component's bind, as they could a port the kernel handed out.
+/// Never the same port twice in one test binary: tests run in parallel, and two instances
+/// could otherwise pick one port before either binds it.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let port = 20_000 + fastrand::u16(..12_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
