@@ -7,11 +7,14 @@
 #   scripts/infra.sh down     stop Kafka (SIGTERM, then SIGKILL after 30 s) and PostgreSQL
 #   scripts/infra.sh status   say what is installed and running; exit 0 when both are up
 #
-# Environment: SHOP_CACHE_DIR (default ~/.cache/shop: Kafka jars, data, log),
+# It also installs the test tools that are not Rust (schemathesis, in a virtualenv).
+#
+# Environment: SHOP_CACHE_DIR (default ~/.cache/shop: Kafka jars, venv, data, log),
 # SHOP_KAFKA_PORT (9092), SHOP_KAFKA_CONTROLLER_PORT (9093).
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
+SCHEMATHESIS_VERSION=4.32.5
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${SHOP_CACHE_DIR:-$HOME/.cache/shop}
 KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
@@ -61,6 +64,18 @@ toolchain() {
   if command -v rustup >/dev/null 2>&1; then
     cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+  fi
+}
+
+# Test tools that are not Rust: schemathesis (the OpenAPI fuzz run, tests/api_fuzz.rs) in
+# its own virtualenv under the cache.
+test_tools() {
+  local venv=$CACHE/venv
+  if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    command -v python3 >/dev/null 2>&1 || ensure_packages python3 python3-venv
+    python3 -m venv "$venv" || { ensure_packages python3-venv && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
   fi
 }
 
@@ -202,6 +217,7 @@ case "${1:-}" in
     started=$(date +%s)
     mkdir -p "$CACHE"
     toolchain
+    test_tools
     postgres_up
     kafka_up
     say "up in $(( $(date +%s) - started )) s"

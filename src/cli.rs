@@ -26,6 +26,8 @@ pub enum Command {
     Topics(TopicsArgs),
     /// Measure append, publish and projection throughput against baselines in one run.
     Bench(BenchArgs),
+    /// Print the public API's OpenAPI 3.1 document (what the gateway serves at /api/openapi.json).
+    Openapi,
 }
 
 /// Settings every subcommand shares.

@@ -5,6 +5,7 @@
 mod bench;
 mod cli;
 mod dev;
+mod openapi;
 mod serve;
 mod topics;
 
@@ -24,6 +25,7 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Serve(args) => serve::run(&cli.common, *args).await,
         cli::Command::Topics(args) => topics::run(&cli.common, args).await,
         cli::Command::Bench(args) => bench::run(&cli.common, args).await,
+        cli::Command::Openapi => openapi::run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -233,6 +233,7 @@ pub async fn run_components(
                 }
             }),
             upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
+            openapi: Some(std::sync::Arc::new(crate::openapi::document())),
         };
         let router = shop_gateway::router(config, platform.jwt.clone());
         let (listener, addr) = bind(&args.bind, args.port).await?;

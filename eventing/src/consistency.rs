@@ -59,7 +59,16 @@ impl FromStr for ConsistencyToken {
     fn from_str(s: &str) -> Result<Self, ()> {
         let mut parts = s.splitn(3, ':');
         let service = parts.next().ok_or(())?.parse().map_err(|_| ())?;
-        let subject = parts.next().filter(|s| !s.is_empty()).ok_or(())?;
+        // Subjects are aggregate ids: anything else is not a token this API issued (and
+        // must not reach a query: a NUL byte is not valid PostgreSQL text).
+        let subject = parts
+            .next()
+            .filter(|s| {
+                (1..=128).contains(&s.len())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+            .ok_or(())?;
         let sequence = parts.next().ok_or(())?.parse().map_err(|_| ())?;
         Ok(ConsistencyToken::new(service, subject, sequence))
     }
@@ -155,7 +164,14 @@ mod tests {
                 ConsistencyToken::new(Service::Inventory, "x", 1)
             ])
         );
-        for bad in ["orders:x", "nope:x:1", "orders::1", "orders:x:y"] {
+        for bad in [
+            "orders:x",
+            "nope:x:1",
+            "orders::1",
+            "orders:x:y",
+            "orders:a\u{0}b:1",
+            "orders:a b:1",
+        ] {
             assert_eq!(ConsistencyToken::parse_list(bad), None, "{bad}");
         }
     }

@@ -24,21 +24,24 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// One bad field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
 }
 
-/// An error answered as `application/problem+json`.
-#[derive(Debug, Clone, Serialize)]
+/// An error answered as `application/problem+json` (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// A URI naming the kind of problem, e.g. `https://shop.example/problems/validation`.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// Each invalid field of the request (422 only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub errors: Vec<FieldError>,
 }
 
@@ -107,6 +110,16 @@ impl IntoResponse for Problem {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
+}
+
+/// A free-text field as stored: trimmed, 1 to `max_chars` characters, no control
+/// characters (a NUL byte, for one, cannot be stored in PostgreSQL text or JSON).
+pub fn text_field(value: Option<&str>, max_chars: usize) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.chars().count() <= max_chars)
+        .filter(|v| !v.chars().any(char::is_control))
+        .map(String::from)
 }
 
 /// Collects field errors of one request; empty means valid.
@@ -285,4 +298,26 @@ pub async fn serve(
     )
     .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_field;
+
+    #[test]
+    fn text_fields_are_trimmed_bounded_and_printable() {
+        assert_eq!(text_field(Some("  Hanako "), 10).as_deref(), Some("Hanako"));
+        assert_eq!(text_field(Some("東京都"), 3).as_deref(), Some("東京都"));
+        for bad in [
+            None,
+            Some(""),
+            Some("   "),
+            Some("a\u{0}b"),
+            Some("a\tb"),
+            Some("\u{85}"),
+            Some("abcd"),
+        ] {
+            assert_eq!(text_field(bad, 3), None, "{bad:?}");
+        }
+    }
 }

@@ -23,6 +23,7 @@ pub mod fault;
 pub mod http;
 pub mod kafka;
 pub mod log;
+pub mod openapi;
 pub mod platform;
 pub mod relay;
 pub mod sql;

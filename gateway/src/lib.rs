@@ -29,9 +29,9 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::any;
-use axum::Router;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
 use futures::FutureExt;
 use shop_eventing::auth::JwtKeys;
 use shop_eventing::http::{ops_router, with_edge_layers, Problem, ReadyCheck, REQUEST_ID};
@@ -39,6 +39,7 @@ use shop_eventing::telemetry::{new_traceparent, CORRELATION_ID_HEADER, TRACEPARE
 use tracing::warn;
 
 pub mod balancer;
+mod docs;
 
 use balancer::Balancer;
 pub use balancer::Resilience;
@@ -72,6 +73,9 @@ pub struct GatewayConfig {
     pub resilience: Resilience,
     /// Second versions of upstreams that get a share of the traffic.
     pub canaries: Vec<Canary>,
+    /// The public API's OpenAPI document, served at `/api/openapi.json` and rendered at
+    /// `/api/docs`.
+    pub openapi: Option<Arc<serde_json::Value>>,
 }
 
 /// A canary: `percent` of an upstream's requests go to these instances instead.
@@ -297,7 +301,26 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         jwt,
     };
     let ready = ready_check(state.clone());
-    let api = Router::new()
+    let docs = state.config.openapi.clone().map(|doc| {
+        let page = Arc::new(docs::render(&doc));
+        Router::new()
+            .route(
+                "/api/openapi.json",
+                get(move || {
+                    let doc = doc.clone();
+                    async move { Json(doc.as_ref().clone()) }
+                }),
+            )
+            .route(
+                "/api/docs",
+                get(move || {
+                    let page = page.clone();
+                    async move { Html(page.as_ref().clone()) }
+                }),
+            )
+    });
+    let api = docs
+        .unwrap_or_default()
         .route("/api", any(proxy))
         .route("/api/{*rest}", any(proxy))
         .with_state(state);

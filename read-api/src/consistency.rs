@@ -23,17 +23,36 @@ pub struct Consistency {
     pub wait: Duration,
 }
 
-/// The token a request carries, from its header or its `consistency` query parameter.
-fn requested(request: &Request) -> Option<String> {
+/// The tokens a request carries, from its header and its `consistency` query parameter
+/// (both, when both are given). `None`: none; `Some(Err)`: one is malformed.
+fn requested(request: &Request) -> Option<Result<Vec<ConsistencyToken>, Problem>> {
+    let mut values = Vec::new();
     if let Some(value) = request.headers().get(TOKEN_HEADER) {
-        return Some(value.to_str().unwrap_or_default().to_string());
+        values.push(value.to_str().unwrap_or_default().to_string());
     }
-    request.uri().query().and_then(|query| {
-        query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            (key == "consistency").then(|| value.replace("%3A", ":").replace("%3a", ":"))
-        })
-    })
+    if let Ok(pairs) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri()) {
+        values.extend(
+            pairs
+                .0
+                .into_iter()
+                .filter_map(|(key, value)| (key == "consistency").then_some(value)),
+        );
+    }
+    if values.is_empty() {
+        return None;
+    }
+    let mut tokens = Vec::new();
+    for value in values {
+        match ConsistencyToken::parse_list(&value) {
+            Some(list) if !list.is_empty() => tokens.extend(list),
+            _ => {
+                return Some(Err(Problem::bad_request(
+                    "the consistency token is not one this API issued",
+                )))
+            }
+        }
+    }
+    Some(Ok(tokens))
 }
 
 pub async fn wait_for_token(
@@ -41,12 +60,10 @@ pub async fn wait_for_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(value) = requested(&request) else {
-        return next.run(request).await;
-    };
-    let Some(tokens) = ConsistencyToken::parse_list(&value) else {
-        return Problem::bad_request("X-Consistency-Token is not a token this API issued")
-            .into_response();
+    let tokens = match requested(&request) {
+        None => return next.run(request).await,
+        Some(Err(problem)) => return problem.into_response(),
+        Some(Ok(tokens)) => tokens,
     };
     // Every projection that reads the token's service must have applied it.
     let needed: Vec<(&str, &ConsistencyToken)> = tokens

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +19,9 @@ use shop_eventing::log::EventLog;
 use shop_eventing::platform::Platform;
 use shop_eventing::sql::{self, Pool, Row};
 use shop_projections::PROJECTIONS;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 pub const COMPONENT: &str = "read-api";
@@ -40,10 +42,6 @@ impl FromRef<AppState> for JwtKeys {
     }
 }
 
-/// Builds the read API over the read-model database.
-///
-/// # Errors
-/// The database is unreachable.
 /// The read API's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadApiConfig {
@@ -59,6 +57,26 @@ impl Default for ReadApiConfig {
     }
 }
 
+/// The routes with their OpenAPI description.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_products))
+        .routes(routes!(get_product))
+        .routes(routes!(get_customer))
+        .routes(routes!(orders::customer_orders))
+        .routes(routes!(orders::get_order))
+        .routes(routes!(list_projections))
+}
+
+/// The read API's part of the public OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// Builds the read API over the read-model database.
+///
+/// # Errors
+/// The database is unreachable.
 pub async fn start(platform: &Platform, config: ReadApiConfig) -> Result<Router, DbError> {
     let pool = shop_projections::open_read_database(platform).await?;
     let state = AppState {
@@ -67,25 +85,20 @@ pub async fn start(platform: &Platform, config: ReadApiConfig) -> Result<Router,
         topic_prefix: platform.topic_prefix.clone(),
         jwt: platform.jwt.clone(),
     };
-    let api = Router::new()
-        .route("/api/products", get(list_products))
-        .route("/api/products/{id}", get(get_product))
-        .route("/api/customers/{id}", get(get_customer))
-        .route("/api/customers/{id}/orders", get(orders::customer_orders))
-        .route("/api/orders/{id}", get(orders::get_order))
-        .route("/api/projections", get(list_projections))
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            consistency::Consistency {
-                pool: pool.clone(),
-                wait: config.consistency_wait,
-            },
-            consistency::wait_for_token,
-        ));
+    let (api, _) = routes().with_state(state).split_for_parts();
+    let api: Router = api.layer(axum::middleware::from_fn_with_state(
+        consistency::Consistency {
+            pool: pool.clone(),
+            wait: config.consistency_wait,
+        },
+        consistency::wait_for_token,
+    ));
     Ok(platform.component_router(api, pool, COMPONENT))
 }
 
-#[derive(Debug, Serialize)]
+/// A product with its stock figures.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Product)]
 struct ProductView {
     product_id: Uuid,
     sku: String,
@@ -112,10 +125,51 @@ impl sql::FromRow for ProductView {
     }
 }
 
+/// The query of a read, strictly: a parameter the route does not take, or one given
+/// twice, is a 400 rather than silently ignored (a typo in `limit` should not pass).
+pub(crate) struct ReadQuery<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ReadQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Problem> {
+        let bad = |e: &dyn std::fmt::Display| Problem::bad_request(format!("query: {e}"));
+        let pairs = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e| bad(&e.body_text()))?
+            .0;
+        let mut seen = std::collections::HashSet::new();
+        if let Some((key, _)) = pairs.iter().find(|(key, _)| !seen.insert(key.as_str())) {
+            return Err(bad(&format!("parameter `{key}` is given more than once")));
+        }
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ReadQuery(q.0))
+            .map_err(|e| bad(&e.body_text()))
+    }
+}
+
+/// The query of a read that takes no parameters but the consistency token.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoParams {
+    #[serde(rename = "consistency")]
+    _consistency: Option<String>,
+}
+
+/// `?limit&after` of a paged list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Page {
     limit: Option<String>,
     after: Option<String>,
+    #[serde(rename = "consistency")]
+    _consistency: Option<String>,
 }
 
 impl Page {
@@ -145,11 +199,24 @@ impl Page {
 const PRODUCT_COLUMNS: &str = "product_id, p.sku, p.name, p.price, p.received - COALESCE(s.reserved, 0) - COALESCE(s.sold, 0) AS available, COALESCE(s.reserved, 0) AS reserved, COALESCE(s.sold, 0) AS sold, p.updated_at";
 const PRODUCTS: &str = "products p LEFT JOIN product_stock s USING (product_id)";
 
-/// Products by id (ids are time-ordered UUIDv7, so this is creation order). The next
+/// Products by id, public (ids are time-ordered UUIDv7, so this is creation order). The next
 /// page starts after the last id; a `Link: <...>; rel="next"` header says where.
+#[utoipa::path(
+    get,
+    path = "/api/products",
+    tag = "catalogue",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
+        ("after" = Option<Uuid>, Query, description = "The last product id of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of products.", body = Vec<ProductView>,
+            headers(("link" = String, description = "`<...>; rel=\"next\"` when another page may follow"))),
+    )
+)]
 async fn list_products(
     State(state): State<AppState>,
-    Query(page): Query<Page>,
+    ReadQuery(page): ReadQuery<Page>,
 ) -> Result<Response, Problem> {
     let (limit, after) = page.parse()?;
     let sql = format!(
@@ -175,9 +242,21 @@ async fn list_products(
     Ok(response)
 }
 
+/// One product, public.
+#[utoipa::path(
+    get,
+    path = "/api/products/{id}",
+    tag = "catalogue",
+    params(("id" = Uuid, Path, description = "The product id")),
+    responses(
+        (status = 200, description = "The product.", body = ProductView),
+        (status = 404, description = "No such product."),
+    )
+)]
 async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    _: ReadQuery<NoParams>,
 ) -> Result<Json<ProductView>, Problem> {
     let id = Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such product"))?;
     let sql = format!("SELECT {PRODUCT_COLUMNS} FROM {PRODUCTS} WHERE product_id = $1");
@@ -192,11 +271,23 @@ async fn get_product(
 
 /// A customer's own account, or any for admins; another customer's is "not found", so
 /// ids cannot be probed.
+#[utoipa::path(
+    get,
+    path = "/api/customers/{id}",
+    tag = "customers",
+    params(("id" = Uuid, Path, description = "The customer id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The customer with its wallet and order figures.", body = CustomerView),
+        (status = 404, description = "No such customer, or not yours."),
+    )
+)]
 async fn get_customer(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, Problem> {
+    _: ReadQuery<NoParams>,
+) -> Result<Json<CustomerView>, Problem> {
     let not_found = || Problem::not_found("no such customer");
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     if claims.role != Role::Admin && claims.sub != id.to_string() {
@@ -213,19 +304,47 @@ async fn get_customer(
     .map_err(|e| Problem::internal(&e))?
     .ok_or_else(not_found)?;
     let get = |e: sqlx::Error| Problem::internal(&e);
-    Ok(Json(serde_json::json!({
-        "customer_id": row.get::<Uuid>("customer_id").map_err(get)?,
-        "name": row.get::<String>("name").map_err(get)?,
-        "email": row.get::<String>("email").map_err(get)?,
-        "address": row.get::<serde_json::Value>("address").map_err(get)?,
-        "wallet_balance": row.get::<i64>("wallet_balance").map_err(get)?,
-        "orders_count": row.get::<i64>("orders_count").map_err(get)?,
-        "lifetime_spend": row.get::<i64>("lifetime_spend").map_err(get)?,
-        "created_at": row.get::<DateTime<Utc>>("created_at").map_err(get)?,
-    })))
+    let address = serde_json::from_value(row.get::<serde_json::Value>("address").map_err(get)?)
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(CustomerView {
+        customer_id: row.get("customer_id").map_err(get)?,
+        name: row.get("name").map_err(get)?,
+        email: row.get("email").map_err(get)?,
+        address,
+        wallet_balance: row.get("wallet_balance").map_err(get)?,
+        orders_count: row.get("orders_count").map_err(get)?,
+        lifetime_spend: row.get("lifetime_spend").map_err(get)?,
+        created_at: row.get("created_at").map_err(get)?,
+    }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = CustomerAddress)]
+struct AddressView {
+    line1: String,
+    city: String,
+    postal_code: String,
+    country: String,
+}
+
+/// A customer's account (SPEC §3.2).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Customer)]
+struct CustomerView {
+    customer_id: Uuid,
+    name: String,
+    email: String,
+    address: AddressView,
+    /// Deposits − payments + refunds.
+    wallet_balance: i64,
+    orders_count: i64,
+    /// Payments − refunds.
+    lifetime_spend: i64,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProjectionPosition)]
 struct PositionView {
     topic: String,
     partition: i32,
@@ -233,7 +352,9 @@ struct PositionView {
     end_offset: i64,
 }
 
-#[derive(Debug, Serialize)]
+/// A projection's progress (SPEC §3.7).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Projection)]
 struct ProjectionView {
     name: &'static str,
     status: &'static str,
@@ -244,10 +365,21 @@ struct ProjectionView {
     positions: Vec<PositionView>,
 }
 
-/// Each projection's positions against the log's end offsets (SPEC §3.7).
+/// Each projection's positions against the log's end offsets (admin).
+#[utoipa::path(
+    get,
+    path = "/api/projections",
+    tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every projection.", body = Vec<ProjectionView>),
+        (status = 403, description = "Admins only."),
+    )
+)]
 async fn list_projections(
     State(state): State<AppState>,
     _admin: Admin,
+    _: ReadQuery<NoParams>,
 ) -> Result<Json<Vec<ProjectionView>>, Problem> {
     let mut views = Vec::new();
     for info in PROJECTIONS {

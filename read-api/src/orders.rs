@@ -1,16 +1,17 @@
 //! The order view (SPEC §3.4): one order with its lines and saga history, and a
 //! customer's orders newest first.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde::Serialize;
 use shop_eventing::auth::{Authenticated, Claims, Role};
 use shop_eventing::http::Problem;
 use shop_eventing::sql;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{AppState, Page};
+use crate::{AppState, NoParams, Page, ReadQuery};
 
 fn may_see(claims: &Claims, customer_id: Uuid) -> bool {
     claims.role == Role::Admin || claims.sub == customer_id.to_string()
@@ -20,12 +21,78 @@ fn internal(e: sqlx::Error) -> Problem {
     Problem::internal(&e)
 }
 
-/// `GET /api/orders/{id}`: the customer's own order, or any for admins; others → 404.
+/// A line of an order, with the product's catalogue details.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderLineView)]
+pub(crate) struct LineView {
+    product_id: Uuid,
+    sku: Option<String>,
+    name: Option<String>,
+    quantity: i64,
+    unit_price: i64,
+    line_total: i64,
+}
+
+/// One step of the order's saga, from the service that took it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderHistoryEntry)]
+pub(crate) struct HistoryView {
+    #[schema(example = "OrderPlaced")]
+    event_type: String,
+    #[schema(example = "orders")]
+    source: String,
+    at: DateTime<Utc>,
+}
+
+/// An order with its lines and saga history (SPEC §3.4).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
+pub(crate) struct OrderView {
+    order_id: Uuid,
+    customer_id: Uuid,
+    customer_name: Option<String>,
+    #[schema(value_type = String, example = "CONFIRMED")]
+    status: String,
+    /// Why the saga or the customer cancelled it.
+    cancel_reason: Option<String>,
+    lines: Vec<LineView>,
+    total: i64,
+    history: Vec<HistoryView>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// An order in a customer's list.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderSummary)]
+pub(crate) struct OrderSummary {
+    order_id: Uuid,
+    #[schema(example = "PENDING")]
+    status: String,
+    cancel_reason: Option<String>,
+    total: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The customer's own order, or any for admins; others' are "not found".
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The order.", body = OrderView),
+        (status = 404, description = "No such order, or not yours."),
+    )
+)]
 pub(crate) async fn get_order(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+    _: ReadQuery<NoParams>,
+) -> Result<Json<OrderView>, Problem> {
     let not_found = || Problem::not_found("no such order");
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let order = sql::query(
@@ -54,57 +121,72 @@ pub(crate) async fn get_order(
         .fetch_all(&state.pool)
         .await
         .map_err(internal)?;
-    let lines: Vec<Value> = lines
+    let lines = lines
         .iter()
         .map(|l| {
-            Ok(json!({
-                "product_id": l.get::<Uuid>("product_id")?,
-                "sku": l.get::<Option<String>>("sku")?,
-                "name": l.get::<Option<String>>("name")?,
-                "quantity": l.get::<i64>("quantity")?,
-                "unit_price": l.get::<i64>("unit_price")?,
-                "line_total": l.get::<i64>("line_total")?,
-            }))
+            Ok(LineView {
+                product_id: l.get("product_id")?,
+                sku: l.get("sku")?,
+                name: l.get("name")?,
+                quantity: l.get("quantity")?,
+                unit_price: l.get("unit_price")?,
+                line_total: l.get("line_total")?,
+            })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(internal)?;
-    let history: Vec<Value> = history
+    let history = history
         .iter()
         .map(|h| {
-            Ok(json!({
-                "event_type": h.get::<String>("event_type")?,
-                "source": h.get::<String>("source")?,
-                "at": h.get::<DateTime<Utc>>("at")?,
-            }))
+            Ok(HistoryView {
+                event_type: h.get("event_type")?,
+                source: h.get("source")?,
+                at: h.get("at")?,
+            })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(internal)?;
-    let view = (|| -> Result<Value, sqlx::Error> {
-        Ok(json!({
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "customer_name": order.get::<Option<String>>("customer_name")?,
-            "status": order.get::<String>("status")?,
-            "cancel_reason": order.get::<Option<String>>("cancel_reason")?,
-            "lines": lines,
-            "total": order.get::<i64>("total")?,
-            "history": history,
-            "created_at": order.get::<DateTime<Utc>>("created_at")?,
-            "updated_at": order.get::<DateTime<Utc>>("updated_at")?,
-        }))
+    let view = (|| -> Result<OrderView, sqlx::Error> {
+        Ok(OrderView {
+            order_id,
+            customer_id,
+            customer_name: order.get("customer_name")?,
+            status: order.get("status")?,
+            cancel_reason: order.get("cancel_reason")?,
+            lines,
+            total: order.get("total")?,
+            history,
+            created_at: order.get("created_at")?,
+            updated_at: order.get("updated_at")?,
+        })
     })()
     .map_err(internal)?;
     Ok(Json(view))
 }
 
-/// `GET /api/customers/{id}/orders?limit&after`: newest first; the next page starts after
-/// the last order id of this one.
+/// The customer's orders, newest first; the next page starts after the last order id of
+/// this one.
+#[utoipa::path(
+    get,
+    path = "/api/customers/{id}/orders",
+    tag = "orders",
+    params(
+        ("id" = Uuid, Path, description = "The customer id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
+        ("after" = Option<Uuid>, Query, description = "The last order id of the previous page"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of orders.", body = Vec<OrderSummary>),
+        (status = 404, description = "No such customer, or not yours."),
+    )
+)]
 pub(crate) async fn customer_orders(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
     Path(id): Path<String>,
-    Query(page): Query<Page>,
-) -> Result<Json<Vec<Value>>, Problem> {
+    ReadQuery(page): ReadQuery<Page>,
+) -> Result<Json<Vec<OrderSummary>>, Problem> {
     let not_found = || Problem::not_found("no such customer");
     let customer_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     if !may_see(&claims, customer_id) {
@@ -124,14 +206,14 @@ pub(crate) async fn customer_orders(
     let orders = rows
         .iter()
         .map(|r| {
-            Ok(json!({
-                "order_id": r.get::<Uuid>("order_id")?,
-                "status": r.get::<String>("status")?,
-                "cancel_reason": r.get::<Option<String>>("cancel_reason")?,
-                "total": r.get::<i64>("total")?,
-                "created_at": r.get::<DateTime<Utc>>("created_at")?,
-                "updated_at": r.get::<DateTime<Utc>>("updated_at")?,
-            }))
+            Ok(OrderSummary {
+                order_id: r.get("order_id")?,
+                status: r.get("status")?,
+                cancel_reason: r.get("cancel_reason")?,
+                total: r.get("total")?,
+                created_at: r.get("created_at")?,
+                updated_at: r.get("updated_at")?,
+            })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(internal)?;

@@ -92,7 +92,7 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn logs_dir() -> PathBuf {
+pub fn logs_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shop-logs");
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -5,17 +5,19 @@ use std::sync::Arc;
 use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{self, JwtKeys, Role, ADMIN_EMAIL, ADMIN_SUBJECT};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{ApiJson, Problem, Validation};
+use shop_eventing::http::{text_field, ApiJson, Problem, Validation};
 use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::customers::Address;
 use shop_schemas::Service;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::countries::is_country;
@@ -42,27 +44,84 @@ impl FromRef<AppState> for JwtKeys {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/customers", post(register))
-        .route("/api/auth/token", post(issue_token))
-        .with_state(state)
+/// The routes with their OpenAPI description: one list, so every served route is documented.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(issue_token))
 }
 
-#[derive(Deserialize)]
+pub fn router(state: AppState) -> Router {
+    routes().with_state(state).split_for_parts().0
+}
+
+/// This service's part of the public OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+// Request fields are optional in Rust so that every missing or bad field is named in one
+// 422; the schema states what a valid request is.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Address)]
 pub struct AddressBody {
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     line1: Option<String>,
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     city: Option<String>,
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 20,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^[A-Z]{2}$",
+        example = "JP"
+    )]
     country: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RegisterCustomer)]
 pub struct RegisterBody {
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     name: Option<String>,
+    #[schema(required = true, nullable = false, format = Email, max_length = 254, example = "hanako@example.com")]
     email: Option<String>,
+    /// Kept only as an Argon2id hash.
+    #[schema(required = true, nullable = false, format = Password, min_length = 8, max_length = 1024)]
     password: Option<String>,
+    #[schema(required = true, nullable = false)]
     address: Option<AddressBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    customer_id: Uuid,
 }
 
 /// A pragmatic syntax check: one `@`, a non-empty local part, a dotted domain, no spaces.
@@ -81,13 +140,21 @@ pub fn valid_email(email: &str) -> bool {
 }
 
 fn text(value: &Option<String>, max: usize) -> Option<String> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.chars().count() <= max)
-        .map(String::from)
+    text_field(value.as_deref(), max)
 }
 
+/// Registers a customer (public).
+#[utoipa::path(
+    post,
+    path = "/api/customers",
+    tag = "identity",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered.", body = Registered,
+            headers(("location" = String, description = "The customer's resource"))),
+        (status = 409, description = "The email is already registered."),
+    )
+)]
 #[tracing::instrument(name = "register_customer", skip_all)]
 async fn register(
     State(state): State<AppState>,
@@ -111,25 +178,37 @@ async fn register(
         .and_then(|a| text(&a.country, 2))
         .filter(|c| is_country(c));
     let mut v = Validation::new();
-    v.check(name.is_some(), "name", "1 to 200 characters")
-        .check(
-            email.is_some(),
-            "email",
-            "an email address such as name@example.com",
-        )
-        .check(password.is_some(), "password", "at least 8 characters")
-        .check(line1.is_some(), "address.line1", "1 to 200 characters")
-        .check(city.is_some(), "address.city", "1 to 100 characters")
-        .check(
-            postal_code.is_some(),
-            "address.postal_code",
-            "1 to 20 characters",
-        )
-        .check(
-            country.is_some(),
-            "address.country",
-            "an ISO 3166-1 alpha-2 code such as JP",
-        );
+    v.check(
+        name.is_some(),
+        "name",
+        "1 to 200 characters, no control characters",
+    )
+    .check(
+        email.is_some(),
+        "email",
+        "an email address such as name@example.com",
+    )
+    .check(password.is_some(), "password", "at least 8 characters")
+    .check(
+        line1.is_some(),
+        "address.line1",
+        "1 to 200 characters, no control characters",
+    )
+    .check(
+        city.is_some(),
+        "address.city",
+        "1 to 100 characters, no control characters",
+    )
+    .check(
+        postal_code.is_some(),
+        "address.postal_code",
+        "1 to 20 characters, no control characters",
+    )
+    .check(
+        country.is_some(),
+        "address.country",
+        "an ISO 3166-1 alpha-2 code such as JP",
+    );
     v.finish()?;
     let (
         Some(name),
@@ -182,17 +261,28 @@ async fn register(
         (
             StatusCode::CREATED,
             [(header::LOCATION, format!("/api/customers/{customer_id}"))],
-            Json(serde_json::json!({ "customer_id": customer_id })),
+            Json(Registered { customer_id }),
         )
             .into_response(),
         &token,
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
+    #[schema(required = true, nullable = false, min_length = 1)]
     email: Option<String>,
+    #[schema(required = true, nullable = false, format = Password, min_length = 1)]
     password: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    access_token: String,
+    #[schema(example = "Bearer")]
+    token_type: &'static str,
+    /// Seconds until the token expires.
+    expires_in: u64,
 }
 
 /// A valid Argon2id hash of a random password: unknown emails are checked against it so
@@ -202,11 +292,23 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| auth::hash_password(&Uuid::new_v4().to_string()).unwrap_or_default())
 }
 
+/// Exchanges an email and password for a bearer token (public). The admin signs in as
+/// `admin@shop.local`.
+#[utoipa::path(
+    post,
+    path = "/api/auth/token",
+    tag = "identity",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "A bearer token.", body = TokenResponse),
+        (status = 401, description = "Wrong email or password."),
+    )
+)]
 #[tracing::instrument(name = "issue_token", skip_all)]
 async fn issue_token(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<TokenRequest>,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<TokenResponse>, Problem> {
     let mut v = Validation::new();
     v.check(
         body.email.as_deref().is_some_and(|e| !e.is_empty()),
@@ -221,6 +323,10 @@ async fn issue_token(
     v.finish()?;
     let email = body.email.unwrap_or_default().trim().to_lowercase();
     let password = body.password.unwrap_or_default();
+    // No registered email has control characters (and PostgreSQL text cannot hold NUL).
+    if email.chars().any(char::is_control) {
+        return Err(Problem::unauthorized("wrong email or password"));
+    }
     let (subject, role, hash) = if email == ADMIN_EMAIL {
         (
             ADMIN_SUBJECT.to_string(),
@@ -250,11 +356,11 @@ async fn issue_token(
         .jwt
         .issue(&subject, role)
         .map_err(|e| Problem::internal(&e))?;
-    Ok(Json(serde_json::json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": state.jwt.ttl_secs(),
-    })))
+    Ok(Json(TokenResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: state.jwt.ttl_secs(),
+    }))
 }
 
 #[cfg(test)]

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Admin, JwtKeys};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{ApiJson, FieldError, Problem, Validation};
+use shop_eventing::http::{text_field, ApiJson, FieldError, Problem, Validation};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::product::{Product, ProductCommand, ProductError, MAX_AMOUNT};
@@ -30,21 +32,62 @@ impl FromRef<AppState> for JwtKeys {
     }
 }
 
-/// The service's routes, under the same paths the gateway exposes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/products", post(add_product))
-        .route("/api/products/{id}/restock", post(restock))
-        .route("/api/products/{id}/price", put(change_price))
-        .with_state(state)
+/// The routes with their OpenAPI description, under the paths the gateway exposes.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(add_product))
+        .routes(routes!(restock))
+        .routes(routes!(change_price))
 }
 
-#[derive(Debug, Deserialize)]
+pub fn router(state: AppState) -> Router {
+    routes().with_state(state).split_for_parts().0
+}
+
+/// This service's part of the public OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = AddProduct)]
 pub struct AddProductBody {
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^[A-Za-z0-9._-]{1,64}$",
+        example = "TEA-001"
+    )]
     sku: Option<String>,
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     name: Option<String>,
+    /// In minor units (e.g. yen or cents).
+    #[schema(
+        required = true,
+        nullable = false,
+        minimum = 0,
+        maximum = 1_000_000_000_000_i64
+    )]
     price: Option<i64>,
+    /// Units received into stock.
+    #[schema(
+        required = true,
+        nullable = false,
+        minimum = 0,
+        maximum = 1_000_000_000_000_i64
+    )]
     stock: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProductAccepted {
+    product_id: Uuid,
 }
 
 fn valid_sku(sku: &str) -> bool {
@@ -54,6 +97,20 @@ fn valid_sku(sku: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
+/// Adds a product to the catalogue (admin).
+#[utoipa::path(
+    post,
+    path = "/api/products",
+    tag = "catalogue",
+    request_body = AddProductBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Added.", body = ProductAccepted,
+            headers(("location" = String, description = "The product's resource"))),
+        (status = 403, description = "Only admins manage the catalogue."),
+        (status = 409, description = "The SKU is already taken."),
+    )
+)]
 #[tracing::instrument(name = "add_product", skip_all)]
 async fn add_product(
     State(state): State<AppState>,
@@ -68,11 +125,9 @@ async fn add_product(
         "1 to 64 characters of letters, digits, '-', '_' or '.'",
     )
     .check(
-        body.name
-            .as_deref()
-            .is_some_and(|n| !n.trim().is_empty() && n.chars().count() <= 200),
+        text_field(body.name.as_deref(), 200).is_some(),
         "name",
-        "1 to 200 characters",
+        "1 to 200 characters, no control characters",
     )
     .check(
         body.price.is_some_and(|p| (0..=MAX_AMOUNT).contains(&p)),
@@ -107,18 +162,40 @@ async fn add_product(
         (
             StatusCode::CREATED,
             [(header::LOCATION, format!("/api/products/{product_id}"))],
-            Json(serde_json::json!({ "product_id": product_id })),
+            Json(ProductAccepted { product_id }),
         )
             .into_response(),
         &token,
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = Restock)]
 pub struct RestockBody {
+    #[schema(
+        required = true,
+        nullable = false,
+        minimum = 1,
+        maximum = 1_000_000_000_000_i64
+    )]
     quantity: Option<i64>,
 }
 
+/// Receives more units of a product (admin).
+#[utoipa::path(
+    post,
+    path = "/api/products/{id}/restock",
+    tag = "catalogue",
+    params(("id" = Uuid, Path, description = "The product id")),
+    request_body = RestockBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted.", body = ProductAccepted),
+        (status = 403, description = "Only admins manage the catalogue."),
+        (status = 404, description = "No such product."),
+        (status = 409, description = "The product changed concurrently; retry."),
+    )
+)]
 #[tracing::instrument(name = "restock", skip_all, fields(product_id = %id))]
 async fn restock(
     State(state): State<AppState>,
@@ -139,11 +216,34 @@ async fn restock(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ChangePrice)]
 pub struct PriceBody {
+    /// In minor units.
+    #[schema(
+        required = true,
+        nullable = false,
+        minimum = 0,
+        maximum = 1_000_000_000_000_i64
+    )]
     price: Option<i64>,
 }
 
+/// Changes a product's price (admin); orders placed later use it.
+#[utoipa::path(
+    put,
+    path = "/api/products/{id}/price",
+    tag = "catalogue",
+    params(("id" = Uuid, Path, description = "The product id")),
+    request_body = PriceBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted.", body = ProductAccepted),
+        (status = 403, description = "Only admins manage the catalogue."),
+        (status = 404, description = "No such product."),
+        (status = 409, description = "The product changed concurrently; retry."),
+    )
+)]
 #[tracing::instrument(name = "change_price", skip_all, fields(product_id = %id))]
 async fn change_price(
     State(state): State<AppState>,
@@ -190,11 +290,7 @@ async fn update_product(
         .map_err(to_problem)?;
     let token = ConsistencyToken::new(Service::Inventory, product_id.to_string(), version);
     Ok(with_token(
-        (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "product_id": product_id })),
-        )
-            .into_response(),
+        (StatusCode::ACCEPTED, Json(ProductAccepted { product_id })).into_response(),
         &token,
     ))
 }

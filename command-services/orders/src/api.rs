@@ -6,9 +6,8 @@ use std::sync::Arc;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
@@ -17,6 +16,9 @@ use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::orders::OrderLine;
 use shop_schemas::Service;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::order::{Order, OrderCommand, OrderError, MAX_LINES, MAX_QUANTITY};
@@ -34,22 +36,49 @@ impl FromRef<AppState> for JwtKeys {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/orders", post(place_order))
-        .route("/api/orders/{order_id}/cancel", post(cancel_order))
-        .with_state(state)
+/// The routes with their OpenAPI description.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(place_order))
+        .routes(routes!(cancel_order))
 }
 
-#[derive(Deserialize)]
+pub fn router(state: AppState) -> Router {
+    routes().with_state(state).split_for_parts().0
+}
+
+/// This service's part of the public OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[schema(as = OrderLineRequest)]
 pub struct LineBody {
+    #[schema(required = true, nullable = false, format = Uuid, value_type = String)]
     product_id: Option<String>,
+    #[schema(required = true, nullable = false, minimum = 1, maximum = 1000)]
     quantity: Option<i64>,
 }
 
-#[derive(Deserialize)]
+/// Each product at most once; prices are the catalogue's at placing time.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PlaceOrder)]
 pub struct PlaceBody {
+    #[schema(required = true, nullable = false, min_items = 1, max_items = 100)]
     lines: Option<Vec<LineBody>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrderAccepted {
+    order_id: Uuid,
+    #[schema(example = "PENDING")]
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CancelAccepted {
+    order_id: Uuid,
 }
 
 fn field_error(field: String, message: &str) -> FieldError {
@@ -103,6 +132,20 @@ fn parse_lines(body: PlaceBody) -> Result<Vec<(Uuid, i64)>, Vec<FieldError>> {
 
 /// A customer places an order for itself; prices come from this service's catalogue
 /// replica, so a product inventory has not announced yet is "unknown" (422).
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    tag = "orders",
+    request_body = PlaceBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Placed; the saga decides it (see `GET /api/orders/{id}`).",
+            body = OrderAccepted,
+            headers(("location" = String, description = "The order's resource"))),
+        (status = 403, description = "Orders are placed by customers."),
+        (status = 409, description = "The order changed concurrently; retry."),
+    )
+)]
 #[tracing::instrument(name = "place_order", skip_all)]
 async fn place_order(
     State(state): State<AppState>,
@@ -164,7 +207,10 @@ async fn place_order(
         (
             StatusCode::ACCEPTED,
             [(header::LOCATION, format!("/api/orders/{order_id}"))],
-            Json(serde_json::json!({ "order_id": order_id, "status": "PENDING" })),
+            Json(OrderAccepted {
+                order_id,
+                status: "PENDING",
+            }),
         )
             .into_response(),
         &token,
@@ -193,6 +239,18 @@ fn problem(error: CommandError<OrderError>) -> Problem {
 
 /// A customer cancels its own order before it ships (an admin, any order); the saga
 /// refunds and releases what was taken. 409 once shipped or already cancelled.
+#[utoipa::path(
+    post,
+    path = "/api/orders/{order_id}/cancel",
+    tag = "orders",
+    params(("order_id" = Uuid, Path, description = "The order id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Cancelled; refund and stock release follow.", body = CancelAccepted),
+        (status = 404, description = "No such order, or not yours."),
+        (status = 409, description = "Already shipped or cancelled."),
+    )
+)]
 #[tracing::instrument(name = "cancel_order", skip_all, fields(order_id = %order_id))]
 async fn cancel_order(
     State(state): State<AppState>,
@@ -220,11 +278,7 @@ async fn cancel_order(
         .map_err(problem)?;
     let token = ConsistencyToken::new(Service::Orders, order_id.to_string(), version);
     Ok(with_token(
-        (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "order_id": order_id })),
-        )
-            .into_response(),
+        (StatusCode::ACCEPTED, Json(CancelAccepted { order_id })).into_response(),
         &token,
     ))
 }

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
@@ -15,6 +14,9 @@ use shop_eventing::http::{ApiJson, FieldError, Problem, Validation};
 use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::wallet::{Wallet, WalletCommand, WalletError, MAX_DEPOSIT};
@@ -32,19 +34,54 @@ impl FromRef<AppState> for JwtKeys {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/customers/{id}/wallet/deposits", post(deposit))
-        .with_state(state)
+/// The routes with their OpenAPI description.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(deposit))
 }
 
-#[derive(Deserialize)]
+pub fn router(state: AppState) -> Router {
+    routes().with_state(state).split_for_parts().0
+}
+
+/// This service's part of the public OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Deposit)]
 pub struct DepositBody {
+    /// In minor units.
+    #[schema(
+        required = true,
+        nullable = false,
+        minimum = 1,
+        maximum = 1_000_000_000_000_i64
+    )]
     amount: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DepositAccepted {
+    customer_id: Uuid,
+    amount: i64,
 }
 
 /// A customer deposits into its own wallet (its token proves the account exists);
 /// an admin into any registered customer's wallet. Anything else is "not found".
+#[utoipa::path(
+    post,
+    path = "/api/customers/{id}/wallet/deposits",
+    tag = "customers",
+    params(("id" = Uuid, Path, description = "The customer id")),
+    request_body = DepositBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted.", body = DepositAccepted),
+        (status = 404, description = "No such customer, or not yours."),
+        (status = 409, description = "The wallet changed concurrently; retry."),
+    )
+)]
 #[tracing::instrument(name = "deposit", skip_all, fields(customer_id = %id))]
 async fn deposit(
     State(state): State<AppState>,
@@ -107,7 +144,10 @@ async fn deposit(
     Ok(with_token(
         (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "customer_id": customer_id, "amount": amount })),
+            Json(DepositAccepted {
+                customer_id,
+                amount,
+            }),
         )
             .into_response(),
         &token,

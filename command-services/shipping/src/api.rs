@@ -5,14 +5,17 @@ use std::sync::Arc;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
+use serde::Serialize;
 use shop_eventing::auth::{Admin, JwtKeys};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::Problem;
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::shipment::{Shipment, ShipmentCommand, ShipmentError};
@@ -29,14 +32,41 @@ impl FromRef<AppState> for JwtKeys {
     }
 }
 
+/// The routes with their OpenAPI description.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(dispatch))
+        .routes(routes!(deliver))
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/shipments/{order_id}/dispatch", post(dispatch))
-        .route("/api/shipments/{order_id}/deliver", post(deliver))
-        .with_state(state)
+    routes().with_state(state).split_for_parts().0
+}
+
+/// This service's part of the public OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ShipmentAccepted {
+    order_id: Uuid,
 }
 
 /// The parcel leaves the warehouse: `ShipmentDispatched`, and the order becomes SHIPPED.
+#[utoipa::path(
+    post,
+    path = "/api/shipments/{order_id}/dispatch",
+    tag = "shipping",
+    params(("order_id" = Uuid, Path, description = "The order id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted.", body = ShipmentAccepted),
+        (status = 403, description = "Only admins ship."),
+        (status = 404, description = "No shipment for this order."),
+        (status = 409, description = "Not scheduled, already dispatched, or cancelled."),
+    )
+)]
 #[tracing::instrument(name = "dispatch", skip_all, fields(order_id = %order_id))]
 async fn dispatch(
     State(state): State<AppState>,
@@ -51,6 +81,19 @@ async fn dispatch(
 }
 
 /// The parcel reached the customer: `ShipmentDelivered`, and the order becomes DELIVERED.
+#[utoipa::path(
+    post,
+    path = "/api/shipments/{order_id}/deliver",
+    tag = "shipping",
+    params(("order_id" = Uuid, Path, description = "The order id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted.", body = ShipmentAccepted),
+        (status = 403, description = "Only admins ship."),
+        (status = 404, description = "No shipment for this order."),
+        (status = 409, description = "Not dispatched yet, or already delivered."),
+    )
+)]
 #[tracing::instrument(name = "deliver", skip_all, fields(order_id = %order_id))]
 async fn deliver(
     State(state): State<AppState>,
@@ -91,11 +134,7 @@ async fn step(
         })?;
     let token = ConsistencyToken::new(Service::Shipping, order_id.to_string(), version);
     Ok(with_token(
-        (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "order_id": order_id })),
-        )
-            .into_response(),
+        (StatusCode::ACCEPTED, Json(ShipmentAccepted { order_id })).into_response(),
         &token,
     ))
 }

@@ -1,0 +1,23 @@
+//! `shop openapi`: the public API's OpenAPI 3.1 document, the same one the gateway serves
+//! at `/api/openapi.json`, assembled from every component's routes.
+
+/// The whole document.
+pub fn document() -> serde_json::Value {
+    shop_eventing::openapi::document(
+        [
+            shop_customers::api::openapi(),
+            shop_payments::api::openapi(),
+            shop_inventory::api::openapi(),
+            shop_orders::api::openapi(),
+            shop_shipping::api::openapi(),
+            shop_read_api::openapi(),
+        ],
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// Prints the document (pretty JSON) to stdout.
+pub fn run() -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&document())?);
+    Ok(())
+}
