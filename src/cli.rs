@@ -28,6 +28,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the public API's OpenAPI 3.1 document (what the gateway serves at /api/openapi.json).
     Openapi,
+    /// Rebuild read models from the log without taking reads down (through the admin API).
+    Replay(crate::replay::ReplayArgs),
+    /// List or re-drive dead-lettered events (through the admin API).
+    Dlq(crate::dlq::DlqArgs),
 }
 
 /// Settings every subcommand shares.

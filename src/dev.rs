@@ -19,7 +19,7 @@ use crate::serve::{all_topics, consumer_tuning, relay_tuning, run_components};
 
 /// The embedded event log's file in the data directory.
 pub const LOG_FILE: &str = "log.db";
-const ADMIN_PASSWORD_FILE: &str = "admin-password";
+pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
 const JWT_SECRET_FILE: &str = "jwt-secret";
 
 pub async fn run(common: &Common, args: DevArgs) -> anyhow::Result<()> {

@@ -2,10 +2,13 @@
 //! the components and starts them. Thin: everything else lives in the component crates.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod bench;
 mod cli;
 mod dev;
+mod dlq;
 mod openapi;
+mod replay;
 mod serve;
 mod topics;
 
@@ -26,6 +29,8 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Topics(args) => topics::run(&cli.common, args).await,
         cli::Command::Bench(args) => bench::run(&cli.common, args).await,
         cli::Command::Openapi => openapi::run(),
+        cli::Command::Replay(args) => replay::run(args).await,
+        cli::Command::Dlq(args) => dlq::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

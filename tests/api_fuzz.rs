@@ -159,6 +159,8 @@ fn fuzz(base: &str, token: &str, config: Option<&str>, label: &str) {
         .args(["--request-timeout", "20"])
         .args(["--report", "junit", "--report-dir"])
         .arg(&dir)
+        // Its cache (`.schemathesis/`) goes beside the report, not into the checkout.
+        .current_dir(&dir)
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "");
     let out = command.output().expect("cannot run schemathesis");

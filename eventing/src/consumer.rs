@@ -21,6 +21,9 @@ use crate::fault;
 use crate::log::{EventLog, LogRecord, OutgoingRecord, Position, StartFrom};
 use crate::sql::{self, Conn, Dialect, Pool};
 
+/// How often a consumer measures its lag (`consumer_lag_events`).
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The consumer tables; apply with [`crate::db::open`] in the consumer's database.
 pub const SCHEMA: &str = include_str!("../sql/consumer.sql");
 
@@ -186,7 +189,12 @@ impl ConsumerRunner {
             .log
             .subscribe(&self.config.group, &self.config.topics, self.config.start)
             .await?;
+        let mut lag_measured = std::time::Instant::now() - LAG_INTERVAL;
         loop {
+            if lag_measured.elapsed() >= LAG_INTERVAL {
+                lag_measured = std::time::Instant::now();
+                self.measure_lag().await;
+            }
             let records = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 records = subscription.poll(self.config.batch_size, Duration::from_millis(500)) => records?,
@@ -199,6 +207,30 @@ impl ConsumerRunner {
                 debug!(error = %e, "offset commit failed (the database checkpoint stands)");
             }
         }
+    }
+
+    /// Sets `consumer_lag_events{consumer}`: records of its topics between its
+    /// checkpoints and the ends of the partitions.
+    async fn measure_lag(&self) {
+        let Ok(progress) = progress(&self.pool, &self.config.name).await else {
+            return;
+        };
+        let mut lag = 0;
+        for topic in &self.config.topics {
+            let Ok(ends) = self.log.end_offsets(topic).await else {
+                return;
+            };
+            for (partition, end) in ends {
+                let next = progress
+                    .positions
+                    .iter()
+                    .find(|p| &p.topic == topic && p.partition == partition)
+                    .map_or(0, |p| p.next_offset);
+                lag += (end - next).max(0);
+            }
+        }
+        metrics::gauge!("consumer_lag_events", "consumer" => self.config.name.clone())
+            .set(lag as f64);
     }
 
     /// Applies a batch; returns the positions to commit to the log.

@@ -174,6 +174,41 @@ pub async fn apply_schema(pool: &PgPool, scripts: &[&str]) -> Result<(), DbError
     Ok(())
 }
 
+/// Runs a schema script (several statements) on either backend, in one transaction.
+///
+/// # Errors
+/// A statement fails; nothing is applied.
+pub async fn run_script(pool: &crate::sql::Pool, script: &str) -> Result<(), DbError> {
+    // Statement by statement through `sql` (our scripts have no `;` inside a statement):
+    // sqlx's raw multi-statement scripts do not make `Send` futures.
+    let script = match pool.dialect() {
+        crate::sql::Dialect::Postgres => script.to_string(),
+        crate::sql::Dialect::Sqlite => sqlite_schema(script),
+    };
+    let code: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let statements: Vec<String> = code
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let mut tx = pool.begin().await?;
+    if pool.dialect() == crate::sql::Dialect::Postgres {
+        crate::sql::query("SELECT pg_advisory_xact_lock(7242001)")
+            .execute(&mut tx)
+            .await?;
+    }
+    for statement in &statements {
+        crate::sql::query(statement).execute(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Drops a component's database (tests and `shop` tooling for throwaway instances).
 ///
 /// # Errors

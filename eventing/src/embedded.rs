@@ -328,6 +328,29 @@ impl EventLog for EmbeddedLog {
         Ok(ends)
     }
 
+    async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let rows = sqlx::query(
+            "SELECT offset, key, headers, payload, timestamp_ms FROM records
+             WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
+        )
+        .bind(topic)
+        .bind(partition)
+        .bind(offset)
+        .bind(max as i64)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| record_from_row(topic, partition, row))
+            .collect()
+    }
+
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
         for topic in topics {
             self.inner.create_topic(topic).await?;
@@ -452,26 +475,35 @@ impl EmbeddedSubscription {
             .await
             .map_err(unavailable)?;
             for row in rows {
-                let offset: i64 = row.get("offset");
-                let headers: Vec<(String, String)> =
-                    serde_json::from_str(row.get::<&str, _>("headers")).map_err(unavailable)?;
-                records.push(LogRecord {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset,
-                    key: row.get("key"),
-                    headers: headers
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes()))
-                        .collect(),
-                    payload: row.get("payload"),
-                    timestamp_ms: Some(row.get("timestamp_ms")),
-                });
-                *next = offset + 1;
+                let record = record_from_row(topic, *partition, &row)?;
+                *next = record.offset + 1;
+                records.push(record);
             }
         }
         Ok(records)
     }
+}
+
+/// A stored record as the log hands it out.
+fn record_from_row(
+    topic: &str,
+    partition: i32,
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<LogRecord, LogError> {
+    let headers: Vec<(String, String)> =
+        serde_json::from_str(row.get::<&str, _>("headers")).map_err(unavailable)?;
+    Ok(LogRecord {
+        topic: topic.to_string(),
+        partition,
+        offset: row.get("offset"),
+        key: row.get("key"),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect(),
+        payload: row.get("payload"),
+        timestamp_ms: Some(row.get("timestamp_ms")),
+    })
 }
 
 #[async_trait]

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -255,6 +255,58 @@ impl EventLog for KafkaLog {
                         .map_err(unavailable)
                 })
                 .collect()
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let brokers = self.config.brokers.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", "shop-reader")
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "true")
+                .create()
+                .map_err(unavailable)?;
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                .map_err(unavailable)?;
+            let from = offset.max(low);
+            let mut records = Vec::new();
+            if from >= high || max == 0 {
+                return Ok(records);
+            }
+            let mut assignment = TopicPartitionList::new();
+            assignment
+                .add_partition_offset(&topic, partition, Offset::Offset(from))
+                .map_err(unavailable)?;
+            consumer.assign(&assignment).map_err(unavailable)?;
+            let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+            while records.len() < max && std::time::Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(200)) {
+                    None => {}
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => return Err(unavailable(e)),
+                    Some(Ok(message)) => {
+                        let record = to_record(&message);
+                        let last = record.offset + 1 >= high;
+                        records.push(record);
+                        if last {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(records)
         })
         .await
         .map_err(unavailable)?

@@ -117,6 +117,20 @@ pub trait EventLog: Send + Sync + 'static {
     /// The log is unreachable or the topic is unknown.
     async fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, LogError>;
 
+    /// Up to `max` records of one partition from `offset` on, read outside any consumer
+    /// group (operator tools: dead letters, the oldest unprocessed event). Fewer when the
+    /// partition ends first.
+    ///
+    /// # Errors
+    /// The log is unreachable or the topic is unknown.
+    async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError>;
+
     /// Creates missing topics with the deployment's partitions and unlimited retention.
     ///
     /// # Errors

@@ -172,6 +172,16 @@ impl Relay {
             .bind(self.config.batch_size)
             .fetch_all(&mut *conn)
             .await?;
+        // The outbox backlog: this batch when it is not full, else a count.
+        let backlog = if rows.len() < self.config.batch_size as usize {
+            rows.len() as i64
+        } else {
+            sql::query_scalar::<i64>("SELECT count(*) FROM outbox")
+                .fetch_one(&mut *conn)
+                .await?
+        };
+        metrics::gauge!("relay_backlog_events", "service" => self.config.service.name())
+            .set(backlog as f64);
         if rows.is_empty() {
             return Ok(0);
         }

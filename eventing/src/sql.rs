@@ -507,14 +507,20 @@ pub fn sqlite_placeholders(sql: &str) -> String {
 macro_rules! on_backend {
     ($query:ident, $executor:ident, $method:ident, $pg:expr, $lite:expr) => {
         match $executor.target() {
-            Target::Pg(conn) => ($pg)($query.pg().$method(conn).await?),
-            Target::PgPool(pool) => ($pg)($query.pg().$method(pool).await?),
+            Target::Pg(conn) => {
+                let sql = renamed($query.sql);
+                ($pg)(pg(&sql, $query.args).$method(conn).await?)
+            }
+            Target::PgPool(pool) => {
+                let sql = renamed($query.sql);
+                ($pg)(pg(&sql, $query.args).$method(pool).await?)
+            }
             Target::Lite(conn) => {
-                let sql = sqlite_placeholders($query.sql);
+                let sql = sqlite_placeholders(&renamed($query.sql));
                 ($lite)(lite(&sql, $query.args).$method(conn).await?)
             }
             Target::LitePool(pool) => {
-                let sql = sqlite_placeholders($query.sql);
+                let sql = sqlite_placeholders(&renamed($query.sql));
                 ($lite)(lite(&sql, $query.args).$method(pool).await?)
             }
         }
@@ -624,12 +630,102 @@ impl<'q> Query<'q> {
             .await?
             .ok_or(sqlx::Error::RowNotFound)
     }
+}
 
-    fn pg(self) -> sqlx::query::Query<'q, Postgres, PgArguments> {
-        self.args
-            .into_iter()
-            .fold(sqlx::query::<Postgres>(self.sql), bind_pg)
+fn pg(sql: &str, args: Vec<Arg>) -> sqlx::query::Query<'_, Postgres, PgArguments> {
+    args.into_iter().fold(sqlx::query::<Postgres>(sql), bind_pg)
+}
+
+/// Table names swapped for others in every statement run inside [`with_renames`]: how
+/// one projector's code writes a new version of its tables beside the live ones, and
+/// how a read picks the live version. Names are matched as whole SQL identifiers outside
+/// quotes, so `orders` is renamed but `orders_count` and `'orders'` are not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renames(std::collections::HashMap<String, String>);
+
+impl Renames {
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Renames(pairs.into_iter().filter(|(from, to)| from != to).collect())
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `sql` with every renamed identifier replaced.
+    pub fn apply<'s>(&self, sql: &'s str) -> std::borrow::Cow<'s, str> {
+        if self.0.is_empty() {
+            return std::borrow::Cow::Borrowed(sql);
+        }
+        let mut out = String::with_capacity(sql.len() + 16);
+        let mut word = String::new();
+        let mut quote: Option<char> = None;
+        let flush = |word: &mut String, out: &mut String| {
+            if !word.is_empty() {
+                out.push_str(
+                    self.0
+                        .get(word.as_str())
+                        .map_or(word.as_str(), String::as_str),
+                );
+                word.clear();
+            }
+        };
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            match quote {
+                // A `--` comment runs to the end of its line (an apostrophe in it is
+                // not a quote).
+                Some('\n') => {
+                    out.push(c);
+                    if c == '\n' {
+                        quote = None;
+                    }
+                }
+                Some(q) => {
+                    out.push(c);
+                    if c == q {
+                        quote = None;
+                    }
+                }
+                None if c == '-' && chars.peek() == Some(&'-') => {
+                    flush(&mut word, &mut out);
+                    quote = Some('\n');
+                    out.push(c);
+                }
+                None if c.is_ascii_alphanumeric() || c == '_' => word.push(c),
+                None => {
+                    flush(&mut word, &mut out);
+                    if c == '\'' || c == '"' {
+                        quote = Some(c);
+                    }
+                    out.push(c);
+                }
+            }
+        }
+        flush(&mut word, &mut out);
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+tokio::task_local! {
+    static RENAMES: Arc<Renames>;
+}
+
+/// Runs `work` with every statement's table names renamed by `renames`.
+pub async fn with_renames<F: std::future::Future>(renames: Arc<Renames>, work: F) -> F::Output {
+    RENAMES.scope(renames, work).await
+}
+
+/// The statement as the current task's renames have it.
+fn renamed(sql: &str) -> std::borrow::Cow<'_, str> {
+    RENAMES
+        .try_with(|r| match r.apply(sql) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(s) => Some(s),
+        })
+        .ok()
+        .flatten()
+        .map_or(std::borrow::Cow::Borrowed(sql), std::borrow::Cow::Owned)
 }
 
 fn lite(sql: &str, args: Vec<Arg>) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
@@ -897,6 +993,29 @@ mod tests {
             sqlite_placeholders("SELECT '$1', \"$2\" FROM t WHERE a = $1 AND b = $12"),
             "SELECT '$1', \"$2\" FROM t WHERE a = ?1 AND b = ?12"
         );
+    }
+
+    #[test]
+    fn renames_touch_whole_identifiers_outside_quotes_only() {
+        let renames = Renames::new([
+            ("orders".to_string(), "orders_v2".to_string()),
+            (
+                "orders_by_customer".to_string(),
+                "orders_by_customer_v2".to_string(),
+            ),
+        ]);
+        assert_eq!(
+            renames.apply("CREATE INDEX orders_by_customer ON orders (customer_id); SELECT orders_count, 'orders', o.total FROM orders o"),
+            "CREATE INDEX orders_by_customer_v2 ON orders_v2 (customer_id); SELECT orders_count, 'orders', o.total FROM orders_v2 o"
+        );
+        assert_eq!(
+            renames.apply("-- the customer's orders\nCREATE TABLE orders (a INT) -- orders'\n"),
+            "-- the customer's orders\nCREATE TABLE orders_v2 (a INT) -- orders'\n"
+        );
+        assert!(matches!(
+            Renames::default().apply("SELECT 1"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub const INFO: ProjectionInfo = ProjectionInfo {
     name: "customers",
     consumer: "projection.customers",
     sources: &[Service::Customers, Service::Payments, Service::Orders],
+    schema: include_str!("../sql/customers.sql"),
+    tables: &["customers", "customer_figures"],
+    indexes: &[],
 };
 
 /// Applies customer events to `customers`, and payments and orders to `customer_figures`.

@@ -8,6 +8,7 @@
 pub mod customers;
 pub mod orders;
 pub mod products;
+pub mod versions;
 
 use axum::Router;
 use shop_eventing::consumer::EventHandler;
@@ -19,8 +20,6 @@ use std::sync::Arc;
 /// The read-model database's component name (`<instance>_read`).
 pub const READ_DATABASE: &str = "read";
 pub const COMPONENT: &str = "projector";
-/// The read-model tables.
-pub const SCHEMA: &str = include_str!("../sql/read_models.sql");
 
 /// A projection's public face: its name and the consumer it runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +30,12 @@ pub struct ProjectionInfo {
     pub consumer: &'static str,
     /// The services whose topics it reads.
     pub sources: &'static [shop_schemas::Service],
+    /// Its tables' DDL (idempotent).
+    pub schema: &'static str,
+    /// The tables it writes, and the indexes of those (a rebuild copies them under
+    /// versioned names, see [`versions`]).
+    pub tables: &'static [&'static str],
+    pub indexes: &'static [&'static str],
 }
 
 /// Every projection.
@@ -50,27 +55,34 @@ pub fn handler(info: &ProjectionInfo) -> Arc<dyn EventHandler> {
 /// # Errors
 /// The database is unreachable.
 pub async fn open_read_database(platform: &Platform) -> Result<Pool, DbError> {
-    db::open(
+    let pool = db::open(
         &platform.database,
         READ_DATABASE,
-        &[shop_eventing::consumer::SCHEMA, SCHEMA],
+        &[
+            shop_eventing::consumer::SCHEMA,
+            products::INFO.schema,
+            customers::INFO.schema,
+            orders::INFO.schema,
+            versions::SCHEMA,
+        ],
     )
-    .await
+    .await?;
+    versions::register(&pool).await?;
+    Ok(pool)
 }
 
-/// Starts every projection.
+/// Starts every projection: one consumer per live or rebuilding version, kept in line
+/// with the versions table ([`versions::supervise`]).
 ///
 /// # Errors
 /// The database is unreachable.
 pub async fn start(platform: &Platform) -> Result<Started, DbError> {
     let pool = open_read_database(platform).await?;
-    let mut tasks = Vec::new();
-    for info in PROJECTIONS {
-        let runner = platform
-            .consumer(pool.clone(), info.consumer, info.sources, handler(info))
-            .tracking_versions();
-        tasks.push(tokio::spawn(runner.run(platform.shutdown.clone())));
-    }
+    let tasks = vec![tokio::spawn(versions::supervise(
+        platform.clone(),
+        pool.clone(),
+        platform.shutdown.clone(),
+    ))];
     let router = platform.component_router(Router::new(), pool, COMPONENT);
     Ok(Started { router, tasks })
 }

@@ -21,6 +21,9 @@ pub const INFO: ProjectionInfo = ProjectionInfo {
         Service::Payments,
         Service::Shipping,
     ],
+    schema: include_str!("../sql/orders.sql"),
+    tables: &["orders", "order_lines", "order_history"],
+    indexes: &["orders_by_customer", "order_history_by_order"],
 };
 
 /// Applies order events to `orders`, `order_lines` and `order_history`.

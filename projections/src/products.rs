@@ -14,6 +14,9 @@ pub const INFO: ProjectionInfo = ProjectionInfo {
     name: "products",
     consumer: "projection.products",
     sources: &[Service::Inventory],
+    schema: include_str!("../sql/products.sql"),
+    tables: &["products", "product_stock"],
+    indexes: &[],
 };
 
 /// Applies inventory events to `products`.

@@ -14,6 +14,7 @@ use shop_eventing::consistency::{
 };
 use shop_eventing::http::Problem;
 use shop_eventing::sql::Pool;
+use shop_projections::versions::LiveVersions;
 use shop_projections::PROJECTIONS;
 
 /// What the middleware needs.
@@ -65,16 +66,25 @@ pub async fn wait_for_token(
         Some(Err(problem)) => return problem.into_response(),
         Some(Ok(tokens)) => tokens,
     };
-    // Every projection that reads the token's service must have applied it.
-    let needed: Vec<(&str, &ConsistencyToken)> = tokens
+    // Every projection that reads the token's service must have applied it, in the
+    // version reads are served from.
+    let live = request
+        .extensions()
+        .get::<std::sync::Arc<LiveVersions>>()
+        .cloned()
+        .unwrap_or_default();
+    let consumers: Vec<(String, &ConsistencyToken)> = tokens
         .iter()
         .flat_map(|token| {
             PROJECTIONS
                 .iter()
                 .filter(|p| p.sources.contains(&token.service))
-                .map(move |p| (p.consumer, token))
+                .map(|p| (live.consumer(p), token))
+                .collect::<Vec<_>>()
         })
         .collect();
+    let needed: Vec<(&str, &ConsistencyToken)> =
+        consumers.iter().map(|(c, t)| (c.as_str(), *t)).collect();
     let fresh = match wait_until_applied(&consistency.pool, &needed, consistency.wait).await {
         Ok(fresh) => fresh,
         Err(e) => return Problem::internal(&e).into_response(),

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod consistency;
+mod operations;
 mod orders;
 
 use std::sync::Arc;
@@ -12,13 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::{Admin, Authenticated, JwtKeys, Role};
+use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::db::DbError;
 use shop_eventing::http::Problem;
 use shop_eventing::log::EventLog;
 use shop_eventing::platform::Platform;
 use shop_eventing::sql::{self, Pool, Row};
-use shop_projections::PROJECTIONS;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,8 +31,8 @@ const MAX_LIMIT: i64 = 500;
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) pool: Pool,
-    log: Arc<dyn EventLog>,
-    topic_prefix: String,
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) topic_prefix: String,
     jwt: JwtKeys,
 }
 
@@ -65,7 +65,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_customer))
         .routes(routes!(orders::customer_orders))
         .routes(routes!(orders::get_order))
-        .routes(routes!(list_projections))
+        .routes(routes!(operations::list_projections))
+        .routes(routes!(operations::rebuild_projection))
+        .routes(routes!(operations::list_dead_letters))
+        .routes(routes!(operations::retry_dead_letter))
 }
 
 /// The read API's part of the public OpenAPI document.
@@ -86,13 +89,19 @@ pub async fn start(platform: &Platform, config: ReadApiConfig) -> Result<Router,
         jwt: platform.jwt.clone(),
     };
     let (api, _) = routes().with_state(state).split_for_parts();
-    let api: Router = api.layer(axum::middleware::from_fn_with_state(
-        consistency::Consistency {
-            pool: pool.clone(),
-            wait: config.consistency_wait,
-        },
-        consistency::wait_for_token,
-    ));
+    // Outermost first: the live projection versions, then read-your-writes on them.
+    let api: Router = api
+        .layer(axum::middleware::from_fn_with_state(
+            consistency::Consistency {
+                pool: pool.clone(),
+                wait: config.consistency_wait,
+            },
+            consistency::wait_for_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(operations::LiveTables::new(pool.clone())),
+            operations::on_live_tables,
+        ));
     Ok(platform.component_router(api, pool, COMPONENT))
 }
 
@@ -341,88 +350,4 @@ struct CustomerView {
     /// Payments − refunds.
     lifetime_spend: i64,
     created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = ProjectionPosition)]
-struct PositionView {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    end_offset: i64,
-}
-
-/// A projection's progress (SPEC §3.7).
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Projection)]
-struct ProjectionView {
-    name: &'static str,
-    status: &'static str,
-    events_applied: i64,
-    lag: i64,
-    last_event_at: Option<DateTime<Utc>>,
-    last_error: Option<String>,
-    positions: Vec<PositionView>,
-}
-
-/// Each projection's positions against the log's end offsets (admin).
-#[utoipa::path(
-    get,
-    path = "/api/projections",
-    tag = "operations",
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Every projection.", body = Vec<ProjectionView>),
-        (status = 403, description = "Admins only."),
-    )
-)]
-async fn list_projections(
-    State(state): State<AppState>,
-    _admin: Admin,
-    _: ReadQuery<NoParams>,
-) -> Result<Json<Vec<ProjectionView>>, Problem> {
-    let mut views = Vec::new();
-    for info in PROJECTIONS {
-        let progress = shop_eventing::consumer::progress(&state.pool, info.consumer)
-            .await
-            .map_err(|e| Problem::internal(&e))?;
-        let mut positions = Vec::new();
-        for service in info.sources {
-            let topic = service.topic(&state.topic_prefix);
-            let ends = state
-                .log
-                .end_offsets(&topic)
-                .await
-                .map_err(|e| Problem::unavailable(e.to_string()))?;
-            for (partition, end_offset) in ends {
-                let offset = progress
-                    .positions
-                    .iter()
-                    .find(|p| p.topic == topic && p.partition == partition)
-                    .map(|p| p.next_offset)
-                    .unwrap_or(0);
-                positions.push(PositionView {
-                    topic: topic.clone(),
-                    partition,
-                    offset,
-                    end_offset,
-                });
-            }
-        }
-        positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        let lag = positions
-            .iter()
-            .map(|p| (p.end_offset - p.offset).max(0))
-            .sum();
-        views.push(ProjectionView {
-            name: info.name,
-            status: "live",
-            events_applied: progress.events_applied,
-            lag,
-            last_event_at: progress.last_event_at,
-            last_error: progress.last_error,
-            positions,
-        });
-    }
-    Ok(Json(views))
 }

@@ -1,0 +1,554 @@
+//! Zero-downtime rebuilds: each projection has versions. Version 1 uses the plain table
+//! names; version n > 1 the same tables suffixed `_v<n>`, its own consumer
+//! (`projection.<name>.v<n>`: own group, checkpoints and dedup records) and the same
+//! projector code, whose statements are renamed on the fly ([`sql::with_renames`]).
+//!
+//! A rebuild request adds a `rebuilding` version. The projector fills it from offset 0
+//! beside the live one and, once it has caught up with the live version (its lag no
+//! larger), switches in one update: the new version becomes `live`, the old one
+//! `retired`. Reads pick the live version per request, so they never see a half-built
+//! projection and never fail; the retired tables are dropped after a grace period.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use shop_eventing::consumer::{EventHandler, HandlerError};
+use shop_eventing::log::EventLog;
+use shop_eventing::platform::Platform;
+use shop_eventing::sql::{self, Conn, Pool, Renames};
+use shop_eventing::CancellationToken;
+use shop_schemas::CloudEvent;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::{ProjectionInfo, PROJECTIONS};
+
+/// The versions table.
+pub const SCHEMA: &str = include_str!("../sql/versions.sql");
+
+pub const LIVE: &str = "live";
+pub const REBUILDING: &str = "rebuilding";
+pub const RETIRED: &str = "retired";
+
+/// How long a retired version's tables stay after the switch (reads that picked it
+/// just before finish; other projector processes notice and stop its consumer).
+pub const DROP_GRACE: Duration = Duration::from_secs(10);
+
+/// A table (or index) name of a version.
+pub fn versioned_name(name: &str, version: i64) -> String {
+    if version <= 1 {
+        name.to_string()
+    } else {
+        format!("{name}_v{version}")
+    }
+}
+
+/// The consumer a version runs as.
+pub fn consumer_name(info: &ProjectionInfo, version: i64) -> String {
+    if version <= 1 {
+        info.consumer.to_string()
+    } else {
+        format!("{}.v{version}", info.consumer)
+    }
+}
+
+fn names(info: &ProjectionInfo) -> impl Iterator<Item = &'static str> {
+    info.tables.iter().chain(info.indexes).copied()
+}
+
+/// The renames that make a projection's code use a version's tables.
+pub fn renames(info: &ProjectionInfo, version: i64) -> Renames {
+    Renames::new(names(info).map(|n| (n.to_string(), versioned_name(n, version))))
+}
+
+/// The projection by name.
+pub fn projection(name: &str) -> Option<&'static ProjectionInfo> {
+    PROJECTIONS.iter().find(|p| p.name == name)
+}
+
+/// The live version of every projection, as reads use it.
+#[derive(Debug, Clone, Default)]
+pub struct LiveVersions(HashMap<&'static str, i64>);
+
+impl LiveVersions {
+    pub fn version(&self, info: &ProjectionInfo) -> i64 {
+        self.0.get(info.name).copied().unwrap_or(1)
+    }
+
+    /// The live version's consumer of a projection.
+    pub fn consumer(&self, info: &ProjectionInfo) -> String {
+        consumer_name(info, self.version(info))
+    }
+
+    /// Renames of every projection's tables to their live versions.
+    pub fn renames(&self) -> Renames {
+        Renames::new(PROJECTIONS.iter().flat_map(|info| {
+            let version = self.version(info);
+            names(info).map(move |n| (n.to_string(), versioned_name(n, version)))
+        }))
+    }
+}
+
+/// Reads the live versions.
+///
+/// # Errors
+/// The database fails.
+pub async fn live_versions(pool: &Pool) -> Result<LiveVersions, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sql::query_as(
+        "SELECT projection, CAST(version AS BIGINT) FROM projection_versions WHERE status = 'live'",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(LiveVersions(
+        rows.into_iter()
+            .filter_map(|(name, version)| projection(&name).map(|info| (info.name, version)))
+            .collect(),
+    ))
+}
+
+/// Registers version 1 of every projection as live, once.
+///
+/// # Errors
+/// The database fails.
+pub async fn register(pool: &Pool) -> Result<(), sqlx::Error> {
+    for info in PROJECTIONS {
+        sql::query("INSERT INTO projection_versions (projection, version, status, live_at) VALUES ($1, 1, 'live', CURRENT_TIMESTAMP) ON CONFLICT DO NOTHING")
+            .bind(info.name)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Why a rebuild was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("no projection named {0:?}")]
+    Unknown(String),
+    #[error("projection {0} is already being rebuilt")]
+    AlreadyRebuilding(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Asks for a rebuild of `name`: a new version, filled from the beginning of the log by
+/// the projector; returns its number.
+///
+/// # Errors
+/// Unknown projection, a rebuild already under way, or the database.
+pub async fn request_rebuild(pool: &Pool, name: &str) -> Result<i64, RebuildError> {
+    let info = projection(name).ok_or_else(|| RebuildError::Unknown(name.to_string()))?;
+    let version: i64 = sql::query_scalar(
+        "SELECT CAST(COALESCE(MAX(version), 1) + 1 AS BIGINT) FROM projection_versions WHERE projection = $1",
+    )
+    .bind(info.name)
+    .fetch_one(pool)
+    .await?;
+    let inserted = sql::query(
+        "INSERT INTO projection_versions (projection, version, status) VALUES ($1, $2, 'rebuilding') ON CONFLICT DO NOTHING",
+    )
+    .bind(info.name)
+    .bind(version)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(RebuildError::AlreadyRebuilding(info.name.to_string()));
+    }
+    info!(projection = info.name, version, "rebuild requested");
+    Ok(version)
+}
+
+/// One version of a projection as the versions table has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRow {
+    pub projection: String,
+    pub version: i64,
+    pub status: String,
+    pub requested_at: DateTime<Utc>,
+    pub live_at: Option<DateTime<Utc>>,
+    pub retired_at: Option<DateTime<Utc>>,
+    pub dropped_at: Option<DateTime<Utc>>,
+}
+
+impl sql::FromRow for VersionRow {
+    fn from_row(row: &sql::Row) -> Result<Self, sqlx::Error> {
+        Ok(VersionRow {
+            projection: row.get("projection")?,
+            version: row.get("version")?,
+            status: row.get("status")?,
+            requested_at: row.get("requested_at")?,
+            live_at: row.get("live_at")?,
+            retired_at: row.get("retired_at")?,
+            dropped_at: row.get("dropped_at")?,
+        })
+    }
+}
+
+/// Every version not dropped yet.
+///
+/// # Errors
+/// The database fails.
+pub async fn versions(pool: &Pool) -> Result<Vec<VersionRow>, sqlx::Error> {
+    sql::query_as(
+        "SELECT projection, CAST(version AS BIGINT) AS version, status, requested_at, live_at, retired_at, dropped_at
+         FROM projection_versions WHERE dropped_at IS NULL ORDER BY projection, version",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A partition of a consumer's progress against the log.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset the consumer will apply.
+    pub offset: i64,
+    pub end_offset: i64,
+}
+
+/// A consumer's progress against the end of its topics.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lag {
+    pub events_applied: i64,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Records between the consumer's positions and the ends of its partitions.
+    pub lag: i64,
+    pub positions: Vec<PartitionLag>,
+}
+
+/// `consumer`'s lag on `topics`.
+///
+/// # Errors
+/// The database or the log fails.
+pub async fn lag(
+    pool: &Pool,
+    log: &dyn EventLog,
+    consumer: &str,
+    topics: &[String],
+) -> Result<Lag, Box<dyn std::error::Error + Send + Sync>> {
+    let progress = shop_eventing::consumer::progress(pool, consumer).await?;
+    let mut positions = Vec::new();
+    for topic in topics {
+        for (partition, end_offset) in log.end_offsets(topic).await? {
+            let offset = progress
+                .positions
+                .iter()
+                .find(|p| &p.topic == topic && p.partition == partition)
+                .map_or(0, |p| p.next_offset);
+            positions.push(PartitionLag {
+                topic: topic.clone(),
+                partition,
+                offset,
+                end_offset,
+            });
+        }
+    }
+    positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(Lag {
+        events_applied: progress.events_applied,
+        last_event_at: progress.last_event_at,
+        last_error: progress.last_error,
+        lag: positions
+            .iter()
+            .map(|p| (p.end_offset - p.offset).max(0))
+            .sum(),
+        positions,
+    })
+}
+
+/// How long the oldest record not yet applied has waited (SPEC §3.7), from the log's
+/// timestamps; `None` when nothing is waiting.
+///
+/// # Errors
+/// The log fails.
+pub async fn oldest_unprocessed_age(
+    log: &dyn EventLog,
+    lag: &Lag,
+) -> Result<Option<Duration>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut oldest: Option<i64> = None;
+    for p in lag.positions.iter().filter(|p| p.offset < p.end_offset) {
+        let records = log.read(&p.topic, p.partition, p.offset, 1).await?;
+        if let Some(ms) = records.first().and_then(|r| r.timestamp_ms) {
+            oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
+        }
+    }
+    Ok(oldest.map(|ms| {
+        let age = Utc::now().timestamp_millis() - ms;
+        Duration::from_millis(age.max(0) as u64)
+    }))
+}
+
+/// A projector that runs its projection's code on a version's tables.
+struct Versioned {
+    inner: Arc<dyn EventHandler>,
+    renames: Arc<Renames>,
+}
+
+#[async_trait]
+impl EventHandler for Versioned {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
+        sql::with_renames(self.renames.clone(), self.inner.handle(tx, event)).await
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Keeps the projector's consumers in line with the versions table: one consumer per
+/// live or rebuilding version, switching a rebuild live once caught up and dropping
+/// retired versions after [`DROP_GRACE`]. Several projector processes may run it; each
+/// step is a conditional update, so they agree.
+pub async fn supervise(platform: Platform, pool: Pool, shutdown: CancellationToken) {
+    let mut running: HashMap<(&'static str, i64), Running> = HashMap::new();
+    let mut ticks: u64 = 0;
+    loop {
+        if let Err(e) = supervise_once(&platform, &pool, &shutdown, &mut running, ticks).await {
+            warn!(error = %e, "projection supervisor step failed; retrying");
+        }
+        ticks += 1;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+    }
+    for (_, run) in running.drain() {
+        run.stop.cancel();
+        run.task.await.ok();
+    }
+}
+
+fn topics(platform: &Platform, info: &ProjectionInfo) -> Vec<String> {
+    info.sources
+        .iter()
+        .map(|s| s.topic(&platform.topic_prefix))
+        .collect()
+}
+
+async fn supervise_once(
+    platform: &Platform,
+    pool: &Pool,
+    shutdown: &CancellationToken,
+    running: &mut HashMap<(&'static str, i64), Running>,
+    ticks: u64,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let rows = versions(pool).await?;
+    let mut wanted: Vec<(&'static ProjectionInfo, i64, bool)> = Vec::new();
+    for r in &rows {
+        if let (true, Some(info)) = (
+            r.status == LIVE || r.status == REBUILDING,
+            projection(&r.projection),
+        ) {
+            wanted.push((info, r.version, r.status == REBUILDING));
+        }
+    }
+    // Stop the consumers of versions that are no longer wanted.
+    let mut stale: Vec<(&'static str, i64)> = Vec::new();
+    for (name, version) in running.keys() {
+        if !wanted
+            .iter()
+            .any(|(i, v, _)| i.name == *name && v == version)
+        {
+            stale.push((name, *version));
+        }
+    }
+    for key in stale {
+        if let Some(run) = running.remove(&key) {
+            info!(
+                projection = key.0,
+                version = key.1,
+                "stopping a retired projection version"
+            );
+            run.stop.cancel();
+            run.task.await.ok();
+        }
+    }
+    // Start the missing ones (a rebuild's tables first).
+    for (info, version, _) in &wanted {
+        if running.contains_key(&(info.name, *version)) {
+            continue;
+        }
+        if *version > 1 {
+            let script = renames(info, *version).apply(info.schema).into_owned();
+            shop_eventing::db::run_script(pool, &script).await?;
+        }
+        let handler = crate::handler(info);
+        let handler: Arc<dyn EventHandler> = if *version > 1 {
+            Arc::new(Versioned {
+                inner: handler,
+                renames: Arc::new(renames(info, *version)),
+            })
+        } else {
+            handler
+        };
+        let runner = platform
+            .consumer(
+                pool.clone(),
+                &consumer_name(info, *version),
+                info.sources,
+                handler,
+            )
+            .tracking_versions();
+        let stop = shutdown.child_token();
+        info!(
+            projection = info.name,
+            version, "starting projection consumer"
+        );
+        let task = tokio::spawn(runner.run(stop.clone()));
+        running.insert((info.name, *version), Running { stop, task });
+    }
+    // Switch caught-up rebuilds; record lag.
+    let log = platform.log();
+    for (info, version, rebuilding) in &wanted {
+        // Live versions only for the gauges, every few seconds; rebuilds at every step.
+        if !*rebuilding && !ticks.is_multiple_of(10) {
+            continue;
+        }
+        let topics = topics(platform, info);
+        let mine = lag(pool, log.as_ref(), &consumer_name(info, *version), &topics).await?;
+        metrics::gauge!("projection_lag_events", "projection" => info.name, "version" => version.to_string())
+            .set(mine.lag as f64);
+        if ticks.is_multiple_of(10) {
+            let age = oldest_unprocessed_age(log.as_ref(), &mine).await?;
+            metrics::gauge!("projection_oldest_unprocessed_seconds", "projection" => info.name, "version" => version.to_string())
+                .set(age.map_or(0.0, |a| a.as_secs_f64()));
+        }
+        if !*rebuilding {
+            continue;
+        }
+        let mut live = 1;
+        for r in &rows {
+            if r.projection == info.name && r.status == LIVE {
+                live = r.version;
+            }
+        }
+        let theirs = lag(pool, log.as_ref(), &consumer_name(info, live), &topics).await?;
+        if mine.lag <= theirs.lag {
+            switch(pool, info, *version).await?;
+        }
+    }
+    // Drop retired versions once the grace period is over.
+    let now = Utc::now();
+    let grace = chrono::Duration::from_std(DROP_GRACE).unwrap_or_default();
+    for row in &rows {
+        let Some(info) = projection(&row.projection) else {
+            continue;
+        };
+        let old_enough = match row.retired_at {
+            Some(at) => row.status == RETIRED && now - at > grace,
+            None => false,
+        };
+        if old_enough && !running.contains_key(&(info.name, row.version)) {
+            drop_version(pool, info, row.version).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `version` live and retires the live one, in one transaction; a no-op when
+/// another projector process did it first.
+async fn switch(pool: &Pool, info: &ProjectionInfo, version: i64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sql::query("UPDATE projection_versions SET status = 'retired', retired_at = CURRENT_TIMESTAMP WHERE projection = $1 AND status = 'live' AND version <> $2")
+        .bind(info.name)
+        .bind(version)
+        .execute(&mut tx)
+        .await?;
+    let switched = sql::query("UPDATE projection_versions SET status = 'live', live_at = CURRENT_TIMESTAMP WHERE projection = $1 AND version = $2 AND status = 'rebuilding'")
+        .bind(info.name)
+        .bind(version)
+        .execute(&mut tx)
+        .await?
+        .rows_affected();
+    if switched == 1 {
+        tx.commit().await?;
+        metrics::counter!("projection_rebuilds_total", "projection" => info.name).increment(1);
+        info!(projection = info.name, version, "rebuilt version is live");
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(())
+}
+
+/// Drops a retired version's tables and its consumer's records.
+async fn drop_version(pool: &Pool, info: &ProjectionInfo, version: i64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let claimed = sql::query("UPDATE projection_versions SET dropped_at = CURRENT_TIMESTAMP WHERE projection = $1 AND version = $2 AND dropped_at IS NULL")
+        .bind(info.name)
+        .bind(version)
+        .execute(&mut tx)
+        .await?
+        .rows_affected();
+    if claimed == 0 {
+        return tx.rollback().await;
+    }
+    for table in info.tables {
+        sql::query(&format!(
+            "DROP TABLE IF EXISTS {}",
+            versioned_name(table, version)
+        ))
+        .execute(&mut tx)
+        .await?;
+    }
+    let consumer = consumer_name(info, version);
+    for table in [
+        "consumer_checkpoints",
+        "processed_events",
+        "consumer_status",
+        "applied_versions",
+    ] {
+        sql::query(&format!("DELETE FROM {table} WHERE consumer = $1"))
+            .bind(&consumer)
+            .execute(&mut tx)
+            .await?;
+    }
+    tx.commit().await?;
+    info!(
+        projection = info.name,
+        version, "dropped a retired projection version"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_creates_every_table_and_index_under_its_own_name() {
+        for info in PROJECTIONS {
+            let script = renames(info, 7).apply(info.schema).into_owned();
+            for name in names(info) {
+                assert!(
+                    script.contains(&format!("{name}_v7")),
+                    "{}: {name} is not renamed",
+                    info.name
+                );
+            }
+            for table in info.tables {
+                assert!(
+                    !script.contains(&format!("EXISTS {table} ")),
+                    "{}: {table} would be created under its live name",
+                    info.name
+                );
+            }
+            // Every CREATE in the script is a listed name.
+            for line in script.lines().filter(|l| l.starts_with("CREATE")) {
+                assert!(line.contains("_v7"), "{}: {line}", info.name);
+            }
+        }
+        assert_eq!(consumer_name(&crate::orders::INFO, 1), "projection.orders");
+        assert_eq!(
+            consumer_name(&crate::orders::INFO, 3),
+            "projection.orders.v3"
+        );
+    }
+}

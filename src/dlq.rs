@@ -1,0 +1,104 @@
+//! `shop dlq list|retry`: the events consumers gave up on (`GET /api/dlq`), and their
+//! re-drive once the cause is fixed (`POST /api/dlq/{id}/retry`).
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::admin::{AdminClient, AdminTarget};
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+    #[command(flatten)]
+    pub target: AdminTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Every dead letter with its consumer, event and error.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only the ones not re-driven yet.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Publish dead letters to their topic again (same event id: consumers that applied
+    /// it skip it; the one that gave up applies it).
+    Retry {
+        /// Dead-letter ids (`<partition>-<offset>`, as `list` shows them).
+        ids: Vec<String>,
+        /// Every dead letter not re-driven yet.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
+    let client = AdminClient::connect(&args.target).await?;
+    let letters = client.call(Method::GET, "/api/dlq").await?;
+    let letters: Vec<Value> = letters.as_array().cloned().unwrap_or_default();
+    let pending = |l: &Value| l["retried_at"].is_null();
+    match args.action {
+        DlqAction::List {
+            json,
+            pending: only_pending,
+        } => {
+            let shown: Vec<&Value> = letters
+                .iter()
+                .filter(|l| !only_pending || pending(l))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+            } else {
+                println!(
+                    "{:<10} {:<26} {:<28} {:<24} {:>8}  ERROR",
+                    "ID", "CONSUMER", "EVENT", "FROM", "RETRIED"
+                );
+                for l in shown {
+                    println!(
+                        "{:<10} {:<26} {:<28} {:<24} {:>8}  {}",
+                        l["id"].as_str().unwrap_or(""),
+                        l["consumer"].as_str().unwrap_or(""),
+                        l["event_type"].as_str().unwrap_or("?"),
+                        format!(
+                            "{}/{}@{}",
+                            l["topic"].as_str().unwrap_or(""),
+                            l["partition"],
+                            l["offset"]
+                        ),
+                        if pending(l) { "no" } else { "yes" },
+                        l["error"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        DlqAction::Retry { ids, all } => {
+            let ids: Vec<String> = if all {
+                letters
+                    .iter()
+                    .filter(|l| pending(l))
+                    .filter_map(|l| l["id"].as_str().map(String::from))
+                    .collect()
+            } else {
+                ids
+            };
+            if ids.is_empty() {
+                println!("nothing to retry");
+            }
+            for id in ids {
+                let answer = client
+                    .call(Method::POST, &format!("/api/dlq/{id}/retry"))
+                    .await?;
+                println!(
+                    "{id}: published to {} again",
+                    answer["topic"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! Zero-downtime rebuilds (SPEC §3.7, §7), on both backends: `shop replay all` while
+//! clients keep reading and writing. No read fails during the rebuild; the rebuilt
+//! version goes live and keeps up with the writes; afterwards it equals, row for row, a
+//! clean replay of the whole log made once the writes have stopped; the retired
+//! version's tables are dropped.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Client, Instance, ADMIN_PASSWORD};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use shop_eventing::sql::{self, Dialect, Pool};
+
+shop_eventing::on_both_backends!(a_rebuild_keeps_reads_up_and_ends_equal);
+
+/// Every projection table with its columns (`projections/sql/*.sql`).
+const TABLES: &[(&str, &str)] = &[
+    (
+        "products",
+        "product_id, sku, name, price, received, version, created_at, updated_at",
+    ),
+    ("product_stock", "product_id, reserved, sold"),
+    (
+        "customers",
+        "customer_id, name, email, address, version, created_at, updated_at",
+    ),
+    (
+        "customer_figures",
+        "customer_id, wallet_balance, orders_count, lifetime_spend, updated_at",
+    ),
+    (
+        "orders",
+        "order_id, customer_id, status, cancel_reason, total, version, created_at, updated_at",
+    ),
+    (
+        "order_lines",
+        "order_id, position, product_id, quantity, unit_price, line_total",
+    ),
+    (
+        "order_history",
+        "event_id, order_id, event_type, source, at",
+    ),
+];
+
+fn versioned(table: &str, version: i64) -> String {
+    if version <= 1 {
+        table.to_string()
+    } else {
+        format!("{table}_v{version}")
+    }
+}
+
+/// Each table of a version as sorted text rows.
+async fn snapshot(pool: &Pool, version: i64) -> Vec<(String, Vec<String>)> {
+    let mut tables = Vec::new();
+    for (table, columns) in TABLES {
+        let row = columns
+            .split(", ")
+            .map(|c| format!("COALESCE(CAST({c} AS TEXT), '-')"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let query = format!("SELECT {row} FROM {} ORDER BY 1", versioned(table, version));
+        let rows: Vec<String> = sql::query_scalar(&query).fetch_all(pool).await.unwrap();
+        tables.push((table.to_string(), rows));
+    }
+    tables
+}
+
+/// `shop replay all --json` against the gateway; its outcome.
+async fn replay_all(base: &str) -> Vec<Value> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(["replay", "all", "--json", "--timeout", "120", "--url", base])
+        .env_clear()
+        .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shop replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn projections(admin: &Client) -> Vec<Value> {
+    let answer = admin.get("/api/projections").await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    answer.body.as_array().unwrap().clone()
+}
+
+async fn a_rebuild_keeps_reads_up_and_ends_equal(backend: Dialect) {
+    let instance = Instance::on(backend);
+    let shop = instance.spawn(&["all"], &[]).await;
+    let base = instance.gateway_url();
+    let admin = Arc::new(Client::admin(&base).await);
+
+    // History to rebuild: products, funded customers, orders (some short of funds).
+    let mut products = Vec::new();
+    for i in 0..5 {
+        products.push(admin.add_product(&format!("RB-{i}"), 100 + i, 1_000).await);
+    }
+    instance.wait_for_catalogue(5).await;
+    let mut customers = Vec::new();
+    for i in 0..4 {
+        let (customer, id) = Client::customer(
+            &base,
+            &format!("Rebuild {i}"),
+            &format!("rb{i}@example.com"),
+        )
+        .await;
+        let deposit = customer
+            .post(
+                &format!("/api/customers/{id}/wallet/deposits"),
+                json!({"amount": if i == 3 { 50 } else { 100_000 }}),
+            )
+            .await;
+        assert_eq!(deposit.status, StatusCode::ACCEPTED, "{deposit:?}");
+        customers.push((Arc::new(customer), id));
+    }
+    let mut orders = Vec::new();
+    for n in 0..12 {
+        let (customer, _) = &customers[n % customers.len()];
+        let placed = customer
+            .post(
+                "/api/orders",
+                json!({"lines": [{"product_id": products[n % 5], "quantity": 1 + n % 3}]}),
+            )
+            .await;
+        assert_eq!(placed.status, StatusCode::ACCEPTED, "{placed:?}");
+        orders.push(placed.body["order_id"].as_str().unwrap().to_string());
+    }
+
+    // Readers and writers for the whole rebuild.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for reader in 0..2 {
+        let (admin, stop, reads, failures) =
+            (admin.clone(), stop.clone(), reads.clone(), failures.clone());
+        let paths: Vec<String> = [
+            "/api/products?limit=100".to_string(),
+            format!("/api/products/{}", products[reader]),
+            format!("/api/orders/{}", orders[reader]),
+            format!("/api/customers/{}", customers[reader].1),
+            format!("/api/customers/{}/orders", customers[reader].1),
+            "/api/projections".to_string(),
+        ]
+        .into();
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for path in &paths {
+                    let answer = admin.try_send("GET", path, None).await;
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    match answer {
+                        Ok(a) if a.status == StatusCode::OK => {}
+                        other => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("GET {path}: {other:?}")),
+                    }
+                }
+            }
+        }));
+    }
+    let placed_during = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let (customer, stop, placed_during, products) = (
+            customers[0].0.clone(),
+            stop.clone(),
+            placed_during.clone(),
+            products.clone(),
+        );
+        let admin = admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let placed = customer
+                    .post(
+                        "/api/orders",
+                        json!({"lines": [{"product_id": products[n % 5], "quantity": 1}]}),
+                    )
+                    .await;
+                assert_eq!(placed.status, StatusCode::ACCEPTED, "{placed:?}");
+                placed_during
+                    .lock()
+                    .unwrap()
+                    .push(placed.body["order_id"].as_str().unwrap().to_string());
+                let restock = admin
+                    .post(
+                        &format!("/api/products/{}/restock", products[n % 5]),
+                        json!({"quantity": 2}),
+                    )
+                    .await;
+                assert_eq!(restock.status, StatusCode::ACCEPTED, "{restock:?}");
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let outcome = replay_all(&base).await;
+    assert_eq!(outcome.len(), 3, "{outcome:?}");
+    for projection in &outcome {
+        assert_eq!(projection["status"], "live", "{projection}");
+        assert_eq!(projection["version"], 2, "{projection}");
+    }
+    // Writes go on for a moment on the rebuilt version.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let reads = reads.load(Ordering::Relaxed);
+    println!(
+        "rebuild: {reads} reads during the rebuild, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "reads failed during the rebuild: {failures:#?}"
+    );
+    assert!(reads > 20, "only {reads} reads ran");
+
+    // Quiet: every order decided, every projection caught up on version 2.
+    let all_orders: Vec<String> = orders
+        .iter()
+        .cloned()
+        .chain(placed_during.lock().unwrap().iter().cloned())
+        .collect();
+    for order in &all_orders {
+        admin
+            .get_until(
+                &format!("/api/orders/{order}"),
+                Duration::from_secs(60),
+                |o| o["status"] != "PENDING",
+            )
+            .await;
+    }
+    common::eventually(
+        "every projection caught up",
+        Duration::from_secs(60),
+        || {
+            let admin = admin.clone();
+            async move {
+                projections(&admin)
+                    .await
+                    .iter()
+                    .all(|p| p["lag"] == 0 && p["version"] == 2 && p["status"] == "live")
+            }
+        },
+    )
+    .await;
+
+    // Rebuilt-under-load equals a clean replay of the same log, row for row.
+    let pool = instance.store("read").await;
+    let rebuilt = snapshot(&pool, 2).await;
+    let again = replay_all(&base).await;
+    assert!(again.iter().all(|p| p["version"] == 3), "{again:?}");
+    common::eventually("version 3 caught up", Duration::from_secs(60), || {
+        let admin = admin.clone();
+        async move {
+            projections(&admin)
+                .await
+                .iter()
+                .all(|p| p["lag"] == 0 && p["version"] == 3)
+        }
+    })
+    .await;
+    let clean = snapshot(&pool, 3).await;
+    for ((table, rebuilt_rows), (_, clean_rows)) in rebuilt.iter().zip(&clean) {
+        assert_eq!(
+            rebuilt_rows, clean_rows,
+            "{table}: the rebuilt version differs from a clean replay"
+        );
+    }
+    let count = |name: &str| rebuilt.iter().find(|(t, _)| t == name).unwrap().1.len();
+    assert_eq!(count("products"), 5);
+    assert_eq!(count("customers"), 4);
+    assert_eq!(count("orders"), all_orders.len());
+
+    // The retired versions' tables go after their grace period.
+    common::eventually("version 1 dropped", Duration::from_secs(40), || {
+        let pool = pool.clone();
+        async move {
+            let exists = match pool.dialect() {
+                Dialect::Postgres => {
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = 'products'"
+                }
+                Dialect::Sqlite => {
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'products'"
+                }
+            };
+            sql::query_scalar::<i64>(exists)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                == 0
+        }
+    })
+    .await;
+    pool.close().await;
+    drop(shop);
+    instance.cleanup().await;
+}
