@@ -14,7 +14,76 @@ use shop_eventing::sql::Dialect;
 shop_eventing::on_both_backends!(
     each_client_has_its_own_rate_limit,
     a_repeat_product_read_comes_from_the_cache,
+    an_oversized_body_is_refused_and_requests_carry_their_trace,
 );
+
+/// A body over `SHOP_GATEWAY_BODY_LIMIT` is a 413 problem and stores nothing; every
+/// answer carries a request id (the client's, or a new one), and the W3C trace a client
+/// sends reaches the events its command appends.
+async fn an_oversized_body_is_refused_and_requests_carry_their_trace(backend: Dialect) {
+    let instance = Instance::on(backend);
+    let _shop = instance
+        .spawn(&["all"], &[("SHOP_GATEWAY_BODY_LIMIT", "2048")])
+        .await;
+    let base = instance.gateway_url();
+    let admin = Client::admin(&base).await;
+    let token = admin.token.clone().unwrap();
+    let http = reqwest::Client::new();
+
+    let big = serde_json::json!({"sku": "BIG", "name": "x".repeat(4000), "price": 1, "stock": 1});
+    let answer = http
+        .post(format!("{base}/api/products"))
+        .bearer_auth(&token)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    assert!(answer.headers().contains_key("x-request-id"));
+    let products = admin.get("/api/products").await;
+    assert_eq!(
+        products.body,
+        serde_json::json!([]),
+        "a refused body stored nothing"
+    );
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let answer = http
+        .post(format!("{base}/api/products"))
+        .bearer_auth(&token)
+        .header("x-request-id", "trace-test-1")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"sku": "TRACED", "name": "Traced", "price": 1, "stock": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    assert_eq!(answer.headers()["x-request-id"], "trace-test-1");
+    let generated = http
+        .get(format!("{base}/api/products"))
+        .send()
+        .await
+        .unwrap();
+    let request_id = generated.headers()["x-request-id"].to_str().unwrap();
+    assert!(!request_id.is_empty());
+
+    let store = instance.store("inventory").await;
+    let metadata: Vec<String> = shop_eventing::sql::query_scalar(
+        "SELECT CAST(metadata AS TEXT) FROM events ORDER BY position",
+    )
+    .fetch_all(&store)
+    .await
+    .unwrap();
+    assert_eq!(metadata.len(), 1, "{metadata:?}");
+    assert!(
+        metadata[0].contains(trace_id),
+        "the event's trace continues the client's: {}",
+        metadata[0]
+    );
+    store.close().await;
+    instance.cleanup().await;
+}
 
 async fn each_client_has_its_own_rate_limit(backend: Dialect) {
     let instance = Instance::on(backend);
