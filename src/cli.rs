@@ -249,6 +249,9 @@ pub struct ServeOptions {
 pub struct TopicsArgs {
     #[command(subcommand)]
     pub action: TopicsAction,
+    /// The embedded event log of a `shop dev` data directory instead of Kafka.
+    #[arg(long, global = true)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

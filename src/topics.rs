@@ -1,11 +1,24 @@
-//! `shop topics ensure|list`.
+//! `shop topics ensure|list`, on Kafka or on a `shop dev` data directory's embedded log.
 
 use shop_eventing::log::EventLog;
 
 use crate::cli::{Common, TopicsAction, TopicsArgs};
 
 pub async fn run(common: &Common, args: TopicsArgs) -> anyhow::Result<()> {
-    let log = crate::serve::kafka(common)?;
+    let log: std::sync::Arc<dyn EventLog> = match &args.data_dir {
+        Some(dir) => {
+            let file = dir.join(crate::dev::LOG_FILE);
+            anyhow::ensure!(
+                file.exists(),
+                "no event log at {} (is it a `shop dev` data directory?)",
+                file.display()
+            );
+            std::sync::Arc::new(
+                shop_eventing::embedded::EmbeddedLog::open(&file, common.topic_partitions).await?,
+            )
+        }
+        None => crate::serve::kafka(common)?,
+    };
     match args.action {
         TopicsAction::Ensure => {
             let topics = crate::serve::all_topics(&common.topic_prefix);
@@ -29,8 +42,8 @@ pub async fn run(common: &Common, args: TopicsArgs) -> anyhow::Result<()> {
                     println!(
                         "{:<40} {:>10} {:>12}",
                         row["name"].as_str().unwrap_or(""),
-                        row["partitions"],
-                        row["records"]
+                        row["partitions"].as_i64().unwrap_or(0),
+                        row["records"].as_i64().unwrap_or(0)
                     );
                 }
             }

@@ -141,6 +141,25 @@ async fn a_poison_event_is_dead_lettered_and_retried(backend: Dialect) {
             == "[]"
     );
 
+    // `shop topics list` sees the dead letter and its retry marker, on either log.
+    let mut topics = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"));
+    topics.args(["topics", "list", "--json"]).env_clear();
+    match backend {
+        Dialect::Sqlite => topics.arg("--data-dir").arg(&instance.data_dir),
+        Dialect::Postgres => topics.env("SHOP_KAFKA_BROKERS", &instance.infra.kafka_brokers),
+    };
+    let out = topics.output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let dead = listed
+        .iter()
+        .find(|t| t["name"] == format!("{}dead-letters", instance.topic_prefix))
+        .unwrap_or_else(|| panic!("no dead-letter topic in {listed:?}"));
+    assert_eq!(
+        dead["records"], 2,
+        "the dead letter and its retry marker: {dead}"
+    );
+
     // The orders service's catalogue had applied the event once; the re-drive changed
     // nothing there.
     let orders = instance.store("orders").await;
