@@ -11,7 +11,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin shop \
+    cargo build --release --locked --bin shop --features otlp \
     && cp target/release/shop /usr/local/bin/shop
 
 # Runtime: the binary, CA certificates, curl for the compose health checks, a non-root user.

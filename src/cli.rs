@@ -94,6 +94,10 @@ pub struct Common {
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, global = true, env = "SHOP_LOG", default_value = "info")]
     pub log: String,
+    /// Export spans over OTLP/HTTP to this collector (e.g. `http://127.0.0.1:4318`);
+    /// needs a build with `--features otlp`.
+    #[arg(long, global = true, env = "SHOP_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Fault injection points (crash tests only), comma-separated.
     #[arg(long, global = true, env = "SHOP_FAULT_INJECT", hide = true)]
     pub fault_inject: Option<String>,

@@ -17,7 +17,15 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    shop_eventing::telemetry::init_logging(cli.common.log_format, &cli.common.log);
+    let otlp =
+        cli.common
+            .otlp_endpoint
+            .clone()
+            .map(|endpoint| shop_eventing::telemetry::OtlpConfig {
+                endpoint,
+                service_name: service_name(&cli.command),
+            });
+    shop_eventing::telemetry::init_tracing(cli.common.log_format, &cli.common.log, otlp);
     // Before anything counts: metrics recorded without a recorder are lost.
     shop_eventing::telemetry::init_metrics();
     if let Some(points) = &cli.common.fault_inject {
@@ -32,11 +40,28 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Replay(args) => replay::run(args).await,
         cli::Command::Dlq(args) => dlq::run(args).await,
     };
+    shop_eventing::telemetry::shutdown_tracing();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shop: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `service.name` of exported spans: what this process runs.
+fn service_name(command: &cli::Command) -> String {
+    match command {
+        cli::Command::Serve(args) => {
+            let names: Vec<String> = args
+                .components
+                .iter()
+                .map(|c| format!("{c:?}").to_lowercase())
+                .collect();
+            format!("shop-{}", names.join("+"))
+        }
+        cli::Command::Dev(_) => "shop-dev".to_string(),
+        _ => "shop-cli".to_string(),
     }
 }

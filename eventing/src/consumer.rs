@@ -319,12 +319,16 @@ impl ConsumerRunner {
     ) -> Result<(), HandlerError> {
         let span = tracing::info_span!(
             "apply",
+            consumer = %self.config.name,
             event_type = %event.ty,
             subject = %event.subject,
             correlation_id = %event.correlationid,
+            trace_id = %crate::telemetry::trace_id(&event.traceparent),
             partition = record.partition,
             offset = record.offset,
         );
+        // Exported, the span continues the trace of the request that caused the event.
+        crate::telemetry::set_parent(&span, &event.traceparent);
         self.handler.handle(tx, event).instrument(span).await?;
         if let (true, Some(service)) = (self.track_versions, event.service()) {
             crate::consistency::record_applied(

@@ -251,15 +251,21 @@ pub fn with_edge_layers(router: Router, component: &'static str) -> Router {
                             .unwrap_or("")
                             .to_string()
                     };
-                    tracing::info_span!(
+                    let traceparent = header(crate::telemetry::TRACEPARENT_HEADER);
+                    let span = tracing::info_span!(
                         "http",
                         component,
                         method = %req.method(),
                         path = %req.uri().path(),
                         request_id = %header(REQUEST_ID),
                         correlation_id = %header(crate::telemetry::CORRELATION_ID_HEADER),
+                        trace_id = %crate::telemetry::trace_id(&traceparent),
                         status = tracing::field::Empty,
-                    )
+                    );
+                    if !traceparent.is_empty() {
+                        crate::telemetry::set_parent(&span, &traceparent);
+                    }
+                    span
                 })
                 .on_response(
                     |res: &Response, latency: std::time::Duration, span: &Span| {

@@ -510,7 +510,10 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
         }
     }
     if !headers.contains_key(TRACEPARENT_HEADER) {
-        if let Ok(value) = HeaderValue::from_str(&new_traceparent()) {
+        // The gateway's own span when spans are exported, so the trace starts here.
+        let traceparent =
+            shop_eventing::telemetry::current_traceparent().unwrap_or_else(new_traceparent);
+        if let Ok(value) = HeaderValue::from_str(&traceparent) {
             headers.insert(TRACEPARENT_HEADER, value);
         }
     }
