@@ -1,0 +1,106 @@
+//! Metrics (ARCHITECTURE.md, Cross-cutting), on both backends: after one order, every
+//! process's `/metrics` has command latency, events appended and published, the relay
+//! backlog, consumer and projection lag, saga outcomes and HTTP latency by route and
+//! status, in the Prometheus text format.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Instance};
+use serde_json::json;
+use shop_eventing::sql::Dialect;
+
+shop_eventing::on_both_backends!(every_process_exposes_the_listed_metrics);
+
+const LISTED: &[&str] = &[
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "command_duration_seconds",
+    "events_appended_total",
+    "events_published_total",
+    "relay_backlog_events",
+    "consumer_events_total",
+    "consumer_lag_events",
+    "projection_lag_events",
+    "projection_oldest_unprocessed_seconds",
+    "saga_outcomes_total",
+];
+
+/// Whether the exposition has a sample of `name` (labelled or not).
+fn has_sample(text: &str, name: &str) -> bool {
+    text.lines().any(|line| {
+        line.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+    })
+}
+
+async fn every_process_exposes_the_listed_metrics(backend: Dialect) {
+    let instance = Instance::on(backend);
+    let shop = instance.spawn(&["all"], &[]).await;
+    let base = instance.gateway_url();
+    let admin = Client::admin(&base).await;
+    let product = admin.add_product("METRIC-1", 100, 5).await;
+    instance.wait_for_catalogue(1).await;
+    let (customer, id) = Client::customer(&base, "Metric", "metric@example.com").await;
+    customer
+        .post(
+            &format!("/api/customers/{id}/wallet/deposits"),
+            json!({"amount": 1000}),
+        )
+        .await;
+    let order = customer
+        .post(
+            "/api/orders",
+            json!({"lines": [{"product_id": product, "quantity": 1}]}),
+        )
+        .await;
+    let order_id = order.body["order_id"].as_str().unwrap().to_string();
+    customer
+        .get_until(
+            &format!("/api/orders/{order_id}"),
+            Duration::from_secs(60),
+            |o| o["status"] == "CONFIRMED",
+        )
+        .await;
+
+    let http = reqwest::Client::new();
+    for component in ["gateway", "orders", "projector", "read-api"] {
+        let url = format!("{}/metrics", shop.url(component));
+        common::eventually(
+            &format!("{component}: every listed metric"),
+            Duration::from_secs(20),
+            || {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+                    let missing: Vec<&&str> =
+                        LISTED.iter().filter(|m| !has_sample(&text, m)).collect();
+                    if !missing.is_empty() {
+                        eprintln!("{url}: missing {missing:?}");
+                    }
+                    missing.is_empty()
+                }
+            },
+        )
+        .await;
+    }
+    let text = http
+        .get(format!("{}/metrics", shop.url("gateway")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("saga_outcomes_total{event=\"OrderConfirmed\""),
+        "the confirmation is counted"
+    );
+    assert!(
+        text.contains("route=\"/api/orders\""),
+        "HTTP metrics are by route template"
+    );
+    drop(shop);
+    instance.cleanup().await;
+}
