@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Instance, ADMIN_PASSWORD};
+use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shop_eventing::sql::{self, Dialect};
@@ -16,20 +16,7 @@ use shop_eventing::sql::{self, Dialect};
 shop_eventing::on_both_backends!(a_poison_event_is_dead_lettered_and_retried);
 
 async fn shop(base: &str, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
-        .args(args)
-        .args(["--url", base])
-        .env_clear()
-        .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "shop {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::shop_admin_command(base, args).await
 }
 
 async fn a_poison_event_is_dead_lettered_and_retried(backend: Dialect) {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Client, Instance, ADMIN_PASSWORD};
+use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shop_eventing::sql::{self, Dialect, Pool};
@@ -72,19 +72,9 @@ async fn snapshot(pool: &Pool, version: i64) -> Vec<(String, Vec<String>)> {
 
 /// `shop replay all --json` against the gateway; its outcome.
 async fn replay_all(base: &str) -> Vec<Value> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
-        .args(["replay", "all", "--json", "--timeout", "120", "--url", base])
-        .env_clear()
-        .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "shop replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out =
+        common::shop_admin_command(base, &["replay", "all", "--json", "--timeout", "120"]).await;
+    serde_json::from_str(&out).unwrap()
 }
 
 async fn projections(admin: &Client) -> Vec<Value> {

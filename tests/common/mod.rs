@@ -650,3 +650,22 @@ pub async fn kcat_read(brokers: &str, topic: &str) -> Vec<KcatRecord> {
         })
         .collect()
 }
+
+/// Runs an admin-API command of the `shop` binary (`replay`, `dlq`, …) against the
+/// gateway at `base` as the test admin; its standard output (fails on a non-zero exit).
+pub async fn shop_admin_command(base: &str, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(args)
+        .args(["--url", base])
+        .env_clear()
+        .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shop {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
