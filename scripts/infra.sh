@@ -7,7 +7,8 @@
 #   scripts/infra.sh down     stop Kafka (SIGTERM, then SIGKILL after 30 s) and PostgreSQL
 #   scripts/infra.sh status   say what is installed and running; exit 0 when both are up
 #
-# It also installs the test tools that are not Rust (schemathesis, in a virtualenv).
+# It also installs the test tools that are not Rust (Chromium; schemathesis, in a
+# virtualenv).
 #
 # Environment: SHOP_CACHE_DIR (default ~/.cache/shop: Kafka jars, venv, data, log),
 # SHOP_KAFKA_PORT (9092), SHOP_KAFKA_CONTROLLER_PORT (9093).
@@ -67,9 +68,11 @@ toolchain() {
   fi
 }
 
-# Test tools that are not Rust: schemathesis (the OpenAPI fuzz run, tests/api_fuzz.rs) in
-# its own virtualenv under the cache.
+# Test tools that are not Rust: Debian's Chromium (tests/console.rs), and schemathesis
+# (the OpenAPI fuzz run, tests/api_fuzz.rs) in its own virtualenv under the cache.
 test_tools() {
+  # Headless Chromium for the console test (tests/console.rs).
+  command -v chromium >/dev/null 2>&1 || ensure_packages chromium
   local venv=$CACHE/venv
   if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
     say "installing schemathesis $SCHEMATHESIS_VERSION into $venv"

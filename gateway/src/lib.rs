@@ -239,6 +239,7 @@ pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {
         }
         ["api", "customers", _, "orders"] if is_get => Some((Upstream::ReadApi, false)),
         ["api", "orders"] if method == Method::POST => Some((Upstream::Orders, false)),
+        ["api", "orders"] if is_get => Some((Upstream::ReadApi, false)),
         ["api", "orders", _] if is_get => Some((Upstream::ReadApi, false)),
         ["api", "orders", _, "cancel"] if method == Method::POST => Some((Upstream::Orders, false)),
         ["api", "shipments", _, "dispatch" | "deliver"] if method == Method::POST => {
@@ -249,6 +250,8 @@ pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {
         ["api", "projections", ..] | ["api", "events", ..] | ["api", "dlq", ..] => {
             Some((Upstream::ReadApi, false))
         }
+        // The operator console is static; its data comes from the admin API.
+        ["console", ..] if is_get => Some((Upstream::ReadApi, true)),
         _ => None,
     }
 }
@@ -321,6 +324,9 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
     });
     let api = docs
         .unwrap_or_default()
+        .route("/console", any(proxy))
+        .route("/console/", any(proxy))
+        .route("/console/{*rest}", any(proxy))
         .route("/api", any(proxy))
         .route("/api/{*rest}", any(proxy))
         .with_state(state);
@@ -677,6 +683,19 @@ mod tests {
             route(&Method::GET, "/api/customers/abc/orders"),
             Some((Upstream::ReadApi, false))
         );
+        assert_eq!(
+            route(&Method::GET, "/api/orders"),
+            Some((Upstream::ReadApi, false))
+        );
+        assert_eq!(
+            route(&Method::GET, "/console/"),
+            Some((Upstream::ReadApi, true))
+        );
+        assert_eq!(
+            route(&Method::GET, "/console/console.js"),
+            Some((Upstream::ReadApi, true))
+        );
+        assert_eq!(route(&Method::POST, "/console"), None);
         assert_eq!(route(&Method::GET, "/api/nothing"), None);
         assert_eq!(route(&Method::GET, "/health"), None);
     }

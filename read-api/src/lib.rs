@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod consistency;
+mod console;
 mod operations;
 mod orders;
 
@@ -65,6 +66,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_customer))
         .routes(routes!(orders::customer_orders))
         .routes(routes!(orders::get_order))
+        .routes(routes!(orders::list_orders))
         .routes(routes!(operations::list_projections))
         .routes(routes!(operations::rebuild_projection))
         .routes(routes!(operations::list_dead_letters))
@@ -102,7 +104,7 @@ pub async fn start(platform: &Platform, config: ReadApiConfig) -> Result<Router,
             Arc::new(operations::LiveTables::new(pool.clone())),
             operations::on_live_tables,
         ));
-    Ok(platform.component_router(api, pool, COMPONENT))
+    Ok(platform.component_router(api.merge(console::router()), pool, COMPONENT))
 }
 
 /// A product with its stock figures.
@@ -182,6 +184,14 @@ pub(crate) struct Page {
 }
 
 impl Page {
+    pub(crate) fn new(limit: Option<String>, after: Option<String>) -> Self {
+        Page {
+            limit,
+            after,
+            _consistency: None,
+        }
+    }
+
     pub(crate) fn parse(&self) -> Result<(i64, Option<Uuid>), Problem> {
         let limit = match &self.limit {
             None => DEFAULT_LIMIT,

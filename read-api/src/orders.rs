@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Authenticated, Claims, Role};
 use shop_eventing::http::Problem;
 use shop_eventing::sql;
@@ -62,11 +62,12 @@ pub(crate) struct OrderView {
     updated_at: DateTime<Utc>,
 }
 
-/// An order in a customer's list.
+/// An order in a list.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = OrderSummary)]
 pub(crate) struct OrderSummary {
     order_id: Uuid,
+    customer_id: Uuid,
     #[schema(example = "PENDING")]
     status: String,
     cancel_reason: Option<String>,
@@ -194,7 +195,7 @@ pub(crate) async fn customer_orders(
     }
     let (limit, after) = page.parse()?;
     let rows = sql::query(
-        "SELECT order_id, status, cancel_reason, total, created_at, updated_at FROM orders
+        "SELECT order_id, customer_id, status, cancel_reason, total, created_at, updated_at FROM orders
          WHERE customer_id = $1 AND ($2 IS NULL OR order_id < $2) ORDER BY order_id DESC LIMIT $3",
     )
     .bind(customer_id)
@@ -203,11 +204,15 @@ pub(crate) async fn customer_orders(
     .fetch_all(&state.pool)
     .await
     .map_err(internal)?;
-    let orders = rows
-        .iter()
+    summaries(&rows).map(Json)
+}
+
+fn summaries(rows: &[sql::Row]) -> Result<Vec<OrderSummary>, Problem> {
+    rows.iter()
         .map(|r| {
             Ok(OrderSummary {
                 order_id: r.get("order_id")?,
+                customer_id: r.get("customer_id")?,
                 status: r.get("status")?,
                 cancel_reason: r.get("cancel_reason")?,
                 total: r.get("total")?,
@@ -216,6 +221,70 @@ pub(crate) async fn customer_orders(
             })
         })
         .collect::<Result<_, sqlx::Error>>()
-        .map_err(internal)?;
-    Ok(Json(orders))
+        .map_err(internal)
+}
+
+/// `?limit&after&status` of the order list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrderPage {
+    limit: Option<String>,
+    after: Option<String>,
+    status: Option<String>,
+    #[serde(rename = "consistency")]
+    _consistency: Option<String>,
+}
+
+const STATUSES: [&str; 5] = ["PENDING", "CONFIRMED", "CANCELLED", "SHIPPED", "DELIVERED"];
+
+/// Orders newest first: every order for admins, a customer's own for a customer;
+/// optionally of one status. The next page starts after the last order id of this one.
+#[utoipa::path(
+    get,
+    path = "/api/orders",
+    tag = "orders",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
+        ("after" = Option<Uuid>, Query, description = "The last order id of the previous page"),
+        ("status" = Option<String>, Query, description = "Only orders in this status",
+            example = "CONFIRMED", pattern = "^(PENDING|CONFIRMED|CANCELLED|SHIPPED|DELIVERED)$"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of orders.", body = Vec<OrderSummary>),
+    )
+)]
+pub(crate) async fn list_orders(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    ReadQuery(query): ReadQuery<OrderPage>,
+) -> Result<Json<Vec<OrderSummary>>, Problem> {
+    let (limit, after) = Page::new(query.limit, query.after).parse()?;
+    if let Some(status) = &query.status {
+        if !STATUSES.contains(&status.as_str()) {
+            return Err(Problem::bad_request(format!(
+                "status must be one of {}",
+                STATUSES.join(", ")
+            )));
+        }
+    }
+    let customer = match claims.role {
+        Role::Admin => None,
+        Role::Customer => Some(
+            Uuid::parse_str(&claims.sub).map_err(|_| Problem::forbidden("not a customer token"))?,
+        ),
+    };
+    let rows = sql::query(
+        "SELECT order_id, customer_id, status, cancel_reason, total, created_at, updated_at FROM orders
+         WHERE ($1 IS NULL OR customer_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR order_id < $3)
+         ORDER BY order_id DESC LIMIT $4",
+    )
+    .bind(customer)
+    .bind(query.status.clone())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(internal)?;
+    summaries(&rows).map(Json)
 }
