@@ -32,6 +32,13 @@ pub enum Command {
     Replay(crate::replay::ReplayArgs),
     /// List or re-drive dead-lettered events (through the admin API).
     Dlq(crate::dlq::DlqArgs),
+    /// Read a service's event store (one aggregate, or all; --follow for new ones).
+    Events(crate::events::EventsArgs),
+    /// Write every event as JSON Lines of CloudEvents.
+    Export(crate::events::ExportArgs),
+    /// Load exported events into a fresh instance (saga reactions replay them without
+    /// acting again).
+    Import(crate::events::ImportArgs),
 }
 
 /// Settings every subcommand shares.

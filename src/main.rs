@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod dev;
 mod dlq;
+mod events;
 mod openapi;
 mod replay;
 mod serve;
@@ -39,6 +40,9 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Openapi => openapi::run(),
         cli::Command::Replay(args) => replay::run(args).await,
         cli::Command::Dlq(args) => dlq::run(args).await,
+        cli::Command::Events(args) => events::events(&cli.common, args).await,
+        cli::Command::Export(args) => events::export(&cli.common, args).await,
+        cli::Command::Import(args) => events::import(&cli.common, args).await,
     };
     shop_eventing::telemetry::shutdown_tracing();
     match result {

@@ -11,6 +11,7 @@ pub fn document() -> serde_json::Value {
             shop_orders::api::openapi(),
             shop_shipping::api::openapi(),
             shop_read_api::openapi(),
+            shop_eventing::events_api::openapi(),
         ],
         env!("CARGO_PKG_VERSION"),
     )

@@ -13,62 +13,9 @@ use std::time::Duration;
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::{self, Dialect, Pool};
+use shop_eventing::sql::{self, Dialect};
 
 shop_eventing::on_both_backends!(a_rebuild_keeps_reads_up_and_ends_equal);
-
-/// Every projection table with its columns (`projections/sql/*.sql`).
-const TABLES: &[(&str, &str)] = &[
-    (
-        "products",
-        "product_id, sku, name, price, received, version, created_at, updated_at",
-    ),
-    ("product_stock", "product_id, reserved, sold"),
-    (
-        "customers",
-        "customer_id, name, email, address, version, created_at, updated_at",
-    ),
-    (
-        "customer_figures",
-        "customer_id, wallet_balance, orders_count, lifetime_spend, updated_at",
-    ),
-    (
-        "orders",
-        "order_id, customer_id, status, cancel_reason, total, version, created_at, updated_at",
-    ),
-    (
-        "order_lines",
-        "order_id, position, product_id, quantity, unit_price, line_total",
-    ),
-    (
-        "order_history",
-        "event_id, order_id, event_type, source, at",
-    ),
-];
-
-fn versioned(table: &str, version: i64) -> String {
-    if version <= 1 {
-        table.to_string()
-    } else {
-        format!("{table}_v{version}")
-    }
-}
-
-/// Each table of a version as sorted text rows.
-async fn snapshot(pool: &Pool, version: i64) -> Vec<(String, Vec<String>)> {
-    let mut tables = Vec::new();
-    for (table, columns) in TABLES {
-        let row = columns
-            .split(", ")
-            .map(|c| format!("COALESCE(CAST({c} AS TEXT), '-')"))
-            .collect::<Vec<_>>()
-            .join(" || '|' || ");
-        let query = format!("SELECT {row} FROM {} ORDER BY 1", versioned(table, version));
-        let rows: Vec<String> = sql::query_scalar(&query).fetch_all(pool).await.unwrap();
-        tables.push((table.to_string(), rows));
-    }
-    tables
-}
 
 /// `shop replay all --json` against the gateway; its outcome.
 async fn replay_all(base: &str) -> Vec<Value> {
@@ -251,7 +198,7 @@ async fn a_rebuild_keeps_reads_up_and_ends_equal(backend: Dialect) {
 
     // Rebuilt-under-load equals a clean replay of the same log, row for row.
     let pool = instance.store("read").await;
-    let rebuilt = snapshot(&pool, 2).await;
+    let rebuilt = common::read_model_snapshot(&pool, 2).await;
     let again = replay_all(&base).await;
     assert!(again.iter().all(|p| p["version"] == 3), "{again:?}");
     common::eventually("version 3 caught up", Duration::from_secs(60), || {
@@ -264,7 +211,7 @@ async fn a_rebuild_keeps_reads_up_and_ends_equal(backend: Dialect) {
         }
     })
     .await;
-    let clean = snapshot(&pool, 3).await;
+    let clean = common::read_model_snapshot(&pool, 3).await;
     for ((table, rebuilt_rows), (_, clean_rows)) in rebuilt.iter().zip(&clean) {
         assert_eq!(
             rebuilt_rows, clean_rows,

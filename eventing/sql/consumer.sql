@@ -47,6 +47,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     UNIQUE (consumer, topic, partition, "offset")
 );
 
+-- Replay mode (imports): events a saga reaction applies to its own tables without
+-- issuing commands, because their outcomes are already in the imported history. Each row
+-- is removed when its event is applied.
+CREATE TABLE IF NOT EXISTS replay_only (
+    consumer TEXT NOT NULL,
+    event_id UUID NOT NULL,
+    PRIMARY KEY (consumer, event_id)
+);
+
 -- Read-your-writes (SPEC §3.6): the last sequence of each aggregate a consumer applied,
 -- kept by projectors so that a read can wait for a command's events.
 CREATE TABLE IF NOT EXISTS applied_versions (

@@ -126,6 +126,10 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<(), CommandError<A::Error>> {
+        // Replaying imported history: the outcome is already in the store.
+        if replaying() {
+            return Ok(());
+        }
         let cqrs = self.framework(TxEventStore::new(conn, self.store.hook()));
         run_with_retries(&cqrs, aggregate_id, command, metadata).await
     }
@@ -190,4 +194,19 @@ fn map_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> 
             CommandError::Unavailable(e.to_string())
         }
     }
+}
+
+tokio::task_local! {
+    static REPLAYING: bool;
+}
+
+/// Runs a reaction's handler in replay mode: its own tables are updated, but
+/// [`CommandBus::execute_in`] issues no command (the history already holds the outcome).
+pub async fn replay<F: std::future::Future>(work: F) -> F::Output {
+    REPLAYING.scope(true, work).await
+}
+
+/// Whether the current task replays ([`replay`]).
+pub fn replaying() -> bool {
+    REPLAYING.try_with(|r| *r).unwrap_or(false)
 }

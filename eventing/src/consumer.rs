@@ -131,6 +131,8 @@ pub struct ConsumerRunner {
     handler: Arc<dyn EventHandler>,
     /// Keep `applied_versions` for read-your-writes (projectors).
     track_versions: bool,
+    /// Whether `replay_only` may hold events for this consumer (an import).
+    replay_pending: std::sync::atomic::AtomicBool,
 }
 
 enum Outcome {
@@ -152,6 +154,7 @@ impl ConsumerRunner {
             config,
             handler,
             track_versions: false,
+            replay_pending: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -194,6 +197,7 @@ impl ConsumerRunner {
             if lag_measured.elapsed() >= LAG_INTERVAL {
                 lag_measured = std::time::Instant::now();
                 self.measure_lag().await;
+                self.check_replay().await;
             }
             let records = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -206,6 +210,20 @@ impl ConsumerRunner {
             if let Err(e) = subscription.commit(&positions) {
                 debug!(error = %e, "offset commit failed (the database checkpoint stands)");
             }
+        }
+    }
+
+    /// Notes whether imported events wait to be replayed by this consumer.
+    async fn check_replay(&self) {
+        if let Ok(pending) = sql::query_scalar::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM replay_only WHERE consumer = $1)",
+        )
+        .bind(&self.config.name)
+        .fetch_one(&self.pool)
+        .await
+        {
+            self.replay_pending
+                .store(pending, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -329,7 +347,22 @@ impl ConsumerRunner {
         );
         // Exported, the span continues the trace of the request that caused the event.
         crate::telemetry::set_parent(&span, &event.traceparent);
-        self.handler.handle(tx, event).instrument(span).await?;
+        // An imported event is replayed: tables updated, no command issued.
+        let replay = self
+            .replay_pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && sql::query("DELETE FROM replay_only WHERE consumer = $1 AND event_id = $2")
+                .bind(&self.config.name)
+                .bind(event.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+        if replay {
+            crate::command::replay(self.handler.handle(tx, event).instrument(span)).await?;
+        } else {
+            self.handler.handle(tx, event).instrument(span).await?;
+        }
         if let (true, Some(service)) = (self.track_versions, event.service()) {
             crate::consistency::record_applied(
                 tx,

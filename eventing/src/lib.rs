@@ -19,6 +19,7 @@ pub mod consistency;
 pub mod consumer;
 pub mod db;
 pub mod embedded;
+pub mod events_api;
 pub mod fault;
 pub mod http;
 pub mod kafka;

@@ -198,6 +198,51 @@ impl EventStore {
         .await
     }
 
+    /// Writes events exported from another instance (`shop import`) as they were — ids,
+    /// sequences, times, metadata — in one transaction, through the outbox (the relay
+    /// publishes them) and the append hook (the service's own tables follow).
+    ///
+    /// # Errors
+    /// The database fails, an event is already there, or the hook refuses.
+    pub async fn import(
+        &self,
+        events: &[StoredEvent],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut tx = self.pool.begin().await?;
+        let mut stored = Vec::with_capacity(events.len());
+        for event in events {
+            let position: i64 = sql::query_scalar(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
+            )
+            .bind(&event.aggregate_type)
+            .bind(&event.aggregate_id)
+            .bind(event.sequence)
+            .bind(event.event_id)
+            .bind(&event.event_type)
+            .bind(&event.event_version)
+            .bind(event.data.clone())
+            .bind(serde_json::to_value(event.metadata.to_map())?)
+            .bind(event.recorded_at)
+            .fetch_one(&mut tx)
+            .await?;
+            sql::query("INSERT INTO outbox (position) VALUES ($1)")
+                .bind(position)
+                .execute(&mut tx)
+                .await?;
+            stored.push(StoredEvent {
+                position,
+                ..event.clone()
+            });
+        }
+        if let Some(hook) = &self.hook {
+            hook.on_append(&mut tx, &stored).await?;
+        }
+        tx.commit().await?;
+        metrics::counter!("events_appended_total").increment(stored.len() as u64);
+        Ok(())
+    }
+
     /// Events by position, for tools that read the whole store.
     ///
     /// # Errors

@@ -14,7 +14,8 @@ mod common;
 
 shop_eventing::on_both_backends!(
     events_commit_and_roll_back_with_the_callers_transaction,
-    a_lost_race_inside_a_transaction_rolls_back_only_itself
+    a_lost_race_inside_a_transaction_rolls_back_only_itself,
+    a_replayed_reaction_issues_no_command
 );
 
 use common::{fresh_database_on, Counter, TestDatabase};
@@ -112,5 +113,38 @@ async fn a_lost_race_inside_a_transaction_rolls_back_only_itself(backend: Dialec
     assert_eq!(count(&store, "events").await, 2);
     assert_eq!(count(&store, "caller_effect").await, 1);
 
+    database.drop().await;
+}
+
+/// Replay mode (imports): inside `command::replay` a reaction's command appends nothing,
+/// while its own statements in the same transaction still apply; outside, it appends.
+async fn a_replayed_reaction_issues_no_command(backend: Dialect) {
+    let (store, database) = fresh(backend).await;
+    let bus = Arc::new(CommandBus::<Counter>::new(store.clone(), ()));
+    let metadata = EventMetadata::default();
+    assert!(!shop_eventing::command::replaying());
+
+    let mut tx = store.pool().begin().await.unwrap();
+    shop_eventing::command::replay(async {
+        assert!(shop_eventing::command::replaying());
+        sql::query("CREATE TABLE reaction_state (x int)")
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        bus.execute_in(&mut tx, "c", 5, &metadata).await.unwrap();
+    })
+    .await;
+    tx.commit().await.unwrap();
+    assert_eq!(
+        count(&store, "events").await,
+        0,
+        "no command while replaying"
+    );
+    assert_eq!(count(&store, "reaction_state").await, 0);
+
+    let mut tx = store.pool().begin().await.unwrap();
+    bus.execute_in(&mut tx, "c", 5, &metadata).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&store, "events").await, 1, "live again afterwards");
     database.drop().await;
 }

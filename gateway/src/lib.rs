@@ -247,13 +247,32 @@ pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {
         }
         ["api", "products"] | ["api", "products", _] if is_get => Some((Upstream::ReadApi, true)),
         ["api", "products", ..] => Some((Upstream::Inventory, false)),
-        ["api", "projections", ..] | ["api", "events", ..] | ["api", "dlq", ..] => {
-            Some((Upstream::ReadApi, false))
-        }
+        ["api", "projections", ..] | ["api", "dlq", ..] => Some((Upstream::ReadApi, false)),
         // The operator console is static; its data comes from the admin API.
         ["console", ..] if is_get => Some((Upstream::ReadApi, true)),
         _ => None,
     }
+}
+
+/// `/api/events` goes to the service its `context` names (each serves its own events).
+fn events_context(path: &str, query: Option<&str>) -> Option<Result<Upstream, Problem>> {
+    if path.trim_end_matches('/') != "/api/events" {
+        return None;
+    }
+    let context = query.unwrap_or("").split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "context").then_some(value)
+    });
+    Some(match context {
+        Some("customers") => Ok(Upstream::Customers),
+        Some("inventory") => Ok(Upstream::Inventory),
+        Some("orders") => Ok(Upstream::Orders),
+        Some("payments") => Ok(Upstream::Payments),
+        Some("shipping") => Ok(Upstream::Shipping),
+        _ => Err(Problem::bad_request(
+            "context must be one of customers, inventory, orders, payments, shipping",
+        )),
+    })
 }
 
 /// Builds the gateway.
@@ -469,8 +488,11 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
         }
     }
     let path = parts.uri.path();
-    let (upstream, public) = route(&parts.method, path)
-        .ok_or_else(|| Problem::not_found(format!("no route {} {path}", parts.method)))?;
+    let (upstream, public) = match events_context(path, parts.uri.query()) {
+        Some(context) => (context?, false),
+        None => route(&parts.method, path)
+            .ok_or_else(|| Problem::not_found(format!("no route {} {path}", parts.method)))?,
+    };
     tracing::Span::current().record("upstream", format!("{upstream:?}"));
     if !public {
         state
@@ -697,6 +719,15 @@ mod tests {
         );
         assert_eq!(route(&Method::POST, "/console"), None);
         assert_eq!(route(&Method::GET, "/api/nothing"), None);
+        assert!(matches!(
+            events_context("/api/events", Some("aggregate_id=x&context=orders")),
+            Some(Ok(Upstream::Orders))
+        ));
+        assert!(matches!(
+            events_context("/api/events", Some("context=nope")),
+            Some(Err(_))
+        ));
+        assert!(events_context("/api/orders", None).is_none());
         assert_eq!(route(&Method::GET, "/health"), None);
     }
 }

@@ -669,3 +669,57 @@ pub async fn shop_admin_command(base: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Every projection table with its columns (`projections/sql/*.sql`).
+const TABLES: &[(&str, &str)] = &[
+    (
+        "products",
+        "product_id, sku, name, price, received, version, created_at, updated_at",
+    ),
+    ("product_stock", "product_id, reserved, sold"),
+    (
+        "customers",
+        "customer_id, name, email, address, version, created_at, updated_at",
+    ),
+    (
+        "customer_figures",
+        "customer_id, wallet_balance, orders_count, lifetime_spend, updated_at",
+    ),
+    (
+        "orders",
+        "order_id, customer_id, status, cancel_reason, total, version, created_at, updated_at",
+    ),
+    (
+        "order_lines",
+        "order_id, position, product_id, quantity, unit_price, line_total",
+    ),
+    (
+        "order_history",
+        "event_id, order_id, event_type, source, at",
+    ),
+];
+
+fn versioned(table: &str, version: i64) -> String {
+    if version <= 1 {
+        table.to_string()
+    } else {
+        format!("{table}_v{version}")
+    }
+}
+
+/// Each read-model table of a projection version as sorted text rows (row-for-row
+/// comparisons of read models).
+pub async fn read_model_snapshot(pool: &Pool, version: i64) -> Vec<(String, Vec<String>)> {
+    let mut tables = Vec::new();
+    for (table, columns) in TABLES {
+        let row = columns
+            .split(", ")
+            .map(|c| format!("COALESCE(CAST({c} AS TEXT), '-')"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let query = format!("SELECT {row} FROM {} ORDER BY 1", versioned(table, version));
+        let rows: Vec<String> = sql::query_scalar(&query).fetch_all(pool).await.unwrap();
+        tables.push((table.to_string(), rows));
+    }
+    tables
+}

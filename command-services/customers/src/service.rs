@@ -112,6 +112,63 @@ pub async fn start(
             .map_err(|e| e.to_string())?
             .into(),
     };
-    let router = platform.component_router(api::router(state), pool, COMPONENT);
+    let router = platform.component_router(
+        api::router(state).merge(shop_eventing::events_api::router(
+            shop_schemas::Service::Customers,
+            pool.clone(),
+            platform.jwt.clone(),
+        )),
+        pool,
+        COMPONENT,
+    );
     Ok(Started { router, tasks })
+}
+
+/// Credentials of customers imported from another instance (`shop import`): passwords do
+/// not travel with events, so imported customers get the Argon2id hash of a random secret
+/// nobody keeps — no password signs them in until it is reset.
+struct ImportedCredentials {
+    hash: String,
+}
+
+impl AppendHook for ImportedCredentials {
+    fn on_append<'a>(
+        &'a self,
+        tx: &'a mut Conn,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        async move {
+            for event in events.iter().filter(|e| e.event_type == "CustomerRegistered") {
+                let customer_id = event.data["customer_id"]
+                    .as_str()
+                    .and_then(|s| s.parse::<Uuid>().ok())
+                    .ok_or_else(|| HookError::Refused("CustomerRegistered without customer_id".into()))?;
+                sql::query(
+                    "INSERT INTO customer_credentials (email, customer_id, password_hash) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
+                )
+                .bind(event.data["email"].as_str().unwrap_or_default())
+                .bind(customer_id)
+                .bind(&self.hash)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// The service's store for `shop import`.
+///
+/// # Errors
+/// The database is unreachable.
+pub async fn import_store(platform: &Platform) -> Result<EventStore, shop_eventing::db::DbError> {
+    let pool = platform
+        .open_command_database(Service::Customers, SCHEMA)
+        .await?;
+    let secret = format!("{}{}", Uuid::new_v4(), Uuid::new_v4());
+    let hash = auth::hash_password(&secret).map_err(|e| {
+        shop_eventing::db::DbError::Sql(sqlx::Error::Protocol(format!("hashing: {e}")))
+    })?;
+    Ok(EventStore::new(pool).with_hook(Arc::new(ImportedCredentials { hash })))
 }

@@ -152,6 +152,22 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         bus: Arc::new(CommandBus::with_snapshots(store, (), SNAPSHOT_EVERY)),
         jwt: platform.jwt.clone(),
     };
-    let router = platform.component_router(api::router(state), pool, COMPONENT);
+    let router = platform.component_router(
+        api::router(state).merge(shop_eventing::events_api::router(
+            shop_schemas::Service::Inventory,
+            pool.clone(),
+            platform.jwt.clone(),
+        )),
+        pool,
+        COMPONENT,
+    );
     Ok(Started { router, tasks })
+}
+
+/// The service's store for `shop import` (its tables kept by the same hook).
+///
+/// # Errors
+/// The database is unreachable.
+pub async fn import_store(platform: &Platform) -> Result<EventStore, DbError> {
+    Ok(event_store(open_database(platform).await?))
 }

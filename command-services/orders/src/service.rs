@@ -71,6 +71,30 @@ pub async fn start(platform: &Platform, config: OrdersConfig) -> Result<Started,
         pool: pool.clone(),
         jwt: platform.jwt.clone(),
     };
-    let router = platform.component_router(api::router(state), pool, COMPONENT);
+    let router = platform.component_router(
+        api::router(state).merge(shop_eventing::events_api::router(
+            shop_schemas::Service::Orders,
+            pool.clone(),
+            platform.jwt.clone(),
+        )),
+        pool,
+        COMPONENT,
+    );
     Ok(Started { router, tasks })
+}
+
+/// The service's store for `shop import` (deadlines kept by the same hook).
+///
+/// # Errors
+/// The database is unreachable.
+pub async fn import_store(
+    platform: &Platform,
+    config: OrdersConfig,
+) -> Result<EventStore, DbError> {
+    let pool = platform
+        .open_command_database(Service::Orders, SCHEMA)
+        .await?;
+    Ok(EventStore::new(pool).with_hook(Arc::new(DeadlineTable {
+        timeout: config.saga_timeout,
+    })))
 }

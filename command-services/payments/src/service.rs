@@ -47,6 +47,25 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         pool: pool.clone(),
         jwt: platform.jwt.clone(),
     };
-    let router = platform.component_router(api::router(state), pool, COMPONENT);
+    let router = platform.component_router(
+        api::router(state).merge(shop_eventing::events_api::router(
+            shop_schemas::Service::Payments,
+            pool.clone(),
+            platform.jwt.clone(),
+        )),
+        pool,
+        COMPONENT,
+    );
     Ok(Started { router, tasks })
+}
+
+/// The service's store for `shop import`.
+///
+/// # Errors
+/// The database is unreachable.
+pub async fn import_store(platform: &Platform) -> Result<EventStore, DbError> {
+    let pool = platform
+        .open_command_database(Service::Payments, SCHEMA)
+        .await?;
+    Ok(EventStore::new(pool))
 }

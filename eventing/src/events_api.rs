@@ -1,0 +1,167 @@
+//! `GET /api/events?context=SERVICE&aggregate_id=ID` (SPEC §3.7, admin): one aggregate's
+//! events as CloudEvents (structured JSON, SPEC §4), in sequence order. Each command
+//! service serves it for its own event store; the gateway sends the request to the
+//! service named by `context`.
+
+use axum::extract::{FromRef, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shop_schemas::{CloudEvent, Service};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Admin, JwtKeys};
+use crate::http::Problem;
+use crate::sql::Pool;
+use crate::store::EventStore;
+
+#[derive(Clone)]
+struct EventsState {
+    service: Service,
+    store: EventStore,
+    jwt: JwtKeys,
+}
+
+impl FromRef<EventsState> for JwtKeys {
+    fn from_ref(state: &EventsState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+/// The query of `GET /api/events`; anything else is a 400.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    context: Option<String>,
+    aggregate_id: Option<String>,
+    #[serde(rename = "consistency")]
+    _consistency: Option<String>,
+}
+
+/// A CloudEvent in structured JSON (SPEC §4), with Shop's extension attributes.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CloudEvent)]
+#[allow(dead_code)] // the document's description of `shop_schemas::CloudEvent`
+struct CloudEventDoc {
+    #[schema(example = "1.0")]
+    specversion: String,
+    id: uuid::Uuid,
+    #[schema(example = "/shop/orders")]
+    source: String,
+    #[serde(rename = "type")]
+    #[schema(example = "shop.orders.OrderPlaced")]
+    ty: String,
+    /// The aggregate id.
+    subject: String,
+    time: DateTime<Utc>,
+    dataschema: String,
+    #[schema(example = "application/json")]
+    datacontenttype: String,
+    /// The aggregate's event number, from 1, as a string.
+    #[schema(example = "1")]
+    sequence: String,
+    correlationid: String,
+    causationid: String,
+    traceparent: String,
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// The services' names, as `context` takes them.
+fn contexts() -> String {
+    Service::ALL
+        .iter()
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One aggregate's events, in sequence order.
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    tag = "operations",
+    params(
+        ("context" = String, Query, description = "The service whose events: customers, inventory, orders, payments or shipping",
+            pattern = "^(customers|inventory|orders|payments|shipping)$"),
+        ("aggregate_id" = String, Query, description = "The aggregate (an order, product, customer, wallet or shipment id)",
+            min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]+$"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The aggregate's events (empty when it has none).", body = Vec<CloudEventDoc>),
+        (status = 400, description = "A missing or unknown context, or no aggregate id."),
+        (status = 403, description = "Admins only."),
+    )
+)]
+async fn list_events(
+    State(state): State<EventsState>,
+    _admin: Admin,
+    query: axum::extract::RawQuery,
+) -> Result<Json<Vec<CloudEvent>>, Problem> {
+    let query: EventsQuery = serde_urlencoded_query(query.0.as_deref())?;
+    let context = query.context.as_deref().ok_or_else(|| {
+        Problem::bad_request(format!("context is required: one of {}", contexts()))
+    })?;
+    if context != state.service.name() {
+        return Err(Problem::bad_request(format!(
+            "context must be one of {} (this is {})",
+            contexts(),
+            state.service.name()
+        )));
+    }
+    let aggregate_id = query
+        .aggregate_id
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .ok_or_else(|| Problem::bad_request("aggregate_id is required: an aggregate's id"))?;
+    let events = state
+        .store
+        .aggregate_events(&aggregate_id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(
+        events
+            .iter()
+            .map(|e| e.to_cloud_event(state.service))
+            .collect(),
+    ))
+}
+
+fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(
+    query: Option<&str>,
+) -> Result<T, Problem> {
+    let uri: axum::http::Uri = format!("/?{}", query.unwrap_or(""))
+        .parse()
+        .map_err(|_| Problem::bad_request("query: not a valid query string"))?;
+    axum::extract::Query::<T>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|e| Problem::bad_request(format!("query: {}", e.body_text())))
+}
+
+fn routes() -> OpenApiRouter<EventsState> {
+    OpenApiRouter::new().routes(routes!(list_events))
+}
+
+/// `GET /api/events` over `service`'s event store in `pool`.
+pub fn router(service: Service, pool: Pool, jwt: JwtKeys) -> axum::Router {
+    routes()
+        .with_state(EventsState {
+            service,
+            store: EventStore::new(pool),
+            jwt,
+        })
+        .split_for_parts()
+        .0
+}
+
+/// The route's part of the public OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
