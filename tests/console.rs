@@ -8,8 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Client, Instance};
-use serde_json::json;
+use common::Instance;
 use shop_eventing::sql::Dialect;
 
 shop_eventing::on_both_backends!(the_console_shows_a_saga_and_the_projections);
@@ -78,30 +77,13 @@ async fn the_console_shows_a_saga_and_the_projections(backend: Dialect) {
     let instance = Instance::on(backend);
     let _shop = instance.spawn(&["all"], &[]).await;
     let base = instance.gateway_url();
-    let admin = Client::admin(&base).await;
-    let product = admin.add_product("CONSOLE-1", 1200, 10).await;
-    instance.wait_for_catalogue(1).await;
-    let (customer, id) = Client::customer(&base, "Hanako Yamada", "console@example.com").await;
-    customer
-        .post(
-            &format!("/api/customers/{id}/wallet/deposits"),
-            json!({"amount": 10_000}),
-        )
-        .await;
-    let order = customer
-        .post(
-            "/api/orders",
-            json!({"lines": [{"product_id": product, "quantity": 2}]}),
-        )
-        .await;
-    let order_id = order.body["order_id"].as_str().unwrap().to_string();
-    admin
-        .get_until(
-            &format!("/api/orders/{order_id}"),
-            Duration::from_secs(60),
-            |o| o["status"] == "CONFIRMED",
-        )
-        .await;
+    let (admin, _, order_id) = common::confirmed_order(
+        &instance,
+        "CONSOLE-1",
+        "Hanako Yamada",
+        "console@example.com",
+    )
+    .await;
     let token = admin.token.clone().unwrap();
     let label = format!("{backend:?}").to_lowercase();
 

@@ -46,43 +46,12 @@ async fn shop(instance: &Instance, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A funded customer's confirmed order on a fresh instance: (admin, customer, order id).
-async fn one_order(instance: &Instance, base: &str) -> (Client, Client, String) {
-    let admin = Client::admin(base).await;
-    let product = admin.add_product("TOOLS-1", 700, 10).await;
-    instance.wait_for_catalogue(1).await;
-    let (customer, id) = Client::customer(base, "Tools", "tools@example.com").await;
-    customer
-        .post(
-            &format!("/api/customers/{id}/wallet/deposits"),
-            json!({"amount": 5000}),
-        )
-        .await;
-    let order = customer
-        .post(
-            "/api/orders",
-            json!({"lines": [{"product_id": product, "quantity": 1}]}),
-        )
-        .await;
-    let order_id = order.body["order_id"].as_str().unwrap().to_string();
-    admin
-        .get_until(
-            &format!("/api/orders/{order_id}"),
-            Duration::from_secs(60),
-            |o| o["status"] == "CONFIRMED",
-        )
-        .await;
-    (admin, customer, order_id)
-}
-
 async fn an_orders_events_are_cloud_events_in_order(backend: Dialect) {
     let instance = Instance::on(backend);
     let _shop = instance.spawn(&["all"], &[]).await;
-    let base = instance.gateway_url();
-    let (admin, customer, order_id) = one_order(&instance, &base).await;
-    admin
-        .post(&format!("/api/shipments/{order_id}/dispatch"), json!({}))
-        .await;
+    let (admin, customer, order_id) =
+        common::confirmed_order(&instance, "TOOLS-1", "Tools", "tools@example.com").await;
+    common::dispatch(&admin, &order_id).await;
     admin
         .get_until(
             &format!("/api/orders/{order_id}"),
@@ -161,12 +130,11 @@ async fn export_then_import_gives_the_same_system(backend: Dialect) {
     let a = Instance::on(backend);
     let a_shop = a.spawn(&["all"], &[]).await;
     let base = a.gateway_url();
-    let (admin, customer, delivered) = one_order(&a, &base).await;
+    let (admin, customer, delivered) =
+        common::confirmed_order(&a, "TOOLS-1", "Tools", "tools@example.com").await;
     let scarce = admin.add_product("TOOLS-SCARCE", 100, 1).await;
     a.wait_for_catalogue(2).await;
-    admin
-        .post(&format!("/api/shipments/{delivered}/dispatch"), json!({}))
-        .await;
+    common::dispatch(&admin, &delivered).await;
     let mut orders = vec![delivered.clone()];
     for quantity in [1, 5] {
         let placed = customer

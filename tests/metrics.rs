@@ -7,8 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Instance};
-use serde_json::json;
+use common::Instance;
 use shop_eventing::sql::Dialect;
 
 shop_eventing::on_both_backends!(every_process_exposes_the_listed_metrics);
@@ -38,31 +37,7 @@ fn has_sample(text: &str, name: &str) -> bool {
 async fn every_process_exposes_the_listed_metrics(backend: Dialect) {
     let instance = Instance::on(backend);
     let shop = instance.spawn(&["all"], &[]).await;
-    let base = instance.gateway_url();
-    let admin = Client::admin(&base).await;
-    let product = admin.add_product("METRIC-1", 100, 5).await;
-    instance.wait_for_catalogue(1).await;
-    let (customer, id) = Client::customer(&base, "Metric", "metric@example.com").await;
-    customer
-        .post(
-            &format!("/api/customers/{id}/wallet/deposits"),
-            json!({"amount": 1000}),
-        )
-        .await;
-    let order = customer
-        .post(
-            "/api/orders",
-            json!({"lines": [{"product_id": product, "quantity": 1}]}),
-        )
-        .await;
-    let order_id = order.body["order_id"].as_str().unwrap().to_string();
-    customer
-        .get_until(
-            &format!("/api/orders/{order_id}"),
-            Duration::from_secs(60),
-            |o| o["status"] == "CONFIRMED",
-        )
-        .await;
+    let _ = common::confirmed_order(&instance, "METRIC-1", "Metric", "metric@example.com").await;
 
     let http = reqwest::Client::new();
     for component in ["gateway", "orders", "projector", "read-api"] {

@@ -723,3 +723,61 @@ pub async fn read_model_snapshot(pool: &Pool, version: i64) -> Vec<(String, Vec<
     }
     tables
 }
+
+/// A confirmed order on a fresh instance: the admin adds a product (price 100 × `sku`'s
+/// stock 10), a customer named `name` registers with `email`, deposits 10,000 and orders
+/// one unit, and the read model shows it CONFIRMED. Returns (admin, customer, order id).
+pub async fn confirmed_order(
+    instance: &Instance,
+    sku: &str,
+    name: &str,
+    email: &str,
+) -> (Client, Client, String) {
+    let base = instance.gateway_url();
+    let admin = Client::admin(&base).await;
+    let product = admin.add_product(sku, 100, 10).await;
+    instance.wait_for_catalogue(1).await;
+    let (customer, id) = Client::customer(&base, name, email).await;
+    let deposit = customer
+        .post(
+            &format!("/api/customers/{id}/wallet/deposits"),
+            json!({"amount": 10_000}),
+        )
+        .await;
+    assert_eq!(deposit.status, StatusCode::ACCEPTED, "{deposit:?}");
+    let order = customer
+        .post(
+            "/api/orders",
+            json!({"lines": [{"product_id": product, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(order.status, StatusCode::ACCEPTED, "{order:?}");
+    let order_id = order.body["order_id"].as_str().unwrap().to_string();
+    admin
+        .get_until(
+            &format!("/api/orders/{order_id}"),
+            Duration::from_secs(60),
+            |o| o["status"] == "CONFIRMED",
+        )
+        .await;
+    (admin, customer, order_id)
+}
+
+/// Dispatches an order's parcel once shipping has scheduled it (the admin's step).
+pub async fn dispatch(admin: &Client, order_id: &str) {
+    admin
+        .get_until(
+            &format!("/api/orders/{order_id}"),
+            Duration::from_secs(30),
+            |o| {
+                o["history"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|s| s["event_type"] == "ShipmentScheduled"))
+            },
+        )
+        .await;
+    let answer = admin
+        .post(&format!("/api/shipments/{order_id}/dispatch"), json!({}))
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
+}
