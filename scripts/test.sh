@@ -29,7 +29,7 @@ psql "$SHOP_TEST_DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datna
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo clippy (otlp)" cargo clippy -p shop-eventing --features otlp --locked -- -D warnings
-step "cargo test" cargo test --workspace --all-targets --locked "$@" -- --test-threads="${SHOP_TEST_THREADS:-4}"
+step "cargo test" cargo test --workspace --all-targets --locked --no-fail-fast "$@" -- --test-threads="${SHOP_TEST_THREADS:-4}"
 # Trace export is an optional feature: its test builds the binary with it.
 if [ "$#" -eq 0 ]; then
   step "cargo test (otlp)" cargo test --locked --features otlp --test tracing

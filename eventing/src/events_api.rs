@@ -36,8 +36,7 @@ impl FromRef<EventsState> for JwtKeys {
 struct EventsQuery {
     context: Option<String>,
     aggregate_id: Option<String>,
-    #[serde(rename = "consistency")]
-    _consistency: Option<String>,
+    consistency: Option<String>,
 }
 
 /// A CloudEvent in structured JSON (SPEC §4), with Shop's extension attributes.
@@ -99,9 +98,22 @@ fn contexts() -> String {
 async fn list_events(
     State(state): State<EventsState>,
     _admin: Admin,
+    headers: axum::http::HeaderMap,
     query: axum::extract::RawQuery,
 ) -> Result<Json<Vec<CloudEvent>>, Problem> {
     let query: EventsQuery = serde_urlencoded_query(query.0.as_deref())?;
+    // The store is the source of truth: a consistency token is always satisfied here,
+    // but it must be one this API issues.
+    let header = headers
+        .get(crate::consistency::TOKEN_HEADER)
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    for token in header.iter().chain(query.consistency.iter()) {
+        if crate::consistency::ConsistencyToken::parse_list(token).is_none_or(|t| t.is_empty()) {
+            return Err(Problem::bad_request(
+                "the consistency token is not one this API issued",
+            ));
+        }
+    }
     let context = query.context.as_deref().ok_or_else(|| {
         Problem::bad_request(format!("context is required: one of {}", contexts()))
     })?;
