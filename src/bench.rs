@@ -81,6 +81,23 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         .await
         .ok();
     let stages = result?;
+    let mut e2e = Vec::new();
+    let rates: Vec<f64> = args
+        .e2e_rates
+        .iter()
+        .copied()
+        .filter(|r| *r > 0.0)
+        .collect();
+    if !rates.is_empty() {
+        for backend in &args.e2e_backends {
+            let backend: &'static str = match backend.as_str() {
+                "kafka" => "kafka",
+                "embedded" => "embedded",
+                other => anyhow::bail!("unknown end-to-end backend {other:?} (kafka or embedded)"),
+            };
+            e2e.extend(crate::bench_e2e::run(common, backend, &rates, args.e2e_seconds).await?);
+        }
+    }
 
     println!(
         "\nshop bench: {} commands over {} products, {} clients (PostgreSQL {}, Kafka {})\n",
@@ -109,7 +126,40 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
             s.rate / s.baseline_rate
         );
     }
+    if !e2e.is_empty() {
+        println!(
+            "\nend to end (open loop, {} s per load; placed -> CONFIRMED from the events' times)\n",
+            args.e2e_seconds
+        );
+        println!(
+            "{:<9} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "backend",
+            "offered/s",
+            "decided/s",
+            "ratio",
+            "accepted",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "peak RSS"
+        );
+        for r in &e2e {
+            println!(
+                "{:<9} {:>9.0} {:>10.1} {:>6.2}x {:>9} {:>9.1} {:>9.1} {:>9.1} {:>6.0} MiB",
+                r.backend,
+                r.offered_per_s,
+                r.decided_per_s,
+                r.decided_per_s / r.offered_per_s,
+                r.accepted,
+                r.p50_ms,
+                r.p99_ms,
+                r.p999_ms,
+                r.peak_rss_mib
+            );
+        }
+    }
     let report = json!({
+        "e2e": e2e,
         "events": args.events,
         "products": args.products,
         "clients": args.clients,

@@ -291,4 +291,14 @@ pub struct BenchArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// End to end: offered loads (orders/s, open loop), comma-separated; empty skips it.
+    #[arg(long, value_delimiter = ',', default_value = "50,200")]
+    pub e2e_rates: Vec<f64>,
+    /// End to end: seconds of sending per offered load.
+    #[arg(long, default_value_t = 10)]
+    pub e2e_seconds: u64,
+    /// End to end: the backends, `kafka` (`shop serve all` on Kafka + PostgreSQL) and/or
+    /// `embedded` (`shop dev`).
+    #[arg(long, value_delimiter = ',', default_value = "kafka,embedded")]
+    pub e2e_backends: Vec<String>,
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod bench;
+mod bench_e2e;
 mod cli;
 mod dev;
 mod dlq;

@@ -18,6 +18,10 @@ async fn bench_reports_each_stage_beside_its_baseline() {
             "5",
             "--clients",
             "4",
+            "--e2e-rates",
+            "10",
+            "--e2e-seconds",
+            "2",
             "--json",
         ])
         .arg(&json_path)
@@ -41,6 +45,15 @@ async fn bench_reports_each_stage_beside_its_baseline() {
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let stages = report["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 3);
+    let e2e = report["e2e"].as_array().unwrap();
+    assert_eq!(e2e.len(), 2, "one load on each backend: {e2e:?}");
+    for run in e2e {
+        assert_eq!(run["accepted"], 20, "{run}");
+        assert!(run["decided_per_s"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(run["p99_ms"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(run["peak_rss_mib"].as_f64().unwrap() > 10.0, "{run}");
+    }
+    assert!(stdout.contains("end to end"), "{stdout}");
     for stage in stages {
         assert!(stage["rate"].as_f64().unwrap() > 0.0, "{stage}");
         assert!(stage["baseline_rate"].as_f64().unwrap() > 0.0, "{stage}");

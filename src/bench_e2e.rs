@@ -1,0 +1,421 @@
+//! `shop bench`'s end-to-end stage: the whole system as a separate process (`shop serve
+//! all` on PostgreSQL + Kafka, or `shop dev` on embedded storage), driven through the
+//! gateway at fixed offered loads, open loop (orders are sent on schedule whatever the
+//! answers, so slow responses are not hidden). Reported per load: orders/s decided,
+//! placed → CONFIRMED p50/p99/p99.9 (from the events' own times, as the order view's
+//! history has them), and the process's peak RSS.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::cli::Common;
+
+/// One offered load's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct E2eRun {
+    pub backend: &'static str,
+    pub offered_per_s: f64,
+    pub accepted: usize,
+    pub confirmed: usize,
+    pub cancelled: usize,
+    /// Orders decided (confirmed or cancelled) per second of the sending window.
+    pub decided_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Peak resident set of the system's process (VmHWM), in MiB.
+    pub peak_rss_mib: f64,
+}
+
+struct System {
+    child: Child,
+    base: String,
+    cleanup: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
+}
+
+const ADMIN_PASSWORD: &str = "bench-admin-password";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18_080)
+}
+
+/// Starts the system in its own process and waits for `shop: ready`.
+async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System> {
+    let exe = std::env::current_exe()?;
+    let port = free_port();
+    let instance = format!(
+        "benche2e{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut command = Command::new(exe);
+    let data_dir = std::env::temp_dir().join(&instance);
+    match backend {
+        "embedded" => {
+            command.arg("dev").arg("--data-dir").arg(&data_dir);
+        }
+        _ => {
+            command
+                .args(["serve", "all"])
+                .env("SHOP_INSTANCE", &instance)
+                .env("SHOP_TOPIC_PREFIX", format!("{instance}."));
+            for var in [
+                "SHOP_CUSTOMERS_PORT",
+                "SHOP_INVENTORY_PORT",
+                "SHOP_ORDERS_PORT",
+                "SHOP_PAYMENTS_PORT",
+                "SHOP_SHIPPING_PORT",
+                "SHOP_READ_API_PORT",
+                "SHOP_PROJECTOR_PORT",
+            ] {
+                command.env(var, free_port().to_string());
+            }
+        }
+    }
+    command
+        .env("SHOP_PORT", port.to_string())
+        .env("SHOP_DATABASE_URL", &common.database_url)
+        .env("SHOP_KAFKA_BROKERS", &common.kafka_brokers)
+        .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("SHOP_JWT_SECRET", "bench-jwt-secret")
+        .env("SHOP_GATEWAY_RATE_LIMIT", "0")
+        .env("SHOP_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = command.spawn().context("cannot start the system")?;
+    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .context("the system did not get ready in 90 s")??;
+        match line {
+            Some(line) if line == "shop: ready" => break,
+            Some(_) => {}
+            None => bail!("the system exited before it was ready"),
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let database_url = common.database_url.clone();
+    let kafka = crate::serve::kafka(common).ok();
+    let cleanup: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send> =
+        Box::new(move || {
+            Box::pin(async move {
+                if backend == "embedded" {
+                    std::fs::remove_dir_all(&data_dir).ok();
+                } else {
+                    if let Some(kafka) = kafka {
+                        let topics = crate::serve::all_topics(&format!("{instance}."));
+                        kafka.delete_topics(&topics).await.ok();
+                    }
+                    for component in [
+                        "customers",
+                        "inventory",
+                        "orders",
+                        "payments",
+                        "shipping",
+                        "read",
+                    ] {
+                        shop_eventing::db::drop_database(
+                            &database_url,
+                            &format!("{instance}_{component}"),
+                        )
+                        .await
+                        .ok();
+                    }
+                }
+            })
+        });
+    Ok(System {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        cleanup,
+    })
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let mut request = http.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+/// Peak resident set of a process, from `/proc/<pid>/status` (Linux).
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs the offered loads against one backend.
+pub async fn run(
+    common: &Common,
+    backend: &'static str,
+    rates: &[f64],
+    seconds: u64,
+) -> anyhow::Result<Vec<E2eRun>> {
+    let mut system = start(common, backend).await?;
+    let result = drive(&system, backend, rates, seconds).await;
+    // SIGTERM for a clean stop, then the clean-up.
+    if let Some(pid) = system.child.id() {
+        let _ = Command::new("kill").arg(pid.to_string()).status().await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(20), system.child.wait()).await;
+    let _ = system.child.kill().await;
+    (system.cleanup)().await;
+    result
+}
+
+async fn drive(
+    system: &System,
+    backend: &'static str,
+    rates: &[f64],
+    seconds: u64,
+) -> anyhow::Result<Vec<E2eRun>> {
+    let base = &system.base;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let post = reqwest::Method::POST;
+    let (_, login) = call(
+        &http,
+        post.clone(),
+        format!("{base}/api/auth/token"),
+        None,
+        Some(json!({"email": "admin@shop.local", "password": ADMIN_PASSWORD})),
+    )
+    .await?;
+    let admin = login["access_token"]
+        .as_str()
+        .context("admin sign-in failed")?
+        .to_string();
+    // Plenty of stock and money: the saga's happy path is what is measured.
+    let mut products = Vec::new();
+    for i in 0..10 {
+        let (_, answer) = call(
+            &http,
+            post.clone(),
+            format!("{base}/api/products"),
+            Some(&admin),
+            Some(json!({"sku": format!("E2E-{i}"), "name": format!("Bench {i}"), "price": 100, "stock": 1_000_000_000})),
+        )
+        .await?;
+        products.push(
+            answer["product_id"]
+                .as_str()
+                .context("no product")?
+                .to_string(),
+        );
+    }
+    let mut customers = Vec::new();
+    for i in 0..20 {
+        let email = format!("bench{i}@example.com");
+        let (_, answer) = call(
+            &http,
+            post.clone(),
+            format!("{base}/api/customers"),
+            None,
+            Some(
+                json!({"name": format!("Bench {i}"), "email": email, "password": "bench-password",
+                "address": {"line1": "1", "city": "Tokyo", "postal_code": "100", "country": "JP"}}),
+            ),
+        )
+        .await?;
+        let id = answer["customer_id"]
+            .as_str()
+            .context("no customer")?
+            .to_string();
+        let (_, login) = call(
+            &http,
+            post.clone(),
+            format!("{base}/api/auth/token"),
+            None,
+            Some(json!({"email": email, "password": "bench-password"})),
+        )
+        .await?;
+        let token = login["access_token"]
+            .as_str()
+            .context("no token")?
+            .to_string();
+        call(
+            &http,
+            post.clone(),
+            format!("{base}/api/customers/{id}/wallet/deposits"),
+            Some(&token),
+            Some(json!({"amount": 1_000_000_000_000i64})),
+        )
+        .await?;
+        customers.push(token);
+    }
+    // The orders service knows the catalogue once a first order is accepted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = call(
+            &http,
+            post.clone(),
+            format!("{base}/api/orders"),
+            Some(&customers[0]),
+            Some(json!({"lines": [{"product_id": products[9], "quantity": 1}]})),
+        )
+        .await?;
+        if status.is_success() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the orders service never saw the catalogue");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let customers = Arc::new(customers);
+    let products = Arc::new(products);
+    let mut runs = Vec::new();
+    for &rate in rates {
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let total = (rate * seconds as f64).round() as usize;
+        let started = Instant::now();
+        let mut sends = Vec::with_capacity(total);
+        for n in 0..total {
+            // Open loop: each order leaves at its time, whatever the earlier ones do.
+            tokio::time::sleep_until((started + interval * n as u32).into()).await;
+            let (http, base, customers, products) = (
+                http.clone(),
+                base.clone(),
+                customers.clone(),
+                products.clone(),
+            );
+            sends.push(tokio::spawn(async move {
+                let (status, answer) = call(
+                    &http,
+                    reqwest::Method::POST,
+                    format!("{base}/api/orders"),
+                    Some(&customers[n % customers.len()]),
+                    Some(json!({"lines": [{"product_id": products[n % products.len()], "quantity": 1}]})),
+                )
+                .await
+                .ok()?;
+                status
+                    .is_success()
+                    .then(|| answer["order_id"].as_str().map(String::from))
+                    .flatten()
+            }));
+        }
+        let mut ids = Vec::new();
+        for send in sends {
+            if let Ok(Some(id)) = send.await {
+                ids.push(id);
+            }
+        }
+        // Wait for every accepted order's decision, then read its saga timeline.
+        let mut latencies = Vec::new();
+        let (mut confirmed, mut cancelled) = (0, 0);
+        let mut first_placed: Option<chrono::DateTime<chrono::FixedOffset>> = None;
+        let mut last_decided: Option<chrono::DateTime<chrono::FixedOffset>> = None;
+        for id in &ids {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let (_, order) = call(
+                    &http,
+                    reqwest::Method::GET,
+                    format!("{base}/api/orders/{id}"),
+                    Some(&admin),
+                    None,
+                )
+                .await?;
+                let status = order["status"].as_str().unwrap_or("");
+                if status != "PENDING" && !status.is_empty() {
+                    let at = |event: &str| {
+                        order["history"].as_array().and_then(|h| {
+                            h.iter().find(|s| s["event_type"] == event).and_then(|s| {
+                                s["at"]
+                                    .as_str()
+                                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            })
+                        })
+                    };
+                    let placed = at("OrderPlaced");
+                    if let Some(p) = placed {
+                        first_placed = Some(first_placed.map_or(p, |f| f.min(p)));
+                    }
+                    match (placed, at("OrderConfirmed")) {
+                        (Some(placed), Some(done)) => {
+                            confirmed += 1;
+                            latencies.push(
+                                (done - placed).num_microseconds().unwrap_or(0) as f64 / 1000.0,
+                            );
+                            last_decided = Some(last_decided.map_or(done, |l| l.max(done)));
+                        }
+                        _ => {
+                            cancelled += 1;
+                            if let Some(done) = at("OrderCancelled") {
+                                last_decided = Some(last_decided.map_or(done, |l| l.max(done)));
+                            }
+                        }
+                    }
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("order {id} was not decided in 120 s");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        // From the first placement to the last decision, by the events' own times.
+        let span = match (first_placed, last_decided) {
+            (Some(first), Some(last)) => {
+                ((last - first).num_milliseconds() as f64 / 1000.0).max(0.001)
+            }
+            _ => seconds as f64,
+        };
+        runs.push(E2eRun {
+            backend,
+            offered_per_s: rate,
+            accepted: ids.len(),
+            confirmed,
+            cancelled,
+            decided_per_s: (confirmed + cancelled) as f64 / span,
+            p50_ms: percentile(&latencies, 0.50),
+            p99_ms: percentile(&latencies, 0.99),
+            p999_ms: percentile(&latencies, 0.999),
+            peak_rss_mib: system.child.id().map_or(0.0, peak_rss_mib),
+        });
+    }
+    Ok(runs)
+}
