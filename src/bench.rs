@@ -67,7 +67,7 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
     let result = measure(&platform, &args).await;
     // Clean up whatever happened.
     platform.shutdown.cancel();
-    for component in ["inventory", "read"] {
+    for component in ["inventory", "read", "peer"] {
         shop_eventing::db::drop_database(
             &common.database_url,
             &platform.database.database_name(component),
@@ -234,6 +234,10 @@ async fn measure(
     let append_rate = args.events as f64 / started.elapsed().as_secs_f64();
     latencies.sort();
 
+    // Peer: the same commands on the same aggregate through cqrs-es with postgres-es (its
+    // own database, same snapshot interval, the same number of clients; conflicts retried).
+    let peer_rate = peer_append(platform, args).await?;
+
     // Baseline: the same rows, one transaction per command (event + outbox), raw SQL.
     let raw = pool
         .as_postgres()
@@ -369,6 +373,15 @@ async fn measure(
             baseline_rate: raw_insert_rate,
         },
         Stage {
+            name: "append",
+            unit: "cmd/s",
+            rate: append_rate,
+            p50_ms: Some(percentile(&latencies, 0.50)),
+            p99_ms: Some(percentile(&latencies, 0.99)),
+            baseline_name: "cqrs-es + postgres-es, same commands",
+            baseline_rate: peer_rate,
+        },
+        Stage {
             name: "publish",
             unit: "ev/s",
             rate: publish_rate,
@@ -387,4 +400,86 @@ async fn measure(
             baseline_rate: raw_consume_rate,
         },
     ])
+}
+
+/// postgres-es's tables (its `db/init.sql`), in a database of their own.
+const PEER_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+    sequence bigint CHECK (sequence >= 0) NOT NULL,
+    event_type text NOT NULL, event_version text NOT NULL,
+    payload json NOT NULL, metadata json NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id, sequence));
+CREATE TABLE IF NOT EXISTS snapshots (
+    aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+    last_sequence bigint CHECK (last_sequence >= 0) NOT NULL,
+    current_snapshot bigint CHECK (current_snapshot >= 0) NOT NULL,
+    payload json NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id, last_sequence));
+";
+
+/// Commands per second through cqrs-es + postgres-es: the same products, restocks and
+/// clients as the append stage.
+async fn peer_append(
+    platform: &shop_eventing::platform::Platform,
+    args: &BenchArgs,
+) -> anyhow::Result<f64> {
+    let pool = shop_eventing::db::open(&platform.database, "peer", &[PEER_SCHEMA]).await?;
+    let pg = pool
+        .as_postgres()
+        .context("the bench runs on PostgreSQL")?
+        .clone();
+    let cqrs = Arc::new(postgres_es::postgres_snapshot_cqrs::<Product>(
+        pg,
+        vec![],
+        shop_inventory::service::SNAPSHOT_EVERY,
+        (),
+    ));
+    let mut products = Vec::with_capacity(args.products);
+    for i in 0..args.products {
+        let product_id = Uuid::now_v7();
+        cqrs.execute(
+            &product_id.to_string(),
+            ProductCommand::AddProduct {
+                product_id,
+                sku: format!("PEER-{i}"),
+                name: format!("Peer {i}"),
+                price: 100,
+                stock: 0,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("postgres-es: {e}"))?;
+        products.push(product_id.to_string());
+    }
+    let products = Arc::new(products);
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for client in 0..args.clients {
+        let (cqrs, products, n, count) =
+            (cqrs.clone(), products.clone(), args.events, args.clients);
+        clients.push(tokio::spawn(async move {
+            for i in (client..n).step_by(count) {
+                let product = &products[i % products.len()];
+                // A user of the library retries a lost optimistic-concurrency race.
+                loop {
+                    match cqrs
+                        .execute(product, ProductCommand::Restock { quantity: 1 })
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(cqrs_es::AggregateError::AggregateConflict) => continue,
+                        Err(e) => anyhow::bail!("postgres-es: {e}"),
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for c in clients {
+        c.await??;
+    }
+    let rate = args.events as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    Ok(rate)
 }

@@ -44,7 +44,7 @@ async fn bench_reports_each_stage_beside_its_baseline() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let stages = report["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 3);
+    assert_eq!(stages.len(), 4);
     let e2e = report["e2e"].as_array().unwrap();
     assert_eq!(e2e.len(), 2, "one load on each backend: {e2e:?}");
     for run in e2e {
