@@ -22,6 +22,10 @@ fn chromium() -> PathBuf {
             .map(|dir| dir.join("chromium"))
             .find(|p| p.exists())
     });
+    let found = found.or_else(|| {
+        let debian = PathBuf::from("/usr/bin/chromium");
+        debian.exists().then_some(debian)
+    });
     found.unwrap_or_else(|| {
         panic!("Chromium is not installed: run `scripts/infra.sh up` (it installs Debian's chromium), or set SHOP_CHROMIUM")
     })

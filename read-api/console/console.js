@@ -14,6 +14,12 @@ const state = { token: sessionStorage.getItem("shop-token"), order: null, view: 
   if (params.get("order")) state.order = params.get("order");
   if (params.get("view")) state.view = params.get("view");
   else if (["orders", "projections", "dlq"].includes(location.hash.slice(1))) state.view = location.hash.slice(1);
+  if (params.has("token")) {
+    // Keep the token out of the address bar and the history.
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  }
 })();
 
 const $ = (selector) => document.querySelector(selector);
@@ -73,8 +79,9 @@ async function renderOrders() {
     dataset: { order: o.order_id },
     onclick: () => { state.order = o.order_id; renderOrders(); },
   }, el("td", { class: "mono", title: o.order_id }, short(o.order_id)), el("td", {}, badge(o.status)),
-     el("td", { class: "num" }, o.total), el("td", {}, when(o.created_at)))));
-  if (!orders.length) body.append(el("tr", {}, el("td", { colspan: 4, class: "hint" }, "no orders yet")));
+     el("td", { class: "num" }, o.total), el("td", {}, when(o.created_at)),
+     el("td", { class: "mono", title: o.customer_id }, short(o.customer_id)))));
+  if (!orders.length) body.append(el("tr", {}, el("td", { colspan: 5, class: "hint" }, "no orders yet")));
   if (state.order) await renderOrder(state.order);
 }
 
@@ -104,15 +111,43 @@ async function renderOrder(id) {
   );
 }
 
+// Fields of a projection the table has columns for; any other is listed in the last one.
+const projectionFields = ["name", "status", "version", "events_applied", "lag", "oldest_unprocessed_age_ms",
+  "last_event_at", "rebuild", "last_error", "positions"];
+
+function plain(value) {
+  return value !== null && typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+function rebuildText(rebuild) {
+  if (!rebuild) return "–";
+  if (typeof rebuild !== "object") return plain(rebuild);
+  const { version, events_applied: applied, lag, ...rest } = rebuild;
+  const parts = [];
+  if (applied !== undefined) parts.push(`${applied} applied`);
+  if (lag !== undefined) parts.push(`lag ${lag}`);
+  for (const [k, v] of Object.entries(rest)) if (v !== null && v !== undefined) parts.push(`${k} ${plain(v)}`);
+  return `${version !== undefined ? `v${version}` : "rebuild"}${parts.length ? ": " + parts.join(", ") : ""}`;
+}
+
+function positionsText(positions) {
+  return Array.isArray(positions)
+    ? positions.map((p) => `${p.topic}/${p.partition}: ${p.offset ?? "–"} of ${p.end_offset ?? "?"}`).join("\n")
+    : null;
+}
+
 async function renderProjections() {
   const projections = await api("GET", "/api/projections");
   $("#projections tbody").replaceChildren(...projections.map((p) => el("tr", { dataset: { projection: p.name } },
-    el("td", {}, el("b", {}, p.name)), el("td", {}, badge(p.status)), el("td", { class: "num" }, p.version ?? "–"),
-    el("td", { class: "num" }, p.events_applied), el("td", { class: "num" }, p.lag),
+    el("td", { title: positionsText(p.positions) }, el("b", {}, p.name)), el("td", {}, badge(p.status)),
+    el("td", { class: "num" }, p.version ?? "–"),
+    el("td", { class: "num" }, p.events_applied ?? "–"), el("td", { class: "num" }, p.lag ?? "–"),
     el("td", { class: "num" }, p.oldest_unprocessed_age_ms == null ? "–" : `${(p.oldest_unprocessed_age_ms / 1000).toFixed(1)} s`),
     el("td", {}, when(p.last_event_at)),
-    el("td", {}, p.rebuild ? `v${p.rebuild.version}: ${p.rebuild.events_applied} applied, lag ${p.rebuild.lag}` : "–"),
+    el("td", {}, rebuildText(p.rebuild)),
     el("td", { class: "error" }, p.last_error || ""),
+    el("td", { class: "extra" }, Object.entries(p).filter(([k, v]) => !projectionFields.includes(k) && v !== null && v !== undefined)
+      .map(([k, v]) => el("div", {}, el("span", { class: "hint" }, `${k} `), plain(v)))),
     el("td", {}, el("button", {
       disabled: p.rebuild ? "" : null,
       onclick: async (e) => {

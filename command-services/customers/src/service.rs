@@ -61,24 +61,11 @@ impl AppendHook for Credentials {
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
             for event in events.iter().filter(|e| e.event_type == "CustomerRegistered") {
-                let customer_id = event.data["customer_id"]
-                    .as_str()
-                    .and_then(|s| s.parse::<Uuid>().ok())
-                    .ok_or_else(|| HookError::Refused("CustomerRegistered without customer_id".into()))?;
-                let email = event.data["email"].as_str().unwrap_or_default();
+                let customer_id = registered_customer(event)?;
                 let hash = self
                     .staged(customer_id)
                     .ok_or_else(|| HookError::Refused(format!("no staged credentials for {customer_id}")))?;
-                let inserted = sql::query(
-                    "INSERT INTO customer_credentials (email, customer_id, password_hash) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
-                )
-                .bind(email)
-                .bind(customer_id)
-                .bind(hash)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
+                if !record_credentials(tx, event, customer_id, &hash).await? {
                     return Err(HookError::Taken { what: "the email".into() });
                 }
             }
@@ -86,6 +73,33 @@ impl AppendHook for Credentials {
         }
         .boxed()
     }
+}
+
+fn registered_customer(event: &StoredEvent) -> Result<Uuid, HookError> {
+    event.data["customer_id"]
+        .as_str()
+        .and_then(|s| s.parse::<Uuid>().ok())
+        .ok_or_else(|| HookError::Refused("CustomerRegistered without customer_id".into()))
+}
+
+/// Keeps a registered customer's credentials beside its event; false when the email is
+/// already taken.
+async fn record_credentials(
+    tx: &mut Conn,
+    event: &StoredEvent,
+    customer_id: Uuid,
+    hash: &str,
+) -> Result<bool, HookError> {
+    let inserted = sql::query(
+        "INSERT INTO customer_credentials (email, customer_id, password_hash) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(event.data["email"].as_str().unwrap_or_default())
+    .bind(customer_id)
+    .bind(hash)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// Opens the database, starts the relay and builds the routes. The admin password is
@@ -139,18 +153,7 @@ impl AppendHook for ImportedCredentials {
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
             for event in events.iter().filter(|e| e.event_type == "CustomerRegistered") {
-                let customer_id = event.data["customer_id"]
-                    .as_str()
-                    .and_then(|s| s.parse::<Uuid>().ok())
-                    .ok_or_else(|| HookError::Refused("CustomerRegistered without customer_id".into()))?;
-                sql::query(
-                    "INSERT INTO customer_credentials (email, customer_id, password_hash) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING",
-                )
-                .bind(event.data["email"].as_str().unwrap_or_default())
-                .bind(customer_id)
-                .bind(&self.hash)
-                .execute(&mut *tx)
-                .await?;
+                record_credentials(tx, event, registered_customer(event)?, &self.hash).await?;
             }
             Ok(())
         }
