@@ -60,13 +60,18 @@ impl AppendHook for Credentials {
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
-            for event in events.iter().filter(|e| e.event_type == "CustomerRegistered") {
+            for event in events
+                .iter()
+                .filter(|e| e.event_type == "CustomerRegistered")
+            {
                 let customer_id = registered_customer(event)?;
-                let hash = self
-                    .staged(customer_id)
-                    .ok_or_else(|| HookError::Refused(format!("no staged credentials for {customer_id}")))?;
+                let hash = self.staged(customer_id).ok_or_else(|| {
+                    HookError::Refused(format!("no staged credentials for {customer_id}"))
+                })?;
                 if !record_credentials(tx, event, customer_id, &hash).await? {
-                    return Err(HookError::Taken { what: "the email".into() });
+                    return Err(HookError::Taken {
+                        what: "the email".into(),
+                    });
                 }
             }
             Ok(())
@@ -152,7 +157,10 @@ impl AppendHook for ImportedCredentials {
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
-            for event in events.iter().filter(|e| e.event_type == "CustomerRegistered") {
+            for event in events
+                .iter()
+                .filter(|e| e.event_type == "CustomerRegistered")
+            {
                 record_credentials(tx, event, registered_customer(event)?, &self.hash).await?;
             }
             Ok(())
