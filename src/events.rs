@@ -1,12 +1,14 @@
 //! `shop events`, `shop export` and `shop import`: the event stores read and written
 //! directly — PostgreSQL (the usual database flags and `--instance`) or a `shop dev`
-//! data directory (`--data-dir`, readable while `shop dev` runs).
+//! data directory (`--data-dir`; `events` and `export` open its databases read-only, also
+//! while `shop dev` runs).
 //!
 //! The exchange format is JSON Lines of CloudEvents (structured mode, SPEC §4) with two
 //! more extension attributes an import needs: `aggregatetype` and `eventversion`.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use shop_eventing::sql::{self, Pool};
 use shop_eventing::store::{EventStore, StoredEvent};
 use shop_eventing::CancellationToken;
 use shop_schemas::{CloudEvent, EventMetadata, Service};
+use sqlx::postgres::PgConnectOptions;
 
 use crate::cli::Common;
 
@@ -58,6 +61,9 @@ pub struct ExportArgs {
     pub out: Option<PathBuf>,
     /// Services to export (default: all).
     pub services: Vec<Service>,
+    /// No progress bars and no summary on standard error.
+    #[arg(long, short)]
+    pub quiet: bool,
     #[command(flatten)]
     pub target: StoreTarget,
 }
@@ -66,41 +72,46 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// JSON Lines of CloudEvents, as `shop export` writes them.
     pub file: PathBuf,
+    /// No progress bars and no summary on standard error.
+    #[arg(long, short)]
+    pub quiet: bool,
     #[command(flatten)]
     pub target: StoreTarget,
 }
 
-/// The platform of the target instance (the log is not used by these commands).
+/// Where the target instance's databases are.
+fn database_config(common: &Common, target: &StoreTarget) -> DatabaseConfig {
+    match &target.data_dir {
+        Some(dir) => DatabaseConfig {
+            server_url: String::new(),
+            instance: "dev".into(),
+            max_connections: 2,
+            sqlite_dir: Some(dir.clone()),
+        },
+        None => DatabaseConfig {
+            server_url: common.database_url.clone(),
+            instance: common.instance.clone(),
+            max_connections: 2,
+            sqlite_dir: None,
+        },
+    }
+}
+
+/// The platform of the target instance, for `shop import` (which writes through each
+/// service's store; the log is not used: starting the instance publishes the outbox).
 async fn platform(common: &Common, target: &StoreTarget) -> anyhow::Result<Platform> {
-    let (database, log): (DatabaseConfig, Arc<dyn shop_eventing::log::EventLog>) =
-        match &target.data_dir {
-            Some(dir) => (
-                DatabaseConfig {
-                    server_url: String::new(),
-                    instance: "dev".into(),
-                    max_connections: 2,
-                    sqlite_dir: Some(dir.clone()),
-                },
-                Arc::new(
-                    shop_eventing::embedded::EmbeddedLog::open(
-                        &dir.join(crate::dev::LOG_FILE),
-                        common.topic_partitions,
-                    )
-                    .await?,
-                ),
-            ),
-            None => (
-                DatabaseConfig {
-                    server_url: common.database_url.clone(),
-                    instance: common.instance.clone(),
-                    max_connections: 2,
-                    sqlite_dir: None,
-                },
-                crate::serve::kafka(common)?,
-            ),
-        };
+    let log: Arc<dyn shop_eventing::log::EventLog> = match &target.data_dir {
+        Some(dir) => Arc::new(
+            shop_eventing::embedded::EmbeddedLog::open(
+                &dir.join(crate::dev::LOG_FILE),
+                common.topic_partitions,
+            )
+            .await?,
+        ),
+        None => crate::serve::kafka(common)?,
+    };
     Ok(Platform {
-        database,
+        database: database_config(common, target),
         log,
         topic_prefix: common.topic_prefix.clone(),
         jwt: JwtKeys::new("unused", 60),
@@ -110,21 +121,34 @@ async fn platform(common: &Common, target: &StoreTarget) -> anyhow::Result<Platf
     })
 }
 
-/// An existing service store, opened without creating anything.
-async fn existing_store(platform: &Platform, service: Service) -> anyhow::Result<Pool> {
+/// An existing service store, opened to read only: nothing is created, no schema applied,
+/// no log opened — a `shop dev` directory is read while `shop dev` writes it.
+async fn read_store(config: &DatabaseConfig, service: Service) -> anyhow::Result<Pool> {
     let component = service.name();
-    match &platform.database.sqlite_dir {
+    match &config.sqlite_dir {
         Some(dir) => {
             let file = dir.join(format!("{component}.db"));
             if !file.exists() {
                 bail!("no {component} store at {}", file.display());
             }
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&file)
+                .read_only(true)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            Ok(pool.into())
         }
         None => {
-            let name = platform.database.database_name(component);
+            let name = config.database_name(component);
+            let server = PgConnectOptions::from_str(&config.server_url)
+                .context("--database-url is not a PostgreSQL URL")?;
             let admin = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(1)
-                .connect(&platform.database.server_url)
+                .connect_with(server.clone())
                 .await
                 .context("PostgreSQL unreachable (`scripts/infra.sh up`, or --database-url)")?;
             let exists: bool =
@@ -136,9 +160,13 @@ async fn existing_store(platform: &Platform, service: Service) -> anyhow::Result
             if !exists {
                 bail!("no {component} store: database {name} does not exist (--instance?)");
             }
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(server.database(&name))
+                .await?;
+            Ok(pool.into())
         }
     }
-    Ok(shop_eventing::db::open(&platform.database, component, &[]).await?)
 }
 
 /// A stored event as a CloudEvent line, with what an import needs.
@@ -201,37 +229,105 @@ fn human(event: &StoredEvent) -> String {
     )
 }
 
+/// Page size of store reads.
+const PAGE: i64 = 1000;
+
+/// How long `--follow` waits for a position it has not seen before deciding it will never
+/// commit (positions are taken at insert and commit in any order; a rolled-back append —
+/// a lost race — leaves a gap for good).
+const GAP_PATIENCE: Duration = Duration::from_secs(10);
+
+/// What `shop events --follow` has printed: every position up to `floor`, and those above
+/// it in `seen`; `gaps` are positions between `floor` and `scanned` not seen yet, with when
+/// they were noticed.
+struct Cursor {
+    floor: i64,
+    scanned: i64,
+    seen: std::collections::BTreeSet<i64>,
+    gaps: std::collections::BTreeMap<i64, std::time::Instant>,
+}
+
+impl Cursor {
+    fn new(from: i64) -> Self {
+        Cursor {
+            floor: from,
+            scanned: from,
+            seen: Default::default(),
+            gaps: Default::default(),
+        }
+    }
+
+    /// Whether `position` is new (and notes it).
+    fn fresh(&mut self, position: i64) -> bool {
+        position > self.floor && self.seen.insert(position)
+    }
+
+    /// Moves `floor` over what is settled. One aggregate's events: everything up to the
+    /// last one seen (its next event is appended after that one committed, so it takes a
+    /// higher position). The whole store: seen positions, and gaps older than
+    /// [`GAP_PATIENCE`].
+    fn settle(&mut self, whole_store: bool) {
+        let Some(&top) = self.seen.last() else { return };
+        if !whole_store {
+            self.floor = top;
+            self.seen.clear();
+            return;
+        }
+        let now = std::time::Instant::now();
+        for position in self.scanned.max(self.floor) + 1..top {
+            if !self.seen.contains(&position) {
+                self.gaps.insert(position, now);
+            }
+        }
+        self.scanned = self.scanned.max(top);
+        loop {
+            let next = self.floor + 1;
+            if self.seen.remove(&next) {
+                self.floor = next;
+            } else if self
+                .gaps
+                .get(&next)
+                .is_some_and(|since| since.elapsed() >= GAP_PATIENCE)
+            {
+                self.gaps.remove(&next);
+                self.floor = next;
+            } else {
+                break;
+            }
+        }
+    }
+}
+
 pub async fn events(common: &Common, args: EventsArgs) -> anyhow::Result<()> {
-    let platform = platform(common, &args.target).await?;
-    let pool = existing_store(&platform, args.service).await?;
+    let pool = read_store(&database_config(common, &args.target), args.service).await?;
     let store = EventStore::new(pool);
     let mut stdout = std::io::stdout().lock();
-    let mut print = |event: &StoredEvent| -> anyhow::Result<()> {
-        if args.json {
-            writeln!(stdout, "{}", export_line(event, args.service)?)?;
-        } else {
-            writeln!(stdout, "{}", human(event))?;
-        }
-        Ok(())
-    };
-    let mut after = args.from_position;
+    let mut cursor = Cursor::new(args.from_position);
     loop {
-        let batch: Vec<StoredEvent> = match &args.aggregate {
-            Some(id) => store
-                .aggregate_events(id)
-                .await?
-                .into_iter()
-                .filter(|e| e.position > after)
-                .collect(),
-            None => store.events_after(after, 1000).await?,
-        };
-        for event in &batch {
-            print(event)?;
-            after = after.max(event.position);
+        // Following, from the lowest position not settled, skipping what was printed.
+        let mut after = cursor.floor;
+        loop {
+            let batch = store
+                .events_page(args.aggregate.as_deref(), after, PAGE)
+                .await?;
+            for event in &batch {
+                if !args.follow || cursor.fresh(event.position) {
+                    if args.json {
+                        writeln!(stdout, "{}", export_line(event, args.service)?)?;
+                    } else {
+                        writeln!(stdout, "{}", human(event))?;
+                    }
+                }
+            }
+            if args.follow {
+                cursor.settle(args.aggregate.is_none());
+            }
+            match batch.last() {
+                Some(last) if batch.len() as i64 == PAGE => after = last.position,
+                _ => break,
+            }
         }
-        if batch.len() == 1000 && args.aggregate.is_none() {
-            continue;
-        }
+        stdout.flush()?;
         if !args.follow {
             return Ok(());
         }
@@ -242,7 +338,11 @@ pub async fn events(common: &Common, args: EventsArgs) -> anyhow::Result<()> {
     }
 }
 
-fn progress(total: u64, what: &str) -> anyhow::Result<ProgressBar> {
+fn progress(total: u64, what: &str, quiet: bool) -> anyhow::Result<ProgressBar> {
+    if quiet {
+        return Ok(ProgressBar::hidden());
+    }
+    // Drawn only when standard error is a terminal.
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} events ({per_sec})")?
@@ -253,27 +353,34 @@ fn progress(total: u64, what: &str) -> anyhow::Result<ProgressBar> {
 }
 
 pub async fn export(common: &Common, args: ExportArgs) -> anyhow::Result<()> {
-    let platform = platform(common, &args.target).await?;
+    let config = database_config(common, &args.target);
     let services = if args.services.is_empty() {
         Service::ALL.to_vec()
     } else {
         args.services.clone()
     };
+    // Every store first: a missing one fails before anything is written.
+    let mut stores = Vec::new();
+    for service in services {
+        stores.push((service, read_store(&config, service).await?));
+    }
     let mut out: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut written = 0u64;
-    for service in services {
-        let pool = existing_store(&platform, service).await?;
+    for (service, pool) in stores {
         let total: i64 = sql::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&pool)
             .await?;
-        let bar = progress(total.max(0) as u64, service.name())?;
+        let bar = progress(total.max(0) as u64, service.name(), args.quiet)?;
         let store = EventStore::new(pool.clone());
         let mut after = 0;
         loop {
-            let batch = store.events_after(after, 1000).await?;
+            let batch = store.events_after(after, PAGE).await?;
             let Some(last) = batch.last() else { break };
             after = last.position;
             for event in &batch {
@@ -282,21 +389,36 @@ pub async fn export(common: &Common, args: ExportArgs) -> anyhow::Result<()> {
             bar.inc(batch.len() as u64);
             written += batch.len() as u64;
         }
-        bar.finish();
+        bar.finish_and_clear();
         pool.close().await;
     }
     out.flush()?;
-    eprintln!("shop: exported {written} events");
+    if !args.quiet {
+        eprintln!("shop: exported {written} events");
+    }
     Ok(())
 }
 
-/// The saga reactions of each service: they replay imported events without commands.
-fn saga_consumers(service: Service) -> &'static [&'static str] {
+/// The saga reactions of each service and the services they read: they replay imported
+/// events of those services without issuing commands (pure projections replay normally).
+fn saga_consumers(service: Service) -> &'static [(&'static str, &'static [Service])] {
     match service {
-        Service::Orders => &[shop_orders::reactions::SAGA],
-        Service::Inventory => &[shop_inventory::reactions::RESERVATIONS],
-        Service::Payments => &[shop_payments::reactions::CHARGES],
-        Service::Shipping => &[shop_shipping::reactions::SHIPMENTS],
+        Service::Orders => &[(
+            shop_orders::reactions::SAGA,
+            shop_orders::reactions::SAGA_SOURCES,
+        )],
+        Service::Inventory => &[(
+            shop_inventory::reactions::RESERVATIONS,
+            shop_inventory::reactions::RESERVATIONS_SOURCES,
+        )],
+        Service::Payments => &[(
+            shop_payments::reactions::CHARGES,
+            shop_payments::reactions::CHARGES_SOURCES,
+        )],
+        Service::Shipping => &[(
+            shop_shipping::reactions::SHIPMENTS,
+            shop_shipping::reactions::SHIPMENTS_SOURCES,
+        )],
         Service::Customers => &[],
     }
 }
@@ -318,11 +440,9 @@ pub async fn import(common: &Common, args: ImportArgs) -> anyhow::Result<()> {
         }
     }
     let platform = platform(common, &args.target).await?;
-    let ids: Vec<uuid::Uuid> = by_service
-        .iter()
-        .flat_map(|(_, events)| events.iter().map(|e| e.event_id))
-        .collect();
-    let mut imported = 0;
+
+    // 1. Every store, checked fresh before anything is written.
+    let mut stores = Vec::new();
     for (service, events) in &by_service {
         let store = match service {
             Service::Customers => shop_customers::service::import_store(&platform).await?,
@@ -333,31 +453,43 @@ pub async fn import(common: &Common, args: ImportArgs) -> anyhow::Result<()> {
             Service::Payments => shop_payments::service::import_store(&platform).await?,
             Service::Shipping => shop_shipping::service::import_store(&platform).await?,
         };
-        let pool = store.pool().clone();
-        shop_eventing::db::run_script(&pool, shop_eventing::consumer::SCHEMA).await?;
         let present: i64 = sql::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&pool)
+            .fetch_one(store.pool())
             .await?;
         if present > 0 {
             bail!(
-                "the {} store already has {present} events: import only into a fresh instance",
+                "the {} store already has {present} events: import only into a fresh instance (nothing was imported)",
                 service.name()
             );
         }
-        // Saga reactions will read every imported event (theirs or others') from the log:
-        // they replay them without issuing commands.
-        for consumer in saga_consumers(*service) {
+        stores.push((*service, store, events));
+    }
+
+    // 2. Replay marks, before any imported event can reach the log: each saga reaction
+    //    applies the imported events of the topics it reads to its own tables, without
+    //    issuing commands (their outcomes are in the history already).
+    for (service, store, _) in &stores {
+        let pool = store.pool();
+        shop_eventing::db::run_script(pool, shop_eventing::consumer::SCHEMA).await?;
+        for (consumer, sources) in saga_consumers(*service) {
             let mut tx = pool.begin().await?;
-            for id in &ids {
-                sql::query("INSERT INTO replay_only (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(*consumer)
-                    .bind(*id)
-                    .execute(&mut tx)
-                    .await?;
+            for (_, events) in by_service.iter().filter(|(s, _)| sources.contains(s)) {
+                for event in events {
+                    sql::query("INSERT INTO replay_only (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(*consumer)
+                        .bind(event.event_id)
+                        .execute(&mut tx)
+                        .await?;
+                }
             }
             tx.commit().await?;
         }
-        let bar = progress(events.len() as u64, service.name())?;
+    }
+
+    // 3. The events, as they were, through each store's hook and outbox.
+    let mut imported = 0;
+    for (service, store, events) in &stores {
+        let bar = progress(events.len() as u64, service.name(), args.quiet)?;
         for chunk in events.chunks(500) {
             store
                 .import(chunk)
@@ -365,12 +497,14 @@ pub async fn import(common: &Common, args: ImportArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", service.name()))?;
             bar.inc(chunk.len() as u64);
         }
-        bar.finish();
+        bar.finish_and_clear();
         imported += events.len();
-        pool.close().await;
+        store.pool().close().await;
     }
-    eprintln!(
-        "shop: imported {imported} events; start the instance to publish them and rebuild its read models"
-    );
+    if !args.quiet {
+        eprintln!(
+            "shop: imported {imported} events; the instance's relays publish them (at its start) and its read models follow"
+        );
+    }
     Ok(())
 }

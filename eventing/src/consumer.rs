@@ -131,7 +131,8 @@ pub struct ConsumerRunner {
     handler: Arc<dyn EventHandler>,
     /// Keep `applied_versions` for read-your-writes (projectors).
     track_versions: bool,
-    /// Whether `replay_only` may hold events for this consumer (an import).
+    /// Whether `replay_only` holds events for this consumer (an import), as of the batch
+    /// being applied.
     replay_pending: std::sync::atomic::AtomicBool,
 }
 
@@ -197,7 +198,6 @@ impl ConsumerRunner {
             if lag_measured.elapsed() >= LAG_INTERVAL {
                 lag_measured = std::time::Instant::now();
                 self.measure_lag().await;
-                self.check_replay().await;
             }
             let records = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -206,6 +206,9 @@ impl ConsumerRunner {
             if records.is_empty() {
                 continue;
             }
+            // Per batch, after the poll: an import writes its replay rows before its events
+            // reach the log, so a record of it always finds them (even on a running instance).
+            self.check_replay().await;
             let positions = self.process(records).await?;
             if let Err(e) = subscription.commit(&positions) {
                 debug!(error = %e, "offset commit failed (the database checkpoint stands)");

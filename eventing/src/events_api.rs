@@ -1,9 +1,12 @@
 //! `GET /api/events?context=SERVICE&aggregate_id=ID` (SPEC §3.7, admin): one aggregate's
-//! events as CloudEvents (structured JSON, SPEC §4), in sequence order. Each command
-//! service serves it for its own event store; the gateway sends the request to the
-//! service named by `context`.
+//! events as CloudEvents (structured JSON, SPEC §4), in sequence order — or, without
+//! `aggregate_id`, the service's whole store in store order, a page at a time
+//! (`?limit&after`). Each command service serves it for its own event store; the gateway
+//! sends the request to the service named by `context`.
 
 use axum::extract::{FromRef, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -36,6 +39,8 @@ impl FromRef<EventsState> for JwtKeys {
 struct EventsQuery {
     context: Option<String>,
     aggregate_id: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
     consistency: Option<String>,
 }
 
@@ -77,7 +82,12 @@ fn contexts() -> String {
         .join(", ")
 }
 
-/// One aggregate's events, in sequence order.
+/// Page size of `GET /api/events` when `limit` is not given, and its maximum.
+const MAX_LIMIT: i64 = 500;
+
+/// One aggregate's events in sequence order, or with no `aggregate_id` every event of the
+/// service's store in store order; a page at a time (`?limit&after`, `after` = the last
+/// event id of the previous page, a `Link: <...>; rel="next"` header when one may follow).
 #[utoipa::path(
     get,
     path = "/api/events",
@@ -85,14 +95,18 @@ fn contexts() -> String {
     params(
         ("context" = String, Query, description = "The service whose events: customers, inventory, orders, payments or shipping",
             pattern = "^(customers|inventory|orders|payments|shipping)$"),
-        ("aggregate_id" = String, Query, description = "The aggregate (an order, product, customer, wallet or shipment id)",
+        ("aggregate_id" = Option<String>, Query, description = "Only this aggregate's events (an order, product, customer, wallet or shipment id); without it, the service's whole store",
             min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]+$"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 500)"),
+        ("after" = Option<uuid::Uuid>, Query, description = "The last event id of the previous page"),
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The aggregate's events (empty when it has none).", body = Vec<CloudEventDoc>),
-        (status = 400, description = "A missing or unknown context, or no aggregate id."),
+        (status = 200, description = "A page of events, in order.", body = Vec<CloudEventDoc>,
+            headers(("link" = String, description = "`<...>; rel=\"next\"` when another page may follow"))),
+        (status = 400, description = "A missing or unknown context, a malformed aggregate id or limit, or an `after` that is no event of this store."),
         (status = 403, description = "Admins only."),
+        (status = 404, description = "The aggregate has no events."),
     )
 )]
 async fn list_events(
@@ -100,7 +114,7 @@ async fn list_events(
     _admin: Admin,
     headers: axum::http::HeaderMap,
     query: axum::extract::RawQuery,
-) -> Result<Json<Vec<CloudEvent>>, Problem> {
+) -> Result<Response, Problem> {
     let query: EventsQuery = serde_urlencoded_query(query.0.as_deref())?;
     // The store is the source of truth: a consistency token is always satisfied here,
     // but it must be one this API issues.
@@ -124,26 +138,81 @@ async fn list_events(
             state.service.name()
         )));
     }
-    let aggregate_id = query
-        .aggregate_id
-        .filter(|id| {
-            (1..=128).contains(&id.len())
+    let aggregate_id = match query.aggregate_id {
+        None => None,
+        Some(id)
+            if (1..=128).contains(&id.len())
                 && id
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .ok_or_else(|| Problem::bad_request("aggregate_id is required: an aggregate's id"))?;
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(id)
+        }
+        Some(_) => {
+            return Err(Problem::bad_request(
+                "aggregate_id must be an aggregate's id (1 to 128 letters, digits, - or _)",
+            ))
+        }
+    };
+    let limit = match &query.limit {
+        None => MAX_LIMIT,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                Problem::bad_request(format!("limit must be an integer from 1 to {MAX_LIMIT}"))
+            })?,
+    };
+    let after = match &query.after {
+        None => 0,
+        Some(text) => {
+            let id = uuid::Uuid::parse_str(text)
+                .map_err(|_| Problem::bad_request("after must be an event id"))?;
+            state
+                .store
+                .position_of(id)
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .ok_or_else(|| {
+                    Problem::bad_request("after must be the id of an event of this store")
+                })?
+        }
+    };
     let events = state
         .store
-        .aggregate_events(&aggregate_id)
+        .events_page(aggregate_id.as_deref(), after, limit)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    Ok(Json(
-        events
-            .iter()
-            .map(|e| e.to_cloud_event(state.service))
-            .collect(),
-    ))
+    if let (Some(id), true, None) = (&aggregate_id, events.is_empty(), &query.after) {
+        return Err(Problem::not_found(format!(
+            "no {} events of aggregate {id}",
+            state.service.name()
+        )));
+    }
+    let next = match (events.last(), events.len() as i64 == limit) {
+        (Some(last), true) => {
+            let mut link = format!("</api/events?context={context}");
+            if let Some(id) = &aggregate_id {
+                link.push_str(&format!("&aggregate_id={id}"));
+            }
+            link.push_str(&format!(
+                "&limit={limit}&after={}>; rel=\"next\"",
+                last.event_id
+            ));
+            HeaderValue::from_str(&link).ok()
+        }
+        _ => None,
+    };
+    let body: Vec<CloudEvent> = events
+        .iter()
+        .map(|e| e.to_cloud_event(state.service))
+        .collect();
+    let mut response = Json(body).into_response();
+    if let Some(link) = next {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
 }
 
 fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(

@@ -262,6 +262,44 @@ impl EventStore {
             .await?;
         rows.iter().map(StoredEvent::from_row).collect()
     }
+
+    /// Up to `limit` events after `position`, by position, of one aggregate id or of all
+    /// (`GET /api/events` and `shop events`). Within an aggregate, position order is
+    /// sequence order (an append waits for the previous sequence to commit).
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn events_page(
+        &self,
+        aggregate_id: Option<&str>,
+        position: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let Some(aggregate_id) = aggregate_id else {
+            return self.events_after(position, limit).await;
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = $1 AND position > $2 ORDER BY position LIMIT $3"
+        );
+        let rows = sql::query(&sql)
+            .bind(aggregate_id)
+            .bind(position)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(StoredEvent::from_row).collect()
+    }
+
+    /// The store position of an event (`None`: not in this store).
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn position_of(&self, event_id: Uuid) -> Result<Option<i64>, sqlx::Error> {
+        sql::query_scalar("SELECT position FROM events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
 }
 
 fn connection_error(e: sqlx::Error) -> PersistenceError {

@@ -670,6 +670,37 @@ pub async fn shop_admin_command(base: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The `shop` command that works on an instance's stores directly (`events`, `export`,
+/// `import`), pointed at its databases or its data directory.
+pub fn shop_store_command(instance: &Instance, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shop"));
+    command.args(args).env_clear().kill_on_drop(true);
+    match instance.backend {
+        Dialect::Sqlite => {
+            command.arg("--data-dir").arg(&instance.data_dir);
+        }
+        Dialect::Postgres => {
+            command
+                .env("SHOP_DATABASE_URL", &instance.infra.database_url)
+                .env("SHOP_KAFKA_BROKERS", &instance.infra.kafka_brokers)
+                .env("SHOP_INSTANCE", &instance.name)
+                .env("SHOP_TOPIC_PREFIX", &instance.topic_prefix);
+        }
+    }
+    command
+}
+
+/// Runs [`shop_store_command`]; its standard output (fails on a non-zero exit).
+pub async fn shop_on_stores(instance: &Instance, args: &[&str]) -> String {
+    let out = shop_store_command(instance, args).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "shop {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Every projection table with its columns (`projections/sql/*.sql`).
 const TABLES: &[(&str, &str)] = &[
     (

@@ -18,6 +18,8 @@ use crate::reservation::{Reservation, ReservationCommand};
 
 /// The consumer name of [`ReserveStock`].
 pub const RESERVATIONS: &str = "inventory.reservations";
+/// The services whose topics [`ReserveStock`] reads (an import marks their events for replay).
+pub const RESERVATIONS_SOURCES: &[Service] = &[Service::Orders];
 
 /// `OrderConfirmed` → `StockCommitted`; `OrderCancelled` → `StockReleased` (reserved or
 /// sold units back to available). Orders events are keyed by order, so they come in the

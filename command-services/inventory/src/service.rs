@@ -14,7 +14,7 @@ use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
-use crate::reactions::{ReserveStock, RESERVATIONS};
+use crate::reactions::{ReserveStock, RESERVATIONS, RESERVATIONS_SOURCES};
 
 pub const COMPONENT: &str = "inventory";
 const SCHEMA: &str = include_str!("../sql/inventory.sql");
@@ -142,7 +142,7 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
     let reservations = platform.consumer(
         pool.clone(),
         RESERVATIONS,
-        &[Service::Orders],
+        RESERVATIONS_SOURCES,
         Arc::new(ReserveStock {
             bus: Arc::new(CommandBus::new(store.clone(), ())),
         }),

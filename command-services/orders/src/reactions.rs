@@ -50,6 +50,8 @@ impl EventHandler for CatalogueReplica {
 
 /// The consumer name of [`OrderSaga`].
 pub const SAGA: &str = "orders.saga";
+/// The services whose topics [`OrderSaga`] reads (an import marks their events for replay).
+pub const SAGA_SOURCES: &[Service] = &[Service::Inventory, Service::Payments, Service::Shipping];
 
 /// The orders service's part of the saga (SPEC §5): confirms an order once stock is
 /// reserved and payment completed (in whichever order the two topics deliver them),

@@ -12,7 +12,7 @@ use shop_schemas::Service;
 
 use crate::api::{self, AppState};
 use crate::deadline::{self, DeadlineTable};
-use crate::reactions::{CatalogueReplica, OrderSaga, CATALOGUE, SAGA};
+use crate::reactions::{CatalogueReplica, OrderSaga, CATALOGUE, SAGA, SAGA_SOURCES};
 
 pub const COMPONENT: &str = "orders";
 const SCHEMA: &str = include_str!("../sql/orders.sql");
@@ -54,7 +54,7 @@ pub async fn start(platform: &Platform, config: OrdersConfig) -> Result<Started,
     let saga = platform.consumer(
         pool.clone(),
         SAGA,
-        &[Service::Inventory, Service::Payments, Service::Shipping],
+        SAGA_SOURCES,
         Arc::new(OrderSaga { bus: bus.clone() }),
     );
     let mut tasks = platform.spawn_service_tasks(&pool, Service::Orders, vec![catalogue, saga]);

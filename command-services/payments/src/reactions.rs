@@ -42,6 +42,8 @@ impl EventHandler for KnownCustomers {
 
 /// The consumer name of [`OrderPayments`].
 pub const CHARGES: &str = "payments.charges";
+/// The services whose topics [`OrderPayments`] reads (an import marks their events for replay).
+pub const CHARGES_SOURCES: &[Service] = &[Service::Orders, Service::Inventory];
 
 /// The saga's payment steps (SPEC §5.2, §5.5, §5.7):
 /// - once an order is both placed (`OrderPlaced`: customer and total) and reserved

@@ -10,7 +10,7 @@ use shop_eventing::store::EventStore;
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
-use crate::reactions::{KnownCustomers, OrderPayments, CHARGES, KNOWN_CUSTOMERS};
+use crate::reactions::{KnownCustomers, OrderPayments, CHARGES, CHARGES_SOURCES, KNOWN_CUSTOMERS};
 
 pub const COMPONENT: &str = "payments";
 const SCHEMA: &str = include_str!("../sql/payments.sql");
@@ -37,7 +37,7 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
     let charges = platform.consumer(
         pool.clone(),
         CHARGES,
-        &[Service::Orders, Service::Inventory],
+        CHARGES_SOURCES,
         Arc::new(OrderPayments { bus: bus.clone() }),
     );
     let tasks =

@@ -17,6 +17,8 @@ use crate::shipment::{Shipment, ShipmentCommand};
 
 /// The consumer name of [`ScheduleShipments`].
 pub const SHIPMENTS: &str = "shipping.shipments";
+/// The services whose topics [`ScheduleShipments`] reads (an import marks their events for replay).
+pub const SHIPMENTS_SOURCES: &[Service] = &[Service::Customers, Service::Orders];
 
 /// `OrderConfirmed` → `ShipmentScheduled`, or `ShipmentFailed` for a country shipments
 /// do not go to; `OrderCancelled` → `ShipmentCancelled` for a shipment not yet dispatched.

@@ -10,7 +10,7 @@ use shop_eventing::store::EventStore;
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
-use crate::reactions::{ScheduleShipments, SHIPMENTS};
+use crate::reactions::{ScheduleShipments, SHIPMENTS, SHIPMENTS_SOURCES};
 use crate::shipment::SupportedCountries;
 
 pub const COMPONENT: &str = "shipping";
@@ -38,7 +38,7 @@ pub async fn start(platform: &Platform, config: ShippingConfig) -> Result<Starte
     let shipments = platform.consumer(
         pool.clone(),
         SHIPMENTS,
-        &[Service::Customers, Service::Orders],
+        SHIPMENTS_SOURCES,
         Arc::new(ScheduleShipments { bus: bus.clone() }),
     );
     let tasks = platform.spawn_service_tasks(&pool, Service::Shipping, vec![shipments]);
