@@ -362,25 +362,19 @@ async fn measure(
     read.close().await;
     pool.close().await;
 
+    // One append measurement, beside each of its two baselines.
+    let append = |baseline_name, baseline_rate| Stage {
+        name: "append",
+        unit: "cmd/s",
+        rate: append_rate,
+        p50_ms: Some(percentile(&latencies, 0.50)),
+        p99_ms: Some(percentile(&latencies, 0.99)),
+        baseline_name,
+        baseline_rate,
+    };
     Ok(vec![
-        Stage {
-            name: "append",
-            unit: "cmd/s",
-            rate: append_rate,
-            p50_ms: Some(percentile(&latencies, 0.50)),
-            p99_ms: Some(percentile(&latencies, 0.99)),
-            baseline_name: "raw INSERT event+outbox per tx",
-            baseline_rate: raw_insert_rate,
-        },
-        Stage {
-            name: "append",
-            unit: "cmd/s",
-            rate: append_rate,
-            p50_ms: Some(percentile(&latencies, 0.50)),
-            p99_ms: Some(percentile(&latencies, 0.99)),
-            baseline_name: "cqrs-es + postgres-es, same commands",
-            baseline_rate: peer_rate,
-        },
+        append("raw INSERT event+outbox per tx", raw_insert_rate),
+        append("cqrs-es + postgres-es, same commands", peer_rate),
         Stage {
             name: "publish",
             unit: "ev/s",

@@ -74,6 +74,42 @@ impl FromStr for ConsistencyToken {
     }
 }
 
+/// The tokens a read carries, from its `X-Consistency-Token` header and its
+/// `consistency` query parameter (both, when both are given). `None`: none; `Some(Err)`:
+/// one is malformed (a 400 for the client).
+pub fn requested_tokens(
+    headers: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+) -> Option<Result<Vec<ConsistencyToken>, crate::http::Problem>> {
+    let mut values = Vec::new();
+    if let Some(value) = headers.get(TOKEN_HEADER) {
+        values.push(value.to_str().unwrap_or_default().to_string());
+    }
+    if let Ok(pairs) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri) {
+        values.extend(
+            pairs
+                .0
+                .into_iter()
+                .filter_map(|(key, value)| (key == "consistency").then_some(value)),
+        );
+    }
+    if values.is_empty() {
+        return None;
+    }
+    let mut tokens = Vec::new();
+    for value in values {
+        match ConsistencyToken::parse_list(&value) {
+            Some(list) if !list.is_empty() => tokens.extend(list),
+            _ => {
+                return Some(Err(crate::http::Problem::bad_request(
+                    "the consistency token is not one this API issued",
+                )))
+            }
+        }
+    }
+    Some(Ok(tokens))
+}
+
 /// A command's response with its token in `X-Consistency-Token`.
 pub fn with_token(
     mut response: axum::response::Response,

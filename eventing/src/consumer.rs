@@ -131,6 +131,8 @@ pub struct ConsumerRunner {
     handler: Arc<dyn EventHandler>,
     /// Keep `applied_versions` for read-your-writes (projectors).
     track_versions: bool,
+    /// A saga reaction: it may have imported events to replay ([`Self::replaying_imports`]).
+    replays_imports: bool,
     /// Whether `replay_only` holds events for this consumer (an import), as of the batch
     /// being applied.
     replay_pending: std::sync::atomic::AtomicBool,
@@ -155,7 +157,8 @@ impl ConsumerRunner {
             config,
             handler,
             track_versions: false,
-            replay_pending: std::sync::atomic::AtomicBool::new(true),
+            replays_imports: false,
+            replay_pending: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -163,6 +166,13 @@ impl ConsumerRunner {
     /// reads can wait for a command's events ([`crate::consistency`]).
     pub fn tracking_versions(mut self) -> Self {
         self.track_versions = true;
+        self
+    }
+
+    /// A saga reaction: events an import marked for it (`replay_only`) are applied in
+    /// replay mode, without commands. Checked once per batch, so only such consumers pay.
+    pub fn replaying_imports(mut self) -> Self {
+        self.replays_imports = true;
         self
     }
 
@@ -208,7 +218,9 @@ impl ConsumerRunner {
             }
             // Per batch, after the poll: an import writes its replay rows before its events
             // reach the log, so a record of it always finds them (even on a running instance).
-            self.check_replay().await;
+            if self.replays_imports {
+                self.check_replay().await;
+            }
             let positions = self.process(records).await?;
             if let Err(e) = subscription.commit(&positions) {
                 debug!(error = %e, "offset commit failed (the database checkpoint stands)");

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Admin, JwtKeys};
-use crate::http::Problem;
+use crate::http::{Problem, StrictQuery};
 use crate::sql::Pool;
 use crate::store::EventStore;
 
@@ -41,7 +41,8 @@ struct EventsQuery {
     aggregate_id: Option<String>,
     limit: Option<String>,
     after: Option<String>,
-    consistency: Option<String>,
+    #[serde(rename = "consistency")]
+    _consistency: Option<String>,
 }
 
 /// A CloudEvent in structured JSON (SPEC §4), with Shop's extension attributes.
@@ -113,20 +114,13 @@ async fn list_events(
     State(state): State<EventsState>,
     _admin: Admin,
     headers: axum::http::HeaderMap,
-    query: axum::extract::RawQuery,
+    uri: axum::http::Uri,
+    StrictQuery(query): StrictQuery<EventsQuery>,
 ) -> Result<Response, Problem> {
-    let query: EventsQuery = serde_urlencoded_query(query.0.as_deref())?;
     // The store is the source of truth: a consistency token is always satisfied here,
     // but it must be one this API issues.
-    let header = headers
-        .get(crate::consistency::TOKEN_HEADER)
-        .map(|v| v.to_str().unwrap_or_default().to_string());
-    for token in header.iter().chain(query.consistency.iter()) {
-        if crate::consistency::ConsistencyToken::parse_list(token).is_none_or(|t| t.is_empty()) {
-            return Err(Problem::bad_request(
-                "the consistency token is not one this API issued",
-            ));
-        }
+    if let Some(Err(problem)) = crate::consistency::requested_tokens(&headers, &uri) {
+        return Err(problem);
     }
     let context = query.context.as_deref().ok_or_else(|| {
         Problem::bad_request(format!("context is required: one of {}", contexts()))
@@ -213,17 +207,6 @@ async fn list_events(
         response.headers_mut().insert(header::LINK, link);
     }
     Ok(response)
-}
-
-fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(
-    query: Option<&str>,
-) -> Result<T, Problem> {
-    let uri: axum::http::Uri = format!("/?{}", query.unwrap_or(""))
-        .parse()
-        .map_err(|_| Problem::bad_request("query: not a valid query string"))?;
-    axum::extract::Query::<T>::try_from_uri(&uri)
-        .map(|q| q.0)
-        .map_err(|e| Problem::bad_request(format!("query: {}", e.body_text())))
 }
 
 fn routes() -> OpenApiRouter<EventsState> {

@@ -193,6 +193,35 @@ fn json_rejection(rejection: JsonRejection) -> Problem {
     }
 }
 
+/// The query of a read, strictly: a parameter the route does not take, or one given
+/// twice, is a 400 rather than silently ignored (a typo in `limit` should not pass).
+pub struct StrictQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for StrictQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Problem> {
+        let bad = |e: &dyn std::fmt::Display| Problem::bad_request(format!("query: {e}"));
+        let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e| bad(&e.body_text()))?
+            .0;
+        let mut seen = std::collections::HashSet::new();
+        if let Some((key, _)) = pairs.iter().find(|(key, _)| !seen.insert(key.as_str())) {
+            return Err(bad(&format!("parameter `{key}` is given more than once")));
+        }
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| StrictQuery(q.0))
+            .map_err(|e| bad(&e.body_text()))
+    }
+}
+
 /// Answers every unknown route with a problem.
 pub async fn not_found_fallback() -> Problem {
     Problem::not_found("no such route")

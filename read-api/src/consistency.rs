@@ -10,7 +10,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use shop_eventing::consistency::{
-    wait_until_applied, ConsistencyToken, STATE_HEADER, TOKEN_HEADER,
+    requested_tokens, wait_until_applied, ConsistencyToken, STATE_HEADER,
 };
 use shop_eventing::http::Problem;
 use shop_eventing::sql::Pool;
@@ -24,44 +24,12 @@ pub struct Consistency {
     pub wait: Duration,
 }
 
-/// The tokens a request carries, from its header and its `consistency` query parameter
-/// (both, when both are given). `None`: none; `Some(Err)`: one is malformed.
-fn requested(request: &Request) -> Option<Result<Vec<ConsistencyToken>, Problem>> {
-    let mut values = Vec::new();
-    if let Some(value) = request.headers().get(TOKEN_HEADER) {
-        values.push(value.to_str().unwrap_or_default().to_string());
-    }
-    if let Ok(pairs) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri()) {
-        values.extend(
-            pairs
-                .0
-                .into_iter()
-                .filter_map(|(key, value)| (key == "consistency").then_some(value)),
-        );
-    }
-    if values.is_empty() {
-        return None;
-    }
-    let mut tokens = Vec::new();
-    for value in values {
-        match ConsistencyToken::parse_list(&value) {
-            Some(list) if !list.is_empty() => tokens.extend(list),
-            _ => {
-                return Some(Err(Problem::bad_request(
-                    "the consistency token is not one this API issued",
-                )))
-            }
-        }
-    }
-    Some(Ok(tokens))
-}
-
 pub async fn wait_for_token(
     State(consistency): State<Consistency>,
     request: Request,
     next: Next,
 ) -> Response {
-    let tokens = match requested(&request) {
+    let tokens = match requested_tokens(request.headers(), request.uri()) {
         None => return next.run(request).await,
         Some(Err(problem)) => return problem.into_response(),
         Some(Ok(tokens)) => tokens,

@@ -8,7 +8,7 @@ mod orders;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -136,34 +136,8 @@ impl sql::FromRow for ProductView {
     }
 }
 
-/// The query of a read, strictly: a parameter the route does not take, or one given
-/// twice, is a 400 rather than silently ignored (a typo in `limit` should not pass).
-pub(crate) struct ReadQuery<T>(pub(crate) T);
-
-impl<T, S> axum::extract::FromRequestParts<S> for ReadQuery<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Problem> {
-        let bad = |e: &dyn std::fmt::Display| Problem::bad_request(format!("query: {e}"));
-        let pairs = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-            .map_err(|e| bad(&e.body_text()))?
-            .0;
-        let mut seen = std::collections::HashSet::new();
-        if let Some((key, _)) = pairs.iter().find(|(key, _)| !seen.insert(key.as_str())) {
-            return Err(bad(&format!("parameter `{key}` is given more than once")));
-        }
-        Query::<T>::try_from_uri(&parts.uri)
-            .map(|q| ReadQuery(q.0))
-            .map_err(|e| bad(&e.body_text()))
-    }
-}
+/// The query of a read, strictly (unknown or repeated parameters are a 400).
+pub(crate) use shop_eventing::http::StrictQuery as ReadQuery;
 
 /// The query of a read that takes no parameters but the consistency token.
 #[derive(Debug, Deserialize)]

@@ -139,14 +139,16 @@ pub const SNAPSHOT_EVERY: usize = 100;
 pub async fn start(platform: &Platform) -> Result<Started, DbError> {
     let pool = open_database(platform).await?;
     let store = event_store(pool.clone());
-    let reservations = platform.consumer(
-        pool.clone(),
-        RESERVATIONS,
-        RESERVATIONS_SOURCES,
-        Arc::new(ReserveStock {
-            bus: Arc::new(CommandBus::new(store.clone(), ())),
-        }),
-    );
+    let reservations = platform
+        .consumer(
+            pool.clone(),
+            RESERVATIONS,
+            RESERVATIONS_SOURCES,
+            Arc::new(ReserveStock {
+                bus: Arc::new(CommandBus::new(store.clone(), ())),
+            }),
+        )
+        .replaying_imports();
     let tasks = platform.spawn_service_tasks(&pool, Service::Inventory, vec![reservations]);
     let state = AppState {
         bus: Arc::new(CommandBus::with_snapshots(store, (), SNAPSHOT_EVERY)),

@@ -51,12 +51,14 @@ pub async fn start(platform: &Platform, config: OrdersConfig) -> Result<Started,
         &[Service::Inventory],
         Arc::new(CatalogueReplica),
     );
-    let saga = platform.consumer(
-        pool.clone(),
-        SAGA,
-        SAGA_SOURCES,
-        Arc::new(OrderSaga { bus: bus.clone() }),
-    );
+    let saga = platform
+        .consumer(
+            pool.clone(),
+            SAGA,
+            SAGA_SOURCES,
+            Arc::new(OrderSaga { bus: bus.clone() }),
+        )
+        .replaying_imports();
     let mut tasks = platform.spawn_service_tasks(&pool, Service::Orders, vec![catalogue, saga]);
     // Checks a few times per timeout, at most every second.
     let poll = (config.saga_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));

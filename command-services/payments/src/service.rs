@@ -34,12 +34,14 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         (),
         100,
     ));
-    let charges = platform.consumer(
-        pool.clone(),
-        CHARGES,
-        CHARGES_SOURCES,
-        Arc::new(OrderPayments { bus: bus.clone() }),
-    );
+    let charges = platform
+        .consumer(
+            pool.clone(),
+            CHARGES,
+            CHARGES_SOURCES,
+            Arc::new(OrderPayments { bus: bus.clone() }),
+        )
+        .replaying_imports();
     let tasks =
         platform.spawn_service_tasks(&pool, Service::Payments, vec![known_customers, charges]);
     let state = AppState {

@@ -35,12 +35,14 @@ pub async fn start(platform: &Platform, config: ShippingConfig) -> Result<Starte
         EventStore::new(pool.clone()),
         config.countries,
     ));
-    let shipments = platform.consumer(
-        pool.clone(),
-        SHIPMENTS,
-        SHIPMENTS_SOURCES,
-        Arc::new(ScheduleShipments { bus: bus.clone() }),
-    );
+    let shipments = platform
+        .consumer(
+            pool.clone(),
+            SHIPMENTS,
+            SHIPMENTS_SOURCES,
+            Arc::new(ScheduleShipments { bus: bus.clone() }),
+        )
+        .replaying_imports();
     let tasks = platform.spawn_service_tasks(&pool, Service::Shipping, vec![shipments]);
     let state = AppState {
         bus,
