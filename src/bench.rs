@@ -19,21 +19,21 @@ use anyhow::Context;
 use serde_json::json;
 use shop_eventing::auth::JwtKeys;
 use shop_eventing::command::CommandBus;
-use shop_eventing::consumer::ConsumerRunner;
-use shop_eventing::log::{EventLog, OutgoingRecord, StartFrom};
+use shop_eventing::log::{EventLog, OutgoingRecord};
 use shop_inventory::product::{Product, ProductCommand};
 use shop_schemas::{EventMetadata, Service};
 use uuid::Uuid;
 
 use crate::cli::{BenchArgs, Common};
 
+#[derive(Clone)]
 struct Stage {
-    name: &'static str,
+    name: String,
     unit: &'static str,
     rate: f64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
-    baseline_name: &'static str,
+    baseline_name: String,
     baseline_rate: f64,
 }
 
@@ -108,13 +108,13 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         common.kafka_brokers
     );
     println!(
-        "{:<12} {:>14} {:>9} {:>9}   {:<34} {:>14} {:>7}",
+        "{:<18} {:>14} {:>9} {:>9}   {:<42} {:>14} {:>7}",
         "stage", "rate", "p50 ms", "p99 ms", "baseline", "rate", "ratio"
     );
     for s in &stages {
         let fmt_ms = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<12} {:>9.0} {:<4} {:>9} {:>9}   {:<34} {:>9.0} {:<4} {:>6.2}x",
+            "{:<18} {:>9.0} {:<4} {:>9} {:>9}   {:<42} {:>9.0} {:<4} {:>6.2}x",
             s.name,
             s.rate,
             s.unit,
@@ -208,37 +208,6 @@ async fn measure(
     }
     let products = Arc::new(products);
 
-    // Append: commands through the aggregate and the event store.
-    let started = Instant::now();
-    let mut clients = Vec::new();
-    for client in 0..args.clients {
-        let (bus, products, n) = (bus.clone(), products.clone(), args.events);
-        let clients_count = args.clients;
-        clients.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let metadata = EventMetadata::default();
-            for i in (client..n).step_by(clients_count) {
-                let t = Instant::now();
-                let product = &products[i % products.len()];
-                bus.execute(product, ProductCommand::Restock { quantity: 1 }, &metadata)
-                    .await?;
-                latencies.push(t.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for c in clients {
-        latencies.extend(c.await??);
-    }
-    let append_rate = args.events as f64 / started.elapsed().as_secs_f64();
-    latencies.sort();
-
-    // Peer: the same commands on the same aggregate through cqrs-es with postgres-es (its
-    // own database, same snapshot interval, the same number of clients; conflicts retried).
-    let peer_rate = peer_append(platform, args).await?;
-
-    // Baseline: the same rows, one transaction per command (event + outbox), raw SQL.
     let raw = pool
         .as_postgres()
         .context("the bench runs on PostgreSQL")?
@@ -249,40 +218,51 @@ async fn measure(
     )
     .execute(&raw)
     .await?;
-    let started = Instant::now();
-    let mut clients = Vec::new();
-    for client in 0..args.clients {
-        let (pool, products, n, clients_count) =
-            (raw.clone(), products.clone(), args.events, args.clients);
-        clients.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            for i in (client..n).step_by(clients_count) {
-                let t = Instant::now();
-                let mut tx = pool.begin().await?;
-                let position: i64 = sqlx::query_scalar(
-                    "INSERT INTO bench_raw_events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata)
-                     VALUES ('product', $1, $2, $3, 'ProductRestocked', '1', $4, '{}') RETURNING position",
-                )
-                .bind(&products[i % products.len()])
-                .bind(i as i64 + 1)
-                .bind(Uuid::now_v7())
-                .bind(json!({"product_id": products[i % products.len()], "quantity": 1}))
-                .fetch_one(&mut *tx)
-                .await?;
-                sqlx::query("INSERT INTO bench_raw_outbox (position) VALUES ($1)").bind(position).execute(&mut *tx).await?;
-                tx.commit().await?;
-                latencies.push(t.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
+    let mut stages = Vec::new();
+    // Append with one client (a quarter of the commands), then with `clients`: commands
+    // through the aggregate and the event store, each beside raw inserts of the same rows
+    // by as many clients.
+    let mut client_counts = vec![1, args.clients];
+    client_counts.dedup();
+    for clients in client_counts {
+        let n = if clients == 1 && args.clients > 1 {
+            (args.events / 4).max(1)
+        } else {
+            args.events
+        };
+        let (append_rate, latencies) = append(&bus, &products, clients, n).await?;
+        let raw_insert_rate = raw_append(&raw, &products, clients, n).await?;
+        stages.push(Stage {
+            name: format!("append x{clients}"),
+            unit: "cmd/s",
+            rate: append_rate,
+            p50_ms: Some(percentile(&latencies, 0.50)),
+            p99_ms: Some(percentile(&latencies, 0.99)),
+            baseline_name: format!("raw INSERT event+outbox per tx x{clients}"),
+            baseline_rate: raw_insert_rate,
+        });
+        if clients == args.clients {
+            // Peer: the same commands on the same aggregate through cqrs-es with
+            // postgres-es (its own database, same snapshot interval, the same number of
+            // clients; conflicts retried).
+            let peer_rate = peer_append(platform, args).await?;
+            stages.push(Stage {
+                baseline_name: format!("cqrs-es + postgres-es x{clients}"),
+                baseline_rate: peer_rate,
+                ..stages.last().expect("just pushed").clone()
+            });
+        }
     }
-    for c in clients {
-        c.await??;
+
+    // Long streams: restocks of a product with `long_stream` events against restocks of
+    // a new product, one client, each command loading its aggregate from the store
+    // (snapshot and the events after it).
+    if args.long_stream > 0 {
+        stages.push(long_stream(&pool, args.long_stream).await?);
     }
-    let raw_insert_rate = args.events as f64 / started.elapsed().as_secs_f64();
 
     // Publish: the relay drains the outbox.
-    let total = (args.events + args.products) as i64;
+    let total = shop_eventing::relay::backlog(&pool).await?;
     let relay = platform.relay(pool.clone(), Service::Inventory);
     let started = Instant::now();
     let relay_task = tokio::spawn(relay.run(platform.shutdown.clone()));
@@ -315,85 +295,169 @@ async fn measure(
     }
     let raw_publish_rate = records.len() as f64 / started.elapsed().as_secs_f64();
 
-    // Projection: the products projector from offset 0.
-    let read = shop_projections::open_read_database(platform).await?;
-    let topic = Service::Inventory.topic(&platform.topic_prefix);
-    let runner = ConsumerRunner::new(
-        read.clone(),
-        platform.log(),
-        platform.consumer_config(
-            shop_projections::products::INFO.consumer,
-            vec![topic.clone()],
-        ),
-        Arc::new(shop_projections::products::ProductsProjection),
-    );
-    let started = Instant::now();
-    let projector = tokio::spawn(runner.run(platform.shutdown.clone()));
-    loop {
-        let progress =
-            shop_eventing::consumer::progress(&read, shop_projections::products::INFO.consumer)
-                .await?;
-        if progress.events_applied >= total {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let projection_rate = total as f64 / started.elapsed().as_secs_f64();
-    projector.abort();
-
-    // Baseline: a consumer of the same topic that only reads.
-    let mut subscription = platform
-        .log()
-        .subscribe(
-            &format!("{}.bench-reader", platform.database.instance),
-            &[topic],
-            StartFrom::Beginning,
-        )
-        .await?;
-    let started = Instant::now();
-    let mut read_count = 0usize;
-    while read_count < total as usize {
-        read_count += subscription
-            .poll(platform.consumer.batch_size, Duration::from_millis(500))
-            .await?
-            .len();
-    }
-    let raw_consume_rate = read_count as f64 / started.elapsed().as_secs_f64();
-    read.close().await;
     pool.close().await;
 
-    // One append measurement, beside each of its two baselines.
-    let append = |baseline_name, baseline_rate| Stage {
-        name: "append",
+    stages.push(Stage {
+        name: "publish".into(),
+        unit: "ev/s",
+        rate: publish_rate,
+        p50_ms: None,
+        p99_ms: None,
+        baseline_name: "raw producer, same records".into(),
+        baseline_rate: raw_publish_rate,
+    });
+
+    // Replay: every projection from offset 0 over a synthetic order history.
+    if args.replay_orders > 0 {
+        let replay = crate::bench_replay::run(platform, args.replay_orders).await?;
+        stages.push(Stage {
+            name: "replay".into(),
+            unit: "ev/s",
+            rate: replay.rate,
+            p50_ms: None,
+            p99_ms: None,
+            baseline_name: format!("consumers that only read ({} ev)", replay.events),
+            baseline_rate: replay.baseline_rate,
+        });
+    }
+    Ok(stages)
+}
+
+/// `n` restocks through the command bus by `clients` concurrent clients, spread over the
+/// products; the rate and each command's latency.
+async fn append(
+    bus: &Arc<CommandBus<Product>>,
+    products: &Arc<Vec<String>>,
+    clients: usize,
+    n: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (bus, products) = (bus.clone(), products.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let metadata = EventMetadata::default();
+            for i in (client..n).step_by(clients) {
+                let t = Instant::now();
+                let product = &products[i % products.len()];
+                bus.execute(product, ProductCommand::Restock { quantity: 1 }, &metadata)
+                    .await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok((rate, latencies))
+}
+
+/// Sequences of the raw baseline's rows (unique, as the event store's are).
+static RAW_SEQUENCE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+
+/// The baseline of [`append`]: the same rows, one transaction per command (event +
+/// outbox), raw SQL.
+async fn raw_append(
+    pool: &sqlx::PgPool,
+    products: &Arc<Vec<String>>,
+    clients: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (pool, products) = (pool.clone(), products.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (client..n).step_by(clients) {
+                let product = &products[i % products.len()];
+                let mut tx = pool.begin().await?;
+                let position: i64 = sqlx::query_scalar(
+                    "INSERT INTO bench_raw_events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata)
+                     VALUES ('product', $1, $2, $3, 'ProductRestocked', '1', $4, '{}') RETURNING position",
+                )
+                .bind(product)
+                .bind(RAW_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                .bind(Uuid::now_v7())
+                .bind(json!({"product_id": product, "quantity": 1}))
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO bench_raw_outbox (position) VALUES ($1)")
+                    .bind(position)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Restocks of a product with `length` events against restocks of a new product: one
+/// client, a bus without its aggregate cache, so every command loads from the store.
+async fn long_stream(pool: &shop_eventing::sql::Pool, length: usize) -> anyhow::Result<Stage> {
+    let bus = CommandBus::<Product>::with_snapshots(
+        shop_inventory::service::event_store(pool.clone()),
+        (),
+        shop_inventory::service::SNAPSHOT_EVERY,
+    );
+    let metadata = EventMetadata::default();
+    let add = |i: usize| {
+        let product_id = Uuid::now_v7();
+        (
+            product_id.to_string(),
+            ProductCommand::AddProduct {
+                product_id,
+                sku: format!("STREAM-{i}"),
+                name: format!("Stream {i}"),
+                price: 100,
+                stock: 0,
+            },
+        )
+    };
+    let (long, command) = add(0);
+    bus.execute(&long, command, &metadata).await?;
+    for _ in 1..length {
+        bus.execute(&long, ProductCommand::Restock { quantity: 1 }, &metadata)
+            .await?;
+    }
+    let (new, command) = add(1);
+    bus.execute(&new, command, &metadata).await?;
+    let commands = 1_000;
+    let rate = |product: String| {
+        let (bus, metadata) = (&bus, &metadata);
+        async move {
+            let started = Instant::now();
+            let mut latencies = Vec::with_capacity(commands);
+            for _ in 0..commands {
+                let t = Instant::now();
+                bus.execute(&product, ProductCommand::Restock { quantity: 1 }, metadata)
+                    .await?;
+                latencies.push(t.elapsed());
+            }
+            latencies.sort();
+            anyhow::Ok((commands as f64 / started.elapsed().as_secs_f64(), latencies))
+        }
+    };
+    let (new_rate, _) = rate(new).await?;
+    let (long_rate, latencies) = rate(long).await?;
+    Ok(Stage {
+        name: format!("{length}-event stream"),
         unit: "cmd/s",
-        rate: append_rate,
+        rate: long_rate,
         p50_ms: Some(percentile(&latencies, 0.50)),
         p99_ms: Some(percentile(&latencies, 0.99)),
-        baseline_name,
-        baseline_rate,
-    };
-    Ok(vec![
-        append("raw INSERT event+outbox per tx", raw_insert_rate),
-        append("cqrs-es + postgres-es, same commands", peer_rate),
-        Stage {
-            name: "publish",
-            unit: "ev/s",
-            rate: publish_rate,
-            p50_ms: None,
-            p99_ms: None,
-            baseline_name: "raw producer, same records",
-            baseline_rate: raw_publish_rate,
-        },
-        Stage {
-            name: "projection",
-            unit: "ev/s",
-            rate: projection_rate,
-            p50_ms: None,
-            p99_ms: None,
-            baseline_name: "consumer that only reads",
-            baseline_rate: raw_consume_rate,
-        },
-    ])
+        baseline_name: "same commands, new stream".into(),
+        baseline_rate: new_rate,
+    })
 }
 
 /// postgres-es's tables (its `db/init.sql`), in a database of their own.

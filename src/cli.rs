@@ -301,4 +301,12 @@ pub struct BenchArgs {
     /// `embedded` (`shop dev`).
     #[arg(long, value_delimiter = ',', default_value = "kafka,embedded")]
     pub e2e_backends: Vec<String>,
+    /// Replay: delivered orders in the synthetic history (9 events each, plus their
+    /// customers and products) that every projection is rebuilt from; 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    pub replay_orders: usize,
+    /// Long streams: events of the product whose restocks are timed against a new
+    /// product's (snapshots); 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    pub long_stream: usize,
 }

@@ -22,6 +22,10 @@ async fn bench_reports_each_stage_beside_its_baseline() {
             "10",
             "--e2e-seconds",
             "2",
+            "--replay-orders",
+            "200",
+            "--long-stream",
+            "250",
             "--json",
         ])
         .arg(&json_path)
@@ -38,13 +42,21 @@ async fn bench_reports_each_stage_beside_its_baseline() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for stage in ["append", "publish", "projection"] {
+    for stage in [
+        "append x1",
+        "append x4",
+        "250-event stream",
+        "publish",
+        "replay",
+    ] {
         assert!(stdout.contains(stage), "{stdout}");
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let stages = report["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 4);
+    // Append with 1 and 4 clients (the latter beside raw inserts and the peer), the long
+    // stream, publish and replay.
+    assert_eq!(stages.len(), 6, "{stages:?}");
     let e2e = report["e2e"].as_array().unwrap();
     assert_eq!(e2e.len(), 2, "one load on each backend: {e2e:?}");
     for run in e2e {
