@@ -408,7 +408,8 @@ async fn long_stream(pool: &shop_eventing::sql::Pool, length: usize) -> anyhow::
         shop_inventory::service::event_store(pool.clone()),
         (),
         shop_inventory::service::SNAPSHOT_EVERY,
-    );
+    )
+    .without_cache();
     let metadata = EventMetadata::default();
     let add = |i: usize| {
         let product_id = Uuid::now_v7();

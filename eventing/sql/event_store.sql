@@ -20,7 +20,11 @@ CREATE TABLE IF NOT EXISTS events (
     CONSTRAINT events_aggregate_sequence UNIQUE (aggregate_type, aggregate_id, sequence)
 );
 
-CREATE TABLE IF NOT EXISTS snapshots (
+-- Aggregate states as of `last_sequence` (the last event they include), written with
+-- the append that reached the snapshot interval; loads replay only the events after it.
+-- (`snapshots`, the earlier table, recorded a snapshot counter instead of the sequence.)
+DROP TABLE IF EXISTS snapshots;
+CREATE TABLE IF NOT EXISTS aggregate_snapshots (
     aggregate_type TEXT        NOT NULL,
     aggregate_id   TEXT        NOT NULL,
     last_sequence  BIGINT      NOT NULL,

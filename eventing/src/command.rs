@@ -1,10 +1,20 @@
 //! Executing commands on cqrs-es aggregates over the [`EventStore`], with retries on
 //! optimistic-concurrency conflicts and one typed error for the HTTP edge.
+//!
+//! Aggregates load from their latest snapshot and the events after it, or from the bus's
+//! cache of the states its own appends produced. The store stays the judge: an append
+//! decided on a stale cached state takes a sequence that exists (a conflict: the entry
+//! is dropped and the command re-run on a fresh load), and a refusal or a no-op decided on
+//! a cached state is confirmed against the store before it stands.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventRepository, SerializedEvent};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore as _};
 use shop_schemas::EventMetadata;
 use tracing::{debug, warn};
 
@@ -32,6 +42,9 @@ pub enum CommandError<E: std::error::Error> {
     Unavailable(String),
 }
 
+/// Aggregates kept by a [`CommandBus`] by default.
+pub const CACHE_CAPACITY: usize = 10_000;
+
 /// Runs commands of one aggregate type against the event store.
 pub struct CommandBus<A>
 where
@@ -39,13 +52,14 @@ where
 {
     store: EventStore,
     services: A::Services,
-    /// Load from a snapshot taken every this many events (`None`: replay every event).
+    /// Snapshot every this many events (`None`: replay every event).
     snapshot_every: Option<usize>,
+    cache: Option<Arc<AggregateCache<A>>>,
 }
 
 impl<A> CommandBus<A>
 where
-    A: Aggregate,
+    A: Aggregate + Clone + 'static,
     A::Command: Clone,
     A::Services: Clone,
 {
@@ -54,28 +68,35 @@ where
             store,
             services,
             snapshot_every: None,
+            cache: Some(Arc::new(AggregateCache::new(CACHE_CAPACITY))),
         }
     }
 
-    /// Like [`CommandBus::new`], loading aggregates from a snapshot taken every
-    /// `snapshot_every` events.
+    /// Like [`CommandBus::new`], writing a snapshot every `snapshot_every` events.
     pub fn with_snapshots(store: EventStore, services: A::Services, snapshot_every: usize) -> Self {
         CommandBus {
-            store,
-            services,
             snapshot_every: Some(snapshot_every),
+            ..Self::new(store, services)
         }
     }
 
-    fn framework<R: PersistedEventRepository>(
+    /// Without the aggregate cache: every command loads its aggregate from the store.
+    pub fn without_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    fn store<R: PersistedEventRepository + AfterAppend>(
         &self,
         repository: R,
-    ) -> CqrsFramework<A, PersistedEventStore<R, A>> {
-        let store = match self.snapshot_every {
-            Some(every) => PersistedEventStore::new_snapshot_store(repository, every),
-            None => PersistedEventStore::new_event_store(repository),
-        };
-        CqrsFramework::new(store, vec![], self.services.clone())
+    ) -> AggregateStore<R, A> {
+        AggregateStore {
+            repository,
+            snapshot_every: self.snapshot_every,
+            cache: self.cache.clone(),
+            cached: AtomicBool::new(false),
+            sequence: AtomicUsize::new(0),
+        }
     }
 
     /// Executes a command in a transaction of its own; a lost concurrency race is retried
@@ -90,8 +111,9 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<(), CommandError<A::Error>> {
-        let cqrs = self.framework(self.store.clone());
-        run_with_retries(&cqrs, aggregate_id, command, metadata).await
+        self.execute_versioned(aggregate_id, command, metadata)
+            .await
+            .map(|_| ())
     }
 
     /// Like [`CommandBus::execute`], returning the aggregate's version after the command
@@ -105,11 +127,10 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<i64, CommandError<A::Error>> {
-        self.execute(aggregate_id, command, metadata).await?;
-        self.store
-            .last_sequence(A::TYPE, aggregate_id)
-            .await
-            .map_err(|e| CommandError::Unavailable(e.to_string()))
+        let store = self.store(self.store.clone());
+        self.run_with_retries(&store, aggregate_id, command, metadata)
+            .await?;
+        Ok(store.sequence.load(Ordering::Relaxed) as i64)
     }
 
     /// Executes a command inside the caller's transaction (a reaction's: its dedup record
@@ -130,52 +151,306 @@ where
         if replaying() {
             return Ok(());
         }
-        let cqrs = self.framework(TxEventStore::new(conn, self.store.hook()));
-        run_with_retries(&cqrs, aggregate_id, command, metadata).await
+        let store = self.store(TxEventStore::new(conn, self.store.hook()));
+        self.run_with_retries(&store, aggregate_id, command, metadata)
+            .await
+    }
+
+    /// What `CqrsFramework::execute_with_metadata` does (load, handle, commit), on a store
+    /// the bus can still ask whether a refusal's state was current.
+    async fn attempt<R: PersistedEventRepository + AfterAppend>(
+        &self,
+        store: &AggregateStore<R, A>,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<(), AggregateError<A::Error>> {
+        let mut context = store.load_aggregate(aggregate_id).await?;
+        let sink = EventSink::default();
+        context
+            .aggregate
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        store
+            .commit(sink.collect().await, context, metadata.to_map())
+            .await?;
+        Ok(())
+    }
+
+    async fn run_with_retries<R: PersistedEventRepository + AfterAppend>(
+        &self,
+        store: &AggregateStore<R, A>,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<(), CommandError<A::Error>> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            store.cached.store(false, Ordering::Relaxed);
+            match self
+                .attempt(store, aggregate_id, command.clone(), metadata)
+                .await
+            {
+                Ok(()) => break Ok(()),
+                Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
+                    debug!(attempt, "concurrency conflict, retrying");
+                    let backoff = Duration::from_millis(fastrand::u64(1..=5 * attempt as u64));
+                    tokio::time::sleep(backoff).await;
+                }
+                // A refusal decided on a cached state stands only if that state is current.
+                Err(AggregateError::UserError(e))
+                    if store.cached.load(Ordering::Relaxed) && attempt <= CONFLICT_RETRIES =>
+                {
+                    match store.is_current(aggregate_id).await {
+                        Ok(true) => break Err(CommandError::Rejected(e)),
+                        Ok(false) => debug!("refused on a stale cached state, retrying"),
+                        Err(e) => break Err(map_error(e)),
+                    }
+                }
+                Err(e) => break Err(map_error(e)),
+            }
+        };
+        let outcome = match &result {
+            Ok(()) => "accepted",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Conflict) => "conflict",
+            Err(CommandError::Taken(_)) => "taken",
+            Err(CommandError::Unavailable(e)) => {
+                warn!(error = %e, "command failed");
+                "failed"
+            }
+        };
+        metrics::histogram!("command_duration_seconds", "aggregate" => A::TYPE, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+        result
     }
 }
 
-async fn run_with_retries<A, R>(
-    cqrs: &CqrsFramework<A, PersistedEventStore<R, A>>,
-    aggregate_id: &str,
-    command: A::Command,
-    metadata: &EventMetadata,
-) -> Result<(), CommandError<A::Error>>
-where
-    A: Aggregate,
-    A::Command: Clone,
-    R: PersistedEventRepository,
-{
-    let started = Instant::now();
-    let mut attempt = 0;
-    let result = loop {
-        attempt += 1;
-        match cqrs
-            .execute_with_metadata(aggregate_id, command.clone(), metadata.to_map())
-            .await
+/// Aggregate states as of their last append through one bus (see the module docs).
+struct AggregateCache<A> {
+    entries: Mutex<HashMap<String, (A, usize)>>,
+    capacity: usize,
+}
+
+impl<A: Clone> AggregateCache<A> {
+    fn new(capacity: usize) -> Self {
+        AggregateCache {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    fn get(&self, aggregate_id: &str) -> Option<(A, usize)> {
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .get(aggregate_id)
+            .cloned()
+    }
+
+    /// Keeps a state unless a later one is there; when full, drops an arbitrary entry.
+    fn put(&self, aggregate_id: &str, aggregate: A, sequence: usize) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries
+            .get(aggregate_id)
+            .is_some_and(|(_, known)| *known >= sequence)
         {
-            Ok(()) => break Ok(()),
-            Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
-                debug!(attempt, "concurrency conflict, retrying");
-                let backoff = Duration::from_millis(fastrand::u64(1..=5 * attempt as u64));
-                tokio::time::sleep(backoff).await;
+            return;
+        }
+        if entries.len() >= self.capacity && !entries.contains_key(aggregate_id) {
+            if let Some(victim) = entries.keys().next().cloned() {
+                entries.remove(&victim);
             }
-            Err(e) => break Err(map_error(e)),
         }
-    };
-    let outcome = match &result {
-        Ok(()) => "accepted",
-        Err(CommandError::Rejected(_)) => "rejected",
-        Err(CommandError::Conflict) => "conflict",
-        Err(CommandError::Taken(_)) => "taken",
-        Err(CommandError::Unavailable(e)) => {
-            warn!(error = %e, "command failed");
-            "failed"
+        entries.insert(aggregate_id.to_string(), (aggregate, sequence));
+    }
+
+    fn remove(&self, aggregate_id: &str) {
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .remove(aggregate_id);
+    }
+}
+
+/// cqrs-es's event store for one command: loads from the cache, or from the latest
+/// snapshot and the events after it; commits the events with a snapshot when the append
+/// crosses a multiple of the interval.
+struct AggregateStore<R, A: Aggregate> {
+    repository: R,
+    snapshot_every: Option<usize>,
+    cache: Option<Arc<AggregateCache<A>>>,
+    /// The last load came from the cache.
+    cached: AtomicBool,
+    /// The aggregate's sequence when loaded, then after the append.
+    sequence: AtomicUsize,
+}
+
+impl<R, A> AggregateStore<R, A>
+where
+    R: PersistedEventRepository,
+    A: Aggregate + Clone,
+{
+    /// Whether the store holds no event after the loaded state's; if it does, the
+    /// cached entry is dropped.
+    async fn is_current(&self, aggregate_id: &str) -> Result<bool, AggregateError<A::Error>> {
+        let later = self
+            .repository
+            .get_last_events::<A>(aggregate_id, self.sequence.load(Ordering::Relaxed))
+            .await?;
+        if !later.is_empty() {
+            if let Some(cache) = &self.cache {
+                cache.remove(aggregate_id);
+            }
         }
-    };
-    metrics::histogram!("command_duration_seconds", "aggregate" => A::TYPE, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
-    result
+        Ok(later.is_empty())
+    }
+}
+
+/// Where an append's state goes once it is durable.
+trait AfterAppend {
+    /// Runs `work` when the append is committed.
+    fn after_commit(
+        &self,
+        work: impl FnOnce() + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl AfterAppend for EventStore {
+    async fn after_commit(&self, work: impl FnOnce() + Send + 'static) {
+        work();
+    }
+}
+
+impl AfterAppend for TxEventStore<'_> {
+    async fn after_commit(&self, work: impl FnOnce() + Send + 'static) {
+        TxEventStore::after_commit(self, work).await;
+    }
+}
+
+impl<R, A> cqrs_es::EventStore<A> for AggregateStore<R, A>
+where
+    R: PersistedEventRepository + AfterAppend,
+    A: Aggregate + Clone + 'static,
+{
+    type AC = EventStoreAggregateContext<A>;
+
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        self.repository
+            .get_events::<A>(aggregate_id)
+            .await?
+            .into_iter()
+            .map(|e| EventEnvelope::try_from(e).map_err(AggregateError::from))
+            .collect()
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Self::AC, AggregateError<A::Error>> {
+        if let Some((aggregate, sequence)) = self.cache.as_ref().and_then(|c| c.get(aggregate_id)) {
+            self.cached.store(true, Ordering::Relaxed);
+            self.sequence.store(sequence, Ordering::Relaxed);
+            return Ok(EventStoreAggregateContext {
+                aggregate_id: aggregate_id.to_string(),
+                aggregate,
+                current_sequence: sequence,
+                current_snapshot: None,
+            });
+        }
+        let (mut aggregate, mut sequence) = (A::default(), 0);
+        if self.snapshot_every.is_some() {
+            if let Some(snapshot) = self.repository.get_snapshot::<A>(aggregate_id).await? {
+                // A snapshot of an older shape of the aggregate is ignored (full replay).
+                if let Ok(state) = serde_json::from_value(snapshot.aggregate) {
+                    aggregate = state;
+                    sequence = snapshot.current_sequence;
+                }
+            }
+        }
+        for event in self
+            .repository
+            .get_last_events::<A>(aggregate_id, sequence)
+            .await?
+        {
+            let envelope: EventEnvelope<A> = EventEnvelope::try_from(event)?;
+            sequence = envelope.sequence;
+            aggregate.apply(envelope.payload);
+        }
+        self.sequence.store(sequence, Ordering::Relaxed);
+        Ok(EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_string(),
+            aggregate,
+            current_sequence: sequence,
+            current_snapshot: None,
+        })
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: Self::AC,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let aggregate_id = context.aggregate_id;
+        let last = context.current_sequence;
+        if events.is_empty() {
+            // A no-op decided on a cached state stands only if that state is current.
+            if self.cached.load(Ordering::Relaxed) && !self.is_current(&aggregate_id).await? {
+                return Err(AggregateError::AggregateConflict);
+            }
+            return Ok(Vec::new());
+        }
+        let envelopes: Vec<EventEnvelope<A>> = events
+            .into_iter()
+            .zip(last + 1..)
+            .map(|(payload, sequence)| EventEnvelope {
+                aggregate_id: aggregate_id.clone(),
+                sequence,
+                payload,
+                metadata: metadata.clone(),
+            })
+            .collect();
+        let next = last + envelopes.len();
+        let snapshot_due = self
+            .snapshot_every
+            .is_some_and(|every| last / every != next / every);
+        // cqrs-es's `EventSink::write` applied each event to the aggregate as the command
+        // wrote it: the context holds the state after them.
+        let state = (snapshot_due || self.cache.is_some()).then_some(context.aggregate);
+        let snapshot = match (&state, snapshot_due) {
+            (Some(state), true) => Some((
+                aggregate_id.clone(),
+                serde_json::to_value(state)
+                    .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?,
+                next,
+            )),
+            _ => None,
+        };
+        let serialized = envelopes
+            .iter()
+            .map(SerializedEvent::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Err(e) = self.repository.persist::<A>(&serialized, snapshot).await {
+            if let Some(cache) = &self.cache {
+                cache.remove(&aggregate_id);
+            }
+            return Err(e.into());
+        }
+        self.sequence.store(next, Ordering::Relaxed);
+        if let (Some(cache), Some(state)) = (self.cache.clone(), state) {
+            self.repository
+                .after_commit(move || cache.put(&aggregate_id, state, next))
+                .await;
+        }
+        Ok(envelopes)
+    }
 }
 
 fn map_error<E: std::error::Error>(error: AggregateError<E>) -> CommandError<E> {

@@ -146,6 +146,53 @@ pub async fn record_applied(
     Ok(())
 }
 
+/// [`record_applied`] for a batch: each aggregate's highest sequence, in one statement.
+///
+/// # Errors
+/// The database fails.
+pub async fn record_applied_batch(
+    tx: &mut sql::Conn,
+    consumer: &str,
+    events: &[&shop_schemas::CloudEvent],
+) -> Result<(), sqlx::Error> {
+    let mut highest: std::collections::HashMap<(&'static str, &str), i64> =
+        std::collections::HashMap::new();
+    for event in events {
+        if let Some(service) = event.service() {
+            let sequence = highest.entry((service.name(), &event.subject)).or_default();
+            *sequence = (*sequence).max(event.sequence as i64);
+        }
+    }
+    if highest.is_empty() {
+        return Ok(());
+    }
+    let mut rows = sql::RowSet::default();
+    for ((source, subject), sequence) in highest {
+        rows.push(serde_json::json!({"source": source, "subject": subject, "sequence": sequence}));
+    }
+    let from = tx.dialect().rows(
+        2,
+        "r",
+        &[
+            ("source", "TEXT"),
+            ("subject", "TEXT"),
+            ("sequence", "BIGINT"),
+        ],
+    );
+    let statement = format!(
+        "INSERT INTO applied_versions (consumer, source, subject, sequence)
+         SELECT $1, r.source, r.subject, r.sequence FROM {from} WHERE true
+         ON CONFLICT (consumer, source, subject) DO UPDATE SET sequence =
+             CASE WHEN applied_versions.sequence > EXCLUDED.sequence THEN applied_versions.sequence ELSE EXCLUDED.sequence END"
+    );
+    sql::query(&statement)
+        .bind(consumer)
+        .bind(rows.into_arg())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// Waits until every `(consumer, token)` pair is applied; `false` when `wait` ran out.
 ///
 /// # Errors

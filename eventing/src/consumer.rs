@@ -78,6 +78,30 @@ pub trait EventHandler: Send + Sync + 'static {
     /// # Errors
     /// The event cannot be applied; the runner rolls back, retries and dead-letters.
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError>;
+
+    /// Applies a batch of new events (deduplicated, in the order read) at once — the
+    /// runner calls it instead of [`EventHandler::handle`] when [`EventHandler::batches`]
+    /// says so. Projections override both to write set-based: a few statements per batch
+    /// rather than some per event.
+    ///
+    /// # Errors
+    /// Some event cannot be applied; the runner rolls back and goes event by event.
+    async fn handle_batch(
+        &self,
+        tx: &mut Conn,
+        events: &[&CloudEvent],
+    ) -> Result<(), HandlerError> {
+        for event in events {
+            self.handle(tx, event).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the runner applies whole batches through [`EventHandler::handle_batch`]
+    /// (no span per event). Saga reactions keep the default: one event at a time.
+    fn batches(&self) -> bool {
+        false
+    }
 }
 
 /// Decodes an event of `service` into its enum: `None` for events of other services or
@@ -314,17 +338,38 @@ impl ConsumerRunner {
             .collect();
         let mut applied = 0i64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
-        for (index, (record, event)) in records.iter().zip(&events).enumerate() {
-            if index == records.len() / 2 && index > 0 {
-                fault::point(fault::CONSUMER_MID_BATCH);
-            }
+        if self.handler.batches() {
             // `remove`: an id twice in one batch (a republished record) applies once.
-            if !ahead[index] || !fresh.remove(&event.id) {
-                continue;
+            let batch: Vec<&CloudEvent> = events
+                .iter()
+                .zip(&ahead)
+                .filter(|(event, ahead)| **ahead && fresh.remove(&event.id))
+                .map(|(event, _)| event)
+                .collect();
+            let span = tracing::info_span!("apply_batch", consumer = %self.config.name, events = batch.len());
+            self.handler
+                .handle_batch(&mut tx, &batch)
+                .instrument(span)
+                .await?;
+            if self.track_versions {
+                crate::consistency::record_applied_batch(&mut tx, &self.config.name, &batch)
+                    .await?;
             }
-            self.handle(&mut tx, record, event).await?;
-            applied += 1;
-            last_event_at = last_event_at.max(Some(event.time));
+            fault::point(fault::CONSUMER_MID_BATCH);
+            applied = batch.len() as i64;
+            last_event_at = batch.iter().map(|e| e.time).max();
+        } else {
+            for (index, (record, event)) in records.iter().zip(&events).enumerate() {
+                if index == records.len() / 2 && index > 0 {
+                    fault::point(fault::CONSUMER_MID_BATCH);
+                }
+                if !ahead[index] || !fresh.remove(&event.id) {
+                    continue;
+                }
+                self.handle(&mut tx, record, event).await?;
+                applied += 1;
+                last_event_at = last_event_at.max(Some(event.time));
+            }
         }
         let duplicates = candidate_ids.len() as i64 - applied;
         save_progress(

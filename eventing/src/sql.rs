@@ -59,6 +59,58 @@ impl Dialect {
             Dialect::Sqlite => "MAX",
         }
     }
+
+    /// A table `alias` of the rows of the JSON array bound at `$n` ([`RowSet`]), with the
+    /// given `(column, PostgreSQL type)`s: one statement writes a whole batch.
+    pub fn rows(self, n: usize, alias: &str, columns: &[(&str, &str)]) -> String {
+        match self {
+            Dialect::Postgres => {
+                let columns: Vec<String> =
+                    columns.iter().map(|(c, ty)| format!("{c} {ty}")).collect();
+                format!(
+                    "jsonb_to_recordset(${n}::jsonb) AS {alias}({})",
+                    columns.join(", ")
+                )
+            }
+            Dialect::Sqlite => {
+                let columns: Vec<String> = columns
+                    .iter()
+                    .map(|(c, _)| format!("json_extract(value, '$.{c}') AS {c}"))
+                    .collect();
+                format!(
+                    "(SELECT {} FROM json_each(${n})) AS {alias}",
+                    columns.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Rows for [`Dialect::rows`]: JSON objects, bound as one array.
+#[derive(Debug, Default)]
+pub struct RowSet(Vec<Value>);
+
+impl RowSet {
+    pub fn push(&mut self, row: Value) {
+        self.0.push(row);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// A timestamp as both backends read it (fixed width: text order is time order).
+    pub fn time(t: &DateTime<Utc>) -> Value {
+        Value::String(sqlite_time(t))
+    }
+
+    pub fn into_arg(self) -> Arg {
+        Arg::Json(Some(Value::Array(self.0)))
+    }
 }
 
 /// A pool of connections to one component database.
@@ -111,6 +163,7 @@ impl Pool {
             Pool::Postgres(pool) => Conn {
                 inner: Inner::PgTx(pool.begin().await?),
                 outbox: None,
+                after_commit: Vec::new(),
             },
             Pool::Sqlite(lite) => Conn {
                 inner: Inner::LiteTx(lite.pool.begin_with("BEGIN IMMEDIATE").await?),
@@ -118,6 +171,7 @@ impl Pool {
                     notify: lite.outbox.clone(),
                     pending: false,
                 }),
+                after_commit: Vec::new(),
             },
         })
     }
@@ -131,6 +185,7 @@ impl Pool {
             Pool::Postgres(pool) => Conn {
                 inner: Inner::Pg(pool.acquire().await?),
                 outbox: None,
+                after_commit: Vec::new(),
             },
             Pool::Sqlite(lite) => Conn {
                 inner: Inner::Lite(lite.pool.acquire().await?),
@@ -138,6 +193,7 @@ impl Pool {
                     notify: lite.outbox.clone(),
                     pending: false,
                 }),
+                after_commit: Vec::new(),
             },
         })
     }
@@ -178,6 +234,18 @@ struct OutboxWake {
 pub struct Conn {
     inner: Inner,
     outbox: Option<OutboxWake>,
+    /// Work to do once the transaction has committed (e.g. caching the state an append
+    /// produced); dropped with a rollback.
+    after_commit: Vec<AfterCommit>,
+}
+
+/// See [`Conn::after_commit`].
+struct AfterCommit(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterCommit")
+    }
 }
 
 #[derive(Debug)]
@@ -214,7 +282,21 @@ impl Conn {
                 wake.notify.notify_one();
             }
         }
+        for work in self.after_commit {
+            (work.0)();
+        }
         Ok(())
+    }
+
+    /// Runs `work` once this transaction has committed (at once outside a transaction);
+    /// never if it rolls back.
+    pub fn after_commit(&mut self, work: impl FnOnce() + Send + 'static) {
+        match self.inner {
+            Inner::PgTx(_) | Inner::LiteTx(_) => {
+                self.after_commit.push(AfterCommit(Box::new(work)))
+            }
+            Inner::Pg(_) | Inner::PgOwned(_) | Inner::Lite(_) => work(),
+        }
     }
 
     /// Rolls the transaction back (dropping it does too).
@@ -257,6 +339,7 @@ impl Conn {
         Conn {
             inner: Inner::PgOwned(Box::new(conn)),
             outbox: None,
+            after_commit: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
@@ -35,6 +35,12 @@ pub trait AppendHook: Send + Sync {
         tx: &'a mut Conn,
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>>;
+
+    /// Whether events of this type need the hook. An append none of whose events does
+    /// (and that writes no snapshot) is a single statement, outside any transaction.
+    fn touches(&self, _event_type: &str) -> bool {
+        true
+    }
 }
 
 impl StoredEvent {
@@ -333,7 +339,7 @@ async fn snapshot(
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-    let row = sql::query("SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
+    let row = sql::query("SELECT last_sequence, payload FROM aggregate_snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
         .bind(aggregate_type)
         .bind(aggregate_id)
         .fetch_optional(&mut *conn)
@@ -369,14 +375,22 @@ async fn all_of_type(
         .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
 }
 
-/// Appends in a transaction of its own.
+/// Appends in a transaction of its own; on PostgreSQL, an append without hook work or
+/// snapshot is one statement on its own (events, outbox rows and the relay's wake-up).
 async fn append_new(
     pool: &Pool,
     hook: Option<&dyn AppendHook>,
     events: &[SerializedEvent],
     snapshot: Option<(String, Value, usize)>,
 ) -> Result<(), PersistenceError> {
-    let mut tx = pool.begin().await.map_err(connection_error)?;
+    let hook = hook.filter(|h| events.iter().any(|e| h.touches(&e.event_type)));
+    let single = pool.dialect() == sql::Dialect::Postgres && hook.is_none() && snapshot.is_none();
+    let mut tx = if single {
+        pool.acquire().await
+    } else {
+        pool.begin().await
+    }
+    .map_err(connection_error)?;
     let appended = append(&mut tx, hook, events, snapshot).await?;
     tx.commit().await.map_err(connection_error)?;
     metrics::counter!("events_appended_total").increment(appended);
@@ -419,8 +433,20 @@ async fn append_nested(
     }
 }
 
-/// The statements of an append: events, outbox rows, the hook, the snapshot and the
-/// relay's wake-up. Returns how many events it appended.
+/// The events of an append on PostgreSQL, from one JSON array (`$1`), with their outbox
+/// rows and the relay's wake-up (`$2`); the positions in sequence order.
+const APPEND_POSTGRES: &str = "WITH appended AS (
+        INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+        SELECT aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at
+        FROM jsonb_to_recordset($1::jsonb) AS e(aggregate_type TEXT, aggregate_id TEXT, sequence BIGINT, event_id UUID,
+             event_type TEXT, event_version TEXT, data JSONB, metadata JSONB, recorded_at TIMESTAMPTZ)
+        ORDER BY sequence
+        RETURNING position, sequence),
+    queued AS (INSERT INTO outbox (position) SELECT position FROM appended)
+    SELECT appended.position FROM appended CROSS JOIN (SELECT pg_notify($2, '')) AS wake ORDER BY appended.sequence";
+
+/// The statements of an append: events, outbox rows and the relay's wake-up, the hook,
+/// the snapshot. Returns how many events it appended.
 #[tracing::instrument(name = "append", skip_all, fields(aggregate_id = %events[0].aggregate_id, events = events.len()))]
 async fn append(
     tx: &mut Conn,
@@ -428,8 +454,8 @@ async fn append(
     events: &[SerializedEvent],
     snapshot: Option<(String, Value, usize)>,
 ) -> Result<u64, PersistenceError> {
+    let now = Utc::now().trunc_subsecs(6);
     let mut stored = Vec::with_capacity(events.len());
-    let now = Utc::now();
     for event in events {
         let (event_type, data) =
             shop_schemas::split_event(event.payload.clone()).ok_or_else(|| {
@@ -443,46 +469,90 @@ async fn append(
             })?;
         let metadata: HashMap<String, String> =
             serde_json::from_value(event.metadata.clone()).unwrap_or_default();
-        let event_id = Uuid::now_v7();
-        let position: i64 = sql::query_scalar(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
-        )
-        .bind(&event.aggregate_type)
-        .bind(&event.aggregate_id)
-        .bind(event.sequence as i64)
-        .bind(event_id)
-        .bind(&event_type)
-        .bind(&event.event_version)
-        .bind(data.clone())
-        .bind(event.metadata.clone())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| {
-            if sql::is_unique_violation(&e, "events_aggregate_sequence", "events") {
-                PersistenceError::OptimisticLockError
-            } else {
-                connection_error(e)
-            }
-        })?;
-        sql::query("INSERT INTO outbox (position) VALUES ($1)")
-            .bind(position)
-            .execute(&mut *tx)
-            .await
-            .map_err(connection_error)?;
         stored.push(StoredEvent {
-            position,
+            position: 0,
             aggregate_type: event.aggregate_type.clone(),
             aggregate_id: event.aggregate_id.clone(),
             sequence: event.sequence as i64,
-            event_id,
+            event_id: Uuid::now_v7(),
             event_type,
             event_version: event.event_version.clone(),
             data,
             metadata: EventMetadata::from_map(&metadata),
             recorded_at: now,
         });
+    }
+    let lost_race = |e: sqlx::Error| {
+        if sql::is_unique_violation(&e, "events_aggregate_sequence", "events") {
+            PersistenceError::OptimisticLockError
+        } else {
+            connection_error(e)
+        }
+    };
+    match tx.dialect() {
+        // One round trip: the rows as one JSON array, the outbox rows and the wake-up
+        // (delivered at commit) in the same statement.
+        sql::Dialect::Postgres => {
+            let rows: Vec<Value> = stored
+                .iter()
+                .zip(events)
+                .map(|(e, serialized)| {
+                    serde_json::json!({
+                        "aggregate_type": e.aggregate_type,
+                        "aggregate_id": e.aggregate_id,
+                        "sequence": e.sequence,
+                        "event_id": e.event_id,
+                        "event_type": e.event_type,
+                        "event_version": e.event_version,
+                        "data": e.data,
+                        "metadata": serialized.metadata,
+                        "recorded_at": e.recorded_at,
+                    })
+                })
+                .collect();
+            let positions: Vec<i64> = sql::query_scalar(APPEND_POSTGRES)
+                .bind(Value::Array(rows))
+                .bind(OUTBOX_CHANNEL)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(lost_race)?;
+            if positions.len() != stored.len() {
+                return Err(PersistenceError::UnknownError(
+                    format!("appended {} of {} events", positions.len(), stored.len()).into(),
+                ));
+            }
+            for (event, position) in stored.iter_mut().zip(positions) {
+                event.position = position;
+            }
+        }
+        sql::Dialect::Sqlite => {
+            for (event, serialized) in stored.iter_mut().zip(events) {
+                event.position = sql::query_scalar(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
+                )
+                .bind(&event.aggregate_type)
+                .bind(&event.aggregate_id)
+                .bind(event.sequence)
+                .bind(event.event_id)
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(event.data.clone())
+                .bind(serialized.metadata.clone())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(lost_race)?;
+                sql::query("INSERT INTO outbox (position) VALUES ($1)")
+                    .bind(event.position)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(connection_error)?;
+            }
+            tx.notify_outbox(OUTBOX_CHANNEL)
+                .await
+                .map_err(connection_error)?;
+        }
     }
     if let Some(hook) = hook {
         hook.on_append(tx, &stored).await.map_err(|e| match e {
@@ -493,7 +563,7 @@ async fn append(
     if let (Some((aggregate_id, payload, last_sequence)), Some(first)) = (snapshot, events.first())
     {
         sql::query(
-            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, payload) VALUES ($1, $2, $3, $4)
+            "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, last_sequence, payload) VALUES ($1, $2, $3, $4)
              ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload, taken_at = CURRENT_TIMESTAMP",
         )
         .bind(&first.aggregate_type)
@@ -504,9 +574,6 @@ async fn append(
         .await
         .map_err(connection_error)?;
     }
-    tx.notify_outbox(OUTBOX_CHANNEL)
-        .await
-        .map_err(connection_error)?;
     Ok(stored.len() as u64)
 }
 
@@ -558,6 +625,11 @@ impl EventStore {
 }
 
 impl TxEventStore<'_> {
+    /// Runs `work` once the owner's transaction commits ([`Conn::after_commit`]).
+    pub(crate) async fn after_commit(&self, work: impl FnOnce() + Send + 'static) {
+        self.conn.lock().await.after_commit(work);
+    }
+
     async fn append(
         &self,
         events: &[SerializedEvent],

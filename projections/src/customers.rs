@@ -3,12 +3,14 @@
 //! them into the customer view of SPEC §3.2.
 
 use async_trait::async_trait;
+use serde_json::json;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
-use shop_eventing::sql::{self, Conn};
+use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::{CloudEvent, Service};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::ProjectionInfo;
@@ -75,20 +77,110 @@ fn delta(event: &CloudEvent) -> Result<Option<(Uuid, Delta)>, HandlerError> {
     })
 }
 
+/// How a figures row takes a delta (`EXCLUDED`).
+const FIGURES_ADDED: &str =
+    "wallet_balance = customer_figures.wallet_balance + EXCLUDED.wallet_balance,
+    orders_count = customer_figures.orders_count + EXCLUDED.orders_count,
+    lifetime_spend = customer_figures.lifetime_spend + EXCLUDED.lifetime_spend,
+    updated_at = CASE WHEN customer_figures.updated_at > EXCLUDED.updated_at
+                      THEN customer_figures.updated_at ELSE EXCLUDED.updated_at END";
+
 #[async_trait]
 impl EventHandler for CustomersProjection {
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// A batch in two statements: new customers, and the figures' deltas summed per
+    /// customer.
+    async fn handle_batch(
+        &self,
+        tx: &mut Conn,
+        events: &[&CloudEvent],
+    ) -> Result<(), HandlerError> {
+        let mut registered = RowSet::default();
+        let mut figures: HashMap<Uuid, (Delta, chrono::DateTime<chrono::Utc>)> = HashMap::new();
+        for event in events {
+            if let Some((customer_id, d)) = delta(event)? {
+                let (sum, at) = figures
+                    .entry(customer_id)
+                    .or_insert_with(|| (Delta::default(), event.time));
+                sum.wallet_balance += d.wallet_balance;
+                sum.orders_count += d.orders_count;
+                sum.lifetime_spend += d.lifetime_spend;
+                *at = (*at).max(event.time);
+            } else if let Some(CustomerEvent::CustomerRegistered(e)) =
+                decode::<CustomerEvent>(Service::Customers, event)?
+            {
+                registered.push(json!({
+                    "customer_id": e.customer_id, "name": e.name, "email": e.email,
+                    "address": e.address, "version": event.sequence,
+                    "at": RowSet::time(&event.time),
+                }));
+            }
+        }
+        let dialect = tx.dialect();
+        if !registered.is_empty() {
+            let from = dialect.rows(
+                1,
+                "r",
+                &[
+                    ("customer_id", "UUID"),
+                    ("name", "TEXT"),
+                    ("email", "TEXT"),
+                    ("address", "JSONB"),
+                    ("version", "BIGINT"),
+                    ("at", "TIMESTAMPTZ"),
+                ],
+            );
+            sql::query(&format!(
+                "INSERT INTO customers (customer_id, name, email, address, version, created_at, updated_at)
+                 SELECT customer_id, name, email, address, version, at, at FROM {from} WHERE true
+                 ON CONFLICT (customer_id) DO NOTHING"
+            ))
+            .bind(registered.into_arg())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !figures.is_empty() {
+            let mut rows = RowSet::default();
+            for (customer_id, (d, at)) in &figures {
+                rows.push(json!({
+                    "customer_id": customer_id, "wallet_balance": d.wallet_balance,
+                    "orders_count": d.orders_count, "lifetime_spend": d.lifetime_spend,
+                    "at": RowSet::time(at),
+                }));
+            }
+            let from = dialect.rows(
+                1,
+                "r",
+                &[
+                    ("customer_id", "UUID"),
+                    ("wallet_balance", "BIGINT"),
+                    ("orders_count", "BIGINT"),
+                    ("lifetime_spend", "BIGINT"),
+                    ("at", "TIMESTAMPTZ"),
+                ],
+            );
+            sql::query(&format!(
+                "INSERT INTO customer_figures (customer_id, wallet_balance, orders_count, lifetime_spend, updated_at)
+                 SELECT customer_id, wallet_balance, orders_count, lifetime_spend, at FROM {from} WHERE true
+                 ON CONFLICT (customer_id) DO UPDATE SET {FIGURES_ADDED}"
+            ))
+            .bind(rows.into_arg())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         if let Some((customer_id, d)) = delta(event)? {
-            sql::query(
+            sql::query(&format!(
                 "INSERT INTO customer_figures (customer_id, wallet_balance, orders_count, lifetime_spend, updated_at)
                  VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (customer_id) DO UPDATE SET
-                     wallet_balance = customer_figures.wallet_balance + EXCLUDED.wallet_balance,
-                     orders_count = customer_figures.orders_count + EXCLUDED.orders_count,
-                     lifetime_spend = customer_figures.lifetime_spend + EXCLUDED.lifetime_spend,
-                     updated_at = CASE WHEN customer_figures.updated_at > EXCLUDED.updated_at
-                                       THEN customer_figures.updated_at ELSE EXCLUDED.updated_at END",
-            )
+                 ON CONFLICT (customer_id) DO UPDATE SET {FIGURES_ADDED}",
+            ))
             .bind(customer_id)
             .bind(d.wallet_balance)
             .bind(d.orders_count)

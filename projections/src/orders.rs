@@ -1,13 +1,15 @@
 //! The order view: status, priced lines and the history of saga steps by service.
 
 use async_trait::async_trait;
+use serde_json::json;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
-use shop_eventing::sql::{self, Conn};
+use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::orders::{OrderEvent, OrderPlaced};
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::shipping::ShippingEvent;
 use shop_schemas::{CloudEvent, Service};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::ProjectionInfo;
@@ -52,8 +54,180 @@ fn saga_step(event: &CloudEvent) -> Result<Option<Uuid>, HandlerError> {
     })
 }
 
+/// An order's latest status in a batch.
+struct StatusChange {
+    status: &'static str,
+    reason: Option<String>,
+    version: i64,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
 #[async_trait]
 impl EventHandler for OrdersProjection {
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// A batch in four statements: placed orders, their lines, the latest status per
+    /// order, and every step's history row.
+    async fn handle_batch(
+        &self,
+        tx: &mut Conn,
+        events: &[&CloudEvent],
+    ) -> Result<(), HandlerError> {
+        let (mut placed, mut lines, mut history) =
+            (RowSet::default(), RowSet::default(), RowSet::default());
+        let mut statuses: HashMap<Uuid, StatusChange> = HashMap::new();
+        for event in events {
+            let order_id = if let Some(order_id) = saga_step(event)? {
+                order_id
+            } else {
+                let Some(decoded) = decode::<OrderEvent>(Service::Orders, event)? else {
+                    continue;
+                };
+                let order_id = decoded.order_id();
+                let version = event.sequence as i64;
+                let (status, reason) = match decoded {
+                    OrderEvent::OrderPlaced(e) => {
+                        placed.push(json!({
+                            "order_id": e.order_id, "customer_id": e.customer_id, "total": e.total,
+                            "version": version, "at": RowSet::time(&event.time),
+                        }));
+                        for (position, line) in e.lines.iter().enumerate() {
+                            lines.push(json!({
+                                "order_id": e.order_id, "position": position,
+                                "product_id": line.product_id, "quantity": line.quantity,
+                                "unit_price": line.unit_price,
+                                "line_total": line.quantity * line.unit_price,
+                            }));
+                        }
+                        (None, None)
+                    }
+                    OrderEvent::OrderConfirmed(_) => (Some("CONFIRMED"), None),
+                    OrderEvent::OrderCancelled(e) => (Some("CANCELLED"), Some(e.reason)),
+                    OrderEvent::OrderShipped(_) => (Some("SHIPPED"), None),
+                    OrderEvent::OrderDelivered(_) => (Some("DELIVERED"), None),
+                };
+                if let Some(status) = status {
+                    // The latest status wins; a cancellation's reason stays.
+                    let known = statuses.remove(&order_id);
+                    if known.as_ref().is_some_and(|k| k.version > version) {
+                        statuses.insert(order_id, known.expect("checked"));
+                    } else {
+                        let reason = reason.or(known.and_then(|k| k.reason));
+                        statuses.insert(
+                            order_id,
+                            StatusChange {
+                                status,
+                                reason,
+                                version,
+                                at: event.time,
+                            },
+                        );
+                    }
+                }
+                order_id
+            };
+            history.push(json!({
+                "event_id": event.id, "order_id": order_id, "event_type": event.event_name(),
+                "source": event.service().map(|s| s.name()).unwrap_or("unknown"),
+                "at": RowSet::time(&event.time),
+            }));
+        }
+        let dialect = tx.dialect();
+        if !placed.is_empty() {
+            let from = dialect.rows(
+                1,
+                "r",
+                &[
+                    ("order_id", "UUID"),
+                    ("customer_id", "UUID"),
+                    ("total", "BIGINT"),
+                    ("version", "BIGINT"),
+                    ("at", "TIMESTAMPTZ"),
+                ],
+            );
+            sql::query(&format!(
+                "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
+                 SELECT order_id, customer_id, 'PENDING', total, version, at, at FROM {from} WHERE true
+                 ON CONFLICT (order_id) DO NOTHING"
+            ))
+            .bind(placed.into_arg())
+            .execute(&mut *tx)
+            .await?;
+            let from = dialect.rows(
+                1,
+                "r",
+                &[
+                    ("order_id", "UUID"),
+                    ("position", "INTEGER"),
+                    ("product_id", "UUID"),
+                    ("quantity", "BIGINT"),
+                    ("unit_price", "BIGINT"),
+                    ("line_total", "BIGINT"),
+                ],
+            );
+            sql::query(&format!(
+                "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total)
+                 SELECT order_id, position, product_id, quantity, unit_price, line_total FROM {from} WHERE true
+                 ON CONFLICT (order_id, position) DO NOTHING"
+            ))
+            .bind(lines.into_arg())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !statuses.is_empty() {
+            let mut rows = RowSet::default();
+            for (order_id, s) in &statuses {
+                rows.push(json!({
+                    "order_id": order_id, "status": s.status, "reason": s.reason,
+                    "version": s.version, "at": RowSet::time(&s.at),
+                }));
+            }
+            let from = dialect.rows(
+                1,
+                "r",
+                &[
+                    ("order_id", "UUID"),
+                    ("status", "TEXT"),
+                    ("reason", "TEXT"),
+                    ("version", "BIGINT"),
+                    ("at", "TIMESTAMPTZ"),
+                ],
+            );
+            sql::query(&format!(
+                "UPDATE orders SET status = r.status, cancel_reason = COALESCE(r.reason, orders.cancel_reason),
+                     version = r.version, updated_at = r.at
+                 FROM {from} WHERE orders.order_id = r.order_id AND orders.version < r.version"
+            ))
+            .bind(rows.into_arg())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !history.is_empty() {
+            let from = dialect.rows(
+                1,
+                "r",
+                &[
+                    ("event_id", "UUID"),
+                    ("order_id", "UUID"),
+                    ("event_type", "TEXT"),
+                    ("source", "TEXT"),
+                    ("at", "TIMESTAMPTZ"),
+                ],
+            );
+            sql::query(&format!(
+                "INSERT INTO order_history (event_id, order_id, event_type, source, at)
+                 SELECT event_id, order_id, event_type, source, at FROM {from} WHERE true
+                 ON CONFLICT DO NOTHING"
+            ))
+            .bind(history.into_arg())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         if let Some(order_id) = saga_step(event)? {
             return record_history(tx, order_id, event).await;

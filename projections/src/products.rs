@@ -3,10 +3,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use shop_eventing::consumer::{EventHandler, HandlerError};
-use shop_eventing::sql::{self, Conn};
+use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::{CloudEvent, Service};
+use std::collections::HashMap;
+use uuid::Uuid;
 
 use crate::ProjectionInfo;
 
@@ -24,6 +27,142 @@ pub struct ProductsProjection;
 
 #[async_trait]
 impl EventHandler for ProductsProjection {
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// A batch in three statements: new products, the changes to known ones (folded per
+    /// product), and the stock moves (summed per product).
+    async fn handle_batch(
+        &self,
+        tx: &mut Conn,
+        events: &[&CloudEvent],
+    ) -> Result<(), HandlerError> {
+        let mut added = RowSet::default();
+        let mut changes: HashMap<Uuid, Change> = HashMap::new();
+        let mut moves: HashMap<Uuid, (i64, i64)> = HashMap::new();
+        let mut add_moves = |lines: &[StockLine], reserved: i64, sold: i64| {
+            for line in lines {
+                let entry = moves.entry(line.product_id).or_default();
+                entry.0 += reserved * line.quantity;
+                entry.1 += sold * line.quantity;
+            }
+        };
+        for event in events {
+            let Some(decoded) =
+                shop_eventing::consumer::decode::<InventoryEvent>(Service::Inventory, event)?
+            else {
+                continue;
+            };
+            let version = event.sequence as i64;
+            match decoded {
+                InventoryEvent::ProductAdded(e) => added.push(json!({
+                    "product_id": e.product_id, "sku": e.sku, "name": e.name, "price": e.price,
+                    "received": e.stock, "version": version, "at": RowSet::time(&event.time),
+                })),
+                InventoryEvent::ProductRestocked(e) => {
+                    Change::of(&mut changes, e.product_id, version, event).received += e.quantity
+                }
+                InventoryEvent::ProductPriceChanged(e) => {
+                    Change::of(&mut changes, e.product_id, version, event).price = Some(e.price)
+                }
+                InventoryEvent::StockReserved(e) => add_moves(&e.lines, 1, 0),
+                InventoryEvent::StockCommitted(e) => add_moves(&e.lines, -1, 1),
+                InventoryEvent::StockReleased(e) if e.released_from == RELEASED_FROM_SOLD => {
+                    add_moves(&e.lines, 0, -1)
+                }
+                InventoryEvent::StockReleased(e) => add_moves(&e.lines, -1, 0),
+                InventoryEvent::StockReservationRejected(_) => {}
+            }
+        }
+        let dialect = tx.dialect();
+        if !added.is_empty() {
+            let from = dialect.rows(
+                1,
+                "r",
+                &[
+                    ("product_id", "UUID"),
+                    ("sku", "TEXT"),
+                    ("name", "TEXT"),
+                    ("price", "BIGINT"),
+                    ("received", "BIGINT"),
+                    ("version", "BIGINT"),
+                    ("at", "TIMESTAMPTZ"),
+                ],
+            );
+            sql::query(&format!(
+                "INSERT INTO products (product_id, sku, name, price, received, version, created_at, updated_at)
+                 SELECT product_id, sku, name, price, received, version, at, at FROM {from} WHERE true
+                 ON CONFLICT (product_id) DO NOTHING"
+            ))
+            .bind(added.into_arg())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !changes.is_empty() {
+            let mut rows = RowSet::default();
+            for (product_id, c) in &changes {
+                rows.push(json!({
+                    "product_id": product_id, "received": c.received, "price": c.price,
+                    "version": c.version, "at": RowSet::time(&c.at),
+                }));
+            }
+            let from = dialect.rows(
+                1,
+                "r",
+                &[
+                    ("product_id", "UUID"),
+                    ("received", "BIGINT"),
+                    ("price", "BIGINT"),
+                    ("version", "BIGINT"),
+                    ("at", "TIMESTAMPTZ"),
+                ],
+            );
+            let updated = sql::query(&format!(
+                "UPDATE products SET received = products.received + r.received,
+                     price = COALESCE(r.price, products.price), version = r.version, updated_at = r.at
+                 FROM {from} WHERE products.product_id = r.product_id"
+            ))
+            .bind(rows.into_arg())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != changes.len() as u64 {
+                // Replayed one by one, the event of the missing product is named.
+                return Err(HandlerError::permanent(format!(
+                    "{} changed products are not in the read model",
+                    changes.len() as u64 - updated
+                )));
+            }
+        }
+        if !moves.is_empty() {
+            let mut rows = RowSet::default();
+            for (product_id, (reserved, sold)) in &moves {
+                rows.push(json!({"product_id": product_id, "reserved": reserved, "sold": sold}));
+            }
+            let from = dialect.rows(
+                1,
+                "r",
+                &[
+                    ("product_id", "UUID"),
+                    ("reserved", "BIGINT"),
+                    ("sold", "BIGINT"),
+                ],
+            );
+            sql::query(&format!(
+                "INSERT INTO product_stock (product_id, reserved, sold)
+                 SELECT product_id, reserved, sold FROM {from} WHERE true
+                 ON CONFLICT (product_id) DO UPDATE SET
+                     reserved = product_stock.reserved + EXCLUDED.reserved,
+                     sold = product_stock.sold + EXCLUDED.sold"
+            ))
+            .bind(rows.into_arg())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let Some(decoded) =
             shop_eventing::consumer::decode::<InventoryEvent>(Service::Inventory, event)?
@@ -72,6 +211,34 @@ impl EventHandler for ProductsProjection {
             }
         }
         Ok(())
+    }
+}
+
+/// A batch's changes to one known product.
+struct Change {
+    received: i64,
+    price: Option<i64>,
+    version: i64,
+    at: DateTime<Utc>,
+}
+
+impl Change {
+    /// The product's entry, moved to this event's version and time.
+    fn of<'a>(
+        changes: &'a mut HashMap<Uuid, Change>,
+        product_id: Uuid,
+        version: i64,
+        event: &CloudEvent,
+    ) -> &'a mut Change {
+        let change = changes.entry(product_id).or_insert_with(|| Change {
+            received: 0,
+            price: None,
+            version,
+            at: event.time,
+        });
+        change.version = change.version.max(version);
+        change.at = change.at.max(event.time);
+        change
     }
 }
 

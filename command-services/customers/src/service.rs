@@ -78,6 +78,10 @@ impl AppendHook for Credentials {
         }
         .boxed()
     }
+
+    fn touches(&self, event_type: &str) -> bool {
+        event_type == "CustomerRegistered"
+    }
 }
 
 fn registered_customer(event: &StoredEvent) -> Result<Uuid, HookError> {
@@ -166,6 +170,10 @@ impl AppendHook for ImportedCredentials {
             Ok(())
         }
         .boxed()
+    }
+
+    fn touches(&self, event_type: &str) -> bool {
+        event_type == "CustomerRegistered"
     }
 }
 

@@ -66,7 +66,7 @@ impl TestDatabase {
 }
 
 /// A counter: `Command` is the amount to add.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counter {
     pub total: i64,
 }
@@ -85,17 +85,21 @@ impl cqrs_es::DomainEvent for CounterEvent {
     }
 }
 
+/// The counter refuses to go below zero.
 #[derive(Debug, thiserror::Error)]
-#[error("never")]
-pub struct Never;
+#[error("the total would go below zero")]
+pub struct BelowZero;
 
 impl cqrs_es::Aggregate for Counter {
     const TYPE: &'static str = "counter";
     type Command = i64;
     type Event = CounterEvent;
-    type Error = Never;
+    type Error = BelowZero;
     type Services = ();
-    async fn handle(&mut self, by: i64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+    async fn handle(&mut self, by: i64, _: &(), sink: &EventSink<Self>) -> Result<(), BelowZero> {
+        if self.total + by < 0 {
+            return Err(BelowZero);
+        }
         sink.write(CounterEvent::Incremented { by }, self).await;
         Ok(())
     }
