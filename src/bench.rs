@@ -77,7 +77,14 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
     }
     let raw_topic = format!("{}raw", platform.topic_prefix);
     kafka
-        .delete_topics(&[topics, vec![raw_topic]].concat())
+        .delete_topics(
+            &[
+                topics,
+                vec![raw_topic],
+                crate::bench_replay::topics(&platform.topic_prefix),
+            ]
+            .concat(),
+        )
         .await
         .ok();
     let stages = result?;
@@ -219,6 +226,12 @@ async fn measure(
     .execute(&raw)
     .await?;
     let mut stages = Vec::new();
+    // As deployed (`shop serve inventory`), the service's relay is in this process, so
+    // appends wake it in-process rather than by NOTIFY. It is held paused here: the
+    // outbox fills for the publish stage.
+    let paused_relay = pool
+        .as_postgres()
+        .map(shop_eventing::relay::LocalRelay::register);
     // Append with one client (a quarter of the commands), then with `clients`: commands
     // through the aggregate and the event store, each beside raw inserts of the same rows
     // by as many clients.
@@ -262,6 +275,7 @@ async fn measure(
     }
 
     // Publish: the relay drains the outbox.
+    drop(paused_relay);
     let total = shop_eventing::relay::backlog(&pool).await?;
     let relay = platform.relay(pool.clone(), Service::Inventory);
     let started = Instant::now();

@@ -36,6 +36,8 @@ struct System {
     child: Child,
     base: String,
     cleanup: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
+    /// Where the system's stderr goes.
+    log_path: std::path::PathBuf,
 }
 
 const ADMIN_PASSWORD: &str = "bench-admin-password";
@@ -57,6 +59,8 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
     );
     let mut command = Command::new(exe);
     let data_dir = std::env::temp_dir().join(&instance);
+    // The system's warnings and errors, kept when the run fails.
+    let log_path = std::env::temp_dir().join(format!("{instance}.log"));
     match backend {
         "embedded" => {
             command.arg("dev").arg("--data-dir").arg(&data_dir);
@@ -88,7 +92,7 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
         .env("SHOP_GATEWAY_RATE_LIMIT", "0")
         .env("SHOP_LOG", "warn")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
         .kill_on_drop(true);
     let mut child = command.spawn().context("cannot start the system")?;
     let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
@@ -138,6 +142,7 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
         child,
         base: format!("http://127.0.0.1:{port}"),
         cleanup,
+        log_path,
     })
 }
 
@@ -391,7 +396,10 @@ async fn drive(
                     break;
                 }
                 if Instant::now() > deadline {
-                    bail!("order {id} was not decided in 120 s");
+                    bail!(
+                        "order {id} was not decided in 120 s (the system's log: {})",
+                        system.log_path.display()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -32,6 +32,22 @@ pub struct Replay {
 /// # Errors
 /// Kafka or PostgreSQL fail, or the projector does not catch up within ten minutes.
 pub async fn run(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
+    // Topics of its own: the history and nothing else.
+    let mut platform = platform.clone();
+    platform.topic_prefix = format!("{}replay.", platform.topic_prefix);
+    platform
+        .log
+        .ensure_topics(&crate::serve::all_topics(&platform.topic_prefix))
+        .await?;
+    measure(&platform, orders).await
+}
+
+/// The topics of the replay stage (`shop bench` deletes them afterwards).
+pub fn topics(prefix: &str) -> Vec<String> {
+    crate::serve::all_topics(&format!("{prefix}replay."))
+}
+
+async fn measure(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
     let mut history = History::new(&platform.topic_prefix);
     history.orders(orders);
     let mut per_topic: HashMap<String, usize> = HashMap::new();

@@ -146,6 +146,85 @@ pub async fn record_applied(
     Ok(())
 }
 
+/// The events of a batch not applied yet by a consumer that records applied versions:
+/// those whose sequence is above the one recorded for their aggregate (an aggregate's
+/// events reach a consumer in sequence order on one partition, so a lower or equal one
+/// is a republished duplicate). One read for the batch instead of one dedup row per
+/// event. Events of no known service carry no usable sequence and count as new.
+///
+/// # Errors
+/// The database fails.
+pub async fn unapplied(
+    tx: &mut sql::Conn,
+    consumer: &str,
+    events: &[&shop_schemas::CloudEvent],
+) -> Result<std::collections::HashSet<uuid::Uuid>, sqlx::Error> {
+    let mut highest: std::collections::HashMap<(&'static str, &str), i64> =
+        std::collections::HashMap::new();
+    let mut rows = sql::RowSet::default();
+    for event in events {
+        if let Some(service) = event.service() {
+            if highest
+                .insert((service.name(), &event.subject), 0)
+                .is_none()
+            {
+                rows.push(serde_json::json!({"source": service.name(), "subject": event.subject}));
+            }
+        }
+    }
+    if tx.dialect() == sql::Dialect::Sqlite {
+        // No round trip to save: one lookup per aggregate.
+        for ((source, subject), applied) in highest.iter_mut() {
+            *applied = sql::query_scalar::<i64>(
+                "SELECT sequence FROM applied_versions WHERE consumer = $1 AND source = $2 AND subject = $3",
+            )
+            .bind(consumer)
+            .bind(*source)
+            .bind(*subject)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(0);
+        }
+    } else if !rows.is_empty() {
+        let from = tx
+            .dialect()
+            .rows(2, "r", &[("source", "TEXT"), ("subject", "TEXT")]);
+        let known: Vec<(String, String, i64)> = sql::query_as(&format!(
+            "SELECT a.source, a.subject, a.sequence FROM applied_versions a
+             JOIN {from} ON a.source = r.source AND a.subject = r.subject
+             WHERE a.consumer = $1"
+        ))
+        .bind(consumer)
+        .bind(rows.into_arg())
+        .fetch_all(&mut *tx)
+        .await?;
+        let known: std::collections::HashMap<(String, String), i64> = known
+            .into_iter()
+            .map(|(source, subject, sequence)| ((source, subject), sequence))
+            .collect();
+        for ((source, subject), applied) in highest.iter_mut() {
+            if let Some(sequence) = known.get(&(source.to_string(), subject.to_string())) {
+                *applied = *sequence;
+            }
+        }
+    }
+    let mut fresh = std::collections::HashSet::with_capacity(events.len());
+    for event in events {
+        let Some(service) = event.service() else {
+            fresh.insert(event.id);
+            continue;
+        };
+        let applied = highest
+            .get_mut(&(service.name(), event.subject.as_str()))
+            .expect("every aggregate of the batch is listed");
+        if event.sequence as i64 > *applied {
+            *applied = event.sequence as i64;
+            fresh.insert(event.id);
+        }
+    }
+    Ok(fresh)
+}
+
 /// [`record_applied`] for a batch: each aggregate's highest sequence, in one statement.
 ///
 /// # Errors

@@ -290,6 +290,32 @@ impl ConsumerRunner {
             .set(lag as f64);
     }
 
+    /// The events not applied before. A consumer that records applied versions knows by
+    /// their sequences ([`crate::consistency::unapplied`]); any other records each new
+    /// event id (`processed_events`) and gets back those it had not seen — one round trip
+    /// either way.
+    async fn unapplied(
+        &self,
+        tx: &mut Conn,
+        events: &[&CloudEvent],
+    ) -> Result<std::collections::HashSet<uuid::Uuid>, sqlx::Error> {
+        if self.track_versions {
+            return crate::consistency::unapplied(tx, &self.config.name, events).await;
+        }
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+        let insert_ids = match tx.dialect() {
+            Dialect::Postgres => "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+            Dialect::Sqlite => "INSERT INTO processed_events (consumer, event_id) SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING RETURNING event_id",
+        };
+        Ok(sql::query_scalar(insert_ids)
+            .bind(&self.config.name)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Applies a batch; returns the positions to commit to the log.
     async fn process(&self, records: Vec<LogRecord>) -> Result<Vec<Position>, sqlx::Error> {
         let positions = next_positions(&records);
@@ -317,28 +343,18 @@ impl ConsumerRunner {
         let mut tx = self.pool.begin().await?;
         let checkpoints = load_checkpoints(&mut tx, &self.config.name).await?;
         let ahead: Vec<bool> = records.iter().map(|r| !behind(&checkpoints, r)).collect();
-        // One round trip records every new event id of the batch; what comes back is the
-        // set of ids not applied before.
-        let candidate_ids: Vec<uuid::Uuid> = events
+        let candidates: Vec<&CloudEvent> = events
             .iter()
             .zip(&ahead)
             .filter(|(_, a)| **a)
-            .map(|(e, _)| e.id)
+            .map(|(e, _)| e)
             .collect();
-        let insert_ids = match tx.dialect() {
-            Dialect::Postgres => "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
-            Dialect::Sqlite => "INSERT INTO processed_events (consumer, event_id) SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING RETURNING event_id",
-        };
-        let mut fresh: std::collections::HashSet<uuid::Uuid> = sql::query_scalar(insert_ids)
-            .bind(&self.config.name)
-            .bind(&candidate_ids)
-            .fetch_all(&mut tx)
-            .await?
-            .into_iter()
-            .collect();
+        let mut fresh = self.unapplied(&mut tx, &candidates).await?;
         let mut applied = 0i64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
-        if self.handler.batches() {
+        // On SQLite, statements cost no round trip (and reading JSON rows costs more than
+        // the statements it saves): handlers go event by event there.
+        if self.handler.batches() && tx.dialect() == Dialect::Postgres {
             // `remove`: an id twice in one batch (a republished record) applies once.
             let batch: Vec<&CloudEvent> = events
                 .iter()
@@ -371,7 +387,7 @@ impl ConsumerRunner {
                 last_event_at = last_event_at.max(Some(event.time));
             }
         }
-        let duplicates = candidate_ids.len() as i64 - applied;
+        let duplicates = candidates.len() as i64 - applied;
         save_progress(
             &mut tx,
             &self.config.name,
@@ -446,14 +462,7 @@ impl ConsumerRunner {
         if behind(checkpoints, record) {
             return Ok(Outcome::Behind);
         }
-        let fresh = sql::query("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&self.config.name)
-            .bind(event.id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if !fresh {
+        if self.unapplied(tx, &[event]).await?.is_empty() {
             metrics::counter!("consumer_events_total", "consumer" => self.config.name.clone(), "outcome" => "duplicate").increment(1);
             return Ok(Outcome::Duplicate);
         }
@@ -633,20 +642,50 @@ async fn save_progress(
     last_event_at: Option<DateTime<Utc>>,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    for p in positions {
-        sql::query(
-            "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (consumer, topic, partition) DO UPDATE
+    // Every partition's checkpoint in one statement on PostgreSQL (one round trip),
+    // one by one on SQLite (no round trip, no JSON to read).
+    const UPSERT: &str = "ON CONFLICT (consumer, topic, partition) DO UPDATE
              SET next_offset = CASE WHEN consumer_checkpoints.next_offset > EXCLUDED.next_offset
                                     THEN consumer_checkpoints.next_offset ELSE EXCLUDED.next_offset END,
-                 updated_at = CURRENT_TIMESTAMP",
-        )
-        .bind(consumer)
-        .bind(&p.topic)
-        .bind(p.partition)
-        .bind(p.next_offset)
-        .execute(&mut *tx)
-        .await?;
+                 updated_at = CURRENT_TIMESTAMP";
+    match tx.dialect() {
+        Dialect::Postgres if !positions.is_empty() => {
+            let mut rows = sql::RowSet::default();
+            for p in positions {
+                rows.push(serde_json::json!({"topic": p.topic, "partition": p.partition, "next_offset": p.next_offset}));
+            }
+            let from = tx.dialect().rows(
+                2,
+                "r",
+                &[
+                    ("topic", "TEXT"),
+                    ("partition", "INTEGER"),
+                    ("next_offset", "BIGINT"),
+                ],
+            );
+            sql::query(&format!(
+                "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset)
+                 SELECT $1, r.topic, r.partition, r.next_offset FROM {from} WHERE true {UPSERT}"
+            ))
+            .bind(consumer)
+            .bind(rows.into_arg())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Dialect::Postgres => {}
+        Dialect::Sqlite => {
+            for p in positions {
+                sql::query(&format!(
+                    "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, $4) {UPSERT}"
+                ))
+                .bind(consumer)
+                .bind(&p.topic)
+                .bind(p.partition)
+                .bind(p.next_offset)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
     }
     sql::query(
         "INSERT INTO consumer_status (consumer, events_applied, last_event_at, last_error) VALUES ($1, $2, $3, $4)

@@ -117,8 +117,12 @@ impl Relay {
         info!("relay active");
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(OUTBOX_CHANNEL).await?;
+        // Appends in this process wake it directly, without NOTIFY ([`local_relay`]).
+        let local = LocalRelay::register(pool);
         let topic = self.config.service.topic(&self.config.topic_prefix);
         loop {
+            // Registered before looking, so a commit in between is not missed.
+            let woken = local.wake.notified();
             let published = self.publish_batch(&mut conn, &topic).await?;
             if published as i64 >= self.config.batch_size {
                 continue; // more may be waiting
@@ -129,6 +133,7 @@ impl Relay {
                     return Ok(());
                 }
                 notification = listener.recv() => { notification?; }
+                _ = woken => {}
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
             }
         }
@@ -236,4 +241,64 @@ pub async fn backlog(pool: &Pool) -> Result<i64, sqlx::Error> {
     sql::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(pool)
         .await
+}
+
+/// The active relays of this process, by database: an append to one of those databases
+/// wakes its relay in-process instead of with `NOTIFY`, which serialises every committing
+/// transaction on the server's notification queue lock.
+static LOCAL_RELAYS: std::sync::Mutex<Vec<(String, Arc<tokio::sync::Notify>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn database_key(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )
+}
+
+/// The wake-up of the relay active in this process for `pool`'s database, if any.
+pub fn local_relay(pool: &PgPool) -> Option<Arc<tokio::sync::Notify>> {
+    let key = database_key(pool);
+    LOCAL_RELAYS
+        .lock()
+        .expect("relay registry")
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, wake)| wake.clone())
+}
+
+/// This process's active relay of a database, registered while it leads (or, for
+/// `shop bench`, while a relay is held paused).
+pub struct LocalRelay {
+    key: String,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl LocalRelay {
+    pub fn register(pool: &PgPool) -> Self {
+        let relay = LocalRelay {
+            key: database_key(pool),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        };
+        LOCAL_RELAYS
+            .lock()
+            .expect("relay registry")
+            .push((relay.key.clone(), relay.wake.clone()));
+        relay
+    }
+}
+
+impl Drop for LocalRelay {
+    fn drop(&mut self) {
+        let mut relays = LOCAL_RELAYS.lock().expect("relay registry");
+        if let Some(index) = relays
+            .iter()
+            .position(|(k, wake)| *k == self.key && Arc::ptr_eq(wake, &self.wake))
+        {
+            relays.remove(index);
+        }
+    }
 }

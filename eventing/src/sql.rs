@@ -162,7 +162,7 @@ impl Pool {
         Ok(match self {
             Pool::Postgres(pool) => Conn {
                 inner: Inner::PgTx(pool.begin().await?),
-                outbox: None,
+                outbox: local_wake(pool),
                 after_commit: Vec::new(),
             },
             Pool::Sqlite(lite) => Conn {
@@ -184,7 +184,7 @@ impl Pool {
         Ok(match self {
             Pool::Postgres(pool) => Conn {
                 inner: Inner::Pg(pool.acquire().await?),
-                outbox: None,
+                outbox: local_wake(pool),
                 after_commit: Vec::new(),
             },
             Pool::Sqlite(lite) => Conn {
@@ -226,6 +226,14 @@ impl Pool {
 struct OutboxWake {
     notify: Arc<Notify>,
     pending: bool,
+}
+
+/// The in-process wake-up of the relay active here for `pool`'s database, if any.
+fn local_wake(pool: &PgPool) -> Option<OutboxWake> {
+    crate::relay::local_relay(pool).map(|notify| OutboxWake {
+        notify,
+        pending: false,
+    })
 }
 
 /// A pooled connection, possibly inside a transaction. Handlers and hooks receive
@@ -311,12 +319,23 @@ impl Conn {
         }
     }
 
-    /// Wakes the outbox relay once this transaction commits: `NOTIFY outbox` on
-    /// PostgreSQL (delivered at commit), an in-process wake-up on SQLite.
+    /// Whether [`Conn::notify_outbox`] wakes the relay in this process (SQLite, or a
+    /// PostgreSQL database whose active relay runs here) rather than with `NOTIFY`.
+    pub fn wakes_relay_in_process(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// Wakes the outbox relay once this transaction commits: in-process when it runs in
+    /// this process ([`Conn::wakes_relay_in_process`]), else `NOTIFY outbox` (delivered
+    /// at commit).
     ///
     /// # Errors
     /// The notification could not be queued.
     pub async fn notify_outbox(&mut self, channel: &str) -> Result<(), sqlx::Error> {
+        if let Some(wake) = &mut self.outbox {
+            wake.pending = true;
+            return Ok(());
+        }
         match self.dialect() {
             Dialect::Postgres => {
                 query("SELECT pg_notify($1, '')")

@@ -434,7 +434,7 @@ async fn append_nested(
 }
 
 /// The events of an append on PostgreSQL, from one JSON array (`$1`), with their outbox
-/// rows and the relay's wake-up (`$2`); the positions in sequence order.
+/// rows; the positions in sequence order.
 const APPEND_POSTGRES: &str = "WITH appended AS (
         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
         SELECT aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at
@@ -443,7 +443,19 @@ const APPEND_POSTGRES: &str = "WITH appended AS (
         ORDER BY sequence
         RETURNING position, sequence),
     queued AS (INSERT INTO outbox (position) SELECT position FROM appended)
-    SELECT appended.position FROM appended CROSS JOIN (SELECT pg_notify($2, '')) AS wake ORDER BY appended.sequence";
+    SELECT appended.position FROM appended ORDER BY appended.sequence";
+
+/// [`APPEND_POSTGRES`] that also wakes the relay with `NOTIFY outbox` (delivered at
+/// commit) — for a relay in another process.
+const APPEND_POSTGRES_NOTIFY: &str = "WITH appended AS (
+        INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+        SELECT aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at
+        FROM jsonb_to_recordset($1::jsonb) AS e(aggregate_type TEXT, aggregate_id TEXT, sequence BIGINT, event_id UUID,
+             event_type TEXT, event_version TEXT, data JSONB, metadata JSONB, recorded_at TIMESTAMPTZ)
+        ORDER BY sequence
+        RETURNING position, sequence),
+    queued AS (INSERT INTO outbox (position) SELECT position FROM appended)
+    SELECT appended.position FROM appended CROSS JOIN (SELECT pg_notify('outbox', '')) AS wake ORDER BY appended.sequence";
 
 /// The statements of an append: events, outbox rows and the relay's wake-up, the hook,
 /// the snapshot. Returns how many events it appended.
@@ -510,12 +522,24 @@ async fn append(
                     })
                 })
                 .collect();
-            let positions: Vec<i64> = sql::query_scalar(APPEND_POSTGRES)
+            // The relay active in this process is woken directly once the append commits;
+            // one elsewhere (or none yet) by NOTIFY.
+            let local = tx.wakes_relay_in_process();
+            let statement = if local {
+                APPEND_POSTGRES
+            } else {
+                APPEND_POSTGRES_NOTIFY
+            };
+            let positions: Vec<i64> = sql::query_scalar(statement)
                 .bind(Value::Array(rows))
-                .bind(OUTBOX_CHANNEL)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(lost_race)?;
+            if local {
+                tx.notify_outbox(OUTBOX_CHANNEL)
+                    .await
+                    .map_err(connection_error)?;
+            }
             if positions.len() != stored.len() {
                 return Err(PersistenceError::UnknownError(
                     format!("appended {} of {} events", positions.len(), stored.len()).into(),
