@@ -1,0 +1,301 @@
+//! A projector's set-based batch (`handle_batch`, PostgreSQL) writes exactly the rows its
+//! event-by-event path (`handle`) writes, for a history that touches every table: new
+//! rows, updates folded per key, deltas summed per key, statuses and their reasons.
+
+use chrono::{SubsecRound, Utc};
+use serde::Serialize;
+use shop_eventing::db::{self, DatabaseConfig};
+use shop_eventing::sql::{self, Pool};
+use shop_eventing::store::StoredEvent;
+use shop_projections::PROJECTIONS;
+use shop_schemas::{customers, inventory, orders, payments, shipping};
+use shop_schemas::{CloudEvent, EventMetadata, Service};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+struct History {
+    events: Vec<CloudEvent>,
+    sequences: HashMap<Uuid, i64>,
+}
+
+impl History {
+    fn push<E: Serialize>(&mut self, service: Service, aggregate_id: Uuid, event: E) {
+        let sequence = self.sequences.entry(aggregate_id).or_default();
+        *sequence += 1;
+        let (event_type, data) =
+            shop_schemas::split_event(serde_json::to_value(event).unwrap()).unwrap();
+        let stored = StoredEvent {
+            position: 0,
+            aggregate_type: "any".into(),
+            aggregate_id: aggregate_id.to_string(),
+            sequence: *sequence,
+            event_id: Uuid::now_v7(),
+            event_type,
+            event_version: "1".into(),
+            data,
+            metadata: EventMetadata::default(),
+            recorded_at: Utc::now().trunc_subsecs(6),
+        };
+        self.events.push(stored.to_cloud_event(service));
+    }
+}
+
+fn history() -> Vec<CloudEvent> {
+    use inventory::InventoryEvent as I;
+    use orders::OrderEvent as O;
+    use payments::PaymentEvent as P;
+    let mut h = History {
+        events: Vec::new(),
+        sequences: HashMap::new(),
+    };
+    let (c1, c2) = (Uuid::now_v7(), Uuid::now_v7());
+    let (p1, p2) = (Uuid::now_v7(), Uuid::now_v7());
+    let (o1, o2) = (Uuid::now_v7(), Uuid::now_v7());
+    for (c, name) in [(c1, "Ada"), (c2, "Bo")] {
+        h.push(
+            Service::Customers,
+            c,
+            customers::CustomerEvent::CustomerRegistered(customers::CustomerRegistered {
+                customer_id: c,
+                name: name.into(),
+                email: format!("{name}@example.com"),
+                address: customers::Address {
+                    line1: "1 Street".into(),
+                    city: "Town".into(),
+                    postal_code: "1000".into(),
+                    country: "NL".into(),
+                },
+            }),
+        );
+        h.push(
+            Service::Payments,
+            c,
+            P::FundsDeposited(payments::FundsDeposited {
+                customer_id: c,
+                amount: 10_000,
+            }),
+        );
+    }
+    for (p, sku) in [(p1, "A-1"), (p2, "B-2")] {
+        h.push(
+            Service::Inventory,
+            p,
+            I::ProductAdded(inventory::ProductAdded {
+                product_id: p,
+                sku: sku.into(),
+                name: sku.into(),
+                price: 300,
+                stock: 10,
+            }),
+        );
+    }
+    h.push(
+        Service::Inventory,
+        p1,
+        I::ProductRestocked(inventory::ProductRestocked {
+            product_id: p1,
+            quantity: 5,
+        }),
+    );
+    h.push(
+        Service::Inventory,
+        p1,
+        I::ProductPriceChanged(inventory::ProductPriceChanged {
+            product_id: p1,
+            price: 350,
+        }),
+    );
+    h.push(
+        Service::Inventory,
+        p1,
+        I::ProductRestocked(inventory::ProductRestocked {
+            product_id: p1,
+            quantity: 2,
+        }),
+    );
+    // o1: confirmed, shipped, delivered; o2: reserved, then cancelled and released.
+    for (o, c) in [(o1, c1), (o2, c2)] {
+        h.push(
+            Service::Orders,
+            o,
+            O::OrderPlaced(orders::OrderPlaced {
+                order_id: o,
+                customer_id: c,
+                lines: vec![
+                    orders::OrderLine {
+                        product_id: p1,
+                        quantity: 2,
+                        unit_price: 350,
+                    },
+                    orders::OrderLine {
+                        product_id: p2,
+                        quantity: 1,
+                        unit_price: 300,
+                    },
+                ],
+                total: 1000,
+            }),
+        );
+        let lines = vec![
+            inventory::StockLine {
+                product_id: p1,
+                quantity: 2,
+            },
+            inventory::StockLine {
+                product_id: p2,
+                quantity: 1,
+            },
+        ];
+        h.push(
+            Service::Inventory,
+            o,
+            I::StockReserved(inventory::StockReserved {
+                order_id: o,
+                lines: lines.clone(),
+            }),
+        );
+        if o == o1 {
+            h.push(
+                Service::Payments,
+                c,
+                P::PaymentCompleted(payments::PaymentCompleted {
+                    order_id: o,
+                    customer_id: c,
+                    amount: 1000,
+                }),
+            );
+            h.push(
+                Service::Inventory,
+                o,
+                I::StockCommitted(inventory::StockCommitted { order_id: o, lines }),
+            );
+            h.push(
+                Service::Orders,
+                o,
+                O::OrderConfirmed(orders::OrderConfirmed { order_id: o }),
+            );
+            h.push(
+                Service::Shipping,
+                o,
+                shipping::ShippingEvent::ShipmentScheduled(shipping::ShipmentScheduled {
+                    order_id: o,
+                    customer_id: c,
+                    country: "NL".into(),
+                }),
+            );
+            h.push(
+                Service::Orders,
+                o,
+                O::OrderShipped(orders::OrderShipped { order_id: o }),
+            );
+            h.push(
+                Service::Orders,
+                o,
+                O::OrderDelivered(orders::OrderDelivered { order_id: o }),
+            );
+        } else {
+            h.push(
+                Service::Orders,
+                o,
+                O::OrderCancelled(orders::OrderCancelled {
+                    order_id: o,
+                    reason: "customer_request".into(),
+                }),
+            );
+            h.push(
+                Service::Inventory,
+                o,
+                I::StockReleased(inventory::StockReleased {
+                    order_id: o,
+                    lines,
+                    released_from: inventory::RELEASED_FROM_RESERVED.into(),
+                }),
+            );
+            h.push(
+                Service::Payments,
+                c,
+                P::PaymentRefunded(payments::PaymentRefunded {
+                    order_id: o,
+                    customer_id: c,
+                    amount: 0,
+                }),
+            );
+        }
+    }
+    h.events
+}
+
+async fn fresh(name: &str) -> (Pool, DatabaseConfig) {
+    let config = DatabaseConfig {
+        server_url: std::env::var("SHOP_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into()),
+        sqlite_dir: None,
+        instance: format!("t{}", &Uuid::new_v4().simple().to_string()[..12]),
+        max_connections: 2,
+    };
+    let schemas: Vec<&str> = PROJECTIONS.iter().map(|p| p.schema).collect();
+    let pool = db::open(&config, name, &schemas).await.unwrap_or_else(|e| {
+        panic!("{e}\n(start PostgreSQL with `scripts/infra.sh up`, or set SHOP_TEST_DATABASE_URL)")
+    });
+    (pool, config)
+}
+
+/// Every row of every projection table, as JSON text, sorted.
+async fn rows(pool: &Pool) -> Vec<String> {
+    let mut all = Vec::new();
+    for info in PROJECTIONS {
+        for table in info.tables {
+            let mut rows: Vec<String> = sql::query_scalar(&format!(
+                "SELECT '{table} ' || row_to_json(t)::text FROM {table} t"
+            ))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            rows.sort();
+            all.extend(rows);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_batch_writes_what_event_by_event_writes() {
+    let events = history();
+    let (one_by_one, one_config) = fresh("each").await;
+    let (batched, batch_config) = fresh("batch").await;
+    for info in PROJECTIONS {
+        let handler = shop_projections::handler(info);
+        let mine: Vec<&CloudEvent> = events
+            .iter()
+            .filter(|e| e.service().is_some_and(|s| info.sources.contains(&s)))
+            .collect();
+        let mut tx = one_by_one.begin().await.unwrap();
+        for event in &mine {
+            handler.handle(&mut tx, event).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        // Two batches: the second updates rows the first inserted.
+        let (first, second) = mine.split_at(mine.len() / 2);
+        for batch in [first, second] {
+            let mut tx = batched.begin().await.unwrap();
+            handler.handle_batch(&mut tx, batch).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        assert!(handler.batches(), "{} writes batches", info.name);
+    }
+    let expected = rows(&one_by_one).await;
+    assert!(
+        expected.len() > 15,
+        "the history fills every table: {expected:#?}"
+    );
+    assert_eq!(rows(&batched).await, expected);
+    for (pool, config, name) in [
+        (one_by_one, one_config, "each"),
+        (batched, batch_config, "batch"),
+    ] {
+        pool.close().await;
+        db::drop_database(&config.server_url, &config.database_name(name))
+            .await
+            .unwrap();
+    }
+}
