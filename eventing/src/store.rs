@@ -145,6 +145,8 @@ pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, 
 pub struct EventStore {
     pool: Pool,
     hook: Option<Arc<dyn AppendHook>>,
+    /// PostgreSQL appends through the pool: their group commit, started on first use.
+    group: Arc<std::sync::OnceLock<GroupCommit>>,
 }
 
 impl EventStore {
@@ -152,12 +154,16 @@ impl EventStore {
         EventStore {
             pool: pool.into(),
             hook: None,
+            group: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
     /// Adds the service's transactional hook.
     pub fn with_hook(mut self, hook: Arc<dyn AppendHook>) -> Self {
         self.hook = Some(hook);
+        // A group writer of its own: one started for a store without the hook would not
+        // run it.
+        self.group = Arc::new(std::sync::OnceLock::new());
         self
     }
 
@@ -375,26 +381,187 @@ async fn all_of_type(
         .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
 }
 
+/// A snapshot written with an append: aggregate id, state, the last sequence it includes.
+type Snapshot = (String, Value, usize);
+
+/// Where an append failed: before its commit (nothing stored), or at it (unknown).
+enum AppendFailure {
+    Before(PersistenceError),
+    AtCommit(PersistenceError),
+}
+
+impl AppendFailure {
+    fn into_error(self) -> PersistenceError {
+        match self {
+            AppendFailure::Before(e) | AppendFailure::AtCommit(e) => e,
+        }
+    }
+}
+
 /// Appends in a transaction of its own; on PostgreSQL, an append without hook work or
 /// snapshot is one statement on its own (events, outbox rows and the relay's wake-up).
 async fn append_new(
     pool: &Pool,
     hook: Option<&dyn AppendHook>,
     events: &[SerializedEvent],
-    snapshot: Option<(String, Value, usize)>,
-) -> Result<(), PersistenceError> {
+    snapshots: &[Snapshot],
+) -> Result<(), AppendFailure> {
     let hook = hook.filter(|h| events.iter().any(|e| h.touches(&e.event_type)));
-    let single = pool.dialect() == sql::Dialect::Postgres && hook.is_none() && snapshot.is_none();
+    let single = pool.dialect() == sql::Dialect::Postgres && hook.is_none() && snapshots.is_empty();
     let mut tx = if single {
         pool.acquire().await
     } else {
         pool.begin().await
     }
-    .map_err(connection_error)?;
-    let appended = append(&mut tx, hook, events, snapshot).await?;
-    tx.commit().await.map_err(connection_error)?;
+    .map_err(|e| AppendFailure::Before(connection_error(e)))?;
+    let appended = append(&mut tx, hook, events, snapshots)
+        .await
+        .map_err(AppendFailure::Before)?;
+    tx.commit()
+        .await
+        .map_err(|e| AppendFailure::AtCommit(connection_error(e)))?;
     metrics::counter!("events_appended_total").increment(appended);
     Ok(())
+}
+
+/// Most appends written by one transaction of a [`GroupCommit`].
+const GROUP_MAX: usize = 64;
+
+/// One append waiting for its group.
+struct Pending {
+    events: Vec<SerializedEvent>,
+    snapshot: Option<Snapshot>,
+    done: tokio::sync::oneshot::Sender<Result<(), PersistenceError>>,
+}
+
+/// Group commit (PostgreSQL): appends that arrive while a transaction is being written
+/// wait for the next, which writes all of them — one statement for every event and outbox
+/// row, the hook over all of them, one commit — instead of a transaction each. Appends
+/// to one aggregate never share a group. When a group fails before its commit (a lost
+/// race, a hook's refusal), each of its appends is written alone, so each gets its own
+/// outcome; a failure at the commit is reported to all of them.
+struct GroupCommit {
+    queue: tokio::sync::mpsc::UnboundedSender<Pending>,
+    /// Appends of this store being written now.
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl GroupCommit {
+    fn start(pool: Pool, hook: Option<Arc<dyn AppendHook>>) -> Self {
+        let (queue, waiting) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_groups(pool, hook, waiting));
+        GroupCommit {
+            queue,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+/// One append counted in [`GroupCommit::in_flight`] while it lives.
+struct InFlight<'a> {
+    count: &'a std::sync::atomic::AtomicUsize,
+    /// Appends in flight when this one started.
+    others: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        let others = count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight { count, others }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+async fn write_groups(
+    pool: Pool,
+    hook: Option<Arc<dyn AppendHook>>,
+    mut waiting: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) {
+    let mut deferred: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
+    loop {
+        let first = match deferred.pop_front() {
+            Some(pending) => pending,
+            None => match waiting.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        let mut aggregates: std::collections::HashSet<String> = first
+            .events
+            .iter()
+            .map(|e| e.aggregate_id.clone())
+            .collect();
+        let mut group = vec![first];
+        let mut later = std::collections::VecDeque::new();
+        let candidates = std::iter::from_fn(|| deferred.pop_front())
+            .chain(std::iter::from_fn(|| waiting.try_recv().ok()));
+        for pending in candidates {
+            if pending
+                .events
+                .iter()
+                .any(|e| aggregates.contains(&e.aggregate_id))
+            {
+                later.push_back(pending);
+                continue;
+            }
+            aggregates.extend(pending.events.iter().map(|e| e.aggregate_id.clone()));
+            group.push(pending);
+            if group.len() == GROUP_MAX {
+                break;
+            }
+        }
+        later.extend(deferred.drain(..));
+        deferred = later;
+        write_group(&pool, hook.as_deref(), group).await;
+    }
+}
+
+async fn write_group(pool: &Pool, hook: Option<&dyn AppendHook>, group: Vec<Pending>) {
+    let outcome = if group.len() == 1 {
+        Err(())
+    } else {
+        let events: Vec<SerializedEvent> = group
+            .iter()
+            .flat_map(|p| p.events.iter().cloned())
+            .collect();
+        let snapshots: Vec<Snapshot> = group.iter().filter_map(|p| p.snapshot.clone()).collect();
+        metrics::histogram!("append_group_size").record(group.len() as f64);
+        match append_new(pool, hook, &events, &snapshots).await {
+            Ok(()) => Ok(()),
+            Err(AppendFailure::AtCommit(e)) => {
+                let message = e.to_string();
+                for pending in group {
+                    let _ = pending.done.send(Err(PersistenceError::ConnectionError(
+                        message.clone().into(),
+                    )));
+                }
+                return;
+            }
+            Err(AppendFailure::Before(_)) => Err(()),
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            for pending in group {
+                let _ = pending.done.send(Ok(()));
+            }
+        }
+        // Alone (or again alone, after the group failed before its commit).
+        Err(()) => {
+            for pending in group {
+                let snapshots: Vec<Snapshot> = pending.snapshot.into_iter().collect();
+                let result = append_new(pool, hook, &pending.events, &snapshots)
+                    .await
+                    .map_err(AppendFailure::into_error);
+                let _ = pending.done.send(result);
+            }
+        }
+    }
 }
 
 /// Appends inside the caller's transaction (a reaction's) under a savepoint: a lost race
@@ -403,14 +570,15 @@ async fn append_nested(
     conn: &mut Conn,
     hook: Option<&dyn AppendHook>,
     events: &[SerializedEvent],
-    snapshot: Option<(String, Value, usize)>,
+    snapshot: Option<Snapshot>,
 ) -> Result<(), PersistenceError> {
+    let snapshots: Vec<Snapshot> = snapshot.into_iter().collect();
     let savepoint = |statement: &'static str| sql::query(statement);
     savepoint("SAVEPOINT append")
         .execute(&mut *conn)
         .await
         .map_err(connection_error)?;
-    match append(conn, hook, events, snapshot).await {
+    match append(conn, hook, events, &snapshots).await {
         Ok(appended) => {
             savepoint("RELEASE SAVEPOINT append")
                 .execute(&mut *conn)
@@ -464,7 +632,7 @@ async fn append(
     tx: &mut Conn,
     hook: Option<&dyn AppendHook>,
     events: &[SerializedEvent],
-    snapshot: Option<(String, Value, usize)>,
+    snapshots: &[Snapshot],
 ) -> Result<u64, PersistenceError> {
     let now = Utc::now().trunc_subsecs(6);
     let mut stored = Vec::with_capacity(events.len());
@@ -584,16 +752,18 @@ async fn append(
             taken => PersistenceError::UnknownError(Box::new(taken)),
         })?;
     }
-    if let (Some((aggregate_id, payload, last_sequence)), Some(first)) = (snapshot, events.first())
-    {
+    for (aggregate_id, payload, last_sequence) in snapshots {
+        let Some(of) = events.iter().find(|e| e.aggregate_id == *aggregate_id) else {
+            continue;
+        };
         sql::query(
             "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, last_sequence, payload) VALUES ($1, $2, $3, $4)
              ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, payload = EXCLUDED.payload, taken_at = CURRENT_TIMESTAMP",
         )
-        .bind(&first.aggregate_type)
+        .bind(&of.aggregate_type)
         .bind(aggregate_id)
-        .bind(last_sequence as i64)
-        .bind(payload)
+        .bind(*last_sequence as i64)
+        .bind(payload.clone())
         .execute(&mut *tx)
         .await
         .map_err(connection_error)?;
@@ -642,9 +812,41 @@ impl EventStore {
     async fn append(
         &self,
         events: &[SerializedEvent],
-        snapshot: Option<(String, Value, usize)>,
+        snapshot: Option<Snapshot>,
     ) -> Result<(), PersistenceError> {
-        append_new(&self.pool, self.hook.as_deref(), events, snapshot).await
+        if self.pool.dialect() != sql::Dialect::Postgres {
+            return self.append_alone(events, snapshot).await;
+        }
+        let group = self
+            .group
+            .get_or_init(|| GroupCommit::start(self.pool.clone(), self.hook.clone()));
+        // Alone, an append is written at once (no hand-over to the writer task); while
+        // others are in flight it joins the next group.
+        let in_flight = InFlight::enter(&group.in_flight);
+        if in_flight.others == 0 {
+            return self.append_alone(events, snapshot).await;
+        }
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            events: events.to_vec(),
+            snapshot,
+            done,
+        };
+        let stopped =
+            || PersistenceError::ConnectionError("the group commit writer stopped".into());
+        group.queue.send(pending).map_err(|_| stopped())?;
+        outcome.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    async fn append_alone(
+        &self,
+        events: &[SerializedEvent],
+        snapshot: Option<Snapshot>,
+    ) -> Result<(), PersistenceError> {
+        let snapshots: Vec<Snapshot> = snapshot.into_iter().collect();
+        append_new(&self.pool, self.hook.as_deref(), events, &snapshots)
+            .await
+            .map_err(AppendFailure::into_error)
     }
 }
 
