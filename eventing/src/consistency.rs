@@ -159,19 +159,10 @@ pub async fn unapplied(
     consumer: &str,
     events: &[&shop_schemas::CloudEvent],
 ) -> Result<std::collections::HashSet<uuid::Uuid>, sqlx::Error> {
-    let mut highest: std::collections::HashMap<(&'static str, &str), i64> =
-        std::collections::HashMap::new();
-    let mut rows = sql::RowSet::default();
-    for event in events {
-        if let Some(service) = event.service() {
-            if highest
-                .insert((service.name(), &event.subject), 0)
-                .is_none()
-            {
-                rows.push(serde_json::json!({"source": service.name(), "subject": event.subject}));
-            }
-        }
-    }
+    let mut highest: std::collections::HashMap<(&'static str, &str), i64> = events
+        .iter()
+        .filter_map(|e| Some(((e.service()?.name(), e.subject.as_str()), 0)))
+        .collect();
     if tx.dialect() == sql::Dialect::Sqlite {
         // No round trip to save: one lookup per aggregate.
         for ((source, subject), applied) in highest.iter_mut() {
@@ -185,7 +176,11 @@ pub async fn unapplied(
             .await?
             .unwrap_or(0);
         }
-    } else if !rows.is_empty() {
+    } else if !highest.is_empty() {
+        let mut rows = sql::RowSet::default();
+        for (source, subject) in highest.keys() {
+            rows.push(serde_json::json!({"source": source, "subject": subject}));
+        }
         let from = tx
             .dialect()
             .rows(2, "r", &[("source", "TEXT"), ("subject", "TEXT")]);
@@ -242,33 +237,26 @@ pub async fn record_applied_batch(
             *sequence = (*sequence).max(event.sequence as i64);
         }
     }
-    if highest.is_empty() {
-        return Ok(());
-    }
     let mut rows = sql::RowSet::default();
     for ((source, subject), sequence) in highest {
         rows.push(serde_json::json!({"source": source, "subject": subject, "sequence": sequence}));
     }
-    let from = tx.dialect().rows(
-        2,
-        "r",
+    rows.execute(
+        tx,
+        vec![consumer.into()],
         &[
             ("source", "TEXT"),
             ("subject", "TEXT"),
             ("sequence", "BIGINT"),
         ],
-    );
-    let statement = format!(
-        "INSERT INTO applied_versions (consumer, source, subject, sequence)
-         SELECT $1, r.source, r.subject, r.sequence FROM {from} WHERE true
-         ON CONFLICT (consumer, source, subject) DO UPDATE SET sequence =
-             CASE WHEN applied_versions.sequence > EXCLUDED.sequence THEN applied_versions.sequence ELSE EXCLUDED.sequence END"
-    );
-    sql::query(&statement)
-        .bind(consumer)
-        .bind(rows.into_arg())
-        .execute(&mut *tx)
-        .await?;
+        |r| format!(
+            "INSERT INTO applied_versions (consumer, source, subject, sequence)
+             SELECT $1, r.source, r.subject, r.sequence FROM {r} WHERE true
+             ON CONFLICT (consumer, source, subject) DO UPDATE SET sequence =
+                 CASE WHEN applied_versions.sequence > EXCLUDED.sequence THEN applied_versions.sequence ELSE EXCLUDED.sequence END"
+        ),
+    )
+    .await?;
     Ok(())
 }
 

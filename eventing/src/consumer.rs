@@ -649,30 +649,28 @@ async fn save_progress(
                                     THEN consumer_checkpoints.next_offset ELSE EXCLUDED.next_offset END,
                  updated_at = CURRENT_TIMESTAMP";
     match tx.dialect() {
-        Dialect::Postgres if !positions.is_empty() => {
+        Dialect::Postgres => {
             let mut rows = sql::RowSet::default();
             for p in positions {
                 rows.push(serde_json::json!({"topic": p.topic, "partition": p.partition, "next_offset": p.next_offset}));
             }
-            let from = tx.dialect().rows(
-                2,
-                "r",
+            rows.execute(
+                tx,
+                vec![consumer.into()],
                 &[
                     ("topic", "TEXT"),
                     ("partition", "INTEGER"),
                     ("next_offset", "BIGINT"),
                 ],
-            );
-            sql::query(&format!(
-                "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset)
-                 SELECT $1, r.topic, r.partition, r.next_offset FROM {from} WHERE true {UPSERT}"
-            ))
-            .bind(consumer)
-            .bind(rows.into_arg())
-            .execute(&mut *tx)
+                |r| {
+                    format!(
+                        "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset)
+                     SELECT $1, r.topic, r.partition, r.next_offset FROM {r} WHERE true {UPSERT}"
+                    )
+                },
+            )
             .await?;
         }
-        Dialect::Postgres => {}
         Dialect::Sqlite => {
             for p in positions {
                 sql::query(&format!(

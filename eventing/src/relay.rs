@@ -246,47 +246,63 @@ pub async fn backlog(pool: &Pool) -> Result<i64, sqlx::Error> {
 /// The active relays of this process, by database: an append to one of those databases
 /// wakes its relay in-process instead of with `NOTIFY`, which serialises every committing
 /// transaction on the server's notification queue lock.
-static LOCAL_RELAYS: std::sync::Mutex<Vec<(String, Arc<tokio::sync::Notify>)>> =
+static LOCAL_RELAYS: std::sync::Mutex<Vec<(RelayDatabase, Arc<tokio::sync::Notify>)>> =
     std::sync::Mutex::new(Vec::new());
 
-fn database_key(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or_default()
-    )
+/// A database as its pool's options name it: host, port, database name.
+#[derive(Debug, Clone, PartialEq)]
+struct RelayDatabase {
+    host: String,
+    port: u16,
+    database: String,
+}
+
+impl RelayDatabase {
+    fn of(pool: &PgPool) -> Self {
+        let options = pool.connect_options();
+        RelayDatabase {
+            host: options.get_host().to_string(),
+            port: options.get_port(),
+            database: options.get_database().unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Compared without allocating: this runs at every transaction's start.
+    fn is(&self, pool: &PgPool) -> bool {
+        let options = pool.connect_options();
+        self.port == options.get_port()
+            && self.host == options.get_host()
+            && self.database == options.get_database().unwrap_or_default()
+    }
 }
 
 /// The wake-up of the relay active in this process for `pool`'s database, if any.
 pub fn local_relay(pool: &PgPool) -> Option<Arc<tokio::sync::Notify>> {
-    let key = database_key(pool);
     LOCAL_RELAYS
         .lock()
         .expect("relay registry")
         .iter()
-        .find(|(k, _)| *k == key)
+        .find(|(database, _)| database.is(pool))
         .map(|(_, wake)| wake.clone())
 }
 
 /// This process's active relay of a database, registered while it leads (or, for
 /// `shop bench`, while a relay is held paused).
 pub struct LocalRelay {
-    key: String,
+    database: RelayDatabase,
     wake: Arc<tokio::sync::Notify>,
 }
 
 impl LocalRelay {
     pub fn register(pool: &PgPool) -> Self {
         let relay = LocalRelay {
-            key: database_key(pool),
+            database: RelayDatabase::of(pool),
             wake: Arc::new(tokio::sync::Notify::new()),
         };
         LOCAL_RELAYS
             .lock()
             .expect("relay registry")
-            .push((relay.key.clone(), relay.wake.clone()));
+            .push((relay.database.clone(), relay.wake.clone()));
         relay
     }
 }
@@ -294,10 +310,9 @@ impl LocalRelay {
 impl Drop for LocalRelay {
     fn drop(&mut self) {
         let mut relays = LOCAL_RELAYS.lock().expect("relay registry");
-        if let Some(index) = relays
-            .iter()
-            .position(|(k, wake)| *k == self.key && Arc::ptr_eq(wake, &self.wake))
-        {
+        if let Some(index) = relays.iter().position(|(database, wake)| {
+            *database == self.database && Arc::ptr_eq(wake, &self.wake)
+        }) {
             relays.remove(index);
         }
     }

@@ -99,10 +99,6 @@ impl RowSet {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// A timestamp as both backends read it (fixed width: text order is time order).
     pub fn time(t: &DateTime<Utc>) -> Value {
         Value::String(sqlite_time(t))
@@ -110,6 +106,34 @@ impl RowSet {
 
     pub fn into_arg(self) -> Arg {
         Arg::Json(Some(Value::Array(self.0)))
+    }
+
+    /// Runs the statement `statement(r)` builds, where `r` is these rows as table `r`
+    /// with `columns` ([`Dialect::rows`]); `leading` values are bound first (`$1`…), the
+    /// rows after them. Nothing runs when there are no rows. Returns the rows changed.
+    ///
+    /// # Errors
+    /// The database fails.
+    pub async fn execute(
+        self,
+        tx: &mut Conn,
+        leading: Vec<Arg>,
+        columns: &[(&str, &str)],
+        statement: impl FnOnce(&str) -> String,
+    ) -> Result<u64, sqlx::Error> {
+        if self.is_empty() {
+            return Ok(0);
+        }
+        let sql = statement(&tx.dialect().rows(leading.len() + 1, "r", columns));
+        let mut query = query(&sql);
+        for arg in leading {
+            query = query.bind(arg);
+        }
+        Ok(query
+            .bind(self.into_arg())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected())
     }
 }
 
@@ -332,21 +356,14 @@ impl Conn {
     /// # Errors
     /// The notification could not be queued.
     pub async fn notify_outbox(&mut self, channel: &str) -> Result<(), sqlx::Error> {
-        if let Some(wake) = &mut self.outbox {
-            wake.pending = true;
-            return Ok(());
-        }
-        match self.dialect() {
-            Dialect::Postgres => {
+        // SQLite connections always carry the in-process wake-up.
+        match &mut self.outbox {
+            Some(wake) => wake.pending = true,
+            None => {
                 query("SELECT pg_notify($1, '')")
                     .bind(channel)
                     .execute(&mut *self)
                     .await?;
-            }
-            Dialect::Sqlite => {
-                if let Some(wake) = &mut self.outbox {
-                    wake.pending = true;
-                }
             }
         }
         Ok(())

@@ -522,9 +522,7 @@ async fn write_groups(
 }
 
 async fn write_group(pool: &Pool, hook: Option<&dyn AppendHook>, group: Vec<Pending>) {
-    let outcome = if group.len() == 1 {
-        Err(())
-    } else {
+    if group.len() > 1 {
         let events: Vec<SerializedEvent> = group
             .iter()
             .flat_map(|p| p.events.iter().cloned())
@@ -532,7 +530,12 @@ async fn write_group(pool: &Pool, hook: Option<&dyn AppendHook>, group: Vec<Pend
         let snapshots: Vec<Snapshot> = group.iter().filter_map(|p| p.snapshot.clone()).collect();
         metrics::histogram!("append_group_size").record(group.len() as f64);
         match append_new(pool, hook, &events, &snapshots).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                for pending in group {
+                    let _ = pending.done.send(Ok(()));
+                }
+                return;
+            }
             Err(AppendFailure::AtCommit(e)) => {
                 let message = e.to_string();
                 for pending in group {
@@ -542,25 +545,16 @@ async fn write_group(pool: &Pool, hook: Option<&dyn AppendHook>, group: Vec<Pend
                 }
                 return;
             }
-            Err(AppendFailure::Before(_)) => Err(()),
+            // Nothing stored: each append is written alone below.
+            Err(AppendFailure::Before(_)) => {}
         }
-    };
-    match outcome {
-        Ok(()) => {
-            for pending in group {
-                let _ = pending.done.send(Ok(()));
-            }
-        }
-        // Alone (or again alone, after the group failed before its commit).
-        Err(()) => {
-            for pending in group {
-                let snapshots: Vec<Snapshot> = pending.snapshot.into_iter().collect();
-                let result = append_new(pool, hook, &pending.events, &snapshots)
-                    .await
-                    .map_err(AppendFailure::into_error);
-                let _ = pending.done.send(result);
-            }
-        }
+    }
+    for pending in group {
+        let snapshots: Vec<Snapshot> = pending.snapshot.into_iter().collect();
+        let result = append_new(pool, hook, &pending.events, &snapshots)
+            .await
+            .map_err(AppendFailure::into_error);
+        let _ = pending.done.send(result);
     }
 }
 
@@ -602,28 +596,32 @@ async fn append_nested(
 }
 
 /// The events of an append on PostgreSQL, from one JSON array (`$1`), with their outbox
-/// rows; the positions in sequence order.
-const APPEND_POSTGRES: &str = "WITH appended AS (
-        INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
-        SELECT aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at
-        FROM jsonb_to_recordset($1::jsonb) AS e(aggregate_type TEXT, aggregate_id TEXT, sequence BIGINT, event_id UUID,
-             event_type TEXT, event_version TEXT, data JSONB, metadata JSONB, recorded_at TIMESTAMPTZ)
-        ORDER BY sequence
-        RETURNING position, sequence),
-    queued AS (INSERT INTO outbox (position) SELECT position FROM appended)
-    SELECT appended.position FROM appended ORDER BY appended.sequence";
+/// rows; the positions in sequence order. `$wake` joins the final select (a `NOTIFY`).
+macro_rules! append_postgres {
+    ($wake:literal) => {
+        concat!(
+            "WITH appended AS (
+                INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+                SELECT aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at
+                FROM jsonb_to_recordset($1::jsonb) AS e(aggregate_type TEXT, aggregate_id TEXT, sequence BIGINT, event_id UUID,
+                     event_type TEXT, event_version TEXT, data JSONB, metadata JSONB, recorded_at TIMESTAMPTZ)
+                ORDER BY sequence
+                RETURNING position, sequence),
+            queued AS (INSERT INTO outbox (position) SELECT position FROM appended)
+            SELECT appended.position FROM appended ",
+            $wake,
+            " ORDER BY appended.sequence"
+        )
+    };
+}
 
-/// [`APPEND_POSTGRES`] that also wakes the relay with `NOTIFY outbox` (delivered at
+/// [`append_postgres`] for a relay woken in-process.
+const APPEND_POSTGRES: &str = append_postgres!("");
+
+/// [`append_postgres`] that also wakes the relay with `NOTIFY outbox` (delivered at
 /// commit) — for a relay in another process.
-const APPEND_POSTGRES_NOTIFY: &str = "WITH appended AS (
-        INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
-        SELECT aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at
-        FROM jsonb_to_recordset($1::jsonb) AS e(aggregate_type TEXT, aggregate_id TEXT, sequence BIGINT, event_id UUID,
-             event_type TEXT, event_version TEXT, data JSONB, metadata JSONB, recorded_at TIMESTAMPTZ)
-        ORDER BY sequence
-        RETURNING position, sequence),
-    queued AS (INSERT INTO outbox (position) SELECT position FROM appended)
-    SELECT appended.position FROM appended CROSS JOIN (SELECT pg_notify('outbox', '')) AS wake ORDER BY appended.sequence";
+const APPEND_POSTGRES_NOTIFY: &str =
+    append_postgres!("CROSS JOIN (SELECT pg_notify('outbox', '')) AS wake");
 
 /// The statements of an append: events, outbox rows and the relay's wake-up, the hook,
 /// the snapshot. Returns how many events it appended.

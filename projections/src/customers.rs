@@ -119,11 +119,10 @@ impl EventHandler for CustomersProjection {
                 }));
             }
         }
-        let dialect = tx.dialect();
-        if !registered.is_empty() {
-            let from = dialect.rows(
-                1,
-                "r",
+        registered
+            .execute(
+                tx,
+                Vec::new(),
                 &[
                     ("customer_id", "UUID"),
                     ("name", "TEXT"),
@@ -132,45 +131,38 @@ impl EventHandler for CustomersProjection {
                     ("version", "BIGINT"),
                     ("at", "TIMESTAMPTZ"),
                 ],
-            );
-            sql::query(&format!(
-                "INSERT INTO customers (customer_id, name, email, address, version, created_at, updated_at)
-                 SELECT customer_id, name, email, address, version, at, at FROM {from} WHERE true
-                 ON CONFLICT (customer_id) DO NOTHING"
-            ))
-            .bind(registered.into_arg())
-            .execute(&mut *tx)
+                |r| format!(
+                    "INSERT INTO customers (customer_id, name, email, address, version, created_at, updated_at)
+                     SELECT customer_id, name, email, address, version, at, at FROM {r} WHERE true
+                     ON CONFLICT (customer_id) DO NOTHING"
+                ),
+            )
             .await?;
+        let mut rows = RowSet::default();
+        for (customer_id, (d, at)) in &figures {
+            rows.push(json!({
+                "customer_id": customer_id, "wallet_balance": d.wallet_balance,
+                "orders_count": d.orders_count, "lifetime_spend": d.lifetime_spend,
+                "at": RowSet::time(at),
+            }));
         }
-        if !figures.is_empty() {
-            let mut rows = RowSet::default();
-            for (customer_id, (d, at)) in &figures {
-                rows.push(json!({
-                    "customer_id": customer_id, "wallet_balance": d.wallet_balance,
-                    "orders_count": d.orders_count, "lifetime_spend": d.lifetime_spend,
-                    "at": RowSet::time(at),
-                }));
-            }
-            let from = dialect.rows(
-                1,
-                "r",
-                &[
-                    ("customer_id", "UUID"),
-                    ("wallet_balance", "BIGINT"),
-                    ("orders_count", "BIGINT"),
-                    ("lifetime_spend", "BIGINT"),
-                    ("at", "TIMESTAMPTZ"),
-                ],
-            );
-            sql::query(&format!(
+        rows.execute(
+            tx,
+            Vec::new(),
+            &[
+                ("customer_id", "UUID"),
+                ("wallet_balance", "BIGINT"),
+                ("orders_count", "BIGINT"),
+                ("lifetime_spend", "BIGINT"),
+                ("at", "TIMESTAMPTZ"),
+            ],
+            |r| format!(
                 "INSERT INTO customer_figures (customer_id, wallet_balance, orders_count, lifetime_spend, updated_at)
-                 SELECT customer_id, wallet_balance, orders_count, lifetime_spend, at FROM {from} WHERE true
+                 SELECT customer_id, wallet_balance, orders_count, lifetime_spend, at FROM {r} WHERE true
                  ON CONFLICT (customer_id) DO UPDATE SET {FIGURES_ADDED}"
-            ))
-            .bind(rows.into_arg())
-            .execute(&mut *tx)
-            .await?;
-        }
+            ),
+        )
+        .await?;
         Ok(())
     }
 

@@ -134,11 +134,10 @@ impl EventHandler for OrdersProjection {
                 "at": RowSet::time(&event.time),
             }));
         }
-        let dialect = tx.dialect();
-        if !placed.is_empty() {
-            let from = dialect.rows(
-                1,
-                "r",
+        placed
+            .execute(
+                tx,
+                Vec::new(),
                 &[
                     ("order_id", "UUID"),
                     ("customer_id", "UUID"),
@@ -146,18 +145,17 @@ impl EventHandler for OrdersProjection {
                     ("version", "BIGINT"),
                     ("at", "TIMESTAMPTZ"),
                 ],
-            );
-            sql::query(&format!(
-                "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
-                 SELECT order_id, customer_id, 'PENDING', total, version, at, at FROM {from} WHERE true
-                 ON CONFLICT (order_id) DO NOTHING"
-            ))
-            .bind(placed.into_arg())
-            .execute(&mut *tx)
+                |r| format!(
+                    "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
+                     SELECT order_id, customer_id, 'PENDING', total, version, at, at FROM {r} WHERE true
+                     ON CONFLICT (order_id) DO NOTHING"
+                ),
+            )
             .await?;
-            let from = dialect.rows(
-                1,
-                "r",
+        lines
+            .execute(
+                tx,
+                Vec::new(),
                 &[
                     ("order_id", "UUID"),
                     ("position", "INTEGER"),
@@ -166,48 +164,41 @@ impl EventHandler for OrdersProjection {
                     ("unit_price", "BIGINT"),
                     ("line_total", "BIGINT"),
                 ],
-            );
-            sql::query(&format!(
-                "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total)
-                 SELECT order_id, position, product_id, quantity, unit_price, line_total FROM {from} WHERE true
-                 ON CONFLICT (order_id, position) DO NOTHING"
-            ))
-            .bind(lines.into_arg())
-            .execute(&mut *tx)
+                |r| format!(
+                    "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total)
+                     SELECT order_id, position, product_id, quantity, unit_price, line_total FROM {r} WHERE true
+                     ON CONFLICT (order_id, position) DO NOTHING"
+                ),
+            )
             .await?;
+        let mut rows = RowSet::default();
+        for (order_id, s) in &statuses {
+            rows.push(json!({
+                "order_id": order_id, "status": s.status, "reason": s.reason,
+                "version": s.version, "at": RowSet::time(&s.at),
+            }));
         }
-        if !statuses.is_empty() {
-            let mut rows = RowSet::default();
-            for (order_id, s) in &statuses {
-                rows.push(json!({
-                    "order_id": order_id, "status": s.status, "reason": s.reason,
-                    "version": s.version, "at": RowSet::time(&s.at),
-                }));
-            }
-            let from = dialect.rows(
-                1,
-                "r",
-                &[
-                    ("order_id", "UUID"),
-                    ("status", "TEXT"),
-                    ("reason", "TEXT"),
-                    ("version", "BIGINT"),
-                    ("at", "TIMESTAMPTZ"),
-                ],
-            );
-            sql::query(&format!(
+        rows.execute(
+            tx,
+            Vec::new(),
+            &[
+                ("order_id", "UUID"),
+                ("status", "TEXT"),
+                ("reason", "TEXT"),
+                ("version", "BIGINT"),
+                ("at", "TIMESTAMPTZ"),
+            ],
+            |r| format!(
                 "UPDATE orders SET status = r.status, cancel_reason = COALESCE(r.reason, orders.cancel_reason),
                      version = r.version, updated_at = r.at
-                 FROM {from} WHERE orders.order_id = r.order_id AND orders.version < r.version"
-            ))
-            .bind(rows.into_arg())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !history.is_empty() {
-            let from = dialect.rows(
-                1,
-                "r",
+                 FROM {r} WHERE orders.order_id = r.order_id AND orders.version < r.version"
+            ),
+        )
+        .await?;
+        history
+            .execute(
+                tx,
+                Vec::new(),
                 &[
                     ("event_id", "UUID"),
                     ("order_id", "UUID"),
@@ -215,16 +206,15 @@ impl EventHandler for OrdersProjection {
                     ("source", "TEXT"),
                     ("at", "TIMESTAMPTZ"),
                 ],
-            );
-            sql::query(&format!(
-                "INSERT INTO order_history (event_id, order_id, event_type, source, at)
-                 SELECT event_id, order_id, event_type, source, at FROM {from} WHERE true
-                 ON CONFLICT DO NOTHING"
-            ))
-            .bind(history.into_arg())
-            .execute(&mut *tx)
+                |r| {
+                    format!(
+                        "INSERT INTO order_history (event_id, order_id, event_type, source, at)
+                     SELECT event_id, order_id, event_type, source, at FROM {r} WHERE true
+                     ON CONFLICT DO NOTHING"
+                    )
+                },
+            )
             .await?;
-        }
         Ok(())
     }
 

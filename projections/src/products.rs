@@ -75,11 +75,10 @@ impl EventHandler for ProductsProjection {
                 InventoryEvent::StockReservationRejected(_) => {}
             }
         }
-        let dialect = tx.dialect();
-        if !added.is_empty() {
-            let from = dialect.rows(
-                1,
-                "r",
+        added
+            .execute(
+                tx,
+                Vec::new(),
                 &[
                     ("product_id", "UUID"),
                     ("sku", "TEXT"),
@@ -89,27 +88,24 @@ impl EventHandler for ProductsProjection {
                     ("version", "BIGINT"),
                     ("at", "TIMESTAMPTZ"),
                 ],
-            );
-            sql::query(&format!(
-                "INSERT INTO products (product_id, sku, name, price, received, version, created_at, updated_at)
-                 SELECT product_id, sku, name, price, received, version, at, at FROM {from} WHERE true
-                 ON CONFLICT (product_id) DO NOTHING"
-            ))
-            .bind(added.into_arg())
-            .execute(&mut *tx)
+                |r| format!(
+                    "INSERT INTO products (product_id, sku, name, price, received, version, created_at, updated_at)
+                     SELECT product_id, sku, name, price, received, version, at, at FROM {r} WHERE true
+                     ON CONFLICT (product_id) DO NOTHING"
+                ),
+            )
             .await?;
+        let mut rows = RowSet::default();
+        for (product_id, c) in &changes {
+            rows.push(json!({
+                "product_id": product_id, "received": c.received, "price": c.price,
+                "version": c.version, "at": RowSet::time(&c.at),
+            }));
         }
-        if !changes.is_empty() {
-            let mut rows = RowSet::default();
-            for (product_id, c) in &changes {
-                rows.push(json!({
-                    "product_id": product_id, "received": c.received, "price": c.price,
-                    "version": c.version, "at": RowSet::time(&c.at),
-                }));
-            }
-            let from = dialect.rows(
-                1,
-                "r",
+        let updated = rows
+            .execute(
+                tx,
+                Vec::new(),
                 &[
                     ("product_id", "UUID"),
                     ("received", "BIGINT"),
@@ -117,49 +113,43 @@ impl EventHandler for ProductsProjection {
                     ("version", "BIGINT"),
                     ("at", "TIMESTAMPTZ"),
                 ],
-            );
-            let updated = sql::query(&format!(
-                "UPDATE products SET received = products.received + r.received,
-                     price = COALESCE(r.price, products.price), version = r.version, updated_at = r.at
-                 FROM {from} WHERE products.product_id = r.product_id"
-            ))
-            .bind(rows.into_arg())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated != changes.len() as u64 {
-                // Replayed one by one, the event of the missing product is named.
-                return Err(HandlerError::permanent(format!(
-                    "{} changed products are not in the read model",
-                    changes.len() as u64 - updated
-                )));
-            }
+                |r| format!(
+                    "UPDATE products SET received = products.received + r.received,
+                         price = COALESCE(r.price, products.price), version = r.version, updated_at = r.at
+                     FROM {r} WHERE products.product_id = r.product_id"
+                ),
+            )
+            .await?;
+        if updated != changes.len() as u64 {
+            // Replayed one by one, the event of the missing product is named.
+            return Err(HandlerError::permanent(format!(
+                "{} changed products are not in the read model",
+                changes.len() as u64 - updated
+            )));
         }
-        if !moves.is_empty() {
-            let mut rows = RowSet::default();
-            for (product_id, (reserved, sold)) in &moves {
-                rows.push(json!({"product_id": product_id, "reserved": reserved, "sold": sold}));
-            }
-            let from = dialect.rows(
-                1,
-                "r",
-                &[
-                    ("product_id", "UUID"),
-                    ("reserved", "BIGINT"),
-                    ("sold", "BIGINT"),
-                ],
-            );
-            sql::query(&format!(
-                "INSERT INTO product_stock (product_id, reserved, sold)
-                 SELECT product_id, reserved, sold FROM {from} WHERE true
+        let mut rows = RowSet::default();
+        for (product_id, (reserved, sold)) in &moves {
+            rows.push(json!({"product_id": product_id, "reserved": reserved, "sold": sold}));
+        }
+        rows.execute(
+            tx,
+            Vec::new(),
+            &[
+                ("product_id", "UUID"),
+                ("reserved", "BIGINT"),
+                ("sold", "BIGINT"),
+            ],
+            |r| {
+                format!(
+                    "INSERT INTO product_stock (product_id, reserved, sold)
+                 SELECT product_id, reserved, sold FROM {r} WHERE true
                  ON CONFLICT (product_id) DO UPDATE SET
                      reserved = product_stock.reserved + EXCLUDED.reserved,
                      sold = product_stock.sold + EXCLUDED.sold"
-            ))
-            .bind(rows.into_arg())
-            .execute(&mut *tx)
-            .await?;
-        }
+                )
+            },
+        )
+        .await?;
         Ok(())
     }
 
