@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::Argon2;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header;
@@ -175,26 +175,106 @@ where
     }
 }
 
-/// Hashes a password with Argon2id and a random salt (PHC string).
+/// Argon2id's working memory, reused. Each hash needs `m_cost` KiB (19 MiB by default).
+/// Allocated per hash, that memory stays in the allocator's per-thread arenas once freed
+/// (glibc raises its mmap threshold after the first free), so every blocking thread that
+/// ever hashed kept ~19 MiB: `shop serve all` grew by hundreds of MiB under sign-ups and
+/// logins. Here there is one workspace per core, each hash borrows one (waiting when all
+/// are busy: hashing is CPU-bound, so more at once would not be faster), and the memory
+/// stays bounded at cores × 19 MiB.
+struct Workspaces {
+    free: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
+    returned: std::sync::Condvar,
+}
+
+static WORKSPACES: std::sync::LazyLock<Workspaces> = std::sync::LazyLock::new(|| {
+    let slots = std::thread::available_parallelism().map_or(2, usize::from);
+    Workspaces {
+        // Allocated on first use.
+        free: std::sync::Mutex::new((0..slots).map(|_| Vec::new()).collect()),
+        returned: std::sync::Condvar::new(),
+    }
+});
+
+/// Hashes into a borrowed workspace (or, for parameters larger than the default, memory of
+/// its own): the same output as `PasswordHasher::hash_password_customized`.
+fn argon2_output(
+    argon2: &Argon2<'_>,
+    params: &argon2::Params,
+    password: &[u8],
+    salt: argon2::password_hash::Salt<'_>,
+) -> Result<argon2::password_hash::Output, argon2::password_hash::Error> {
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_bytes)?;
+    let blocks = params.block_count();
+    let output_len = params
+        .output_len()
+        .unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN);
+    argon2::password_hash::Output::init_with(output_len, |out| {
+        if blocks > argon2::Params::DEFAULT_M_COST as usize {
+            return Ok(argon2.hash_password_into(password, salt, out)?);
+        }
+        let mut workspace = {
+            let mut free = WORKSPACES.free.lock().expect("workspaces");
+            loop {
+                if let Some(workspace) = free.pop() {
+                    break workspace;
+                }
+                free = WORKSPACES.returned.wait(free).expect("workspaces");
+            }
+        };
+        if workspace.len() < blocks {
+            workspace.resize(
+                argon2::Params::DEFAULT_M_COST as usize,
+                argon2::Block::default(),
+            );
+        }
+        let result = argon2.hash_password_into_with_memory(password, salt, out, &mut workspace);
+        WORKSPACES.free.lock().expect("workspaces").push(workspace);
+        WORKSPACES.returned.notify_one();
+        Ok(result?)
+    })
+}
+
+/// Hashes a password with Argon2id (default parameters) and a random salt (PHC string).
 ///
 /// # Errors
 /// Hashing fails (it does not with the default parameters).
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
+    let params = argon2::Params::default();
+    let argon2 = Argon2::default();
+    let output = argon2_output(&argon2, &params, password.as_bytes(), salt.as_salt())?;
+    Ok(PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(argon2::Version::default().into()),
+        params: argon2::password_hash::ParamsString::try_from(&params)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    }
+    .to_string())
 }
 
-/// Checks a password against a PHC hash, in constant time.
+/// Checks a password against a PHC hash (its algorithm, version and parameters), in
+/// constant time.
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    let check = || -> Result<bool, argon2::password_hash::Error> {
+        let parsed = PasswordHash::new(hash)?;
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Ok(false);
+        };
+        let params = argon2::Params::try_from(&parsed)?;
+        let algorithm = argon2::Algorithm::try_from(parsed.algorithm)?;
+        let version = parsed
+            .version
+            .map(argon2::Version::try_from)
+            .transpose()?
+            .unwrap_or_default();
+        let argon2 = Argon2::new(algorithm, version, params.clone());
+        // `Output`'s equality is constant-time.
+        Ok(argon2_output(&argon2, &params, password.as_bytes(), salt)? == expected)
+    };
+    check().unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -218,5 +298,48 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"));
         assert!(verify_password("correct horse", &hash));
         assert!(!verify_password("wrong", &hash));
+    }
+
+    /// Hashes through the reused workspaces are the library's own: stored hashes made by
+    /// `PasswordHasher` (any parameters) verify, and ours verify with `PasswordVerifier`.
+    #[test]
+    fn workspace_hashes_match_the_library() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let ours = hash_password("correct horse").unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &PasswordHash::new(&ours).unwrap())
+            .is_ok());
+        for (m_cost, t_cost) in [(19_456, 2), (8_192, 3), (32_768, 1)] {
+            let params = argon2::Params::new(m_cost, t_cost, 1, None).unwrap();
+            let theirs = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password(b"battery staple", &SaltString::generate(&mut OsRng))
+                .unwrap()
+                .to_string();
+            assert!(
+                verify_password("battery staple", &theirs),
+                "m={m_cost} t={t_cost}"
+            );
+            assert!(
+                !verify_password("battery stapler", &theirs),
+                "m={m_cost} t={t_cost}"
+            );
+        }
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    /// More hashes at once than workspaces: each waits for one and all verify.
+    #[test]
+    fn concurrent_hashes_share_the_workspaces() {
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let password = format!("password {i}");
+                    verify_password(&password, &hash_password(&password).unwrap())
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert!(thread.join().unwrap());
+        }
     }
 }
