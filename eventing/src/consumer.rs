@@ -157,6 +157,8 @@ pub struct ConsumerRunner {
     track_versions: bool,
     /// A saga reaction: it may have imported events to replay ([`Self::replaying_imports`]).
     replays_imports: bool,
+    /// Commits without waiting for the write-ahead log's flush ([`Self::derived`]).
+    derived: bool,
     /// Whether `replay_only` holds events for this consumer (an import), as of the batch
     /// being applied.
     replay_pending: std::sync::atomic::AtomicBool,
@@ -182,6 +184,7 @@ impl ConsumerRunner {
             handler,
             track_versions: false,
             replays_imports: false,
+            derived: false,
             replay_pending: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -191,6 +194,24 @@ impl ConsumerRunner {
     pub fn tracking_versions(mut self) -> Self {
         self.track_versions = true;
         self
+    }
+
+    /// What this consumer writes is derived from the log alone (a projection): its
+    /// transactions commit without waiting for the database's write-ahead-log flush
+    /// ([`Pool::begin_derived`]). A crash of the database may lose the last such commits,
+    /// their checkpoints with them, so the records are read and applied again: nothing is
+    /// lost or doubled, and no commit waits for a disk.
+    pub fn derived(mut self) -> Self {
+        self.derived = true;
+        self
+    }
+
+    async fn begin(&self) -> Result<Conn, sqlx::Error> {
+        if self.derived {
+            self.pool.begin_derived().await
+        } else {
+            self.pool.begin().await
+        }
     }
 
     /// A saga reaction: events an import marked for it (`replay_only`) are applied in
@@ -340,7 +361,7 @@ impl ConsumerRunner {
                     .map_err(|e| HandlerError::permanent(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let checkpoints = load_checkpoints(&mut tx, &self.config.name).await?;
         let ahead: Vec<bool> = records.iter().map(|r| !behind(&checkpoints, r)).collect();
         let candidates: Vec<&CloudEvent> = events
@@ -500,7 +521,7 @@ impl ConsumerRunner {
         record: &LogRecord,
         event: &CloudEvent,
     ) -> Result<(), HandlerError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let checkpoints = load_checkpoints(&mut tx, &self.config.name).await?;
         let applied = matches!(
             self.apply(&mut tx, &checkpoints, record, event).await?,
@@ -557,7 +578,7 @@ impl ConsumerRunner {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sql::query(
             "INSERT INTO dead_letters (consumer, topic, partition, \"offset\", event_id, event_type, error, attempts, headers, payload)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",

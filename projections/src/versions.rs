@@ -396,7 +396,8 @@ async fn supervise_once(
                 info.sources,
                 handler,
             )
-            .tracking_versions();
+            .tracking_versions()
+            .derived();
         let stop = shutdown.child_token();
         info!(
             projection = info.name,
