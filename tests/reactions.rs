@@ -26,6 +26,7 @@ use uuid::Uuid;
 shop_eventing::on_both_backends!(
     the_orders_saga_decides_once_whatever_the_order,
     inventory_moves_each_order_s_units_once,
+    the_stock_table_follows_every_move,
     payments_charge_once_and_refund_what_a_cancelled_order_paid,
     shipping_schedules_each_confirmed_order_once,
 );
@@ -615,6 +616,102 @@ async fn shipping_schedules_each_confirmed_order_once(backend: Dialect) {
             },
         )
         .await;
+    }
+    database.drop().await;
+}
+
+/// Every kind of stock move lands in inventory's `stock` table: a restock, a reservation,
+/// a commit, a release from reserved and one from sold. On PostgreSQL the restock, commit
+/// and releases are written by the append statement itself (`InlineHook`), on SQLite by
+/// the hook's statements; the table reads the same after each step.
+async fn the_stock_table_follows_every_move(backend: Dialect) {
+    let database = Database::fresh(
+        backend,
+        "inventory",
+        include_str!("../command-services/inventory/sql/inventory.sql"),
+    )
+    .await;
+    let pool = database.pool.clone();
+    let store = shop_inventory::service::event_store(pool.clone());
+    let products = CommandBus::<shop_inventory::product::Product>::new(store.clone(), ());
+    let product = Uuid::now_v7();
+    let metadata = EventMetadata::default();
+    products
+        .execute(
+            &product.to_string(),
+            shop_inventory::product::ProductCommand::AddProduct {
+                product_id: product,
+                sku: "TEA-2".into(),
+                name: "Tea".into(),
+                price: 300,
+                stock: 10,
+            },
+            &metadata,
+        )
+        .await
+        .unwrap();
+    let stock = || {
+        let pool = pool.clone();
+        async move {
+            sql::query_as::<(i64, i64, i64)>(
+                "SELECT available, reserved, sold FROM stock WHERE product_id = $1",
+            )
+            .bind(product)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(stock().await, (10, 0, 0), "added");
+    products
+        .execute(
+            &product.to_string(),
+            shop_inventory::product::ProductCommand::Restock { quantity: 5 },
+            &metadata,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stock().await, (15, 0, 0), "restocked");
+
+    let handler = shop_inventory::reactions::ReserveStock {
+        bus: Arc::new(CommandBus::new(store, ())),
+    };
+    let customer = Uuid::now_v7();
+    let (kept, dropped) = (Uuid::now_v7(), Uuid::now_v7());
+    let event = |order: Uuid, event: OrderEvent| cloud_event(Service::Orders, order, event);
+    let steps = [
+        (
+            event(kept, order_placed(kept, customer, product, 600)),
+            (13, 2, 0),
+            "reserved",
+        ),
+        (
+            event(
+                kept,
+                OrderEvent::OrderConfirmed(OrderConfirmed { order_id: kept }),
+            ),
+            (13, 0, 2),
+            "committed",
+        ),
+        (
+            event(dropped, order_placed(dropped, customer, product, 600)),
+            (11, 2, 2),
+            "reserved again",
+        ),
+        (
+            event(dropped, order_cancelled(dropped, "customer_request")),
+            (13, 0, 2),
+            "released from reserved",
+        ),
+        (
+            event(kept, order_cancelled(kept, "customer_request")),
+            (15, 0, 0),
+            "released from sold",
+        ),
+    ];
+    for (event, expected, step) in steps {
+        deliver(&pool, &handler, &[event]).await;
+        assert_eq!(stock().await, expected, "{step}");
     }
     database.drop().await;
 }

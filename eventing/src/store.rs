@@ -41,6 +41,54 @@ pub trait AppendHook: Send + Sync {
     fn touches(&self, _event_type: &str) -> bool {
         true
     }
+
+    /// The hook's work as part of the append statement itself (PostgreSQL), for appends
+    /// whose hooked events are all of [`InlineHook::event_types`]: such an append is one
+    /// statement, outside any transaction when it writes no snapshot.
+    fn inline_postgres(&self) -> Option<&InlineHook> {
+        None
+    }
+}
+
+/// An [`AppendHook`]'s work written as a data-modifying CTE of the append statement.
+pub struct InlineHook {
+    /// `name AS (…)`, over `appended` (the new events' `event_type` and `data`). A
+    /// constraint it violates aborts the append; a `CHECK` violation is the hook's
+    /// refusal ([`HookError::Refused`]).
+    pub cte: &'static str,
+    /// The event types it covers; an append with another hooked type runs
+    /// [`AppendHook::on_append`] instead.
+    pub event_types: &'static [&'static str],
+}
+
+/// How an append runs its hook: not at all, inside the append statement, or as
+/// statements of its own after it.
+#[derive(Clone, Copy)]
+enum HookWork<'a> {
+    None,
+    Inline(&'a InlineHook),
+    Statements(&'a dyn AppendHook),
+}
+
+impl<'a> HookWork<'a> {
+    fn of(hook: Option<&'a dyn AppendHook>, dialect: sql::Dialect, event_types: &[&str]) -> Self {
+        let Some(hook) = hook else {
+            return HookWork::None;
+        };
+        let touched = || event_types.iter().filter(|t| hook.touches(t));
+        if touched().next().is_none() {
+            return HookWork::None;
+        }
+        match hook.inline_postgres() {
+            Some(inline)
+                if dialect == sql::Dialect::Postgres
+                    && touched().all(|t| inline.event_types.contains(t)) =>
+            {
+                HookWork::Inline(inline)
+            }
+            _ => HookWork::Statements(hook),
+        }
+    }
 }
 
 impl StoredEvent {
@@ -406,8 +454,12 @@ async fn append_new(
     events: &[SerializedEvent],
     snapshots: &[Snapshot],
 ) -> Result<(), AppendFailure> {
-    let hook = hook.filter(|h| events.iter().any(|e| h.touches(&e.event_type)));
-    let single = pool.dialect() == sql::Dialect::Postgres && hook.is_none() && snapshots.is_empty();
+    let single = pool.dialect() == sql::Dialect::Postgres
+        && !matches!(
+            hook_work(hook, pool.dialect(), events),
+            HookWork::Statements(_)
+        )
+        && snapshots.is_empty();
     let mut tx = if single {
         pool.acquire().await
     } else {
@@ -595,33 +647,38 @@ async fn append_nested(
     }
 }
 
-/// The events of an append on PostgreSQL, from one JSON array (`$1`), with their outbox
-/// rows; the positions in sequence order. `$wake` joins the final select (a `NOTIFY`).
-macro_rules! append_postgres {
-    ($wake:literal) => {
-        concat!(
-            "WITH appended AS (
-                INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
-                SELECT aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at
-                FROM jsonb_to_recordset($1::jsonb) AS e(aggregate_type TEXT, aggregate_id TEXT, sequence BIGINT, event_id UUID,
-                     event_type TEXT, event_version TEXT, data JSONB, metadata JSONB, recorded_at TIMESTAMPTZ)
-                ORDER BY sequence
-                RETURNING position, sequence),
-            queued AS (INSERT INTO outbox (position) SELECT position FROM appended)
-            SELECT appended.position FROM appended ",
-            $wake,
-            " ORDER BY appended.sequence"
-        )
-    };
+fn hook_work<'a>(
+    hook: Option<&'a dyn AppendHook>,
+    dialect: sql::Dialect,
+    events: &[SerializedEvent],
+) -> HookWork<'a> {
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    HookWork::of(hook, dialect, &types)
 }
 
-/// [`append_postgres`] for a relay woken in-process.
-const APPEND_POSTGRES: &str = append_postgres!("");
-
-/// [`append_postgres`] that also wakes the relay with `NOTIFY outbox` (delivered at
-/// commit) — for a relay in another process.
-const APPEND_POSTGRES_NOTIFY: &str =
-    append_postgres!("CROSS JOIN (SELECT pg_notify('outbox', '')) AS wake");
+/// The events of an append on PostgreSQL, from one JSON array (`$1`), with their outbox
+/// rows and an inline hook's CTE; the positions in sequence order. With `notify`, the
+/// final select also wakes the relay with `NOTIFY outbox` (delivered at commit), for a
+/// relay in another process.
+fn append_statement(notify: bool, inline: Option<&InlineHook>) -> String {
+    let wake = if notify {
+        "CROSS JOIN (SELECT pg_notify('outbox', '')) AS wake"
+    } else {
+        ""
+    };
+    let hook = inline.map(|i| format!(", {}", i.cte)).unwrap_or_default();
+    format!(
+        "WITH appended AS (
+            INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+            SELECT aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at
+            FROM jsonb_to_recordset($1::jsonb) AS e(aggregate_type TEXT, aggregate_id TEXT, sequence BIGINT, event_id UUID,
+                 event_type TEXT, event_version TEXT, data JSONB, metadata JSONB, recorded_at TIMESTAMPTZ)
+            ORDER BY sequence
+            RETURNING position, sequence, event_type, data),
+        queued AS (INSERT INTO outbox (position) SELECT position FROM appended){hook}
+        SELECT appended.position FROM appended {wake} ORDER BY appended.sequence"
+    )
+}
 
 /// The statements of an append: events, outbox rows and the relay's wake-up, the hook,
 /// the snapshot. Returns how many events it appended.
@@ -660,9 +717,12 @@ async fn append(
             recorded_at: now,
         });
     }
+    let work = hook_work(hook, tx.dialect(), events);
     let lost_race = |e: sqlx::Error| {
         if sql::is_unique_violation(&e, "events_aggregate_sequence", "events") {
             PersistenceError::OptimisticLockError
+        } else if matches!(work, HookWork::Inline(_)) && sql::is_check_violation(&e) {
+            PersistenceError::UnknownError(Box::new(HookError::Refused(e.to_string())))
         } else {
             connection_error(e)
         }
@@ -691,12 +751,12 @@ async fn append(
             // The relay active in this process is woken directly once the append commits;
             // one elsewhere (or none yet) by NOTIFY.
             let local = tx.wakes_relay_in_process();
-            let statement = if local {
-                APPEND_POSTGRES
-            } else {
-                APPEND_POSTGRES_NOTIFY
+            let inline = match work {
+                HookWork::Inline(inline) => Some(inline),
+                _ => None,
             };
-            let positions: Vec<i64> = sql::query_scalar(statement)
+            let statement = append_statement(!local, inline);
+            let positions: Vec<i64> = sql::query_scalar(&statement)
                 .bind(Value::Array(rows))
                 .fetch_all(&mut *tx)
                 .await
@@ -744,7 +804,7 @@ async fn append(
                 .map_err(connection_error)?;
         }
     }
-    if let Some(hook) = hook {
+    if let HookWork::Statements(hook) = work {
         hook.on_append(tx, &stored).await.map_err(|e| match e {
             HookError::Sql(e) => connection_error(e),
             taken => PersistenceError::UnknownError(Box::new(taken)),

@@ -9,7 +9,7 @@ use shop_eventing::command::CommandBus;
 use shop_eventing::db::DbError;
 use shop_eventing::platform::{Platform, Started};
 use shop_eventing::sql::{self, Conn};
-use shop_eventing::store::{AppendHook, EventStore, HookError, StoredEvent};
+use shop_eventing::store::{AppendHook, EventStore, HookError, InlineHook, StoredEvent};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::Service;
 
@@ -98,7 +98,45 @@ async fn move_units(tx: &mut Conn, lines: &[StockLine], set: &str) -> Result<(),
     Ok(())
 }
 
+/// The stock moves of restocks, commits and releases as part of the append statement (a
+/// reservation, which must find its stock row, stays a statement of its own). Units are
+/// summed per product; the `CHECK`s of `stock` refuse a move below zero.
+static INLINE_STOCK_MOVES: InlineHook = InlineHook {
+    cte: "stock_moved AS (
+        UPDATE stock SET available = stock.available + m.available,
+                         reserved = stock.reserved + m.reserved,
+                         sold = stock.sold + m.sold
+        FROM (SELECT product_id, sum(available) AS available, sum(reserved) AS reserved, sum(sold) AS sold
+              FROM (SELECT (data->>'product_id')::uuid AS product_id, (data->>'quantity')::bigint AS available,
+                           0::bigint AS reserved, 0::bigint AS sold
+                    FROM appended WHERE event_type = 'ProductRestocked'
+                    UNION ALL
+                    SELECT (l->>'product_id')::uuid,
+                           CASE WHEN a.event_type = 'StockCommitted' THEN 0 ELSE (l->>'quantity')::bigint END,
+                           CASE WHEN a.event_type = 'StockCommitted' OR a.data->>'released_from' IS DISTINCT FROM 'sold'
+                                THEN -(l->>'quantity')::bigint ELSE 0 END,
+                           CASE WHEN a.event_type = 'StockCommitted' THEN (l->>'quantity')::bigint
+                                WHEN a.data->>'released_from' = 'sold' THEN -(l->>'quantity')::bigint
+                                ELSE 0 END
+                    FROM appended a CROSS JOIN LATERAL jsonb_array_elements(a.data->'lines') AS l
+                    WHERE a.event_type IN ('StockCommitted', 'StockReleased')) moves
+              GROUP BY product_id) m
+        WHERE stock.product_id = m.product_id)",
+    event_types: &["ProductRestocked", "StockCommitted", "StockReleased"],
+};
+
 impl AppendHook for InventoryTables {
+    fn inline_postgres(&self) -> Option<&InlineHook> {
+        Some(&INLINE_STOCK_MOVES)
+    }
+
+    fn touches(&self, event_type: &str) -> bool {
+        !matches!(
+            event_type,
+            "ProductPriceChanged" | "StockReservationRejected"
+        )
+    }
+
     fn on_append<'a>(
         &'a self,
         tx: &'a mut Conn,
