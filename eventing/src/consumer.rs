@@ -24,6 +24,14 @@ use crate::sql::{self, Conn, Dialect, Pool};
 /// How often a consumer measures its lag (`consumer_lag_events`).
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often a consumer commits its positions to the log. The checkpoints in its own
+/// database decide what is applied; the log's positions only save re-reading after a
+/// restart or a rebalance, so committing them once a second (and when idle) instead of
+/// after every batch costs at most a second of records read again and skipped. Under
+/// load, a commit per batch was a request to the broker (a write to the embedded log's
+/// database in `shop dev`) for every few events.
+const LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The consumer tables; apply with [`crate::db::open`] in the consumer's database.
 pub const SCHEMA: &str = include_str!("../sql/consumer.sql");
 
@@ -249,16 +257,26 @@ impl ConsumerRunner {
             .subscribe(&self.config.group, &self.config.topics, self.config.start)
             .await?;
         let mut lag_measured = std::time::Instant::now() - LAG_INTERVAL;
+        // Positions applied but not yet committed to the log, and when it last was.
+        let mut uncommitted: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut committed_at = std::time::Instant::now();
         loop {
             if lag_measured.elapsed() >= LAG_INTERVAL {
                 lag_measured = std::time::Instant::now();
                 self.measure_lag().await;
             }
             let records = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    commit_to_log(subscription.as_ref(), &mut uncommitted);
+                    return Ok(());
+                }
                 records = subscription.poll(self.config.batch_size, Duration::from_millis(500)) => records?,
             };
             if records.is_empty() {
+                if !uncommitted.is_empty() {
+                    commit_to_log(subscription.as_ref(), &mut uncommitted);
+                    committed_at = std::time::Instant::now();
+                }
                 continue;
             }
             // Per batch, after the poll: an import writes its replay rows before its events
@@ -266,9 +284,13 @@ impl ConsumerRunner {
             if self.replays_imports {
                 self.check_replay().await;
             }
-            let positions = self.process(records).await?;
-            if let Err(e) = subscription.commit(&positions) {
-                debug!(error = %e, "offset commit failed (the database checkpoint stands)");
+            for p in self.process(records).await? {
+                let next = uncommitted.entry((p.topic, p.partition)).or_default();
+                *next = (*next).max(p.next_offset);
+            }
+            if committed_at.elapsed() >= LOG_COMMIT_INTERVAL {
+                commit_to_log(subscription.as_ref(), &mut uncommitted);
+                committed_at = std::time::Instant::now();
             }
         }
     }
@@ -609,6 +631,24 @@ impl ConsumerRunner {
         metrics::counter!("dead_letters_total", "consumer" => self.config.name.clone())
             .increment(1);
         Ok(())
+    }
+}
+
+/// Commits the positions applied since the last commit to the log.
+fn commit_to_log(
+    subscription: &dyn crate::log::Subscription,
+    uncommitted: &mut BTreeMap<(String, i32), i64>,
+) {
+    let positions: Vec<Position> = std::mem::take(uncommitted)
+        .into_iter()
+        .map(|((topic, partition), next_offset)| Position {
+            topic,
+            partition,
+            next_offset,
+        })
+        .collect();
+    if let Err(e) = subscription.commit(&positions) {
+        debug!(error = %e, "offset commit failed (the database checkpoint stands)");
     }
 }
 
