@@ -291,8 +291,8 @@ struct AggregateStore<R, A: Aggregate> {
 
 impl<R, A> AggregateStore<R, A>
 where
-    R: PersistedEventRepository,
-    A: Aggregate + Clone,
+    R: PersistedEventRepository + AfterAppend,
+    A: Aggregate + Clone + 'static,
 {
     /// Whether the store holds no event after the loaded state's; if it does, the
     /// cached entry is dropped.
@@ -304,19 +304,43 @@ where
         if !later.is_empty() {
             if let Some(cache) = &self.cache {
                 cache.remove(aggregate_id);
+                self.repository
+                    .set_uncommitted::<A>(state_key::<A>(aggregate_id), None)
+                    .await;
             }
         }
         Ok(later.is_empty())
     }
 }
 
-/// Where an append's state goes once it is durable.
+/// Where an append's state goes once it is durable, and, inside a transaction, until
+/// then.
 trait AfterAppend {
     /// Runs `work` when the append is committed.
     fn after_commit(
         &self,
         work: impl FnOnce() + Send + 'static,
     ) -> impl std::future::Future<Output = ()> + Send;
+
+    /// The state an earlier append of the same transaction left (the shared cache only
+    /// learns it at commit: without this, a reaction's second command to one aggregate
+    /// in a batch started from the state before the first, lost the race against its own
+    /// transaction, rolled back to its savepoint and reloaded the aggregate).
+    fn uncommitted<A: Clone + Send + 'static>(
+        &self,
+        _key: &str,
+    ) -> impl std::future::Future<Output = Option<(A, usize)>> + Send {
+        async { None }
+    }
+
+    /// Records (`Some`) or forgets (`None`) the transaction's state of an aggregate.
+    fn set_uncommitted<A: Send + 'static>(
+        &self,
+        _key: String,
+        _state: Option<(A, usize)>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 impl AfterAppend for EventStore {
@@ -329,6 +353,19 @@ impl AfterAppend for TxEventStore<'_> {
     async fn after_commit(&self, work: impl FnOnce() + Send + 'static) {
         TxEventStore::after_commit(self, work).await;
     }
+
+    async fn uncommitted<A: Clone + Send + 'static>(&self, key: &str) -> Option<(A, usize)> {
+        self.uncommitted_state(key).await
+    }
+
+    async fn set_uncommitted<A: Send + 'static>(&self, key: String, state: Option<(A, usize)>) {
+        self.set_uncommitted_state(key, state).await;
+    }
+}
+
+/// The key of an aggregate among a transaction's uncommitted states.
+fn state_key<A: Aggregate>(aggregate_id: &str) -> String {
+    format!("{}/{aggregate_id}", A::TYPE)
 }
 
 impl<R, A> cqrs_es::EventStore<A> for AggregateStore<R, A>
@@ -354,7 +391,17 @@ where
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<A::Error>> {
-        if let Some((aggregate, sequence)) = self.cache.as_ref().and_then(|c| c.get(aggregate_id)) {
+        let uncommitted = match &self.cache {
+            Some(_) => {
+                self.repository
+                    .uncommitted::<A>(&state_key::<A>(aggregate_id))
+                    .await
+            }
+            None => None,
+        };
+        if let Some((aggregate, sequence)) =
+            uncommitted.or_else(|| self.cache.as_ref().and_then(|c| c.get(aggregate_id)))
+        {
             self.cached.store(true, Ordering::Relaxed);
             self.sequence.store(sequence, Ordering::Relaxed);
             return Ok(EventStoreAggregateContext {
@@ -440,11 +487,17 @@ where
         if let Err(e) = self.repository.persist::<A>(&serialized, snapshot).await {
             if let Some(cache) = &self.cache {
                 cache.remove(&aggregate_id);
+                self.repository
+                    .set_uncommitted::<A>(state_key::<A>(&aggregate_id), None)
+                    .await;
             }
             return Err(e.into());
         }
         self.sequence.store(next, Ordering::Relaxed);
         if let (Some(cache), Some(state)) = (self.cache.clone(), state) {
+            self.repository
+                .set_uncommitted(state_key::<A>(&aggregate_id), Some((state.clone(), next)))
+                .await;
             self.repository
                 .after_commit(move || cache.put(&aggregate_id, state, next))
                 .await;

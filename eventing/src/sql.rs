@@ -16,6 +16,7 @@
 //! On SQLite, UUIDs are stored as hyphenated text and timestamps as fixed-width RFC 3339
 //! text (`2026-01-02T03:04:05.000006Z`), so text order is time order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -188,6 +189,7 @@ impl Pool {
                 inner: Inner::PgTx(pool.begin().await?),
                 outbox: local_wake(pool),
                 after_commit: Vec::new(),
+                states: HashMap::new(),
             },
             Pool::Sqlite(lite) => Conn {
                 inner: Inner::LiteTx(lite.pool.begin_with("BEGIN IMMEDIATE").await?),
@@ -196,6 +198,7 @@ impl Pool {
                     pending: false,
                 }),
                 after_commit: Vec::new(),
+                states: HashMap::new(),
             },
         })
     }
@@ -218,6 +221,7 @@ impl Pool {
                 ),
                 outbox: local_wake(pool),
                 after_commit: Vec::new(),
+                states: HashMap::new(),
             }),
             Pool::Sqlite(_) => self.begin().await,
         }
@@ -233,6 +237,7 @@ impl Pool {
                 inner: Inner::Pg(pool.acquire().await?),
                 outbox: local_wake(pool),
                 after_commit: Vec::new(),
+                states: HashMap::new(),
             },
             Pool::Sqlite(lite) => Conn {
                 inner: Inner::Lite(lite.pool.acquire().await?),
@@ -241,6 +246,7 @@ impl Pool {
                     pending: false,
                 }),
                 after_commit: Vec::new(),
+                states: HashMap::new(),
             },
         })
     }
@@ -292,6 +298,9 @@ pub struct Conn {
     /// Work to do once the transaction has committed (e.g. caching the state an append
     /// produced); dropped with a rollback.
     after_commit: Vec<AfterCommit>,
+    /// Aggregate states appended in this transaction and not committed yet, by aggregate
+    /// type and id: a later command of the same transaction starts from them.
+    states: HashMap<String, (Box<dyn std::any::Any + Send>, usize)>,
 }
 
 /// See [`Conn::after_commit`].
@@ -354,6 +363,31 @@ impl Conn {
         }
     }
 
+    /// The state and sequence an append of this transaction left for `key` (aggregate
+    /// type and id), if any.
+    pub fn uncommitted_state<T: Clone + 'static>(&self, key: &str) -> Option<(T, usize)> {
+        let (state, sequence) = self.states.get(key)?;
+        Some((state.downcast_ref::<T>()?.clone(), *sequence))
+    }
+
+    /// Records the state an append of this transaction produced (`Some`), or forgets it
+    /// (`None`: a conflict showed it stale). Outside a transaction there is nothing to
+    /// remember: the append is committed.
+    pub fn set_uncommitted_state<T: Send + 'static>(
+        &mut self,
+        key: String,
+        state: Option<(T, usize)>,
+    ) {
+        match (state, &self.inner) {
+            (Some((state, sequence)), Inner::PgTx(_) | Inner::LiteTx(_)) => {
+                self.states.insert(key, (Box::new(state), sequence));
+            }
+            _ => {
+                self.states.remove(&key);
+            }
+        }
+    }
+
     /// Rolls the transaction back (dropping it does too).
     ///
     /// # Errors
@@ -399,6 +433,7 @@ impl Conn {
             inner: Inner::PgOwned(Box::new(conn)),
             outbox: None,
             after_commit: Vec::new(),
+            states: HashMap::new(),
         }
     }
 

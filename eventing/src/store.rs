@@ -914,6 +914,23 @@ impl TxEventStore<'_> {
         self.conn.lock().await.after_commit(work);
     }
 
+    /// See [`Conn::uncommitted_state`].
+    pub(crate) async fn uncommitted_state<T: Clone + 'static>(
+        &self,
+        key: &str,
+    ) -> Option<(T, usize)> {
+        self.conn.lock().await.uncommitted_state(key)
+    }
+
+    /// See [`Conn::set_uncommitted_state`].
+    pub(crate) async fn set_uncommitted_state<T: Send + 'static>(
+        &self,
+        key: String,
+        state: Option<(T, usize)>,
+    ) {
+        self.conn.lock().await.set_uncommitted_state(key, state);
+    }
+
     async fn append(
         &self,
         events: &[SerializedEvent],

@@ -1,5 +1,6 @@
 //! How the command bus loads aggregates: from snapshots (the same state as a full
-//! replay), and from its cache of its own appends, which never decides on a stale state.
+//! replay), and from its cache of its own appends, which never decides on a stale state;
+//! inside a transaction, from the states its earlier commands left, which go with it.
 
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::sql::{self, Dialect};
@@ -11,7 +12,8 @@ mod common;
 shop_eventing::on_both_backends!(
     a_snapshot_loads_the_state_a_full_replay_gives,
     a_stale_cached_aggregate_never_decides,
-    concurrent_commands_each_get_their_own_outcome
+    concurrent_commands_each_get_their_own_outcome,
+    commands_in_one_transaction_start_from_each_other
 );
 
 use common::{fresh_database_on, Counter};
@@ -144,5 +146,51 @@ async fn concurrent_commands_each_get_their_own_outcome(backend: Dialect) {
         ));
         check.execute(aggregate, -total, &metadata).await.unwrap();
     }
+    database.drop().await;
+}
+
+/// A reaction's commands to one aggregate in one transaction: each starts from the state
+/// the one before left, uncommitted; a rollback takes those states with it, and a commit
+/// hands them to the cache.
+async fn commands_in_one_transaction_start_from_each_other(backend: Dialect) {
+    let database = fresh_database_on(backend, "in_tx", &[SCHEMA]).await;
+    let store = EventStore::new(database.pool.clone());
+    let metadata = EventMetadata::default();
+    let bus = CommandBus::<Counter>::new(store.clone(), ());
+    assert_eq!(bus.execute_versioned("c", 1, &metadata).await.unwrap(), 1);
+
+    // -3 is allowed only after the +2 of the same transaction; then it rolls back.
+    let mut tx = store.pool().begin().await.unwrap();
+    bus.execute_in(&mut tx, "c", 2, &metadata).await.unwrap();
+    bus.execute_in(&mut tx, "c", -3, &metadata).await.unwrap();
+    assert!(matches!(
+        bus.execute_in(&mut tx, "c", -1, &metadata).await,
+        Err(CommandError::Rejected(_))
+    ));
+    tx.rollback().await.unwrap();
+    // Nothing of it stayed: the total is 1, at sequence 1.
+    assert!(matches!(
+        bus.execute("c", -2, &metadata).await,
+        Err(CommandError::Rejected(_))
+    ));
+    assert_eq!(bus.execute_versioned("c", 4, &metadata).await.unwrap(), 2);
+
+    // Committed: three appends in order, and the cache knows the result (total 1).
+    let mut tx = store.pool().begin().await.unwrap();
+    for by in [-5, 3, -2] {
+        bus.execute_in(&mut tx, "c", by, &metadata).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let sequences: Vec<i64> =
+        sql::query_scalar("SELECT sequence FROM events WHERE aggregate_id = 'c' ORDER BY sequence")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(sequences, [1, 2, 3, 4, 5]);
+    assert!(matches!(
+        bus.execute("c", -2, &metadata).await,
+        Err(CommandError::Rejected(_))
+    ));
+    assert_eq!(bus.execute_versioned("c", -1, &metadata).await.unwrap(), 6);
     database.drop().await;
 }
