@@ -243,8 +243,8 @@ async fn measure(
         } else {
             args.events
         };
-        // In two halves, ours–raw–raw–ours, so neither side gets the cold start or the
-        // warmer end of the stage (the first measured half was systematically slower).
+        // In two halves, ours–raw–raw–ours, so neither side alone gets the cold start or
+        // the warmer end of the stage, nor a drift of the machine during it.
         let half = (n / 2).max(1);
         let (first_rate, mut latencies) = append(&bus, &products, clients, half).await?;
         let raw_first = raw_append(&raw, &products, clients, half).await?;
