@@ -201,8 +201,13 @@ async fn the_api_pages_through_a_store_and_follow_prints_new_events(backend: Dia
         "the pages differ from the store"
     );
 
-    // A new order shows in the followed output.
-    let product = admin.get("/api/products?limit=1").await.body[0]["product_id"]
+    // A new order shows in the followed output. (The product's read model is its own
+    // projection: the order's confirmation does not mean it has caught up.)
+    let product = admin
+        .get_until("/api/products?limit=1", Duration::from_secs(30), |p| {
+            p[0]["product_id"].is_string()
+        })
+        .await[0]["product_id"]
         .as_str()
         .unwrap()
         .to_string();
