@@ -338,24 +338,32 @@ async fn the_orders_saga_decides_once_whatever_the_order(backend: Dialect) {
     database.drop().await;
 }
 
-/// SPEC §5.1, §5.3, §5.5: placed → reserved, confirmed → committed, cancelled → released
-/// from sold; each event twice: each step once, and the stock is back where it started.
-async fn inventory_moves_each_order_s_units_once(backend: Dialect) {
+/// A fresh inventory database with one product (`sku`, price 300, 10 units): the
+/// database, its store, the product bus and the product's id.
+async fn inventory_with_product(
+    backend: Dialect,
+    sku: &str,
+) -> (
+    Database,
+    EventStore,
+    CommandBus<shop_inventory::product::Product>,
+    Uuid,
+) {
     let database = Database::fresh(
         backend,
         "inventory",
         include_str!("../command-services/inventory/sql/inventory.sql"),
     )
     .await;
-    let pool = database.pool.clone();
-    let store = shop_inventory::service::event_store(pool.clone());
+    let store = shop_inventory::service::event_store(database.pool.clone());
+    let products = CommandBus::<shop_inventory::product::Product>::new(store.clone(), ());
     let product = Uuid::now_v7();
-    CommandBus::<shop_inventory::product::Product>::new(store.clone(), ())
+    products
         .execute(
             &product.to_string(),
             shop_inventory::product::ProductCommand::AddProduct {
                 product_id: product,
-                sku: "TEA-1".into(),
+                sku: sku.into(),
                 name: "Tea".into(),
                 price: 300,
                 stock: 10,
@@ -364,6 +372,14 @@ async fn inventory_moves_each_order_s_units_once(backend: Dialect) {
         )
         .await
         .unwrap();
+    (database, store, products, product)
+}
+
+/// SPEC §5.1, §5.3, §5.5: placed → reserved, confirmed → committed, cancelled → released
+/// from sold; each event twice: each step once, and the stock is back where it started.
+async fn inventory_moves_each_order_s_units_once(backend: Dialect) {
+    let (database, store, _, product) = inventory_with_product(backend, "TEA-1").await;
+    let pool = database.pool.clone();
     let handler = shop_inventory::reactions::ReserveStock {
         bus: Arc::new(CommandBus::new(store, ())),
     };
@@ -625,31 +641,9 @@ async fn shipping_schedules_each_confirmed_order_once(backend: Dialect) {
 /// and releases are written by the append statement itself (`InlineHook`), on SQLite by
 /// the hook's statements; the table reads the same after each step.
 async fn the_stock_table_follows_every_move(backend: Dialect) {
-    let database = Database::fresh(
-        backend,
-        "inventory",
-        include_str!("../command-services/inventory/sql/inventory.sql"),
-    )
-    .await;
+    let (database, store, products, product) = inventory_with_product(backend, "TEA-2").await;
     let pool = database.pool.clone();
-    let store = shop_inventory::service::event_store(pool.clone());
-    let products = CommandBus::<shop_inventory::product::Product>::new(store.clone(), ());
-    let product = Uuid::now_v7();
     let metadata = EventMetadata::default();
-    products
-        .execute(
-            &product.to_string(),
-            shop_inventory::product::ProductCommand::AddProduct {
-                product_id: product,
-                sku: "TEA-2".into(),
-                name: "Tea".into(),
-                price: 300,
-                stock: 10,
-            },
-            &metadata,
-        )
-        .await
-        .unwrap();
     let stock = || {
         let pool = pool.clone();
         async move {

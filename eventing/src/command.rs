@@ -333,11 +333,12 @@ trait AfterAppend {
         async { None }
     }
 
-    /// Records (`Some`) or forgets (`None`) the transaction's state of an aggregate.
-    fn set_uncommitted<A: Send + 'static>(
+    /// Records (`Some`) or forgets (`None`) the transaction's state of an aggregate;
+    /// outside a transaction there is nothing to record (and nothing is cloned).
+    fn set_uncommitted<A: Clone + Send + 'static>(
         &self,
         _key: String,
-        _state: Option<(A, usize)>,
+        _state: Option<(&A, usize)>,
     ) -> impl std::future::Future<Output = ()> + Send {
         async {}
     }
@@ -358,8 +359,13 @@ impl AfterAppend for TxEventStore<'_> {
         self.uncommitted_state(key).await
     }
 
-    async fn set_uncommitted<A: Send + 'static>(&self, key: String, state: Option<(A, usize)>) {
-        self.set_uncommitted_state(key, state).await;
+    fn set_uncommitted<A: Clone + Send + 'static>(
+        &self,
+        key: String,
+        state: Option<(&A, usize)>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let state = state.map(|(state, sequence)| (state.clone(), sequence));
+        self.set_uncommitted_state(key, state)
     }
 }
 
@@ -496,7 +502,7 @@ where
         self.sequence.store(next, Ordering::Relaxed);
         if let (Some(cache), Some(state)) = (self.cache.clone(), state) {
             self.repository
-                .set_uncommitted(state_key::<A>(&aggregate_id), Some((state.clone(), next)))
+                .set_uncommitted(state_key::<A>(&aggregate_id), Some((&state, next)))
                 .await;
             self.repository
                 .after_commit(move || cache.put(&aggregate_id, state, next))

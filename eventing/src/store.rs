@@ -71,18 +71,27 @@ enum HookWork<'a> {
 }
 
 impl<'a> HookWork<'a> {
-    fn of(hook: Option<&'a dyn AppendHook>, dialect: sql::Dialect, event_types: &[&str]) -> Self {
+    fn of(
+        hook: Option<&'a dyn AppendHook>,
+        dialect: sql::Dialect,
+        events: &[SerializedEvent],
+    ) -> Self {
         let Some(hook) = hook else {
             return HookWork::None;
         };
-        let touched = || event_types.iter().filter(|t| hook.touches(t));
+        let touched = || {
+            events
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .filter(|t| hook.touches(t))
+        };
         if touched().next().is_none() {
             return HookWork::None;
         }
         match hook.inline_postgres() {
             Some(inline)
                 if dialect == sql::Dialect::Postgres
-                    && touched().all(|t| inline.event_types.contains(t)) =>
+                    && touched().all(|t| inline.event_types.contains(&t)) =>
             {
                 HookWork::Inline(inline)
             }
@@ -454,11 +463,9 @@ async fn append_new(
     events: &[SerializedEvent],
     snapshots: &[Snapshot],
 ) -> Result<(), AppendFailure> {
+    let work = HookWork::of(hook, pool.dialect(), events);
     let single = pool.dialect() == sql::Dialect::Postgres
-        && !matches!(
-            hook_work(hook, pool.dialect(), events),
-            HookWork::Statements(_)
-        )
+        && !matches!(work, HookWork::Statements(_))
         && snapshots.is_empty();
     let mut tx = if single {
         pool.acquire().await
@@ -466,7 +473,7 @@ async fn append_new(
         pool.begin().await
     }
     .map_err(|e| AppendFailure::Before(connection_error(e)))?;
-    let appended = append(&mut tx, hook, events, snapshots)
+    let appended = append(&mut tx, work, events, snapshots)
         .await
         .map_err(AppendFailure::Before)?;
     tx.commit()
@@ -624,7 +631,8 @@ async fn append_nested(
         .execute(&mut *conn)
         .await
         .map_err(connection_error)?;
-    match append(conn, hook, events, &snapshots).await {
+    let work = HookWork::of(hook, conn.dialect(), events);
+    match append(conn, work, events, &snapshots).await {
         Ok(appended) => {
             savepoint("RELEASE SAVEPOINT append")
                 .execute(&mut *conn)
@@ -645,15 +653,6 @@ async fn append_nested(
             Err(e)
         }
     }
-}
-
-fn hook_work<'a>(
-    hook: Option<&'a dyn AppendHook>,
-    dialect: sql::Dialect,
-    events: &[SerializedEvent],
-) -> HookWork<'a> {
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    HookWork::of(hook, dialect, &types)
 }
 
 /// The events of an append on PostgreSQL, from one JSON array (`$1`), with their outbox
@@ -685,7 +684,7 @@ fn append_statement(notify: bool, inline: Option<&InlineHook>) -> String {
 #[tracing::instrument(name = "append", skip_all, fields(aggregate_id = %events[0].aggregate_id, events = events.len()))]
 async fn append(
     tx: &mut Conn,
-    hook: Option<&dyn AppendHook>,
+    work: HookWork<'_>,
     events: &[SerializedEvent],
     snapshots: &[Snapshot],
 ) -> Result<u64, PersistenceError> {
@@ -717,7 +716,6 @@ async fn append(
             recorded_at: now,
         });
     }
-    let work = hook_work(hook, tx.dialect(), events);
     let lost_race = |e: sqlx::Error| {
         if sql::is_unique_violation(&e, "events_aggregate_sequence", "events") {
             PersistenceError::OptimisticLockError
