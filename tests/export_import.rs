@@ -96,7 +96,13 @@ async fn export_then_import_gives_the_same_system(backend: Dialect) {
     let base = a.gateway_url();
     let (admin, customer, delivered) =
         common::confirmed_order(&a, "TOOLS-1", "Tools", "tools@example.com").await;
-    let tools = admin.get("/api/products?limit=1").await.body[0]["product_id"]
+    // The products read model is its own projection: the order's confirmation does not
+    // mean it has caught up.
+    let tools = admin
+        .get_until("/api/products?limit=1", Duration::from_secs(30), |p| {
+            p[0]["product_id"].is_string()
+        })
+        .await[0]["product_id"]
         .as_str()
         .unwrap()
         .to_string();
