@@ -432,8 +432,9 @@ async fn supervise_once(
             }
         }
         let theirs = lag(pool, log.as_ref(), &consumer_name(info, live), &topics).await?;
+        // A cheap test first; the switch itself compares positions exactly.
         if mine.lag <= theirs.lag {
-            switch(pool, info, *version).await?;
+            switch(pool, info, *version, live).await?;
         }
     }
     // Drop retired versions once the grace period is over.
@@ -454,10 +455,50 @@ async fn supervise_once(
     Ok(())
 }
 
-/// Makes `version` live and retires the live one, in one transaction; a no-op when
-/// another projector process did it first.
-async fn switch(pool: &Pool, info: &ProjectionInfo, version: i64) -> Result<(), sqlx::Error> {
+/// Makes `version` live and retires the live one, in one transaction, if the rebuild has
+/// applied every record the live version has, partition by partition; a no-op otherwise,
+/// or when another projector process did it first.
+///
+/// The positions are read inside the switching transaction with the checkpoints held
+/// still (PostgreSQL: the table in `SHARE` mode, which waits for the projectors'
+/// transactions in flight and holds off new ones until the commit; SQLite: the write
+/// lock of `BEGIN IMMEDIATE`). So nothing a reader could have seen in the live version
+/// is missing from the one that replaces it. Comparing lags read one after the other
+/// was not enough: a record applied by the live version between the two reads made a
+/// read after the switch miss it (`tests/rebuild.rs` saw a 404).
+async fn switch(
+    pool: &Pool,
+    info: &ProjectionInfo,
+    version: i64,
+    live: i64,
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    if tx.dialect() == sql::Dialect::Postgres {
+        sql::query("LOCK TABLE consumer_checkpoints IN SHARE MODE")
+            .execute(&mut tx)
+            .await?;
+    }
+    let positions = |consumer: String| {
+        sql::query_as::<(String, i32, i64)>(
+            "SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1",
+        )
+        .bind(consumer)
+    };
+    let theirs = positions(consumer_name(info, live))
+        .fetch_all(&mut tx)
+        .await?;
+    let mine: HashMap<(String, i32), i64> = positions(consumer_name(info, version))
+        .fetch_all(&mut tx)
+        .await?
+        .into_iter()
+        .map(|(topic, partition, offset)| ((topic, partition), offset))
+        .collect();
+    let behind = theirs.into_iter().any(|(topic, partition, offset)| {
+        mine.get(&(topic, partition)).copied().unwrap_or(0) < offset
+    });
+    if behind {
+        return tx.rollback().await;
+    }
     sql::query("UPDATE projection_versions SET status = 'retired', retired_at = CURRENT_TIMESTAMP WHERE projection = $1 AND status = 'live' AND version <> $2")
         .bind(info.name)
         .bind(version)
