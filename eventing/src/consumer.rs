@@ -384,7 +384,7 @@ impl ConsumerRunner {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
-        let checkpoints = load_checkpoints(&mut tx, &self.config.name).await?;
+        let checkpoints = load_checkpoints(&mut tx, &self.config.name, records).await?;
         let ahead: Vec<bool> = records.iter().map(|r| !behind(&checkpoints, r)).collect();
         let candidates: Vec<&CloudEvent> = events
             .iter()
@@ -544,7 +544,8 @@ impl ConsumerRunner {
         event: &CloudEvent,
     ) -> Result<(), HandlerError> {
         let mut tx = self.begin().await?;
-        let checkpoints = load_checkpoints(&mut tx, &self.config.name).await?;
+        let checkpoints =
+            load_checkpoints(&mut tx, &self.config.name, std::slice::from_ref(record)).await?;
         let applied = matches!(
             self.apply(&mut tx, &checkpoints, record, event).await?,
             Outcome::Applied
@@ -675,16 +676,51 @@ fn next_positions(records: &[LogRecord]) -> Vec<Position> {
         .collect()
 }
 
+/// The checkpoints of the partitions of `records`, held until the transaction ends.
+///
+/// Several members of a consumer's group may hold records of one partition at once: a
+/// rebalance hands a partition to another member while the previous one still applies
+/// what it had read. So the checkpoints are read under a lock. On PostgreSQL, an upsert
+/// that changes nothing locks each partition's row, creating a missing one (offset 0,
+/// the same as none), in a fixed order so that two members never deadlock; the second
+/// member waits for the first to commit and then sees its records as behind. (The dedup
+/// lookup of a consumer that records applied versions is a plain read, which alone would
+/// let both apply them.) On SQLite, `BEGIN IMMEDIATE` already serialises transactions.
 async fn load_checkpoints(
     tx: &mut Conn,
     consumer: &str,
+    records: &[LogRecord],
 ) -> Result<BTreeMap<(String, i32), i64>, sqlx::Error> {
-    let rows = sql::query(
-        "SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1",
-    )
-    .bind(consumer)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = match tx.dialect() {
+        Dialect::Postgres => {
+            let partitions: std::collections::BTreeSet<(&str, i32)> = records
+                .iter()
+                .map(|r| (r.topic.as_str(), r.partition))
+                .collect();
+            let (topics, numbers): (Vec<String>, Vec<i64>) = partitions
+                .into_iter()
+                .map(|(t, p)| (t.to_string(), i64::from(p)))
+                .unzip();
+            sql::query(
+                "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset)
+                 SELECT $1, p.topic, p.partition, 0 FROM unnest($2::text[], $3::bigint[]) AS p(topic, partition)
+                 ORDER BY p.topic, p.partition
+                 ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = consumer_checkpoints.next_offset
+                 RETURNING topic, partition, next_offset",
+            )
+            .bind(consumer)
+            .bind(sql::Arg::TextList(topics))
+            .bind(sql::Arg::I64List(numbers))
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        Dialect::Sqlite => sql::query(
+            "SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1",
+        )
+        .bind(consumer)
+        .fetch_all(&mut *tx)
+        .await?,
+    };
     rows.iter()
         .map(|r| {
             Ok((

@@ -173,3 +173,151 @@ async fn duplicates_apply_once_failures_retry_then_dead_letter() {
     log.delete_topics(&[topic, dead]).await.ok();
     database.drop().await;
 }
+
+/// Counts every application: a row per event and a running total, neither idempotent.
+struct Counter;
+
+#[async_trait]
+impl EventHandler for Counter {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
+        sql::query("INSERT INTO applied (event_id) VALUES ($1)")
+            .bind(event.id)
+            .execute(&mut *tx)
+            .await?;
+        sql::query("UPDATE totals SET n = n + 1")
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Members of one consumer joining and leaving while records are applied, and two of
+/// them holding the same partitions at once — what happens when a rebalance hands a
+/// partition to another member while the previous one still applies what it read, or
+/// when the group has replaced a member that has not noticed yet. (Here the overlap is
+/// made certain: one member reads through a group of its own, so it holds every
+/// partition the whole time.) Every event still takes effect exactly once, on the
+/// dedup path that only reads (`tracking_versions`), which the locked checkpoints
+/// protect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_members_apply_each_event_once() {
+    const SUBJECTS: usize = 60;
+    const PER_SUBJECT: usize = 25;
+    const TOTAL: i64 = (SUBJECTS * PER_SUBJECT) as i64;
+    let brokers =
+        std::env::var("SHOP_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let database = fresh_database(
+        "members",
+        &[
+            SCHEMA,
+            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
+            "INSERT INTO totals (n) VALUES (0)",
+        ],
+    )
+    .await;
+    let name = database.instance().to_string();
+    let pool = database.pool.clone();
+    let log = Arc::new(
+        KafkaLog::new(KafkaConfig {
+            brokers,
+            partitions: 6,
+            ..KafkaConfig::default()
+        })
+        .unwrap(),
+    );
+    let topic = format!("{name}.events");
+    let dead = format!("{name}.dead-letters");
+    log.ensure_topics(&[topic.clone(), dead.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(start Kafka with `scripts/infra.sh up`)"));
+    // Each subject's events in sequence on its partition, subjects interleaved.
+    let mut records = Vec::new();
+    for sequence in 1..=PER_SUBJECT {
+        for subject in 0..SUBJECTS {
+            let mut e = event(serde_json::json!({"n": sequence}));
+            e.subject = format!("subject-{subject}");
+            e.sequence = sequence as u64;
+            records.push(OutgoingRecord::from_cloud_event(&topic, &e));
+        }
+    }
+    log.publish(records).await.unwrap();
+
+    let member = |group: &str, shutdown: CancellationToken| {
+        let runner = ConsumerRunner::new(
+            pool.clone(),
+            log.clone(),
+            ConsumerConfig {
+                name: "counter".into(),
+                group: format!("{name}.{group}"),
+                topics: vec![topic.clone()],
+                dead_letter_topic: dead.clone(),
+                // Small batches: many in flight when partitions move.
+                batch_size: 10,
+                max_attempts: 3,
+                retry_backoff: Duration::from_millis(10),
+                start: StartFrom::Beginning,
+            },
+            Arc::new(Counter),
+        )
+        .tracking_versions();
+        tokio::spawn(runner.run(shutdown))
+    };
+    let applied = || async {
+        shop_eventing::consumer::progress(&pool, "counter")
+            .await
+            .unwrap()
+            .events_applied
+    };
+    let wait_for = |n: i64| {
+        let applied = &applied;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while applied().await < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "the members stopped short of {n}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    let (first, second, third) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    let a = member("counter", first.clone());
+    let c = member("overlapping", third.clone());
+    wait_for(TOTAL / 6).await;
+    let b = member("counter", second.clone());
+    wait_for(TOTAL / 2).await;
+    // The first member leaves: its partitions move to the others.
+    first.cancel();
+    a.await.unwrap();
+    wait_for(TOTAL).await;
+
+    let (rows, distinct): (i64, i64) =
+        sql::query_as("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM applied")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let total: i64 = sql::query_scalar("SELECT n FROM totals")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (rows, distinct, total),
+        (TOTAL, TOTAL, TOTAL),
+        "every event applied exactly once across the members"
+    );
+    assert_eq!(applied().await, TOTAL, "events_applied counts each once");
+
+    second.cancel();
+    third.cancel();
+    b.await.unwrap();
+    c.await.unwrap();
+    log.delete_topics(&[topic, dead]).await.ok();
+    database.drop().await;
+}

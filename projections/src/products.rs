@@ -8,7 +8,7 @@ use shop_eventing::consumer::{EventHandler, HandlerError};
 use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::{CloudEvent, Service};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 use crate::ProjectionInfo;
@@ -40,7 +40,11 @@ impl EventHandler for ProductsProjection {
     ) -> Result<(), HandlerError> {
         let mut added = RowSet::default();
         let mut changes: HashMap<Uuid, Change> = HashMap::new();
-        let mut moves: HashMap<Uuid, (i64, i64)> = HashMap::new();
+        // Stock moves come from reservations, keyed by order: members of the group
+        // applying other partitions move the same products' stock. In product order, here
+        // and in the statement, two such transactions lock rows in one order and never
+        // deadlock.
+        let mut moves: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
         let mut add_moves = |lines: &[StockLine], reserved: i64, sold: i64| {
             for line in lines {
                 let entry = moves.entry(line.product_id).or_default();
@@ -143,6 +147,7 @@ impl EventHandler for ProductsProjection {
                 format!(
                     "INSERT INTO product_stock (product_id, reserved, sold)
                  SELECT product_id, reserved, sold FROM {r} WHERE true
+                 ORDER BY product_id
                  ON CONFLICT (product_id) DO UPDATE SET
                      reserved = product_stock.reserved + EXCLUDED.reserved,
                      sold = product_stock.sold + EXCLUDED.sold"
@@ -232,13 +237,16 @@ impl Change {
     }
 }
 
-/// Adds `reserved × quantity` and `sold × quantity` of each line to `product_stock`.
+/// Adds `reserved × quantity` and `sold × quantity` of each line to `product_stock`, in
+/// product order (as the batches do: no deadlock with another member of the group).
 async fn move_units(
     tx: &mut Conn,
     lines: &[StockLine],
     reserved: i64,
     sold: i64,
 ) -> Result<(), HandlerError> {
+    let mut lines: Vec<&StockLine> = lines.iter().collect();
+    lines.sort_by_key(|line| line.product_id);
     for line in lines {
         sql::query(
             "INSERT INTO product_stock (product_id, reserved, sold) VALUES ($1, $2, $3)
