@@ -56,7 +56,10 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         &common_for_run,
         kafka.clone(),
         JwtKeys::new("bench", 60),
-        Default::default(),
+        shop_eventing::platform::ConsumerTuning {
+            projection_members: args.projection_members as usize,
+            ..Default::default()
+        },
         Default::default(),
     );
     let topics = crate::serve::all_topics(&platform.topic_prefix);

@@ -220,6 +220,11 @@ pub struct ServeOptions {
     /// Records per consumer transaction.
     #[arg(long, env = "SHOP_CONSUMER_BATCH_SIZE", default_value_t = 500)]
     pub consumer_batch_size: usize,
+    /// Members of each projection's consumer group in a projector process (PostgreSQL;
+    /// `shop dev` uses one): each applies its share of the partitions in its own
+    /// transactions.
+    #[arg(long, env = "SHOP_PROJECTION_MEMBERS", default_value_t = shop_eventing::platform::PROJECTION_MEMBERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub projection_members: u64,
     /// Attempts per event before it is dead-lettered.
     #[arg(long, env = "SHOP_CONSUMER_MAX_ATTEMPTS", default_value_t = 3)]
     pub consumer_max_attempts: u32,
@@ -305,6 +310,9 @@ pub struct BenchArgs {
     /// customers and products) that every projection is rebuilt from; 0 skips it.
     #[arg(long, default_value_t = 10_000)]
     pub replay_orders: usize,
+    /// Replay: members of each projection's consumer group (as `shop serve projector`).
+    #[arg(long, env = "SHOP_PROJECTION_MEMBERS", default_value_t = shop_eventing::platform::PROJECTION_MEMBERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub projection_members: u64,
     /// Long streams: events of the product whose restocks are timed against a new
     /// product's (snapshots); 0 skips it.
     #[arg(long, default_value_t = 10_000)]

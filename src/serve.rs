@@ -98,6 +98,7 @@ pub fn consumer_tuning(options: &ServeOptions) -> ConsumerTuning {
         batch_size: options.consumer_batch_size,
         max_attempts: options.consumer_max_attempts,
         retry_backoff: Duration::from_millis(options.consumer_retry_backoff_ms),
+        projection_members: options.projection_members as usize,
     }
 }
 

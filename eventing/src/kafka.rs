@@ -68,7 +68,25 @@ impl ClientContext for TracingContext {
     }
 }
 
-impl ConsumerContext for TracingContext {}
+impl ConsumerContext for TracingContext {
+    /// Which partitions this member gained or gave up (cooperative rebalances move only
+    /// some), so an operator can see how a group's members share a topic.
+    fn post_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        match rebalance {
+            rdkafka::consumer::Rebalance::Assign(list) => {
+                info!(partitions = list.count(), "partitions assigned")
+            }
+            rdkafka::consumer::Rebalance::Revoke(list) => {
+                info!(partitions = list.count(), "partitions revoked")
+            }
+            rdkafka::consumer::Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
 
 /// The Kafka event log.
 pub struct KafkaLog {
@@ -209,9 +227,15 @@ impl EventLog for KafkaLog {
                 "session.timeout.ms",
                 self.config.session_timeout_ms.to_string(),
             )
+            // A member learns of a rebalance (another member joining or leaving) at its
+            // next heartbeat, and a cooperative rebalance takes two rounds: at a quarter
+            // of the session timeout (2.5 s) a projector's second member began work 5 s
+            // after the first. Heartbeats are small; half a second at most.
             .set(
                 "heartbeat.interval.ms",
-                (self.config.session_timeout_ms / 4).max(500).to_string(),
+                (self.config.session_timeout_ms / 4)
+                    .clamp(100, 500)
+                    .to_string(),
             )
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set(

@@ -24,7 +24,14 @@ pub struct ConsumerTuning {
     pub batch_size: usize,
     pub max_attempts: u32,
     pub retry_backoff: Duration,
+    /// Members of each projection's consumer group in one projector process (on
+    /// PostgreSQL): each applies its share of the partitions in transactions of its own,
+    /// so a projection catching up keeps more than one connection busy.
+    pub projection_members: usize,
 }
+
+/// [`ConsumerTuning::projection_members`] unless set otherwise.
+pub const PROJECTION_MEMBERS: usize = 2;
 
 impl Default for ConsumerTuning {
     fn default() -> Self {
@@ -32,6 +39,7 @@ impl Default for ConsumerTuning {
             batch_size: 500,
             max_attempts: 3,
             retry_backoff: Duration::from_millis(200),
+            projection_members: PROJECTION_MEMBERS,
         }
     }
 }

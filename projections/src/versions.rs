@@ -300,7 +300,17 @@ impl EventHandler for Versioned {
 
 struct Running {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// One per member of the version's consumer group.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            task.await.ok();
+        }
+    }
 }
 
 /// Keeps the projector's consumers in line with the versions table: one consumer per
@@ -321,8 +331,7 @@ pub async fn supervise(platform: Platform, pool: Pool, shutdown: CancellationTok
         }
     }
     for (_, run) in running.drain() {
-        run.stop.cancel();
-        run.task.await.ok();
+        run.stop().await;
     }
 }
 
@@ -367,8 +376,7 @@ async fn supervise_once(
                 version = key.1,
                 "stopping a retired projection version"
             );
-            run.stop.cancel();
-            run.task.await.ok();
+            run.stop().await;
         }
     }
     // Start the missing ones (a rebuild's tables first).
@@ -389,22 +397,31 @@ async fn supervise_once(
         } else {
             handler
         };
-        let runner = platform
-            .consumer(
-                pool.clone(),
-                &consumer_name(info, *version),
-                info.sources,
-                handler,
-            )
-            .tracking_versions()
-            .derived();
+        // SQLite runs one transaction at a time: more members would only queue.
+        let members = match pool.dialect() {
+            sql::Dialect::Postgres => platform.consumer.projection_members.max(1),
+            sql::Dialect::Sqlite => 1,
+        };
         let stop = shutdown.child_token();
         info!(
             projection = info.name,
-            version, "starting projection consumer"
+            version, members, "starting projection consumer"
         );
-        let task = tokio::spawn(runner.run(stop.clone()));
-        running.insert((info.name, *version), Running { stop, task });
+        let tasks = (0..members)
+            .map(|_| {
+                let runner = platform
+                    .consumer(
+                        pool.clone(),
+                        &consumer_name(info, *version),
+                        info.sources,
+                        handler.clone(),
+                    )
+                    .tracking_versions()
+                    .derived();
+                tokio::spawn(runner.run(stop.clone()))
+            })
+            .collect();
+        running.insert((info.name, *version), Running { stop, tasks });
     }
     // Switch caught-up rebuilds; record lag.
     let log = platform.log();
