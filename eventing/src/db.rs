@@ -146,7 +146,16 @@ async fn ensure_database(admin: &mut PgConnection, name: &str) -> Result<(), DbE
             .await?;
     if !exists {
         // Two processes may race here; "already exists" is success.
-        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', ""));
+        //
+        // Text sorts bytewise (`C`): every text key in our tables is an identifier
+        // (aggregate ids, consumer names, topics), and no query orders human text. With
+        // a language collation, each index comparison of such a key goes through the
+        // locale (`strcoll`; `C.UTF-8` too, before PostgreSQL 17); upserts into
+        // `applied_versions` took a quarter longer that way.
+        let sql = format!(
+            "CREATE DATABASE \"{}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C'",
+            name.replace('"', "")
+        );
         match sqlx::query(&sql).execute(&mut *admin).await {
             Ok(_) => info!(database = name, "created database"),
             Err(sqlx::Error::Database(e))
