@@ -75,10 +75,12 @@ async fn measure(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
         .collect();
     let events: usize = reads.iter().map(|(_, _, n)| n).sum();
 
-    // The projector: every projection's version 1, from offset 0.
+    // The projector: every projection's version 1, from offset 0, on a read-model
+    // database that exists (a rebuild does not create one; the plain consumers have
+    // none to create).
+    let read = shop_projections::open_read_database(platform).await?;
     let started = Instant::now();
     let projector = shop_projections::start(platform).await?;
-    let read = shop_projections::open_read_database(platform).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     for (consumer, _, count) in &reads {
         loop {
