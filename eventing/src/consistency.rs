@@ -181,22 +181,22 @@ pub async fn unapplied(
         for (source, subject) in highest.keys() {
             rows.push(serde_json::json!({"source": source, "subject": subject}));
         }
-        let from = tx
-            .dialect()
-            .rows(2, "r", &[("source", "TEXT"), ("subject", "TEXT")]);
+        let columns = [("source", "TEXT"), ("subject", "TEXT")];
+        let from = tx.dialect().rows(2, "r", &columns);
         // One primary-key lookup per aggregate (`LIMIT 1` keeps the planner from turning
         // the lateral into a hash join over every row the consumer has, which grew with
         // the table: 8 ms per 500-event batch at 60,000 rows).
-        let known: Vec<(String, String, i64)> = sql::query_as(&format!(
+        let sql = format!(
             "SELECT r.source, r.subject, a.sequence FROM {from}
              CROSS JOIN LATERAL (SELECT sequence FROM applied_versions
                                  WHERE consumer = $1 AND source = r.source AND subject = r.subject
                                  LIMIT 1) a"
-        ))
-        .bind(consumer)
-        .bind(rows.into_arg())
-        .fetch_all(&mut *tx)
-        .await?;
+        );
+        let mut query = sql::query_as::<(String, String, i64)>(&sql).bind(consumer);
+        for arg in rows.into_args(tx.dialect(), &columns)? {
+            query = query.bind(arg);
+        }
+        let known = query.fetch_all(&mut *tx).await?;
         let known: std::collections::HashMap<(String, String), i64> = known
             .into_iter()
             .map(|(source, subject, sequence)| ((source, subject), sequence))
