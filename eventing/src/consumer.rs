@@ -384,7 +384,8 @@ impl ConsumerRunner {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
-        let checkpoints = load_checkpoints(&mut tx, &self.config.name, records).await?;
+        let checkpoints =
+            load_checkpoints(&mut tx, &self.config.name, records, self.track_versions).await?;
         let ahead: Vec<bool> = records.iter().map(|r| !behind(&checkpoints, r)).collect();
         let candidates: Vec<&CloudEvent> = events
             .iter()
@@ -544,8 +545,13 @@ impl ConsumerRunner {
         event: &CloudEvent,
     ) -> Result<(), HandlerError> {
         let mut tx = self.begin().await?;
-        let checkpoints =
-            load_checkpoints(&mut tx, &self.config.name, std::slice::from_ref(record)).await?;
+        let checkpoints = load_checkpoints(
+            &mut tx,
+            &self.config.name,
+            std::slice::from_ref(record),
+            self.track_versions,
+        )
+        .await?;
         let applied = matches!(
             self.apply(&mut tx, &checkpoints, record, event).await?,
             Outcome::Applied
@@ -676,23 +682,27 @@ fn next_positions(records: &[LogRecord]) -> Vec<Position> {
         .collect()
 }
 
-/// The checkpoints of the partitions of `records`, held until the transaction ends.
+/// The consumer's checkpoints; with `lock`, those of the partitions of `records` are
+/// held until the transaction ends.
 ///
 /// Several members of a consumer's group may hold records of one partition at once: a
 /// rebalance hands a partition to another member while the previous one still applies
-/// what it had read. So the checkpoints are read under a lock. On PostgreSQL, an upsert
-/// that changes nothing locks each partition's row, creating a missing one (offset 0,
-/// the same as none), in a fixed order so that two members never deadlock; the second
-/// member waits for the first to commit and then sees its records as behind. (The dedup
-/// lookup of a consumer that records applied versions is a plain read, which alone would
-/// let both apply them.) On SQLite, `BEGIN IMMEDIATE` already serialises transactions.
+/// what it had read. A consumer that records applied versions dedups with a plain read,
+/// which alone would let both apply such a record, so it reads its checkpoints under a
+/// lock: on PostgreSQL, an upsert that changes nothing locks each partition's row,
+/// creating a missing one (offset 0, the same as none), in a fixed order so that two
+/// members never deadlock; the second member waits for the first to commit and then
+/// sees its records as behind. (A consumer that inserts processed event ids needs no
+/// lock: the second insert of an id waits for the first and then finds it. On SQLite,
+/// `BEGIN IMMEDIATE` serialises transactions anyway.)
 async fn load_checkpoints(
     tx: &mut Conn,
     consumer: &str,
     records: &[LogRecord],
+    lock: bool,
 ) -> Result<BTreeMap<(String, i32), i64>, sqlx::Error> {
     let rows = match tx.dialect() {
-        Dialect::Postgres => {
+        Dialect::Postgres if lock => {
             let partitions: std::collections::BTreeSet<(&str, i32)> = records
                 .iter()
                 .map(|r| (r.topic.as_str(), r.partition))
@@ -714,7 +724,7 @@ async fn load_checkpoints(
             .fetch_all(&mut *tx)
             .await?
         }
-        Dialect::Sqlite => sql::query(
+        Dialect::Postgres | Dialect::Sqlite => sql::query(
             "SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1",
         )
         .bind(consumer)

@@ -196,11 +196,20 @@ impl EventHandler for Counter {
 /// partition to another member while the previous one still applies what it read, or
 /// when the group has replaced a member that has not noticed yet. (Here the overlap is
 /// made certain: one member reads through a group of its own, so it holds every
-/// partition the whole time.) Every event still takes effect exactly once, on the
-/// dedup path that only reads (`tracking_versions`), which the locked checkpoints
-/// protect.
+/// partition the whole time.) Every event still takes effect exactly once: on the
+/// dedup path that only reads (`tracking_versions`, projectors), which the locked
+/// checkpoints protect, and on the one that inserts processed event ids (reactions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlapping_members_apply_each_event_once() {
+async fn overlapping_members_apply_each_event_once_by_applied_versions() {
+    overlapping_members_apply_each_event_once(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_members_apply_each_event_once_by_processed_ids() {
+    overlapping_members_apply_each_event_once(false).await;
+}
+
+async fn overlapping_members_apply_each_event_once(track_versions: bool) {
     const SUBJECTS: usize = 60;
     const PER_SUBJECT: usize = 25;
     const TOTAL: i64 = (SUBJECTS * PER_SUBJECT) as i64;
@@ -259,8 +268,12 @@ async fn overlapping_members_apply_each_event_once() {
                 start: StartFrom::Beginning,
             },
             Arc::new(Counter),
-        )
-        .tracking_versions();
+        );
+        let runner = if track_versions {
+            runner.tracking_versions()
+        } else {
+            runner
+        };
         tokio::spawn(runner.run(shutdown))
     };
     let applied = || async {
