@@ -152,39 +152,53 @@ impl CloudEvent {
         record_headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
         value: &[u8],
     ) -> Result<CloudEvent, EnvelopeError> {
-        let mut found: HashMap<&str, String> = HashMap::new();
+        // The known headers' texts, borrowed, in the order of `headers::ALL` (the last
+        // of a repeated header wins); only the fields kept as text are copied.
+        let mut found: [Option<&'a str>; headers::ALL.len()] = [None; headers::ALL.len()];
         for (name, bytes) in record_headers {
-            if let Some(known) = headers::ALL.iter().find(|h| **h == name) {
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|e| EnvelopeError::BadHeader(known, e.to_string()))?;
-                found.insert(known, text.to_string());
+            if let Some(index) = headers::ALL.iter().position(|h| *h == name) {
+                let known = headers::ALL[index];
+                found[index] = Some(
+                    std::str::from_utf8(bytes)
+                        .map_err(|e| EnvelopeError::BadHeader(known, e.to_string()))?,
+                );
             }
         }
-        let mut take = |h: &'static str| found.remove(h).ok_or(EnvelopeError::MissingHeader(h));
-        let specversion = take(headers::SPECVERSION)?;
+        let get = |h: &'static str| {
+            let index = headers::ALL
+                .iter()
+                .position(|known| *known == h)
+                .expect("a known header");
+            found[index].ok_or(EnvelopeError::MissingHeader(h))
+        };
+        let specversion = get(headers::SPECVERSION)?;
         if specversion != SPEC_VERSION {
-            return Err(EnvelopeError::BadHeader(headers::SPECVERSION, specversion));
+            return Err(EnvelopeError::BadHeader(
+                headers::SPECVERSION,
+                specversion.to_string(),
+            ));
         }
-        let id = take(headers::ID)?;
-        let id = Uuid::parse_str(&id)
+        let id = Uuid::parse_str(get(headers::ID)?)
             .map_err(|e| EnvelopeError::BadHeader(headers::ID, e.to_string()))?;
-        let source = take(headers::SOURCE)?;
-        let ty = take(headers::TYPE)?;
-        let subject = take(headers::SUBJECT)?;
-        let time = take(headers::TIME)?;
-        let time = DateTime::parse_from_rfc3339(&time)
+        let source = get(headers::SOURCE)?.to_string();
+        let ty = get(headers::TYPE)?.to_string();
+        let subject = get(headers::SUBJECT)?.to_string();
+        let time = DateTime::parse_from_rfc3339(get(headers::TIME)?)
             .map_err(|e| EnvelopeError::BadHeader(headers::TIME, e.to_string()))?
             .with_timezone(&Utc);
-        let dataschema = take(headers::DATASCHEMA)?;
-        let datacontenttype =
-            take(headers::CONTENT_TYPE).unwrap_or_else(|_| CONTENT_TYPE.to_string());
-        let sequence = take(headers::SEQUENCE)?;
+        let dataschema = get(headers::DATASCHEMA)?.to_string();
+        let datacontenttype = get(headers::CONTENT_TYPE)
+            .unwrap_or(CONTENT_TYPE)
+            .to_string();
+        let sequence = get(headers::SEQUENCE)?;
         let sequence = sequence
             .parse()
-            .map_err(|_| EnvelopeError::BadHeader(headers::SEQUENCE, sequence))?;
-        let correlationid = take(headers::CORRELATIONID).unwrap_or_default();
-        let causationid = take(headers::CAUSATIONID).unwrap_or_default();
-        let traceparent = take(headers::TRACEPARENT).unwrap_or_default();
+            .map_err(|_| EnvelopeError::BadHeader(headers::SEQUENCE, sequence.to_string()))?;
+        let optional = |h: &'static str| get(h).unwrap_or_default().to_string();
+        let correlationid = optional(headers::CORRELATIONID);
+        let causationid = optional(headers::CAUSATIONID);
+        let traceparent = optional(headers::TRACEPARENT);
+        let specversion = specversion.to_string();
         let data =
             serde_json::from_slice(value).map_err(|e| EnvelopeError::BadData(e.to_string()))?;
         Ok(CloudEvent {
