@@ -4,9 +4,9 @@
 //! projector code, whose statements are renamed on the fly ([`sql::with_renames`]).
 //!
 //! A rebuild request adds a `rebuilding` version. The projector fills it from offset 0
-//! beside the live one and, once it has caught up with the live version (its lag no
-//! larger), switches in one update: the new version becomes `live`, the old one
-//! `retired`. Reads pick the live version per request, so they never see a half-built
+//! beside the live one and, once it has applied every record the live version has
+//! (partition by partition, `switch`), switches in one update: the new version becomes
+//! `live`, the old one `retired`. Reads pick the live version per request, so they never see a half-built
 //! projection and never fail; the retired tables are dropped after a grace period.
 
 use std::collections::HashMap;
