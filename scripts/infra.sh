@@ -201,6 +201,24 @@ kafka_down() {
   rm -f "$KAFKA_PID"
 }
 
+# Topics of test instances (`t<12 hex>.`) and bench runs (`bench<8 hex>.`) that an
+# interrupted run left behind. Each run removes its own; a panicking test or a killed
+# bench does not, and a broker carrying hundreds of them measured slower replays.
+kafka_clean() {
+  kafka_answers || die "Kafka is not running on 127.0.0.1:$KAFKA_PORT (scripts/infra.sh up)"
+  local stale
+  stale=$(kcat -L -b "127.0.0.1:$KAFKA_PORT" 2>/dev/null |
+    sed -n 's/^ *topic "\([^"]*\)".*/\1/p' | grep -E '^(t[0-9a-f]{12}|bench[0-9a-f]{8})\.' || true)
+  if [ -z "$stale" ]; then
+    say "no stale test topics"
+    return
+  fi
+  say "deleting $(echo "$stale" | wc -l) stale test topics"
+  java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/tools-log4j2.xml" -cp "$KAFKA_HOME/lib/*" \
+    org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+    --delete --topic '(t[0-9a-f]{12}|bench[0-9a-f]{8})\..*'
+}
+
 # --- commands --------------------------------------------------------------------------
 
 status() {
@@ -232,8 +250,11 @@ case "${1:-}" in
   status)
     status
     ;;
+  clean)
+    kafka_clean
+    ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|clean" >&2
     exit 2
     ;;
 esac

@@ -22,9 +22,11 @@ export SHOP_TEST_KAFKA_BROKERS=${SHOP_TEST_KAFKA_BROKERS:-127.0.0.1:${SHOP_KAFKA
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/shop/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-# Databases left behind by earlier runs that were interrupted (test instances are t<hex>).
+# Databases and topics left behind by earlier runs that were interrupted (test instances
+# are t<hex>).
 psql "$SHOP_TEST_DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datname ~ '^t[0-9a-f]{12}_'" |
   while read -r db; do [ -n "$db" ] && psql "$SHOP_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+scripts/infra.sh clean
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
