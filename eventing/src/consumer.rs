@@ -749,21 +749,33 @@ async fn save_progress(
     last_event_at: Option<DateTime<Utc>>,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    // Every partition's checkpoint in one statement on PostgreSQL (one round trip),
-    // one by one on SQLite (no round trip, no JSON to read).
+    // Every partition's checkpoint and the status in one statement on PostgreSQL (one
+    // round trip per batch), one by one on SQLite (no round trip, no JSON to read).
     const UPSERT: &str = "ON CONFLICT (consumer, topic, partition) DO UPDATE
              SET next_offset = CASE WHEN consumer_checkpoints.next_offset > EXCLUDED.next_offset
                                     THEN consumer_checkpoints.next_offset ELSE EXCLUDED.next_offset END,
                  updated_at = CURRENT_TIMESTAMP";
+    const STATUS: &str = "INSERT INTO consumer_status (consumer, events_applied, last_event_at, last_error) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (consumer) DO UPDATE SET
+           events_applied = consumer_status.events_applied + EXCLUDED.events_applied,
+           last_event_at = CASE WHEN EXCLUDED.last_event_at IS NULL OR consumer_status.last_event_at > EXCLUDED.last_event_at
+                                THEN consumer_status.last_event_at ELSE EXCLUDED.last_event_at END,
+           last_error = COALESCE(EXCLUDED.last_error, consumer_status.last_error),
+           updated_at = CURRENT_TIMESTAMP";
     match tx.dialect() {
-        Dialect::Postgres => {
+        Dialect::Postgres if !positions.is_empty() => {
             let mut rows = sql::RowSet::default();
             for p in positions {
                 rows.push(serde_json::json!({"topic": p.topic, "partition": p.partition, "next_offset": p.next_offset}));
             }
             rows.execute(
                 tx,
-                vec![consumer.into()],
+                vec![
+                    consumer.into(),
+                    applied.into(),
+                    last_event_at.into(),
+                    error.map(str::to_string).into(),
+                ],
                 &[
                     ("topic", "TEXT"),
                     ("partition", "INTEGER"),
@@ -771,13 +783,17 @@ async fn save_progress(
                 ],
                 |r| {
                     format!(
-                        "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset)
-                     SELECT $1, r.topic, r.partition, r.next_offset FROM {r} WHERE true {UPSERT}"
+                        "WITH checkpoints AS (
+                             INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset)
+                             SELECT $1, r.topic, r.partition, r.next_offset FROM {r} WHERE true {UPSERT})
+                         {STATUS}"
                     )
                 },
             )
             .await?;
+            return Ok(());
         }
+        Dialect::Postgres => {}
         Dialect::Sqlite => {
             for p in positions {
                 sql::query(&format!(
@@ -792,21 +808,13 @@ async fn save_progress(
             }
         }
     }
-    sql::query(
-        "INSERT INTO consumer_status (consumer, events_applied, last_event_at, last_error) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (consumer) DO UPDATE SET
-           events_applied = consumer_status.events_applied + EXCLUDED.events_applied,
-           last_event_at = CASE WHEN EXCLUDED.last_event_at IS NULL OR consumer_status.last_event_at > EXCLUDED.last_event_at
-                                THEN consumer_status.last_event_at ELSE EXCLUDED.last_event_at END,
-           last_error = COALESCE(EXCLUDED.last_error, consumer_status.last_error),
-           updated_at = CURRENT_TIMESTAMP",
-    )
-    .bind(consumer)
-    .bind(applied)
-    .bind(last_event_at)
-    .bind(error)
-    .execute(&mut *tx)
-    .await?;
+    sql::query(STATUS)
+        .bind(consumer)
+        .bind(applied)
+        .bind(last_event_at)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
