@@ -481,8 +481,8 @@ async fn supervise_once(
 /// transactions in flight and holds off new ones until the commit; SQLite: the write
 /// lock of `BEGIN IMMEDIATE`). So nothing a reader could have seen in the live version
 /// is missing from the one that replaces it. Comparing lags read one after the other
-/// was not enough: a record applied by the live version between the two reads made a
-/// read after the switch miss it (`tests/rebuild.rs` saw a 404).
+/// left a window: a record the live version applied between the two reads could be
+/// missing, for a moment, after the switch.
 async fn switch(
     pool: &Pool,
     info: &ProjectionInfo,
