@@ -1302,6 +1302,68 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str, table: &str) -
 mod tests {
     use super::*;
 
+    const COLUMNS: [(&str, &str); 5] = [
+        ("id", "UUID"),
+        ("n", "INTEGER"),
+        ("name", "TEXT"),
+        ("address", "JSONB"),
+        ("at", "TIMESTAMPTZ"),
+    ];
+
+    #[test]
+    fn a_row_set_reaches_postgresql_as_one_typed_array_per_column() {
+        assert_eq!(
+            Dialect::Postgres.rows(2, "r", &COLUMNS),
+            "(SELECT id, u.n::INTEGER AS n, name, u.address::JSONB AS address, u.at::TIMESTAMPTZ AS at \
+             FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS u(id, n, name, address, at)) AS r"
+        );
+        let id = Uuid::now_v7();
+        let at = Utc::now();
+        let mut rows = RowSet::default();
+        rows.push(serde_json::json!({
+            "id": id, "n": 7, "name": "Ada", "address": {"city": "Tokyo"},
+            "at": RowSet::time(&at),
+        }));
+        // A missing value and a null are both NULL.
+        rows.push(serde_json::json!({"id": null, "name": null}));
+        let args = rows.into_args(Dialect::Postgres, &COLUMNS).unwrap();
+        assert!(matches!(&args[0], Arg::OptUuidList(v) if *v == vec![Some(id), None]));
+        assert!(matches!(&args[1], Arg::OptI64List(v) if *v == vec![Some(7), None]));
+        assert!(
+            matches!(&args[2], Arg::OptTextList(v) if *v == vec![Some("Ada".to_string()), None])
+        );
+        assert!(
+            matches!(&args[3], Arg::OptTextList(v) if *v == vec![Some(r#"{"city":"Tokyo"}"#.to_string()), None])
+        );
+        assert!(
+            matches!(&args[4], Arg::OptTextList(v) if *v == vec![Some(sqlite_time(&at)), None])
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_its_column_is_an_error_not_a_null() {
+        for row in [
+            serde_json::json!({"id": "not a uuid"}),
+            serde_json::json!({"n": "7"}),
+            serde_json::json!({"n": 1.5}),
+        ] {
+            let mut rows = RowSet::default();
+            rows.push(row.clone());
+            assert!(
+                rows.into_args(Dialect::Postgres, &COLUMNS).is_err(),
+                "{row} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn sqlite_reads_a_row_set_from_one_json_array() {
+        let mut rows = RowSet::default();
+        rows.push(serde_json::json!({"id": "x", "n": 1}));
+        let args = rows.into_args(Dialect::Sqlite, &COLUMNS).unwrap();
+        assert!(matches!(&args[..], [Arg::Json(Some(Value::Array(a)))] if a.len() == 1));
+    }
+
     #[test]
     fn placeholders_become_numbered_outside_quotes() {
         assert_eq!(
