@@ -793,6 +793,7 @@ async fn save_progress(
             .await?;
             return Ok(());
         }
+        // No partition to checkpoint: the status alone, below.
         Dialect::Postgres => {}
         Dialect::Sqlite => {
             for p in positions {

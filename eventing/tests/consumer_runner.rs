@@ -65,10 +65,29 @@ fn event(data: serde_json::Value) -> CloudEvent {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicates_apply_once_failures_retry_then_dead_letter() {
+/// The test's Kafka log with an event topic of `partitions` and a dead-letter topic, both
+/// named after the test instance `name`.
+async fn kafka_topics(name: &str, partitions: i32) -> (Arc<KafkaLog>, String, String) {
     let brokers =
         std::env::var("SHOP_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let log = Arc::new(
+        KafkaLog::new(KafkaConfig {
+            brokers,
+            partitions,
+            ..KafkaConfig::default()
+        })
+        .unwrap(),
+    );
+    let topic = format!("{name}.events");
+    let dead = format!("{name}.dead-letters");
+    log.ensure_topics(&[topic.clone(), dead.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(start Kafka with `scripts/infra.sh up`)"));
+    (log, topic, dead)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_apply_once_failures_retry_then_dead_letter() {
     let database = fresh_database(
         "consumer",
         &[
@@ -79,19 +98,7 @@ async fn duplicates_apply_once_failures_retry_then_dead_letter() {
     .await;
     let name = database.instance().to_string();
     let pool = database.pool.clone();
-    let log = Arc::new(
-        KafkaLog::new(KafkaConfig {
-            brokers,
-            partitions: 1,
-            ..KafkaConfig::default()
-        })
-        .unwrap(),
-    );
-    let topic = format!("{name}.events");
-    let dead = format!("{name}.dead-letters");
-    log.ensure_topics(&[topic.clone(), dead.clone()])
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n(start Kafka with `scripts/infra.sh up`)"));
+    let (log, topic, dead) = kafka_topics(&name, 1).await;
 
     let first = event(serde_json::json!({"n": 1}));
     let transient = event(serde_json::json!({"fail": "transient"}));
@@ -213,8 +220,6 @@ async fn overlapping_members_apply_each_event_once(track_versions: bool) {
     const SUBJECTS: usize = 60;
     const PER_SUBJECT: usize = 25;
     const TOTAL: i64 = (SUBJECTS * PER_SUBJECT) as i64;
-    let brokers =
-        std::env::var("SHOP_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let database = fresh_database(
         "members",
         &[
@@ -227,19 +232,7 @@ async fn overlapping_members_apply_each_event_once(track_versions: bool) {
     .await;
     let name = database.instance().to_string();
     let pool = database.pool.clone();
-    let log = Arc::new(
-        KafkaLog::new(KafkaConfig {
-            brokers,
-            partitions: 6,
-            ..KafkaConfig::default()
-        })
-        .unwrap(),
-    );
-    let topic = format!("{name}.events");
-    let dead = format!("{name}.dead-letters");
-    log.ensure_topics(&[topic.clone(), dead.clone()])
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n(start Kafka with `scripts/infra.sh up`)"));
+    let (log, topic, dead) = kafka_topics(&name, 6).await;
     // Each subject's events in sequence on its partition, subjects interleaved.
     let mut records = Vec::new();
     for sequence in 1..=PER_SUBJECT {

@@ -10,7 +10,7 @@ use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::{CloudEvent, Service};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::ProjectionInfo;
@@ -99,10 +99,7 @@ impl EventHandler for CustomersProjection {
         events: &[&CloudEvent],
     ) -> Result<(), HandlerError> {
         let mut registered = RowSet::default();
-        // In customer order, here and in the statement: members of the group applying
-        // other partitions update the same customers, and a fixed order of row locks
-        // keeps two such transactions from deadlocking.
-        let mut figures: BTreeMap<Uuid, (Delta, chrono::DateTime<chrono::Utc>)> = BTreeMap::new();
+        let mut figures: HashMap<Uuid, (Delta, chrono::DateTime<chrono::Utc>)> = HashMap::new();
         for event in events {
             if let Some((customer_id, d)) = delta(event)? {
                 let (sum, at) = figures
@@ -162,6 +159,8 @@ impl EventHandler for CustomersProjection {
             |r| format!(
                 "INSERT INTO customer_figures (customer_id, wallet_balance, orders_count, lifetime_spend, updated_at)
                  SELECT customer_id, wallet_balance, orders_count, lifetime_spend, at FROM {r} WHERE true
+                 -- Members of the group applying other partitions update the same
+                 -- customers: rows locked in one order, two of them never deadlock.
                  ORDER BY customer_id
                  ON CONFLICT (customer_id) DO UPDATE SET {FIGURES_ADDED}"
             ),

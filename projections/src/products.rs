@@ -8,7 +8,7 @@ use shop_eventing::consumer::{EventHandler, HandlerError};
 use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::{CloudEvent, Service};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::ProjectionInfo;
@@ -40,11 +40,7 @@ impl EventHandler for ProductsProjection {
     ) -> Result<(), HandlerError> {
         let mut added = RowSet::default();
         let mut changes: HashMap<Uuid, Change> = HashMap::new();
-        // Stock moves come from reservations, keyed by order: members of the group
-        // applying other partitions move the same products' stock. In product order, here
-        // and in the statement, two such transactions lock rows in one order and never
-        // deadlock.
-        let mut moves: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
+        let mut moves: HashMap<Uuid, (i64, i64)> = HashMap::new();
         let mut add_moves = |lines: &[StockLine], reserved: i64, sold: i64| {
             for line in lines {
                 let entry = moves.entry(line.product_id).or_default();
@@ -147,6 +143,10 @@ impl EventHandler for ProductsProjection {
                 format!(
                     "INSERT INTO product_stock (product_id, reserved, sold)
                  SELECT product_id, reserved, sold FROM {r} WHERE true
+                 -- Moves come from reservations, keyed by order: members of the group
+                 -- applying other partitions move the stock of the same products. Rows
+                 -- locked in one order, two of them never deadlock (no quote marks in
+                 -- here: renames and placeholders skip quoted text).
                  ORDER BY product_id
                  ON CONFLICT (product_id) DO UPDATE SET
                      reserved = product_stock.reserved + EXCLUDED.reserved,
