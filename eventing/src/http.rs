@@ -115,10 +115,13 @@ impl IntoResponse for Problem {
 /// A free-text field as stored: trimmed, 1 to `max_chars` characters, no control
 /// characters (a NUL byte, for one, cannot be stored in PostgreSQL text or JSON).
 pub fn text_field(value: Option<&str>, max_chars: usize) -> Option<String> {
+    // Control characters anywhere in the value as sent, trailing ones too: the documented
+    // pattern forbids them, so trimming must not make such a value acceptable (the API
+    // fuzzer sent a name ending in form feed and newline, and it was registered).
     value
+        .filter(|v| !v.chars().any(char::is_control))
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.chars().count() <= max_chars)
-        .filter(|v| !v.chars().any(char::is_control))
         .map(String::from)
 }
 
@@ -350,6 +353,8 @@ mod tests {
             Some("a\u{0}b"),
             Some("a\tb"),
             Some("\u{85}"),
+            // Trailing control characters: not trimmed into acceptance.
+            Some("ab\u{c}\n"),
             Some("abcd"),
         ] {
             assert_eq!(text_field(bad, 3), None, "{bad:?}");
