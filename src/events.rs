@@ -131,16 +131,9 @@ async fn read_store(config: &DatabaseConfig, service: Service) -> anyhow::Result
             if !file.exists() {
                 bail!("no {component} store at {}", file.display());
             }
-            let options = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&file)
-                .read_only(true)
-                .busy_timeout(Duration::from_secs(30));
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
+            let db = shop_eventing::lite::LiteDb::open(&file, true)
                 .with_context(|| format!("cannot open {}", file.display()))?;
-            Ok(pool.into())
+            Ok(db.into())
         }
         None => {
             let name = config.database_name(component);

@@ -7,10 +7,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tracing::info;
 
+use crate::lite::LiteDb;
 use crate::sql::Pool;
 
 /// Where a component's database lives.
@@ -71,7 +71,7 @@ pub async fn open(
     schema: &[&str],
 ) -> Result<Pool, DbError> {
     match &config.sqlite_dir {
-        Some(dir) => open_sqlite(dir, component, config.max_connections, schema).await,
+        Some(dir) => open_sqlite(dir, component, schema).await,
         None => Ok(open_postgres(config, component, schema).await?.into()),
     }
 }
@@ -85,30 +85,13 @@ pub fn sqlite_schema(script: &str) -> String {
 async fn open_sqlite(
     dir: &std::path::Path,
     component: &str,
-    max_connections: u32,
     schema: &[&str],
 ) -> Result<Pool, DbError> {
     std::fs::create_dir_all(dir).map_err(|e| DbError::Sql(sqlx::Error::Io(e)))?;
-    let options = SqliteConnectOptions::new()
-        .filename(dir.join(format!("{component}.db")))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // Durable across a killed process (WAL); a power loss may lose the last commits.
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(30));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
-        .await?;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    for script in schema {
-        sqlx::raw_sql(&sqlite_schema(script))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(pool.into())
+    let db = LiteDb::open(&dir.join(format!("{component}.db")), false)?;
+    let script: Vec<String> = schema.iter().map(|script| sqlite_schema(script)).collect();
+    db.execute_scripts(&script).await?;
+    Ok(db.into())
 }
 
 async fn open_postgres(

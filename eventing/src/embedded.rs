@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 use tokio::sync::watch;
 
+use crate::lite::LiteDb;
 use crate::log::{
     EventLog, LogError, LogRecord, OutgoingRecord, Position, StartFrom, Subscription, TopicInfo,
 };
+use crate::sql::{self, Pool};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS topics (
@@ -71,7 +71,7 @@ pub struct EmbeddedLog {
 }
 
 struct Inner {
-    pool: SqlitePool,
+    pool: Pool,
     /// Partitions of topics created here.
     partitions: i32,
     /// One writer at a time: the next offset of each partition is decided under it.
@@ -102,24 +102,13 @@ impl EmbeddedLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(unavailable)?;
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(unavailable)?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
+        let db = LiteDb::open(path, false).map_err(unavailable)?;
+        db.execute_scripts(&[SCHEMA.to_string()])
             .await
             .map_err(unavailable)?;
         Ok(EmbeddedLog {
             inner: Arc::new(Inner {
-                pool,
+                pool: db.into(),
                 partitions: partitions.max(1),
                 writer: tokio::sync::Mutex::new(()),
                 ends: Mutex::new(HashMap::new()),
@@ -138,13 +127,13 @@ impl EmbeddedLog {
         let _writer = self.inner.writer.lock().await;
         for topic in topics {
             for table in ["records", "group_offsets"] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE topic = ?1"))
+                sql::query(&format!("DELETE FROM {table} WHERE topic = $1"))
                     .bind(topic)
                     .execute(&self.inner.pool)
                     .await
                     .map_err(unavailable)?;
             }
-            sqlx::query("DELETE FROM topics WHERE name = ?1")
+            sql::query("DELETE FROM topics WHERE name = $1")
                 .bind(topic)
                 .execute(&self.inner.pool)
                 .await
@@ -161,7 +150,7 @@ impl EmbeddedLog {
 
 impl Inner {
     async fn partitions(&self, topic: &str) -> Result<Option<i32>, LogError> {
-        sqlx::query_scalar("SELECT partitions FROM topics WHERE name = ?1")
+        sql::query_scalar("SELECT partitions FROM topics WHERE name = $1")
             .bind(topic)
             .fetch_optional(&self.pool)
             .await
@@ -174,8 +163,8 @@ impl Inner {
         if let Some(end) = self.ends.lock().map_err(unavailable)?.get(&key) {
             return Ok(*end);
         }
-        let end: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2",
+        let end: i64 = sql::query_scalar(
+            "SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic = $1 AND partition = $2",
         )
         .bind(topic)
         .bind(partition)
@@ -192,7 +181,7 @@ impl Inner {
     }
 
     async fn create_topic(&self, topic: &str) -> Result<i32, LogError> {
-        sqlx::query("INSERT INTO topics (name, partitions) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+        sql::query("INSERT INTO topics (name, partitions) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(topic)
             .bind(self.partitions)
             .execute(&self.pool)
@@ -208,8 +197,8 @@ impl Inner {
         topic: &str,
         partition: i32,
     ) -> Result<Option<i64>, LogError> {
-        sqlx::query_scalar(
-            "SELECT next_offset FROM group_offsets WHERE grp = ?1 AND topic = ?2 AND partition = ?3",
+        sql::query_scalar(
+            "SELECT next_offset FROM group_offsets WHERE grp = $1 AND topic = $2 AND partition = $3",
         )
         .bind(group)
         .bind(topic)
@@ -260,17 +249,17 @@ impl EventLog for EmbeddedLog {
         let mut tx = inner.pool.begin().await.map_err(unavailable)?;
         for (record, partition, offset) in &placed {
             let headers = serde_json::to_string(&record.headers).map_err(unavailable)?;
-            sqlx::query(
-                "INSERT INTO records (topic, partition, offset, key, headers, payload, timestamp_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            sql::query(
+                "INSERT INTO records (topic, partition, offset, key, headers, payload, timestamp_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&record.topic)
-            .bind(partition)
-            .bind(offset)
+            .bind(*partition)
+            .bind(*offset)
             .bind(&record.key)
             .bind(headers)
-            .bind(&record.payload)
+            .bind(record.payload.clone())
             .bind(now_ms)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .map_err(unavailable)?;
         }
@@ -335,9 +324,9 @@ impl EventLog for EmbeddedLog {
         offset: i64,
         max: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT offset, key, headers, payload, timestamp_ms FROM records
-             WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
+             WHERE topic = $1 AND partition = $2 AND offset >= $3 ORDER BY offset LIMIT $4",
         )
         .bind(topic)
         .bind(partition)
@@ -359,21 +348,23 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError> {
-        let rows = sqlx::query("SELECT name, partitions FROM topics ORDER BY name")
+        let rows = sql::query("SELECT name, partitions FROM topics ORDER BY name")
             .fetch_all(&self.inner.pool)
             .await
             .map_err(unavailable)?;
         Ok(rows
             .iter()
-            .map(|r| TopicInfo {
-                name: r.get("name"),
-                partitions: r.get("partitions"),
+            .map(|r| {
+                Ok(TopicInfo {
+                    name: r.get(0).map_err(unavailable)?,
+                    partitions: r.get(1).map_err(unavailable)?,
+                })
             })
-            .collect())
+            .collect::<Result<_, LogError>>()?)
     }
 
     async fn ping(&self) -> Result<(), LogError> {
-        sqlx::query("SELECT 1")
+        sql::query("SELECT 1")
             .execute(&self.inner.pool)
             .await
             .map(|_| ())
@@ -463,9 +454,9 @@ impl EmbeddedSubscription {
                 continue;
             }
             let limit = share.min(max - records.len()) as i64;
-            let rows = sqlx::query(
+            let rows = sql::query(
                 "SELECT offset, key, headers, payload, timestamp_ms FROM records
-                 WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
+                 WHERE topic = $1 AND partition = $2 AND offset >= $3 ORDER BY offset LIMIT $4",
             )
             .bind(topic.as_str())
             .bind(*partition)
@@ -485,24 +476,20 @@ impl EmbeddedSubscription {
 }
 
 /// A stored record as the log hands it out.
-fn record_from_row(
-    topic: &str,
-    partition: i32,
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<LogRecord, LogError> {
+fn record_from_row(topic: &str, partition: i32, row: &sql::Row) -> Result<LogRecord, LogError> {
     let headers: Vec<(String, String)> =
-        serde_json::from_str(row.get::<&str, _>("headers")).map_err(unavailable)?;
+        serde_json::from_str(&row.get::<String>(2).map_err(unavailable)?).map_err(unavailable)?;
     Ok(LogRecord {
         topic: topic.to_string(),
         partition,
-        offset: row.get("offset"),
-        key: row.get("key"),
+        offset: row.get(0).map_err(unavailable)?,
+        key: row.get(1).map_err(unavailable)?,
         headers: headers
             .into_iter()
             .map(|(k, v)| (k, v.into_bytes()))
             .collect(),
-        payload: row.get("payload"),
-        timestamp_ms: Some(row.get("timestamp_ms")),
+        payload: row.get(3).map_err(unavailable)?,
+        timestamp_ms: Some(row.get(4).map_err(unavailable)?),
     })
 }
 
@@ -539,20 +526,27 @@ impl Subscription for EmbeddedSubscription {
         let positions = positions.to_vec();
         // The consumer's own database is the source of truth; this saves re-reading.
         tokio::spawn(async move {
+            let Ok(mut tx) = pool.begin().await else {
+                return;
+            };
             for p in positions {
-                let saved = sqlx::query(
-                    "INSERT INTO group_offsets (grp, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4)
+                let saved = sql::query(
+                    "INSERT INTO group_offsets (grp, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
                 )
                 .bind(&group)
                 .bind(&p.topic)
                 .bind(p.partition)
                 .bind(p.next_offset)
-                .execute(&pool)
+                .execute(&mut tx)
                 .await;
                 if let Err(e) = saved {
                     tracing::debug!(error = %e, "embedded log: commit not saved");
+                    return;
                 }
+            }
+            if let Err(e) = tx.commit().await {
+                tracing::debug!(error = %e, "embedded log: commit not saved");
             }
         });
         Ok(())

@@ -23,6 +23,7 @@ pub mod events_api;
 pub mod fault;
 pub mod http;
 pub mod kafka;
+pub mod lite;
 pub mod log;
 pub mod openapi;
 pub mod platform;

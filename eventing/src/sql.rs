@@ -23,10 +23,11 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+use crate::lite::{self, LiteDb, LiteRow, LiteTx};
 
 /// Which backend runs a statement; the spelling of what differs between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +265,7 @@ pub enum Pool {
 /// (instead of `LISTEN/NOTIFY`) and the relay's leadership (instead of an advisory lock).
 #[derive(Debug, Clone)]
 pub struct LitePool {
-    pub pool: SqlitePool,
+    pub db: Arc<LiteDb>,
     pub outbox: Arc<Notify>,
     pub relay_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -275,10 +276,10 @@ impl From<PgPool> for Pool {
     }
 }
 
-impl From<SqlitePool> for Pool {
-    fn from(pool: SqlitePool) -> Self {
+impl From<Arc<LiteDb>> for Pool {
+    fn from(db: Arc<LiteDb>) -> Self {
         Pool::Sqlite(LitePool {
-            pool,
+            db,
             outbox: Arc::new(Notify::new()),
             relay_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -307,7 +308,7 @@ impl Pool {
                 states: HashMap::new(),
             },
             Pool::Sqlite(lite) => Conn {
-                inner: Inner::LiteTx(lite.pool.begin_with("BEGIN IMMEDIATE").await?),
+                inner: Inner::LiteTx(lite.db.begin().await?),
                 outbox: Some(OutboxWake {
                     notify: lite.outbox.clone(),
                     pending: false,
@@ -355,7 +356,7 @@ impl Pool {
                 states: HashMap::new(),
             },
             Pool::Sqlite(lite) => Conn {
-                inner: Inner::Lite(lite.pool.acquire().await?),
+                inner: Inner::Lite(lite.db.clone()),
                 outbox: Some(OutboxWake {
                     notify: lite.outbox.clone(),
                     pending: false,
@@ -369,7 +370,8 @@ impl Pool {
     pub async fn close(&self) {
         match self {
             Pool::Postgres(pool) => pool.close().await,
-            Pool::Sqlite(lite) => lite.pool.close().await,
+            // Connections close when the last handle goes.
+            Pool::Sqlite(_) => {}
         }
     }
 
@@ -432,8 +434,8 @@ enum Inner {
     PgTx(Transaction<'static, Postgres>),
     Pg(PoolConnection<Postgres>),
     PgOwned(Box<PgConnection>),
-    LiteTx(Transaction<'static, Sqlite>),
-    Lite(PoolConnection<Sqlite>),
+    LiteTx(LiteTx),
+    Lite(Arc<LiteDb>),
 }
 
 impl Conn {
@@ -452,7 +454,7 @@ impl Conn {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self.inner {
             Inner::PgTx(tx) => tx.commit().await?,
-            Inner::LiteTx(tx) => tx.commit().await?,
+            Inner::LiteTx(tx) => tx.commit()?,
             Inner::Pg(_) | Inner::PgOwned(_) | Inner::Lite(_) => {}
         }
         if let Some(wake) = self.outbox {
@@ -510,7 +512,7 @@ impl Conn {
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self.inner {
             Inner::PgTx(tx) => tx.rollback().await,
-            Inner::LiteTx(tx) => tx.rollback().await,
+            Inner::LiteTx(tx) => tx.rollback(),
             Inner::Pg(_) | Inner::PgOwned(_) | Inner::Lite(_) => Ok(()),
         }
     }
@@ -564,8 +566,8 @@ impl Conn {
             Inner::PgTx(tx) => Target::Pg(tx),
             Inner::Pg(conn) => Target::Pg(conn),
             Inner::PgOwned(conn) => Target::Pg(conn),
-            Inner::LiteTx(tx) => Target::Lite(tx),
-            Inner::Lite(conn) => Target::Lite(conn),
+            Inner::LiteTx(tx) => Target::Lite(tx.conn()),
+            Inner::Lite(db) => Target::LitePool(db),
         }
     }
 }
@@ -574,8 +576,8 @@ impl Conn {
 pub enum Target<'a> {
     Pg(&'a mut PgConnection),
     PgPool(&'a PgPool),
-    Lite(&'a mut SqliteConnection),
-    LitePool(&'a SqlitePool),
+    Lite(&'a rusqlite::Connection),
+    LitePool(&'a LiteDb),
 }
 
 /// What statements run on: `&Pool` or `&mut Conn`.
@@ -587,7 +589,7 @@ impl<'a> Executor<'a> for &'a Pool {
     fn target(self) -> Target<'a> {
         match self {
             Pool::Postgres(pool) => Target::PgPool(pool),
-            Pool::Sqlite(lite) => Target::LitePool(&lite.pool),
+            Pool::Sqlite(lite) => Target::LitePool(&lite.db),
         }
     }
 }
@@ -750,44 +752,6 @@ fn bind_pg(
     }
 }
 
-fn bind_lite<'q>(
-    q: sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>,
-    arg: Arg,
-) -> sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>> {
-    match arg {
-        Arg::I64(v) => q.bind(v),
-        Arg::I32(v) => q.bind(v),
-        Arg::F64(v) => q.bind(v),
-        Arg::Bool(v) => q.bind(v),
-        Arg::Text(v) => q.bind(v),
-        Arg::Bytes(v) => q.bind(v),
-        Arg::Uuid(v) => q.bind(v.map(|u| u.hyphenated().to_string())),
-        Arg::Time(v) => q.bind(v.as_ref().map(sqlite_time)),
-        Arg::Json(v) => q.bind(v.map(|v| v.to_string())),
-        Arg::UuidList(v) => q.bind(
-            Value::from(
-                v.iter()
-                    .map(|u| Value::from(u.hyphenated().to_string()))
-                    .collect::<Vec<_>>(),
-            )
-            .to_string(),
-        ),
-        Arg::I64List(v) => q.bind(Value::from(v).to_string()),
-        Arg::TextList(v) => q.bind(Value::from(v).to_string()),
-        // Row-set columns bind on PostgreSQL only; as JSON arrays here all the same.
-        Arg::OptUuidList(v) => q.bind(
-            Value::from(
-                v.iter()
-                    .map(|u| u.map_or(Value::Null, |u| Value::from(u.hyphenated().to_string())))
-                    .collect::<Vec<_>>(),
-            )
-            .to_string(),
-        ),
-        Arg::OptI64List(v) => q.bind(Value::from(v).to_string()),
-        Arg::OptTextList(v) => q.bind(Value::from(v).to_string()),
-    }
-}
-
 /// PostgreSQL's `$n` placeholders in SQLite's numbered form `?n` (outside quotes).
 pub fn sqlite_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -812,10 +776,33 @@ pub fn sqlite_placeholders(sql: &str) -> String {
     out
 }
 
+/// [`sqlite_placeholders`] of a statement, remembered per thread: the same statements
+/// run again and again, and rewriting each time showed in `shop dev`'s profile. Texts
+/// built per call (lists of varying length) fill the memory up to a bound, then are
+/// rewritten each time.
+fn lite_sql(sql: &str) -> Arc<str> {
+    const REMEMBERED: usize = 2048;
+    thread_local! {
+        static REWRITTEN: std::cell::RefCell<HashMap<String, Arc<str>>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    REWRITTEN.with(|rewritten| {
+        if let Some(done) = rewritten.borrow().get(sql) {
+            return done.clone();
+        }
+        let done: Arc<str> = sqlite_placeholders(sql).into();
+        let mut rewritten = rewritten.borrow_mut();
+        if rewritten.len() < REMEMBERED {
+            rewritten.insert(sql.to_string(), done.clone());
+        }
+        done
+    })
+}
+
 /// Runs sqlx's `$method` of a [`Query`] on the executor's backend (SQLite gets its
 /// placeholders rewritten) and turns each backend's result into ours with `$pg` / `$lite`.
 macro_rules! on_backend {
-    ($query:ident, $executor:ident, $method:ident, $pg:expr, $lite:expr) => {
+    ($query:ident, $executor:ident, $method:ident, $limit:expr, $pg:expr, $lite:expr) => {
         match $executor.target() {
             Target::Pg(conn) => {
                 let sql = renamed($query.sql);
@@ -826,12 +813,12 @@ macro_rules! on_backend {
                 ($pg)(pg(&sql, $query.args).$method(pool).await?)
             }
             Target::Lite(conn) => {
-                let sql = sqlite_placeholders(&renamed($query.sql));
-                ($lite)(lite(&sql, $query.args).$method(conn).await?)
+                let sql = lite_sql(&renamed($query.sql));
+                ($lite)(crate::lite::run_on(conn, &sql, $query.args, $limit)?)
             }
-            Target::LitePool(pool) => {
-                let sql = sqlite_placeholders(&renamed($query.sql));
-                ($lite)(lite(&sql, $query.args).$method(pool).await?)
+            Target::LitePool(db) => {
+                let sql = lite_sql(&renamed($query.sql));
+                ($lite)(db.run(&sql, $query.args, $limit).await?)
             }
         }
     };
@@ -894,8 +881,9 @@ impl<'q> Query<'q> {
             self,
             executor,
             execute,
+            None,
             |done: sqlx::postgres::PgQueryResult| done.rows_affected(),
-            |done: sqlx::sqlite::SqliteQueryResult| done.rows_affected()
+            |done: crate::lite::Output| done.rows_affected
         );
         Ok(Done { rows_affected })
     }
@@ -909,8 +897,9 @@ impl<'q> Query<'q> {
             self,
             executor,
             fetch_all,
+            None,
             |rows: Vec<PgRow>| rows.into_iter().map(Row::Pg).collect(),
-            |rows: Vec<SqliteRow>| rows.into_iter().map(Row::Lite).collect()
+            |done: crate::lite::Output| done.rows.into_iter().map(Row::Lite).collect()
         ))
     }
 
@@ -926,8 +915,9 @@ impl<'q> Query<'q> {
             self,
             executor,
             fetch_optional,
+            Some(1),
             |row: Option<PgRow>| row.map(Row::Pg),
-            |row: Option<SqliteRow>| row.map(Row::Lite)
+            |done: crate::lite::Output| done.rows.into_iter().next().map(Row::Lite)
         ))
     }
 
@@ -1038,10 +1028,6 @@ fn renamed(sql: &str) -> std::borrow::Cow<'_, str> {
         .map_or(std::borrow::Cow::Borrowed(sql), std::borrow::Cow::Owned)
 }
 
-fn lite(sql: &str, args: Vec<Arg>) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
-    args.into_iter().fold(sqlx::query::<Sqlite>(sql), bind_lite)
-}
-
 /// A statement read as rows of `T`.
 #[must_use = "a query does nothing until executed"]
 pub struct QueryAs<'q, T> {
@@ -1134,13 +1120,29 @@ impl<T: Column> QueryScalar<'_, T> {
 /// A result row of either backend.
 pub enum Row {
     Pg(PgRow),
-    Lite(SqliteRow),
+    Lite(LiteRow),
 }
 
 /// A column position or name.
-pub trait ColumnIndex: sqlx::ColumnIndex<PgRow> + sqlx::ColumnIndex<SqliteRow> + Copy {}
-impl ColumnIndex for usize {}
-impl ColumnIndex for &str {}
+pub trait ColumnIndex: sqlx::ColumnIndex<PgRow> + Copy {
+    /// The column's position in an SQLite row.
+    ///
+    /// # Errors
+    /// No such column.
+    fn lite_position(self, row: &LiteRow) -> Result<usize, sqlx::Error>;
+}
+
+impl ColumnIndex for usize {
+    fn lite_position(self, _row: &LiteRow) -> Result<usize, sqlx::Error> {
+        Ok(self)
+    }
+}
+
+impl ColumnIndex for &str {
+    fn lite_position(self, row: &LiteRow) -> Result<usize, sqlx::Error> {
+        row.position(self)
+    }
+}
 
 impl Row {
     /// The value of a column.
@@ -1162,34 +1164,51 @@ pub trait Column: Sized + Send {
     fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error>;
     /// # Errors
     /// No such column, or its value does not decode.
-    fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error>;
+    fn lite(row: &LiteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error>;
 }
 
 /// Types both drivers decode natively.
 macro_rules! native_column {
-    ($($ty:ty),*) => {
+    ($($ty:ty => $decode:expr),*) => {
         $(
             impl Column for $ty {
                 fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
                     sqlx::Row::try_get(row, index)
                 }
-                fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
-                    sqlx::Row::try_get(row, index)
+                fn lite(row: &LiteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    let position = index.lite_position(row)?;
+                    ($decode)(row.value(position)?)?.ok_or_else(|| unexpected_null(position))
                 }
             }
             impl Column for Option<$ty> {
                 fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
                     sqlx::Row::try_get(row, index)
                 }
-                fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
-                    sqlx::Row::try_get(row, index)
+                fn lite(row: &LiteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    ($decode)(row.value(index.lite_position(row)?)?)
                 }
             }
         )*
     };
 }
 
-native_column!(i64, i32, f64, bool, String, Vec<u8>);
+fn unexpected_null(position: usize) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: position.to_string(),
+        source: "unexpected NULL".into(),
+    }
+}
+
+native_column!(
+    i64 => lite::as_i64,
+    i32 => |v| lite::as_i64(v)?
+        .map(|i| i32::try_from(i).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose(),
+    f64 => lite::as_f64,
+    bool => |v| Ok::<_, sqlx::Error>(lite::as_i64(v)?.map(|i| i != 0)),
+    String => lite::as_text,
+    Vec<u8> => lite::as_bytes
+);
 
 /// Types SQLite keeps as text: decoded from it with `parse`.
 macro_rules! text_column {
@@ -1199,18 +1218,18 @@ macro_rules! text_column {
                 fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
                     sqlx::Row::try_get(row, index)
                 }
-                fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
-                    let text: String = sqlx::Row::try_get(row, index)?;
-                    $parse(&text)
+                fn lite(row: &LiteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    let position = index.lite_position(row)?;
+                    lite::with_text(row.value(position)?, $parse)?
+                        .ok_or_else(|| unexpected_null(position))
                 }
             }
             impl Column for Option<$ty> {
                 fn pg(row: &PgRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
                     sqlx::Row::try_get(row, index)
                 }
-                fn lite(row: &SqliteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
-                    let text: Option<String> = sqlx::Row::try_get(row, index)?;
-                    text.as_deref().map($parse).transpose()
+                fn lite(row: &LiteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error> {
+                    lite::with_text(row.value(index.lite_position(row)?)?, $parse)
                 }
             }
         )*

@@ -309,17 +309,12 @@ impl Instance {
     pub async fn store(&self, component: &str) -> Pool {
         match self.backend {
             Dialect::Postgres => self.pool(component).await.into(),
-            Dialect::Sqlite => {
-                let options = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(self.data_dir.join(format!("{component}.db")))
-                    .busy_timeout(Duration::from_secs(30));
-                sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(2)
-                    .connect_with(options)
-                    .await
-                    .unwrap()
-                    .into()
-            }
+            Dialect::Sqlite => shop_eventing::lite::LiteDb::open(
+                &self.data_dir.join(format!("{component}.db")),
+                false,
+            )
+            .unwrap()
+            .into(),
         }
     }
 
