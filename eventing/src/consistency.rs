@@ -146,7 +146,8 @@ pub async fn record_applied(
     Ok(())
 }
 
-/// The events of a batch not applied yet by a consumer that records applied versions:
+/// The events of a batch not applied yet by a consumer that records applied versions
+/// (on SQLite, recorded as applied by the same statement: [`records_while_checking`]):
 /// those whose sequence is above the one recorded for their aggregate (an aggregate's
 /// events reach a consumer in sequence order on one partition, so a lower or equal one
 /// is a republished duplicate). One read for the batch instead of one dedup row per
@@ -159,24 +160,40 @@ pub async fn unapplied(
     consumer: &str,
     events: &[&shop_schemas::CloudEvent],
 ) -> Result<std::collections::HashSet<uuid::Uuid>, sqlx::Error> {
+    if tx.dialect() == sql::Dialect::Sqlite {
+        // No round trip to save: one statement per event, which both finds out whether
+        // the event is new and records it as applied (a row comes back only when the
+        // sequence is above the recorded one). Recording before the effect is safe: both
+        // are in this transaction, and the consumer applies every event found new.
+        let mut fresh = std::collections::HashSet::with_capacity(events.len());
+        for event in events {
+            let Some(service) = event.service() else {
+                fresh.insert(event.id);
+                continue;
+            };
+            let recorded = sql::query_scalar::<i64>(
+                "INSERT INTO applied_versions (consumer, source, subject, sequence) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (consumer, source, subject) DO UPDATE SET sequence = EXCLUDED.sequence
+                 WHERE EXCLUDED.sequence > applied_versions.sequence
+                 RETURNING sequence",
+            )
+            .bind(consumer)
+            .bind(service.name())
+            .bind(event.subject.as_str())
+            .bind(event.sequence as i64)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if recorded.is_some() {
+                fresh.insert(event.id);
+            }
+        }
+        return Ok(fresh);
+    }
     let mut highest: std::collections::HashMap<(&'static str, &str), i64> = events
         .iter()
         .filter_map(|e| Some(((e.service()?.name(), e.subject.as_str()), 0)))
         .collect();
-    if tx.dialect() == sql::Dialect::Sqlite {
-        // No round trip to save: one lookup per aggregate.
-        for ((source, subject), applied) in highest.iter_mut() {
-            *applied = sql::query_scalar::<i64>(
-                "SELECT sequence FROM applied_versions WHERE consumer = $1 AND source = $2 AND subject = $3",
-            )
-            .bind(consumer)
-            .bind(*source)
-            .bind(*subject)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
-        }
-    } else if !highest.is_empty() {
+    if !highest.is_empty() {
         let mut rows = sql::RowSet::default();
         for (source, subject) in highest.keys() {
             rows.push(serde_json::json!({"source": source, "subject": subject}));
@@ -222,6 +239,12 @@ pub async fn unapplied(
         }
     }
     Ok(fresh)
+}
+
+/// Whether [`unapplied`] also records the events it finds new (SQLite), so that
+/// [`record_applied`] after each effect has nothing left to do.
+pub fn records_while_checking(dialect: sql::Dialect) -> bool {
+    dialect == sql::Dialect::Sqlite
 }
 
 /// [`record_applied`] for a batch: each aggregate's highest sequence, in one statement.

@@ -483,7 +483,8 @@ impl ConsumerRunner {
         } else {
             self.handler.handle(tx, event).instrument(span).await?;
         }
-        if let (true, Some(service)) = (self.track_versions, event.service()) {
+        let recorded = crate::consistency::records_while_checking(tx.dialect());
+        if let (true, false, Some(service)) = (self.track_versions, recorded, event.service()) {
             crate::consistency::record_applied(
                 tx,
                 &self.config.name,

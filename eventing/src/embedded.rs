@@ -76,6 +76,8 @@ struct Inner {
     partitions: i32,
     /// One writer at a time: the next offset of each partition is decided under it.
     writer: tokio::sync::Mutex<()>,
+    /// Partitions per topic, read from the file on first use (they never change).
+    topics: Mutex<HashMap<String, i32>>,
     /// Next offset per (topic, partition), read from the file on first use.
     ends: Mutex<HashMap<(String, i32), i64>>,
     /// Bumped by every publish; polls wait on it.
@@ -111,6 +113,7 @@ impl EmbeddedLog {
                 pool: db.into(),
                 partitions: partitions.max(1),
                 writer: tokio::sync::Mutex::new(()),
+                topics: Mutex::new(HashMap::new()),
                 ends: Mutex::new(HashMap::new()),
                 published: watch::channel(0).0,
                 groups: Mutex::new(HashMap::new()),
@@ -144,17 +147,32 @@ impl EmbeddedLog {
             .lock()
             .map_err(unavailable)?
             .retain(|(topic, _), _| !topics.contains(topic));
+        self.inner
+            .topics
+            .lock()
+            .map_err(unavailable)?
+            .retain(|topic, _| !topics.contains(topic));
         Ok(())
     }
 }
 
 impl Inner {
     async fn partitions(&self, topic: &str) -> Result<Option<i32>, LogError> {
-        sql::query_scalar("SELECT partitions FROM topics WHERE name = $1")
+        if let Some(count) = self.topics.lock().map_err(unavailable)?.get(topic) {
+            return Ok(Some(*count));
+        }
+        let count: Option<i32> = sql::query_scalar("SELECT partitions FROM topics WHERE name = $1")
             .bind(topic)
             .fetch_optional(&self.pool)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if let Some(count) = count {
+            self.topics
+                .lock()
+                .map_err(unavailable)?
+                .insert(topic.to_string(), count);
+        }
+        Ok(count)
     }
 
     /// The next offset of a partition (from the cache, else the file).
@@ -181,6 +199,9 @@ impl Inner {
     }
 
     async fn create_topic(&self, topic: &str) -> Result<i32, LogError> {
+        if let Some(count) = self.topics.lock().map_err(unavailable)?.get(topic) {
+            return Ok(*count);
+        }
         sql::query("INSERT INTO topics (name, partitions) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(topic)
             .bind(self.partitions)

@@ -1,6 +1,7 @@
 //! The consumer runner against real Kafka and PostgreSQL (fresh topic and database per
 //! test): duplicates in one batch apply once, transient failures are retried, a
-//! permanent failure is dead-lettered and the consumer goes on.
+//! permanent failure is dead-lettered and the consumer goes on. One test runs on the
+//! embedded log and SQLite, whose applied-versions dedup takes another path.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -326,4 +327,121 @@ async fn overlapping_members_apply_each_event_once(track_versions: bool) {
     c.await.unwrap();
     log.delete_topics(&[topic, dead]).await.ok();
     database.drop().await;
+}
+
+/// On SQLite (`shop dev`) a projector's dedup and its record of the applied version are
+/// one statement per event; republished events (lower or equal sequences, in one batch
+/// and across batches, and a whole second delivery after a restart from offset 0) still
+/// take effect once, in order, and the recorded version is the highest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("shop-versions-{}", Uuid::new_v4().simple()));
+    let database = shop_eventing::db::open(
+        &shop_eventing::db::DatabaseConfig {
+            server_url: String::new(),
+            instance: "dev".into(),
+            max_connections: 1,
+            sqlite_dir: Some(dir.clone()),
+        },
+        "versions",
+        &[
+            SCHEMA,
+            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
+            "INSERT INTO totals (n) VALUES (0)",
+        ],
+    )
+    .await
+    .unwrap();
+    let log = Arc::new(
+        shop_eventing::embedded::EmbeddedLog::open(&dir.join("log.db"), 1)
+            .await
+            .unwrap(),
+    );
+    let (topic, dead) = ("versions.events".to_string(), "versions.dead".to_string());
+    let events: Vec<CloudEvent> = (1..=4)
+        .map(|sequence| {
+            let mut e = event(serde_json::json!({ "n": sequence }));
+            e.sequence = sequence;
+            e
+        })
+        .collect();
+    // 1, 2, 2 again, 1 again, 3, 4, 3 again.
+    let order = [0, 1, 1, 0, 2, 3, 2];
+    log.publish(
+        order
+            .iter()
+            .map(|&i| OutgoingRecord::from_cloud_event(&topic, &events[i]))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let run = |group: &str| {
+        let runner = ConsumerRunner::new(
+            database.clone(),
+            log.clone(),
+            ConsumerConfig {
+                name: "counter".into(),
+                group: group.into(),
+                topics: vec![topic.clone()],
+                dead_letter_topic: dead.clone(),
+                batch_size: 3,
+                max_attempts: 3,
+                retry_backoff: Duration::from_millis(10),
+                start: StartFrom::Beginning,
+            },
+            Arc::new(Counter),
+        )
+        .tracking_versions();
+        let shutdown = CancellationToken::new();
+        (tokio::spawn(runner.run(shutdown.clone())), shutdown)
+    };
+    let at_end = || async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let progress = shop_eventing::consumer::progress(&database, "counter")
+                .await
+                .unwrap();
+            if progress
+                .positions
+                .first()
+                .is_some_and(|p| p.next_offset == 7)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "stuck: {progress:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (task, shutdown) = run("first");
+    at_end().await;
+    shutdown.cancel();
+    task.await.unwrap();
+    // Everything again, through a group with no committed position: the checkpoints
+    // skip it all.
+    sql::query("DELETE FROM consumer_checkpoints")
+        .execute(&database)
+        .await
+        .unwrap();
+    let (task, shutdown) = run("second");
+    at_end().await;
+    shutdown.cancel();
+    task.await.unwrap();
+
+    let applied: Vec<Uuid> = sql::query_scalar("SELECT event_id FROM applied ORDER BY rowid")
+        .fetch_all(&database)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "each event once, in sequence order"
+    );
+    let recorded: i64 =
+        sql::query_scalar("SELECT sequence FROM applied_versions WHERE consumer = 'counter'")
+            .fetch_one(&database)
+            .await
+            .unwrap();
+    assert_eq!(recorded, 4);
+    std::fs::remove_dir_all(dir).ok();
 }
