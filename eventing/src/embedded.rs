@@ -198,6 +198,7 @@ impl Inner {
             .or_insert(end))
     }
 
+    /// The topic's partitions, creating it (with this log's count) when unknown.
     async fn create_topic(&self, topic: &str) -> Result<i32, LogError> {
         if let Some(count) = self.topics.lock().map_err(unavailable)?.get(topic) {
             return Ok(*count);
@@ -243,21 +244,11 @@ impl EventLog for EmbeddedLog {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or_default();
-        let mut partitions: HashMap<String, i32> = HashMap::new();
         let mut ends: HashMap<(String, i32), i64> = HashMap::new();
         let mut placed = Vec::with_capacity(records.len());
-        for record in &records {
-            let count = match partitions.get(&record.topic) {
-                Some(count) => *count,
-                None => {
-                    let count = match inner.partitions(&record.topic).await? {
-                        Some(count) => count,
-                        None => inner.create_topic(&record.topic).await?,
-                    };
-                    partitions.insert(record.topic.clone(), count);
-                    count
-                }
-            };
+        for record in records {
+            // Known topics from memory; an unknown one is created.
+            let count = inner.create_topic(&record.topic).await?;
             let partition = partition_of(&record.key, count);
             let key = (record.topic.clone(), partition);
             let offset = match ends.get(&key) {
@@ -268,17 +259,18 @@ impl EventLog for EmbeddedLog {
             placed.push((record, partition, offset));
         }
         let mut tx = inner.pool.begin().await.map_err(unavailable)?;
-        for (record, partition, offset) in &placed {
+        let published = placed.len();
+        for (record, partition, offset) in placed {
             let headers = serde_json::to_string(&record.headers).map_err(unavailable)?;
             sql::query(
                 "INSERT INTO records (topic, partition, offset, key, headers, payload, timestamp_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
-            .bind(&record.topic)
-            .bind(*partition)
-            .bind(*offset)
-            .bind(&record.key)
+            .bind(record.topic)
+            .bind(partition)
+            .bind(offset)
+            .bind(record.key)
             .bind(headers)
-            .bind(record.payload.clone())
+            .bind(record.payload)
             .bind(now_ms)
             .execute(&mut tx)
             .await
@@ -292,7 +284,7 @@ impl EventLog for EmbeddedLog {
         }
         drop(known);
         inner.published.send_modify(|n| *n += 1);
-        metrics::counter!("events_published_total").increment(records.len() as u64);
+        metrics::counter!("events_published_total").increment(published as u64);
         Ok(())
     }
 

@@ -103,9 +103,17 @@ impl LiteDb {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         open.retain(|(_, _, db)| db.strong_count() > 0);
-        let writer = connect(path, read_only, true)?;
-        // After connecting: the file exists now, so its canonical name does too.
-        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        // The directory's canonical name (the file may not exist yet) and the file's.
+        let key = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(file)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })
+            .map(|dir| dir.join(file))
+            .unwrap_or_else(|_| path.to_path_buf()),
+            _ => path.to_path_buf(),
+        };
         if let Some(db) = open
             .iter()
             .find(|(p, r, _)| *p == key && *r == read_only)
@@ -113,6 +121,7 @@ impl LiteDb {
         {
             return Ok(db);
         }
+        let writer = connect(path, read_only, true)?;
         let db = Arc::new(LiteDb {
             path: path.to_path_buf(),
             read_only,
@@ -128,7 +137,7 @@ impl LiteDb {
     /// # Errors
     /// A statement failed; nothing of the scripts is kept.
     pub async fn execute_scripts(&self, scripts: &[String]) -> Result<(), sqlx::Error> {
-        let mut tx = self.begin().await?;
+        let tx = self.begin().await?;
         for script in scripts {
             tx.conn()
                 .execute_batch(script)
@@ -146,7 +155,7 @@ impl LiteDb {
         let conn = self.writer.clone().lock_owned().await;
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| error(e, "BEGIN IMMEDIATE"))?;
-        Ok(LiteTx { conn: Some(conn) })
+        Ok(LiteTx { conn })
     }
 
     /// Runs one statement outside any transaction: on a reader when SQLite reports it
@@ -219,9 +228,10 @@ impl Drop for Reader<'_> {
     }
 }
 
-/// A transaction on the writer; rolled back when dropped uncommitted.
+/// A transaction on the writer; rolled back when dropped still open (also after a
+/// failed `COMMIT`).
 pub struct LiteTx {
-    conn: Option<OwnedMutexGuard<Connection>>,
+    conn: OwnedMutexGuard<Connection>,
 }
 
 impl std::fmt::Debug for LiteTx {
@@ -231,43 +241,34 @@ impl std::fmt::Debug for LiteTx {
 }
 
 impl LiteTx {
-    pub fn conn(&mut self) -> &Connection {
-        self.conn.as_ref().expect("transaction finished")
+    pub fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// # Errors
     /// The commit failed; the transaction is rolled back.
-    pub fn commit(mut self) -> Result<(), sqlx::Error> {
-        let conn = self.conn.take().expect("transaction finished");
-        match conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                if !conn.is_autocommit() {
-                    conn.execute_batch("ROLLBACK").ok();
-                }
-                Err(error(e, "COMMIT"))
-            }
-        }
+    pub fn commit(self) -> Result<(), sqlx::Error> {
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| error(e, "COMMIT"))
     }
 
     /// # Errors
     /// The rollback failed (the transaction is gone either way).
-    pub fn rollback(mut self) -> Result<(), sqlx::Error> {
-        let conn = self.conn.take().expect("transaction finished");
-        if conn.is_autocommit() {
+    pub fn rollback(self) -> Result<(), sqlx::Error> {
+        if self.conn.is_autocommit() {
             return Ok(());
         }
-        conn.execute_batch("ROLLBACK")
+        self.conn
+            .execute_batch("ROLLBACK")
             .map_err(|e| error(e, "ROLLBACK"))
     }
 }
 
 impl Drop for LiteTx {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if !conn.is_autocommit() {
-                conn.execute_batch("ROLLBACK").ok();
-            }
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK").ok();
         }
     }
 }
@@ -358,16 +359,20 @@ fn execute(
             });
         }
     }
+    // `changes()` is the last data change on the connection: a read changed nothing.
+    let rows_affected = if statement.readonly() {
+        0
+    } else {
+        conn.changes()
+    };
     Ok(Output {
-        rows_affected: conn.changes(),
+        rows_affected,
         rows,
     })
 }
 
 fn bind(statement: &mut rusqlite::Statement<'_>, index: usize, arg: Arg) -> rusqlite::Result<()> {
     use crate::sql::sqlite_time;
-    use serde_json::Value;
-    let json = |v: Value| v.to_string();
     match arg {
         Arg::I64(v) => statement.raw_bind_parameter(index, v),
         Arg::I32(v) => statement.raw_bind_parameter(index, v),
@@ -377,29 +382,21 @@ fn bind(statement: &mut rusqlite::Statement<'_>, index: usize, arg: Arg) -> rusq
         Arg::Bytes(v) => statement.raw_bind_parameter(index, v),
         Arg::Uuid(v) => statement.raw_bind_parameter(index, v.map(|u| u.hyphenated().to_string())),
         Arg::Time(v) => statement.raw_bind_parameter(index, v.as_ref().map(sqlite_time)),
-        Arg::Json(v) => statement.raw_bind_parameter(index, v.map(json)),
-        Arg::UuidList(v) => statement.raw_bind_parameter(
-            index,
-            json(Value::from(
-                v.iter()
-                    .map(|u| Value::from(u.hyphenated().to_string()))
-                    .collect::<Vec<_>>(),
-            )),
-        ),
-        Arg::I64List(v) => statement.raw_bind_parameter(index, json(Value::from(v))),
-        Arg::TextList(v) => statement.raw_bind_parameter(index, json(Value::from(v))),
-        // Row-set columns bind as typed arrays on PostgreSQL only; JSON arrays here.
-        Arg::OptUuidList(v) => statement.raw_bind_parameter(
-            index,
-            json(Value::from(
-                v.iter()
-                    .map(|u| u.map_or(Value::Null, |u| Value::from(u.hyphenated().to_string())))
-                    .collect::<Vec<_>>(),
-            )),
-        ),
-        Arg::OptI64List(v) => statement.raw_bind_parameter(index, json(Value::from(v))),
-        Arg::OptTextList(v) => statement.raw_bind_parameter(index, json(Value::from(v))),
+        Arg::Json(v) => statement.raw_bind_parameter(index, v.map(|v| v.to_string())),
+        // Lists (and row-set columns, typed arrays on PostgreSQL) as JSON arrays, read
+        // with `json_each`; UUIDs as hyphenated text, as they are stored.
+        Arg::UuidList(v) => statement.raw_bind_parameter(index, json_text(&v)),
+        Arg::I64List(v) => statement.raw_bind_parameter(index, json_text(&v)),
+        Arg::TextList(v) => statement.raw_bind_parameter(index, json_text(&v)),
+        Arg::OptUuidList(v) => statement.raw_bind_parameter(index, json_text(&v)),
+        Arg::OptI64List(v) => statement.raw_bind_parameter(index, json_text(&v)),
+        Arg::OptTextList(v) => statement.raw_bind_parameter(index, json_text(&v)),
     }
+}
+
+/// A list as JSON text (ids, numbers and text always serialise).
+fn json_text(list: &impl serde::Serialize) -> String {
+    serde_json::to_string(list).expect("a list of ids, numbers or text serialises")
 }
 
 /// An SQLite failure as the `sqlx::Error` the rest of the code inspects

@@ -799,8 +799,9 @@ fn lite_sql(sql: &str) -> Arc<str> {
     })
 }
 
-/// Runs sqlx's `$method` of a [`Query`] on the executor's backend (SQLite gets its
-/// placeholders rewritten) and turns each backend's result into ours with `$pg` / `$lite`.
+/// Runs a [`Query`] on the executor's backend — sqlx's `$method` on PostgreSQL, the
+/// SQLite engine ([`crate::lite`], placeholders rewritten, at most `$limit` rows read)
+/// on SQLite — and turns each backend's result into ours with `$pg` / `$lite`.
 macro_rules! on_backend {
     ($query:ident, $executor:ident, $method:ident, $limit:expr, $pg:expr, $lite:expr) => {
         match $executor.target() {
@@ -1167,7 +1168,7 @@ pub trait Column: Sized + Send {
     fn lite(row: &LiteRow, index: impl ColumnIndex) -> Result<Self, sqlx::Error>;
 }
 
-/// Types both drivers decode natively.
+/// Types sqlx decodes natively from PostgreSQL, and `$decode` from an SQLite value.
 macro_rules! native_column {
     ($($ty:ty => $decode:expr),*) => {
         $(
