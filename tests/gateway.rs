@@ -188,15 +188,22 @@ async fn a_repeat_product_read_comes_from_the_cache(backend: Dialect) {
     let before = reads_of(&read_api, "/api/products/{id}").await;
     assert!(before > 0, "the first read reached the read API");
 
-    for _ in 0..5 {
+    for n in 0..5 {
+        let request_id = format!("repeat-{n}");
         let answer = public
             .http
             .get(format!("{}{path}", public.base))
+            .header("x-request-id", &request_id)
             .send()
             .await
             .unwrap();
         assert_eq!(answer.status(), StatusCode::OK);
         assert_eq!(answer.headers()["x-cache"], "hit");
+        assert_eq!(
+            answer.headers()["x-request-id"],
+            request_id.as_str(),
+            "a hit answers with its own request's id"
+        );
     }
     assert_eq!(
         reads_of(&read_api, "/api/products/{id}").await,

@@ -629,6 +629,9 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
         )
     })?;
     if let Some((cache, key)) = cache_key.filter(|_| status.is_success()) {
+        // The request id belongs to one request: a hit gets its own (the edge layers set
+        // it on the way out), not the id of the request that filled the cache.
+        response_headers.remove(REQUEST_ID);
         let cached = Cached {
             status,
             headers: response_headers,
