@@ -22,6 +22,18 @@ export SHOP_TEST_KAFKA_BROKERS=${SHOP_TEST_KAFKA_BROKERS:-127.0.0.1:${SHOP_KAFKA
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/shop/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
+# The shared build directory grows with every variant built in it, most of it incremental
+# compilation sessions (one set per crate and checkout); past a limit they go (the next
+# build of the workspace's own crates is then a full one, dependencies stay built).
+limit_gib=${SHOP_TARGET_LIMIT_GIB:-40}
+if [ -d "$CARGO_TARGET_DIR" ]; then
+  used_gib=$(( $(du -sk "$CARGO_TARGET_DIR" | cut -f1) / 1024 / 1024 ))
+  if [ "$used_gib" -ge "$limit_gib" ]; then
+    echo "==> $CARGO_TARGET_DIR holds ${used_gib} GiB (limit ${limit_gib}): removing incremental sessions"
+    rm -rf "$CARGO_TARGET_DIR"/*/incremental
+  fi
+fi
+
 # Databases and topics left behind by earlier runs that were interrupted (test instances
 # are t<hex>).
 psql "$SHOP_TEST_DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datname ~ '^t[0-9a-f]{12}_'" |
