@@ -333,10 +333,11 @@ impl ConsumerRunner {
             .set(lag as f64);
     }
 
-    /// The events not applied before. A consumer that records applied versions knows by
-    /// their sequences ([`crate::consistency::unapplied`]); any other records each new
-    /// event id (`processed_events`) and gets back those it had not seen — one round trip
-    /// either way.
+    /// The events not applied before, recorded as applied (the caller's transaction
+    /// applies them). A consumer that records applied versions knows them by their
+    /// sequences ([`crate::consistency::unapplied`]); any other records each new event id
+    /// (`processed_events`) and gets back those it had not seen — one round trip either
+    /// way.
     async fn unapplied(
         &self,
         tx: &mut Conn,
@@ -411,10 +412,6 @@ impl ConsumerRunner {
                 .handle_batch(&mut tx, &batch)
                 .instrument(span)
                 .await?;
-            if self.track_versions {
-                crate::consistency::record_applied_batch(&mut tx, &self.config.name, &batch)
-                    .await?;
-            }
             fault::point(fault::CONSUMER_MID_BATCH);
             applied = batch.len() as i64;
             last_event_at = batch.iter().map(|e| e.time).max();
@@ -482,17 +479,6 @@ impl ConsumerRunner {
             crate::command::replay(self.handler.handle(tx, event).instrument(span)).await?;
         } else {
             self.handler.handle(tx, event).instrument(span).await?;
-        }
-        let recorded = crate::consistency::records_while_checking(tx.dialect());
-        if let (true, false, Some(service)) = (self.track_versions, recorded, event.service()) {
-            crate::consistency::record_applied(
-                tx,
-                &self.config.name,
-                service,
-                &event.subject,
-                event.sequence as i64,
-            )
-            .await?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The consumer runner against real Kafka and PostgreSQL (fresh topic and database per
 //! test): duplicates in one batch apply once, transient failures are retried, a
-//! permanent failure is dead-lettered and the consumer goes on. One test runs on the
-//! embedded log and SQLite, whose applied-versions dedup takes another path.
+//! permanent failure is dead-lettered and the consumer goes on. The applied-versions
+//! dedup runs on both backends (it takes another path on SQLite, with the embedded log).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -329,10 +329,37 @@ async fn overlapping_members_apply_each_event_once(track_versions: bool) {
     database.drop().await;
 }
 
-/// On SQLite (`shop dev`) a projector's dedup and its record of the applied version are
-/// one statement per event; republished events (lower or equal sequences, in one batch
-/// and across batches, and a whole second delivery after a restart from offset 0) still
-/// take effect once, in order, and the recorded version is the highest.
+/// A projector's dedup records the applied version in the statement that checks it (one
+/// per batch on PostgreSQL, through the batch path; one per event on SQLite, `shop dev`).
+/// Republished events (lower or equal sequences, in one batch and across batches, and a
+/// whole second delivery after a restart from offset 0) still take effect once, in
+/// order, and the recorded version is the highest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republished_events_apply_once_by_applied_versions_on_postgres() {
+    let database = fresh_database(
+        "versions",
+        &[
+            SCHEMA,
+            "CREATE TABLE IF NOT EXISTS applied (position BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
+            "INSERT INTO totals (n) VALUES (0)",
+        ],
+    )
+    .await;
+    let name = database.instance().to_string();
+    let (log, topic, dead) = kafka_topics(&name, 1).await;
+    republished_events_apply_once(
+        database.pool.clone(),
+        log.clone(),
+        (topic.clone(), dead.clone()),
+        (format!("{name}.first"), format!("{name}.second")),
+        Arc::new(BatchCounter),
+    )
+    .await;
+    log.delete_topics(&[topic, dead]).await.ok();
+    database.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
     let dir = std::env::temp_dir().join(format!("shop-versions-{}", Uuid::new_v4().simple()));
@@ -346,7 +373,7 @@ async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
         "versions",
         &[
             SCHEMA,
-            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS applied (position INTEGER PRIMARY KEY, event_id UUID NOT NULL)",
             "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
             "INSERT INTO totals (n) VALUES (0)",
         ],
@@ -358,7 +385,38 @@ async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
             .await
             .unwrap(),
     );
-    let (topic, dead) = ("versions.events".to_string(), "versions.dead".to_string());
+    republished_events_apply_once(
+        database,
+        log,
+        ("versions.events".into(), "versions.dead".into()),
+        ("first".into(), "second".into()),
+        Arc::new(Counter),
+    )
+    .await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// [`Counter`] through the batch path (as projections on PostgreSQL).
+struct BatchCounter;
+
+#[async_trait]
+impl EventHandler for BatchCounter {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
+        Counter.handle(tx, event).await
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+}
+
+async fn republished_events_apply_once(
+    database: sql::Pool,
+    log: Arc<dyn EventLog>,
+    (topic, dead): (String, String),
+    (first, second): (String, String),
+    handler: Arc<dyn EventHandler>,
+) {
     let events: Vec<CloudEvent> = (1..=4)
         .map(|sequence| {
             let mut e = event(serde_json::json!({ "n": sequence }));
@@ -390,7 +448,7 @@ async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
                 retry_backoff: Duration::from_millis(10),
                 start: StartFrom::Beginning,
             },
-            Arc::new(Counter),
+            handler.clone(),
         )
         .tracking_versions();
         let shutdown = CancellationToken::new();
@@ -413,7 +471,7 @@ async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    let (task, shutdown) = run("first");
+    let (task, shutdown) = run(&first);
     at_end().await;
     shutdown.cancel();
     task.await.unwrap();
@@ -423,12 +481,12 @@ async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
         .execute(&database)
         .await
         .unwrap();
-    let (task, shutdown) = run("second");
+    let (task, shutdown) = run(&second);
     at_end().await;
     shutdown.cancel();
     task.await.unwrap();
 
-    let applied: Vec<Uuid> = sql::query_scalar("SELECT event_id FROM applied ORDER BY rowid")
+    let applied: Vec<Uuid> = sql::query_scalar("SELECT event_id FROM applied ORDER BY position")
         .fetch_all(&database)
         .await
         .unwrap();
@@ -443,5 +501,4 @@ async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
             .await
             .unwrap();
     assert_eq!(recorded, 4);
-    std::fs::remove_dir_all(dir).ok();
 }
