@@ -178,18 +178,16 @@ pub async fn unapplied(
     let mut applied: std::collections::HashMap<(String, String), i64> =
         std::collections::HashMap::new();
     if !highest.is_empty() {
-        let mut rows = sql::RowSet::default();
-        for ((source, subject), sequence) in &highest {
-            rows.push(
-                serde_json::json!({"source": source, "subject": subject, "sequence": sequence}),
-            );
-        }
-        let columns = [
+        const COLUMNS: [(&str, &str); 3] = [
             ("source", "TEXT"),
             ("subject", "TEXT"),
             ("sequence", "BIGINT"),
         ];
-        let from = tx.dialect().rows(2, "r", &columns);
+        let mut rows = sql::RowSet::new(&COLUMNS);
+        for ((source, subject), sequence) in &highest {
+            rows.push([(*source).into(), (*subject).into(), (*sequence).into()]);
+        }
+        let from = tx.dialect().rows(2, "r", &COLUMNS);
         // One statement: the recorded sequences (`known`: a primary-key lookup per
         // aggregate, `LIMIT 1` keeping the planner from a hash join over every row the
         // consumer has), a plain insert for aggregates seen for the first time (no
@@ -212,7 +210,7 @@ pub async fn unapplied(
              SELECT source, subject, applied FROM known"
         );
         let mut query = sql::query_as::<(String, String, i64)>(&sql).bind(consumer);
-        for arg in rows.into_args(tx.dialect(), &columns)? {
+        for arg in rows.into_args(tx.dialect())? {
             query = query.bind(arg);
         }
         applied = query

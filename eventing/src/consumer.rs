@@ -751,9 +751,18 @@ async fn save_progress(
            updated_at = CURRENT_TIMESTAMP";
     match tx.dialect() {
         Dialect::Postgres if !positions.is_empty() => {
-            let mut rows = sql::RowSet::default();
+            const COLUMNS: [(&str, &str); 3] = [
+                ("topic", "TEXT"),
+                ("partition", "INTEGER"),
+                ("next_offset", "BIGINT"),
+            ];
+            let mut rows = sql::RowSet::new(&COLUMNS);
             for p in positions {
-                rows.push(serde_json::json!({"topic": p.topic, "partition": p.partition, "next_offset": p.next_offset}));
+                rows.push([
+                    p.topic.as_str().into(),
+                    p.partition.into(),
+                    p.next_offset.into(),
+                ]);
             }
             rows.execute(
                 tx,
@@ -762,11 +771,6 @@ async fn save_progress(
                     applied.into(),
                     last_event_at.into(),
                     error.map(str::to_string).into(),
-                ],
-                &[
-                    ("topic", "TEXT"),
-                    ("partition", "INTEGER"),
-                    ("next_offset", "BIGINT"),
                 ],
                 |r| {
                     format!(

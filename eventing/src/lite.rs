@@ -391,6 +391,14 @@ fn bind(statement: &mut rusqlite::Statement<'_>, index: usize, arg: Arg) -> rusq
         Arg::OptUuidList(v) => statement.raw_bind_parameter(index, json_text(&v)),
         Arg::OptI64List(v) => statement.raw_bind_parameter(index, json_text(&v)),
         Arg::OptTextList(v) => statement.raw_bind_parameter(index, json_text(&v)),
+        Arg::OptTimeList(v) => statement.raw_bind_parameter(
+            index,
+            json_text(
+                &v.iter()
+                    .map(|t| t.as_ref().map(sqlite_time))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
     }
 }
 

@@ -113,6 +113,7 @@ impl Dialect {
 enum Travel {
     Uuid,
     Integer,
+    Time,
     Text,
 }
 
@@ -125,6 +126,8 @@ impl Travel {
             .any(|t| ty.eq_ignore_ascii_case(t))
         {
             Travel::Integer
+        } else if ty.eq_ignore_ascii_case("TIMESTAMPTZ") {
+            Travel::Time
         } else {
             Travel::Text
         }
@@ -134,6 +137,7 @@ impl Travel {
         match self {
             Travel::Uuid => "uuid",
             Travel::Integer => "bigint",
+            Travel::Time => "timestamptz",
             Travel::Text => "text",
         }
     }
@@ -144,114 +148,219 @@ impl Travel {
     }
 }
 
-/// Rows for [`Dialect::rows`], pushed as JSON objects keyed by column.
-#[derive(Debug, Default)]
-pub struct RowSet(Vec<Value>);
+/// One value of a [`RowSet`] row: it must fit its column's type (a UUID column takes a
+/// [`Cell::Uuid`], an integer column a [`Cell::Int`], a `TIMESTAMPTZ` column a
+/// [`Cell::Time`], any other column text); [`Cell::Null`] fits any.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Uuid(Uuid),
+    Int(i64),
+    Time(DateTime<Utc>),
+    Text(String),
+}
 
-impl RowSet {
-    pub fn push(&mut self, row: Value) {
-        self.0.push(row);
+impl From<Uuid> for Cell {
+    fn from(v: Uuid) -> Cell {
+        Cell::Uuid(v)
+    }
+}
+
+impl From<i64> for Cell {
+    fn from(v: i64) -> Cell {
+        Cell::Int(v)
+    }
+}
+
+impl From<i32> for Cell {
+    fn from(v: i32) -> Cell {
+        Cell::Int(v.into())
+    }
+}
+
+impl From<DateTime<Utc>> for Cell {
+    fn from(v: DateTime<Utc>) -> Cell {
+        Cell::Time(v)
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(v: &str) -> Cell {
+        Cell::Text(v.to_string())
+    }
+}
+
+impl From<String> for Cell {
+    fn from(v: String) -> Cell {
+        Cell::Text(v)
+    }
+}
+
+/// A JSON value (for a `JSONB` column) as its text.
+impl From<&Value> for Cell {
+    fn from(v: &Value) -> Cell {
+        Cell::Text(v.to_string())
+    }
+}
+
+impl<T: Into<Cell>> From<Option<T>> for Cell {
+    fn from(v: Option<T>) -> Cell {
+        v.map_or(Cell::Null, Into::into)
+    }
+}
+
+/// A row set's column, typed as it travels.
+#[derive(Debug)]
+enum Values {
+    Uuid(Vec<Option<Uuid>>),
+    Integer(Vec<Option<i64>>),
+    Time(Vec<Option<DateTime<Utc>>>),
+    Text(Vec<Option<String>>),
+}
+
+impl Values {
+    fn new(travel: Travel) -> Values {
+        match travel {
+            Travel::Uuid => Values::Uuid(Vec::new()),
+            Travel::Integer => Values::Integer(Vec::new()),
+            Travel::Time => Values::Time(Vec::new()),
+            Travel::Text => Values::Text(Vec::new()),
+        }
+    }
+
+    /// Adds `cell`; gives it back when it does not fit.
+    fn push(&mut self, cell: Cell) -> Result<(), Cell> {
+        match (self, cell) {
+            (Values::Uuid(v), Cell::Uuid(x)) => v.push(Some(x)),
+            (Values::Integer(v), Cell::Int(x)) => v.push(Some(x)),
+            (Values::Time(v), Cell::Time(x)) => v.push(Some(x)),
+            (Values::Text(v), Cell::Text(x)) => v.push(Some(x)),
+            (Values::Uuid(v), Cell::Null) => v.push(None),
+            (Values::Integer(v), Cell::Null) => v.push(None),
+            (Values::Time(v), Cell::Null) => v.push(None),
+            (Values::Text(v), Cell::Null) => v.push(None),
+            (_, other) => return Err(other),
+        }
+        Ok(())
+    }
+
+    /// Row `i`'s value as SQLite reads it from JSON (times in their fixed-width text).
+    fn json(&self, i: usize) -> Value {
+        match self {
+            Values::Uuid(v) => v[i].map_or(Value::Null, |x| Value::String(x.to_string())),
+            Values::Integer(v) => v[i].map_or(Value::Null, Value::from),
+            Values::Time(v) => v[i]
+                .as_ref()
+                .map_or(Value::Null, |x| Value::String(sqlite_time(x))),
+            Values::Text(v) => v[i].clone().map_or(Value::Null, Value::String),
+        }
+    }
+
+    fn into_arg(self) -> Arg {
+        match self {
+            Values::Uuid(v) => Arg::OptUuidList(v),
+            Values::Integer(v) => Arg::OptI64List(v),
+            Values::Time(v) => Arg::OptTimeList(v),
+            Values::Text(v) => Arg::OptTextList(v),
+        }
+    }
+}
+
+/// Rows for [`Dialect::rows`], kept as one typed column per `(name, PostgreSQL type)`:
+/// on PostgreSQL each column travels as a binary array, nothing is formatted as text.
+#[derive(Debug)]
+pub struct RowSet<'c> {
+    columns: &'c [(&'c str, &'c str)],
+    values: Vec<Values>,
+    rows: usize,
+    /// The first value that did not fit its column (reported by [`RowSet::into_args`]).
+    misfit: Option<String>,
+}
+
+impl<'c> RowSet<'c> {
+    /// No rows yet, with these `(name, PostgreSQL type)` columns.
+    pub fn new(columns: &'c [(&'c str, &'c str)]) -> Self {
+        RowSet {
+            columns,
+            values: columns
+                .iter()
+                .map(|(_, ty)| Values::new(Travel::of(ty)))
+                .collect(),
+            rows: 0,
+            misfit: None,
+        }
+    }
+
+    /// Adds a row: one value per column, in the columns' order.
+    pub fn push<const N: usize>(&mut self, row: [Cell; N]) {
+        debug_assert_eq!(N, self.columns.len(), "one value per column");
+        for ((column, (name, _)), cell) in self.values.iter_mut().zip(self.columns).zip(row) {
+            if let Err(cell) = column.push(cell) {
+                self.misfit
+                    .get_or_insert_with(|| format!("row set: {cell:?} does not fit column {name}"));
+                column.push(Cell::Null).expect("NULL fits any column");
+            }
+        }
+        self.rows += 1;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.rows == 0
     }
 
-    /// A timestamp as both backends read it (fixed width: text order is time order).
-    pub fn time(t: &DateTime<Utc>) -> Value {
-        Value::String(sqlite_time(t))
+    pub fn len(&self) -> usize {
+        self.rows
     }
 
-    /// The values to bind for [`Dialect::rows`] with these `columns`: one array per
-    /// column on PostgreSQL, one JSON array of the rows on SQLite.
+    /// The values to bind for [`Dialect::rows`]: one array per column on PostgreSQL,
+    /// one JSON array of the rows on SQLite.
     ///
     /// # Errors
-    /// A value does not fit its column's type (a UUID column's value is no UUID, an
-    /// integer column's no integer).
-    pub fn into_args(
-        self,
-        dialect: Dialect,
-        columns: &[(&str, &str)],
-    ) -> Result<Vec<Arg>, sqlx::Error> {
-        if dialect == Dialect::Sqlite {
-            return Ok(vec![Arg::Json(Some(Value::Array(self.0)))]);
+    /// A value did not fit its column's type.
+    pub fn into_args(self, dialect: Dialect) -> Result<Vec<Arg>, sqlx::Error> {
+        if let Some(misfit) = self.misfit {
+            return Err(sqlx::Error::Protocol(misfit));
         }
-        let mut rows: Vec<serde_json::Map<String, Value>> = self
-            .0
-            .into_iter()
-            .map(|row| match row {
-                Value::Object(map) => Ok(map),
-                other => Err(misfit("a row", &other)),
-            })
-            .collect::<Result<_, _>>()?;
-        columns
-            .iter()
-            .map(|(column, ty)| {
-                let values = rows.iter_mut().map(|row| row.remove(*column));
-                Ok(match Travel::of(ty) {
-                    Travel::Uuid => Arg::OptUuidList(
-                        values
-                            .map(|v| match v {
-                                None | Some(Value::Null) => Ok(None),
-                                Some(Value::String(s)) => Uuid::parse_str(&s)
-                                    .map(Some)
-                                    .map_err(|_| misfit(column, &Value::String(s))),
-                                Some(other) => Err(misfit(column, &other)),
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    Travel::Integer => Arg::OptI64List(
-                        values
-                            .map(|v| match v {
-                                None | Some(Value::Null) => Ok(None),
-                                Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
-                                Some(other) => Err(misfit(column, &other)),
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    Travel::Text => Arg::OptTextList(
-                        values
-                            .map(|v| match v {
-                                None | Some(Value::Null) => None,
-                                Some(Value::String(s)) => Some(s),
-                                // JSON (a JSONB column) and numbers as their text.
-                                Some(other) => Some(other.to_string()),
-                            })
+        if dialect == Dialect::Sqlite {
+            let rows = (0..self.rows)
+                .map(|i| {
+                    Value::Object(
+                        self.columns
+                            .iter()
+                            .zip(&self.values)
+                            .map(|((name, _), column)| (name.to_string(), column.json(i)))
                             .collect(),
-                    ),
+                    )
                 })
-            })
-            .collect()
+                .collect();
+            return Ok(vec![Arg::Json(Some(Value::Array(rows)))]);
+        }
+        Ok(self.values.into_iter().map(Values::into_arg).collect())
     }
 
     /// Runs the statement `statement(r)` builds, where `r` is these rows as table `r`
-    /// with `columns` ([`Dialect::rows`]); `leading` values are bound first (`$1`…), the
-    /// rows after them. Nothing runs when there are no rows. Returns the rows changed.
+    /// ([`Dialect::rows`]); `leading` values are bound first (`$1`…), the rows after
+    /// them. Nothing runs when there are no rows. Returns the rows changed.
     ///
     /// # Errors
-    /// The database fails.
+    /// The database fails, or a value did not fit its column.
     pub async fn execute(
         self,
         tx: &mut Conn,
         leading: Vec<Arg>,
-        columns: &[(&str, &str)],
         statement: impl FnOnce(&str) -> String,
     ) -> Result<u64, sqlx::Error> {
         if self.is_empty() {
             return Ok(0);
         }
         let dialect = tx.dialect();
-        let sql = statement(&dialect.rows(leading.len() + 1, "r", columns));
+        let sql = statement(&dialect.rows(leading.len() + 1, "r", self.columns));
         let mut query = query(&sql);
-        for arg in leading.into_iter().chain(self.into_args(dialect, columns)?) {
+        for arg in leading.into_iter().chain(self.into_args(dialect)?) {
             query = query.bind(arg);
         }
         Ok(query.execute(&mut *tx).await?.rows_affected())
     }
-}
-
-fn misfit(column: &str, value: &Value) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("row set: {value} does not fit column {column}"))
 }
 
 /// A pool of connections to one component database.
@@ -620,6 +729,7 @@ pub enum Arg {
     OptUuidList(Vec<Option<Uuid>>),
     OptI64List(Vec<Option<i64>>),
     OptTextList(Vec<Option<String>>),
+    OptTimeList(Vec<Option<DateTime<Utc>>>),
 }
 
 impl Arg {
@@ -749,6 +859,7 @@ fn bind_pg(
         Arg::OptUuidList(v) => q.bind(v),
         Arg::OptI64List(v) => q.bind(v),
         Arg::OptTextList(v) => q.bind(v),
+        Arg::OptTimeList(v) => q.bind(v),
     }
 }
 
@@ -1334,19 +1445,28 @@ mod tests {
     fn a_row_set_reaches_postgresql_as_one_typed_array_per_column() {
         assert_eq!(
             Dialect::Postgres.rows(2, "r", &COLUMNS),
-            "(SELECT id, u.n::INTEGER AS n, name, u.address::JSONB AS address, u.at::TIMESTAMPTZ AS at \
-             FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS u(id, n, name, address, at)) AS r"
+            "(SELECT id, u.n::INTEGER AS n, name, u.address::JSONB AS address, at \
+             FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[]) AS u(id, n, name, address, at)) AS r"
         );
         let id = Uuid::now_v7();
         let at = Utc::now();
-        let mut rows = RowSet::default();
-        rows.push(serde_json::json!({
-            "id": id, "n": 7, "name": "Ada", "address": {"city": "Tokyo"},
-            "at": RowSet::time(&at),
-        }));
-        // A missing value and a null are both NULL.
-        rows.push(serde_json::json!({"id": null, "name": null}));
-        let args = rows.into_args(Dialect::Postgres, &COLUMNS).unwrap();
+        let mut rows = RowSet::new(&COLUMNS);
+        rows.push([
+            id.into(),
+            7i64.into(),
+            "Ada".into(),
+            (&serde_json::json!({"city": "Tokyo"})).into(),
+            at.into(),
+        ]);
+        rows.push([
+            Cell::Null,
+            None::<i64>.into(),
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+        ]);
+        assert_eq!(rows.len(), 2);
+        let args = rows.into_args(Dialect::Postgres).unwrap();
         assert!(matches!(&args[0], Arg::OptUuidList(v) if *v == vec![Some(id), None]));
         assert!(matches!(&args[1], Arg::OptI64List(v) if *v == vec![Some(7), None]));
         assert!(
@@ -1355,33 +1475,59 @@ mod tests {
         assert!(
             matches!(&args[3], Arg::OptTextList(v) if *v == vec![Some(r#"{"city":"Tokyo"}"#.to_string()), None])
         );
-        assert!(
-            matches!(&args[4], Arg::OptTextList(v) if *v == vec![Some(sqlite_time(&at)), None])
-        );
+        assert!(matches!(&args[4], Arg::OptTimeList(v) if *v == vec![Some(at), None]));
     }
 
     #[test]
     fn a_value_that_does_not_fit_its_column_is_an_error_not_a_null() {
         for row in [
-            serde_json::json!({"id": "not a uuid"}),
-            serde_json::json!({"n": "7"}),
-            serde_json::json!({"n": 1.5}),
+            [
+                Cell::from("not a uuid"),
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+            ],
+            [
+                Cell::Null,
+                Cell::from("7"),
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+            ],
+            [
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::from(1i64),
+            ],
         ] {
-            let mut rows = RowSet::default();
+            let mut rows = RowSet::new(&COLUMNS);
             rows.push(row.clone());
             assert!(
-                rows.into_args(Dialect::Postgres, &COLUMNS).is_err(),
-                "{row} was accepted"
+                rows.into_args(Dialect::Postgres).is_err(),
+                "{row:?} was accepted"
             );
         }
     }
 
     #[test]
     fn sqlite_reads_a_row_set_from_one_json_array() {
-        let mut rows = RowSet::default();
-        rows.push(serde_json::json!({"id": "x", "n": 1}));
-        let args = rows.into_args(Dialect::Sqlite, &COLUMNS).unwrap();
-        assert!(matches!(&args[..], [Arg::Json(Some(Value::Array(a)))] if a.len() == 1));
+        let at = Utc::now();
+        let id = Uuid::now_v7();
+        let mut rows = RowSet::new(&COLUMNS);
+        rows.push([id.into(), 1i64.into(), Cell::Null, "{}".into(), at.into()]);
+        let args = rows.into_args(Dialect::Sqlite).unwrap();
+        let [Arg::Json(Some(Value::Array(a)))] = &args[..] else {
+            panic!("{args:?}");
+        };
+        assert_eq!(
+            a,
+            &vec![serde_json::json!({
+                "id": id.to_string(), "n": 1, "name": null, "address": "{}", "at": sqlite_time(&at),
+            })]
+        );
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! them into the customer view of SPEC §3.2.
 
 use async_trait::async_trait;
-use serde_json::json;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
 use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::customers::CustomerEvent;
@@ -85,6 +84,23 @@ const FIGURES_ADDED: &str =
     updated_at = CASE WHEN customer_figures.updated_at > EXCLUDED.updated_at
                       THEN customer_figures.updated_at ELSE EXCLUDED.updated_at END";
 
+/// The row sets of a batch: new customers, and the figures' deltas per customer.
+const REGISTERED: [(&str, &str); 6] = [
+    ("customer_id", "UUID"),
+    ("name", "TEXT"),
+    ("email", "TEXT"),
+    ("address", "JSONB"),
+    ("version", "BIGINT"),
+    ("at", "TIMESTAMPTZ"),
+];
+const FIGURES: [(&str, &str); 5] = [
+    ("customer_id", "UUID"),
+    ("wallet_balance", "BIGINT"),
+    ("orders_count", "BIGINT"),
+    ("lifetime_spend", "BIGINT"),
+    ("at", "TIMESTAMPTZ"),
+];
+
 #[async_trait]
 impl EventHandler for CustomersProjection {
     fn batches(&self) -> bool {
@@ -98,7 +114,7 @@ impl EventHandler for CustomersProjection {
         tx: &mut Conn,
         events: &[&CloudEvent],
     ) -> Result<(), HandlerError> {
-        let mut registered = RowSet::default();
+        let mut registered = RowSet::new(&REGISTERED);
         let mut figures: HashMap<Uuid, (Delta, chrono::DateTime<chrono::Utc>)> = HashMap::new();
         for event in events {
             if let Some((customer_id, d)) = delta(event)? {
@@ -112,25 +128,22 @@ impl EventHandler for CustomersProjection {
             } else if let Some(CustomerEvent::CustomerRegistered(e)) =
                 decode::<CustomerEvent>(Service::Customers, event)?
             {
-                registered.push(json!({
-                    "customer_id": e.customer_id, "name": e.name, "email": e.email,
-                    "address": e.address, "version": event.sequence,
-                    "at": RowSet::time(&event.time),
-                }));
+                let address = serde_json::to_string(&e.address)
+                    .map_err(|e| HandlerError::permanent(e.to_string()))?;
+                registered.push([
+                    e.customer_id.into(),
+                    e.name.into(),
+                    e.email.into(),
+                    address.into(),
+                    (event.sequence as i64).into(),
+                    event.time.into(),
+                ]);
             }
         }
         registered
             .execute(
                 tx,
                 Vec::new(),
-                &[
-                    ("customer_id", "UUID"),
-                    ("name", "TEXT"),
-                    ("email", "TEXT"),
-                    ("address", "JSONB"),
-                    ("version", "BIGINT"),
-                    ("at", "TIMESTAMPTZ"),
-                ],
                 |r| format!(
                     "INSERT INTO customers (customer_id, name, email, address, version, created_at, updated_at)
                      SELECT customer_id, name, email, address, version, at, at FROM {r} WHERE true
@@ -138,24 +151,19 @@ impl EventHandler for CustomersProjection {
                 ),
             )
             .await?;
-        let mut rows = RowSet::default();
-        for (customer_id, (d, at)) in &figures {
-            rows.push(json!({
-                "customer_id": customer_id, "wallet_balance": d.wallet_balance,
-                "orders_count": d.orders_count, "lifetime_spend": d.lifetime_spend,
-                "at": RowSet::time(at),
-            }));
+        let mut rows = RowSet::new(&FIGURES);
+        for (customer_id, (d, at)) in figures {
+            rows.push([
+                customer_id.into(),
+                d.wallet_balance.into(),
+                d.orders_count.into(),
+                d.lifetime_spend.into(),
+                at.into(),
+            ]);
         }
         rows.execute(
             tx,
             Vec::new(),
-            &[
-                ("customer_id", "UUID"),
-                ("wallet_balance", "BIGINT"),
-                ("orders_count", "BIGINT"),
-                ("lifetime_spend", "BIGINT"),
-                ("at", "TIMESTAMPTZ"),
-            ],
             |r| format!(
                 "INSERT INTO customer_figures (customer_id, wallet_balance, orders_count, lifetime_spend, updated_at)
                  SELECT customer_id, wallet_balance, orders_count, lifetime_spend, at FROM {r} WHERE true

@@ -1,7 +1,6 @@
 //! The order view: status, priced lines and the history of saga steps by service.
 
 use async_trait::async_trait;
-use serde_json::json;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
 use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::inventory::InventoryEvent;
@@ -54,6 +53,38 @@ fn saga_step(event: &CloudEvent) -> Result<Option<Uuid>, HandlerError> {
     })
 }
 
+/// The row sets of a batch: placed orders, their lines, the latest status per order,
+/// and every step's history row.
+const PLACED: [(&str, &str); 5] = [
+    ("order_id", "UUID"),
+    ("customer_id", "UUID"),
+    ("total", "BIGINT"),
+    ("version", "BIGINT"),
+    ("at", "TIMESTAMPTZ"),
+];
+const LINES: [(&str, &str); 6] = [
+    ("order_id", "UUID"),
+    ("position", "INTEGER"),
+    ("product_id", "UUID"),
+    ("quantity", "BIGINT"),
+    ("unit_price", "BIGINT"),
+    ("line_total", "BIGINT"),
+];
+const STATUSES: [(&str, &str); 5] = [
+    ("order_id", "UUID"),
+    ("status", "TEXT"),
+    ("reason", "TEXT"),
+    ("version", "BIGINT"),
+    ("at", "TIMESTAMPTZ"),
+];
+const HISTORY: [(&str, &str); 5] = [
+    ("event_id", "UUID"),
+    ("order_id", "UUID"),
+    ("event_type", "TEXT"),
+    ("source", "TEXT"),
+    ("at", "TIMESTAMPTZ"),
+];
+
 /// An order's latest status in a batch.
 struct StatusChange {
     status: &'static str,
@@ -75,8 +106,9 @@ impl EventHandler for OrdersProjection {
         tx: &mut Conn,
         events: &[&CloudEvent],
     ) -> Result<(), HandlerError> {
-        let (mut placed, mut lines, mut history) =
-            (RowSet::default(), RowSet::default(), RowSet::default());
+        let mut placed = RowSet::new(&PLACED);
+        let mut lines = RowSet::new(&LINES);
+        let mut history = RowSet::new(&HISTORY);
         let mut statuses: HashMap<Uuid, StatusChange> = HashMap::new();
         for event in events {
             let order_id = if let Some(order_id) = saga_step(event)? {
@@ -89,17 +121,22 @@ impl EventHandler for OrdersProjection {
                 let version = event.sequence as i64;
                 let (status, reason) = match decoded {
                     OrderEvent::OrderPlaced(e) => {
-                        placed.push(json!({
-                            "order_id": e.order_id, "customer_id": e.customer_id, "total": e.total,
-                            "version": version, "at": RowSet::time(&event.time),
-                        }));
+                        placed.push([
+                            e.order_id.into(),
+                            e.customer_id.into(),
+                            e.total.into(),
+                            version.into(),
+                            event.time.into(),
+                        ]);
                         for (position, line) in e.lines.iter().enumerate() {
-                            lines.push(json!({
-                                "order_id": e.order_id, "position": position,
-                                "product_id": line.product_id, "quantity": line.quantity,
-                                "unit_price": line.unit_price,
-                                "line_total": line.quantity * line.unit_price,
-                            }));
+                            lines.push([
+                                e.order_id.into(),
+                                (position as i64).into(),
+                                line.product_id.into(),
+                                line.quantity.into(),
+                                line.unit_price.into(),
+                                (line.quantity * line.unit_price).into(),
+                            ]);
                         }
                         (None, None)
                     }
@@ -128,23 +165,22 @@ impl EventHandler for OrdersProjection {
                 }
                 order_id
             };
-            history.push(json!({
-                "event_id": event.id, "order_id": order_id, "event_type": event.event_name(),
-                "source": event.service().map(|s| s.name()).unwrap_or("unknown"),
-                "at": RowSet::time(&event.time),
-            }));
+            history.push([
+                event.id.into(),
+                order_id.into(),
+                event.event_name().into(),
+                event
+                    .service()
+                    .map(|s| s.name())
+                    .unwrap_or("unknown")
+                    .into(),
+                event.time.into(),
+            ]);
         }
         placed
             .execute(
                 tx,
                 Vec::new(),
-                &[
-                    ("order_id", "UUID"),
-                    ("customer_id", "UUID"),
-                    ("total", "BIGINT"),
-                    ("version", "BIGINT"),
-                    ("at", "TIMESTAMPTZ"),
-                ],
                 |r| format!(
                     "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
                      SELECT order_id, customer_id, 'PENDING', total, version, at, at FROM {r} WHERE true
@@ -156,14 +192,6 @@ impl EventHandler for OrdersProjection {
             .execute(
                 tx,
                 Vec::new(),
-                &[
-                    ("order_id", "UUID"),
-                    ("position", "INTEGER"),
-                    ("product_id", "UUID"),
-                    ("quantity", "BIGINT"),
-                    ("unit_price", "BIGINT"),
-                    ("line_total", "BIGINT"),
-                ],
                 |r| format!(
                     "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total)
                      SELECT order_id, position, product_id, quantity, unit_price, line_total FROM {r} WHERE true
@@ -171,23 +199,19 @@ impl EventHandler for OrdersProjection {
                 ),
             )
             .await?;
-        let mut rows = RowSet::default();
-        for (order_id, s) in &statuses {
-            rows.push(json!({
-                "order_id": order_id, "status": s.status, "reason": s.reason,
-                "version": s.version, "at": RowSet::time(&s.at),
-            }));
+        let mut rows = RowSet::new(&STATUSES);
+        for (order_id, s) in statuses {
+            rows.push([
+                order_id.into(),
+                s.status.into(),
+                s.reason.into(),
+                s.version.into(),
+                s.at.into(),
+            ]);
         }
         rows.execute(
             tx,
             Vec::new(),
-            &[
-                ("order_id", "UUID"),
-                ("status", "TEXT"),
-                ("reason", "TEXT"),
-                ("version", "BIGINT"),
-                ("at", "TIMESTAMPTZ"),
-            ],
             |r| format!(
                 "UPDATE orders SET status = r.status, cancel_reason = COALESCE(r.reason, orders.cancel_reason),
                      version = r.version, updated_at = r.at
@@ -196,24 +220,13 @@ impl EventHandler for OrdersProjection {
         )
         .await?;
         history
-            .execute(
-                tx,
-                Vec::new(),
-                &[
-                    ("event_id", "UUID"),
-                    ("order_id", "UUID"),
-                    ("event_type", "TEXT"),
-                    ("source", "TEXT"),
-                    ("at", "TIMESTAMPTZ"),
-                ],
-                |r| {
-                    format!(
-                        "INSERT INTO order_history (event_id, order_id, event_type, source, at)
+            .execute(tx, Vec::new(), |r| {
+                format!(
+                    "INSERT INTO order_history (event_id, order_id, event_type, source, at)
                      SELECT event_id, order_id, event_type, source, at FROM {r} WHERE true
                      ON CONFLICT DO NOTHING"
-                    )
-                },
-            )
+                )
+            })
             .await?;
         Ok(())
     }

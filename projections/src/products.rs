@@ -3,7 +3,6 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use shop_eventing::consumer::{EventHandler, HandlerError};
 use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
@@ -25,6 +24,30 @@ pub const INFO: ProjectionInfo = ProjectionInfo {
 /// Applies inventory events to `products`.
 pub struct ProductsProjection;
 
+/// The row sets of a batch: added products, the changes per product, and the stock
+/// moves per product.
+const ADDED: [(&str, &str); 7] = [
+    ("product_id", "UUID"),
+    ("sku", "TEXT"),
+    ("name", "TEXT"),
+    ("price", "BIGINT"),
+    ("received", "BIGINT"),
+    ("version", "BIGINT"),
+    ("at", "TIMESTAMPTZ"),
+];
+const CHANGES: [(&str, &str); 5] = [
+    ("product_id", "UUID"),
+    ("received", "BIGINT"),
+    ("price", "BIGINT"),
+    ("version", "BIGINT"),
+    ("at", "TIMESTAMPTZ"),
+];
+const MOVES: [(&str, &str); 3] = [
+    ("product_id", "UUID"),
+    ("reserved", "BIGINT"),
+    ("sold", "BIGINT"),
+];
+
 #[async_trait]
 impl EventHandler for ProductsProjection {
     fn batches(&self) -> bool {
@@ -38,7 +61,7 @@ impl EventHandler for ProductsProjection {
         tx: &mut Conn,
         events: &[&CloudEvent],
     ) -> Result<(), HandlerError> {
-        let mut added = RowSet::default();
+        let mut added = RowSet::new(&ADDED);
         let mut changes: HashMap<Uuid, Change> = HashMap::new();
         let mut moves: HashMap<Uuid, (i64, i64)> = HashMap::new();
         let mut add_moves = |lines: &[StockLine], reserved: i64, sold: i64| {
@@ -56,10 +79,15 @@ impl EventHandler for ProductsProjection {
             };
             let version = event.sequence as i64;
             match decoded {
-                InventoryEvent::ProductAdded(e) => added.push(json!({
-                    "product_id": e.product_id, "sku": e.sku, "name": e.name, "price": e.price,
-                    "received": e.stock, "version": version, "at": RowSet::time(&event.time),
-                })),
+                InventoryEvent::ProductAdded(e) => added.push([
+                    e.product_id.into(),
+                    e.sku.into(),
+                    e.name.into(),
+                    e.price.into(),
+                    e.stock.into(),
+                    version.into(),
+                    event.time.into(),
+                ]),
                 InventoryEvent::ProductRestocked(e) => {
                     Change::of(&mut changes, e.product_id, version, event).received += e.quantity
                 }
@@ -79,15 +107,6 @@ impl EventHandler for ProductsProjection {
             .execute(
                 tx,
                 Vec::new(),
-                &[
-                    ("product_id", "UUID"),
-                    ("sku", "TEXT"),
-                    ("name", "TEXT"),
-                    ("price", "BIGINT"),
-                    ("received", "BIGINT"),
-                    ("version", "BIGINT"),
-                    ("at", "TIMESTAMPTZ"),
-                ],
                 |r| format!(
                     "INSERT INTO products (product_id, sku, name, price, received, version, created_at, updated_at)
                      SELECT product_id, sku, name, price, received, version, at, at FROM {r} WHERE true
@@ -95,24 +114,20 @@ impl EventHandler for ProductsProjection {
                 ),
             )
             .await?;
-        let mut rows = RowSet::default();
+        let mut rows = RowSet::new(&CHANGES);
         for (product_id, c) in &changes {
-            rows.push(json!({
-                "product_id": product_id, "received": c.received, "price": c.price,
-                "version": c.version, "at": RowSet::time(&c.at),
-            }));
+            rows.push([
+                (*product_id).into(),
+                c.received.into(),
+                c.price.into(),
+                c.version.into(),
+                c.at.into(),
+            ]);
         }
         let updated = rows
             .execute(
                 tx,
                 Vec::new(),
-                &[
-                    ("product_id", "UUID"),
-                    ("received", "BIGINT"),
-                    ("price", "BIGINT"),
-                    ("version", "BIGINT"),
-                    ("at", "TIMESTAMPTZ"),
-                ],
                 |r| format!(
                     "UPDATE products SET received = products.received + r.received,
                          price = COALESCE(r.price, products.price), version = r.version, updated_at = r.at
@@ -127,21 +142,13 @@ impl EventHandler for ProductsProjection {
                 changes.len() as u64 - updated
             )));
         }
-        let mut rows = RowSet::default();
-        for (product_id, (reserved, sold)) in &moves {
-            rows.push(json!({"product_id": product_id, "reserved": reserved, "sold": sold}));
+        let mut rows = RowSet::new(&MOVES);
+        for (product_id, (reserved, sold)) in moves {
+            rows.push([product_id.into(), reserved.into(), sold.into()]);
         }
-        rows.execute(
-            tx,
-            Vec::new(),
-            &[
-                ("product_id", "UUID"),
-                ("reserved", "BIGINT"),
-                ("sold", "BIGINT"),
-            ],
-            |r| {
-                format!(
-                    "INSERT INTO product_stock (product_id, reserved, sold)
+        rows.execute(tx, Vec::new(), |r| {
+            format!(
+                "INSERT INTO product_stock (product_id, reserved, sold)
                  SELECT product_id, reserved, sold FROM {r} WHERE true
                  -- Moves come from reservations, keyed by order: members of the group
                  -- applying other partitions move the stock of the same products. Rows
@@ -151,9 +158,8 @@ impl EventHandler for ProductsProjection {
                  ON CONFLICT (product_id) DO UPDATE SET
                      reserved = product_stock.reserved + EXCLUDED.reserved,
                      sold = product_stock.sold + EXCLUDED.sold"
-                )
-            },
-        )
+            )
+        })
         .await?;
         Ok(())
     }
