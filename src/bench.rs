@@ -58,6 +58,7 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         JwtKeys::new("bench", 60),
         shop_eventing::platform::ConsumerTuning {
             projection_members: args.projection_members as usize,
+            rebuild_members: args.rebuild_members as usize,
             ..Default::default()
         },
         Default::default(),
@@ -336,6 +337,15 @@ async fn measure(
     // Replay: every projection from offset 0 over a synthetic order history.
     if args.replay_orders > 0 {
         let replay = crate::bench_replay::run(platform, args.replay_orders).await?;
+        stages.push(Stage {
+            name: "first fill".into(),
+            unit: "ev/s",
+            rate: replay.first_fill_rate,
+            p50_ms: None,
+            p99_ms: None,
+            baseline_name: format!("consumers that only read ({} ev)", replay.events),
+            baseline_rate: replay.baseline_rate,
+        });
         stages.push(Stage {
             name: "replay".into(),
             unit: "ev/s",

@@ -1,7 +1,9 @@
 //! The replay stage of `shop bench`: a synthetic order history on every service's topic,
 //! then every projection filled from offset 0 by the projector as `shop serve projector`
-//! runs it (its version supervisor, fresh read-model database), against plain consumers
-//! that only read the same topics (one per projection, concurrently).
+//! runs it (its version supervisor): first into a fresh read-model database (version 1,
+//! live from the start), then rebuilt as `shop replay all` does (version 2 of each,
+//! filled beside the live one and switched live once caught up) — against plain
+//! consumers that only read the same topics (one per projection, concurrently).
 //!
 //! The history is what the saga writes for delivered orders: per order 9 events on four
 //! topics (placed, reserved, paid, committed, confirmed, scheduled, shipped, delivered
@@ -23,7 +25,10 @@ use uuid::Uuid;
 /// Replay throughput of the projector and of the plain consumers, in events per second.
 pub struct Replay {
     pub events: usize,
+    /// A rebuild of every projection.
     pub rate: f64,
+    /// The first fill of a fresh read-model database.
+    pub first_fill_rate: f64,
     pub baseline_rate: f64,
 }
 
@@ -32,9 +37,10 @@ pub struct Replay {
 /// # Errors
 /// Kafka or PostgreSQL fail, or the projector does not catch up within ten minutes.
 pub async fn run(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
-    // Topics of its own: the history and nothing else.
+    // Topics of its own: the history and nothing else; its projector stops with it.
     let mut platform = platform.clone();
     platform.topic_prefix = format!("{}replay.", platform.topic_prefix);
+    platform.shutdown = platform.shutdown.child_token();
     platform
         .log
         .ensure_topics(&crate::serve::all_topics(&platform.topic_prefix))
@@ -81,25 +87,29 @@ async fn measure(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
     let read = shop_projections::open_read_database(platform).await?;
     let started = Instant::now();
     let projector = shop_projections::start(platform).await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    for (consumer, _, count) in &reads {
-        loop {
-            let progress = shop_eventing::consumer::progress(&read, consumer).await?;
-            if progress.events_applied >= *count as i64 {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{consumer} applied {} of {count} events in ten minutes (last error: {:?})",
-                progress.events_applied,
-                progress.last_error
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let counts: Vec<(String, usize)> = reads
+        .iter()
+        .map(|(consumer, _, count)| (consumer.to_string(), *count))
+        .collect();
+    caught_up(&read, &counts).await?;
+    let first_fill_rate = events as f64 / started.elapsed().as_secs_f64();
+
+    // Then a rebuild of every projection: version 2 of each from offset 0, beside the
+    // live version 1, until caught up.
+    let started = Instant::now();
+    let mut counts = Vec::new();
+    for (info, (_, _, count)) in shop_projections::PROJECTIONS.iter().zip(&reads) {
+        let version = shop_projections::versions::request_rebuild(&read, info.name).await?;
+        counts.push((
+            shop_projections::versions::consumer_name(info, version),
+            *count,
+        ));
     }
+    caught_up(&read, &counts).await?;
     let rate = events as f64 / started.elapsed().as_secs_f64();
+    platform.shutdown.cancel();
     for task in projector.tasks {
-        task.abort();
+        task.await.context("the projector panicked")?;
     }
     read.close().await;
 
@@ -129,8 +139,33 @@ async fn measure(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
     Ok(Replay {
         events,
         rate,
+        first_fill_rate,
         baseline_rate,
     })
+}
+
+/// Waits until each consumer has applied its count of events (ten minutes at most).
+async fn caught_up(
+    read: &shop_eventing::sql::Pool,
+    counts: &[(String, usize)],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for (consumer, count) in counts {
+        loop {
+            let progress = shop_eventing::consumer::progress(read, consumer).await?;
+            if progress.events_applied >= *count as i64 {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{consumer} applied {} of {count} events in ten minutes (last error: {:?})",
+                progress.events_applied,
+                progress.last_error
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Records of a synthetic history, each aggregate's events in sequence.

@@ -225,6 +225,11 @@ pub struct ServeOptions {
     /// transactions.
     #[arg(long, env = "SHOP_PROJECTION_MEMBERS", default_value_t = shop_eventing::platform::PROJECTION_MEMBERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub projection_members: u64,
+    /// Members of a rebuilding projection version's consumer group (PostgreSQL; `shop
+    /// replay`): a rebuild is not read until it is live, then it runs
+    /// `--projection-members`.
+    #[arg(long, env = "SHOP_REBUILD_MEMBERS", default_value_t = shop_eventing::platform::REBUILD_MEMBERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub rebuild_members: u64,
     /// Attempts per event before it is dead-lettered.
     #[arg(long, env = "SHOP_CONSUMER_MAX_ATTEMPTS", default_value_t = 3)]
     pub consumer_max_attempts: u32,
@@ -310,9 +315,13 @@ pub struct BenchArgs {
     /// customers and products) that every projection is rebuilt from; 0 skips it.
     #[arg(long, default_value_t = 10_000)]
     pub replay_orders: usize,
-    /// Replay: members of each projection's consumer group (as `shop serve projector`).
+    /// Replay: members of each projection's consumer group filling a new projector's
+    /// read models (as `shop serve projector`).
     #[arg(long, env = "SHOP_PROJECTION_MEMBERS", default_value_t = shop_eventing::platform::PROJECTION_MEMBERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub projection_members: u64,
+    /// Replay: members of each rebuilding version's consumer group (as `shop replay`).
+    #[arg(long, env = "SHOP_REBUILD_MEMBERS", default_value_t = shop_eventing::platform::REBUILD_MEMBERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub rebuild_members: u64,
     /// Long streams: events of the product whose restocks are timed against a new
     /// product's (snapshots); 0 skips it.
     #[arg(long, default_value_t = 10_000)]

@@ -99,6 +99,7 @@ pub fn consumer_tuning(options: &ServeOptions) -> ConsumerTuning {
         max_attempts: options.consumer_max_attempts,
         retry_backoff: Duration::from_millis(options.consumer_retry_backoff_ms),
         projection_members: options.projection_members as usize,
+        rebuild_members: options.rebuild_members as usize,
     }
 }
 

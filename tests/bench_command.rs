@@ -47,6 +47,7 @@ async fn bench_reports_each_stage_beside_its_baseline() {
         "append x4",
         "250-event stream",
         "publish",
+        "first fill",
         "replay",
     ] {
         assert!(stdout.contains(stage), "{stdout}");
@@ -55,8 +56,8 @@ async fn bench_reports_each_stage_beside_its_baseline() {
         serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let stages = report["stages"].as_array().unwrap();
     // Append with 1 and 4 clients (the latter beside raw inserts and the peer), the long
-    // stream, publish and replay.
-    assert_eq!(stages.len(), 6, "{stages:?}");
+    // stream, publish, and replay: a fresh projector's first fill, then a rebuild.
+    assert_eq!(stages.len(), 7, "{stages:?}");
     let e2e = report["e2e"].as_array().unwrap();
     assert_eq!(e2e.len(), 2, "one load on each backend: {e2e:?}");
     for run in e2e {
