@@ -344,9 +344,19 @@ pub async fn supervise(platform: Platform, pool: Pool, shutdown: CancellationTok
     let mut running: HashMap<(&'static str, i64), Running> = HashMap::new();
     let mut ticks: u64 = 0;
     let mut requested = REQUESTED.subscribe();
+    let mut gauges: Option<JoinHandle<()>> = None;
     loop {
         requested.mark_unchanged();
-        if let Err(e) = supervise_once(&platform, &pool, &shutdown, &mut running, ticks).await {
+        if let Err(e) = supervise_once(
+            &platform,
+            &pool,
+            &shutdown,
+            &mut running,
+            &mut gauges,
+            ticks,
+        )
+        .await
+        {
             warn!(error = %e, "projection supervisor step failed; retrying");
         }
         ticks += 1;
@@ -355,6 +365,9 @@ pub async fn supervise(platform: Platform, pool: Pool, shutdown: CancellationTok
             _ = requested.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
         }
+    }
+    if let Some(task) = gauges {
+        task.abort();
     }
     for (_, run) in running.drain() {
         run.stop().await;
@@ -368,11 +381,33 @@ fn topics(platform: &Platform, info: &ProjectionInfo) -> Vec<String> {
         .collect()
 }
 
+/// Sets `projection_lag_events` and `projection_oldest_unprocessed_seconds` of these
+/// versions (a version that fails is skipped until the next time).
+async fn record_gauges(
+    pool: Pool,
+    log: Arc<dyn EventLog>,
+    versions: Vec<(&'static ProjectionInfo, i64, Vec<String>)>,
+) {
+    for (info, version, topics) in versions {
+        let Ok(mine) = lag(&pool, log.as_ref(), &consumer_name(info, version), &topics).await
+        else {
+            continue;
+        };
+        metrics::gauge!("projection_lag_events", "projection" => info.name, "version" => version.to_string())
+            .set(mine.lag as f64);
+        if let Ok(age) = oldest_unprocessed_age(log.as_ref(), &mine).await {
+            metrics::gauge!("projection_oldest_unprocessed_seconds", "projection" => info.name, "version" => version.to_string())
+                .set(age.map_or(0.0, |a| a.as_secs_f64()));
+        }
+    }
+}
+
 async fn supervise_once(
     platform: &Platform,
     pool: &Pool,
     shutdown: &CancellationToken,
     running: &mut HashMap<(&'static str, i64), Running>,
+    gauges: &mut Option<JoinHandle<()>>,
     ticks: u64,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let rows = versions(pool).await?;
@@ -460,25 +495,31 @@ async fn supervise_once(
             },
         );
     }
-    // Switch caught-up rebuilds; record lag.
+    // Every few seconds, every version's gauges, on a task of their own: the age of the
+    // oldest record waiting reads one record per partition behind (a first fill or a
+    // rebuild: every partition), which took seconds that starting, switching and
+    // stopping versions would otherwise wait for.
+    if ticks.is_multiple_of(10) && gauges.as_ref().is_none_or(|task| task.is_finished()) {
+        let versions: Vec<(&'static ProjectionInfo, i64, Vec<String>)> = wanted
+            .iter()
+            .map(|(info, version, _)| (*info, *version, topics(platform, info)))
+            .collect();
+        *gauges = Some(tokio::spawn(record_gauges(
+            pool.clone(),
+            platform.log(),
+            versions,
+        )));
+    }
+    // Switch caught-up rebuilds (their lag gauge at every step).
     let log = platform.log();
     for (info, version, rebuilding) in &wanted {
-        // Live versions only for the gauges, every few seconds; rebuilds at every step.
-        if !*rebuilding && !ticks.is_multiple_of(10) {
+        if !*rebuilding {
             continue;
         }
         let topics = topics(platform, info);
         let mine = lag(pool, log.as_ref(), &consumer_name(info, *version), &topics).await?;
         metrics::gauge!("projection_lag_events", "projection" => info.name, "version" => version.to_string())
             .set(mine.lag as f64);
-        if ticks.is_multiple_of(10) {
-            let age = oldest_unprocessed_age(log.as_ref(), &mine).await?;
-            metrics::gauge!("projection_oldest_unprocessed_seconds", "projection" => info.name, "version" => version.to_string())
-                .set(age.map_or(0.0, |a| a.as_secs_f64()));
-        }
-        if !*rebuilding {
-            continue;
-        }
         let mut live = 1;
         for r in &rows {
             if r.projection == info.name && r.status == LIVE {
