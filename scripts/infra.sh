@@ -132,13 +132,16 @@ postgres_down() {
 # --- Kafka -----------------------------------------------------------------------------
 
 kafka_jars() {
-  if [ -f "$KAFKA_HOME/lib/.complete" ]; then return; fi
+  local tools="$KAFKA_HOME/lib/kafka-tools-$KAFKA_VERSION.jar"
+  if [ -f "$KAFKA_HOME/lib/.complete" ] && [ -f "$tools" ]; then return; fi
   say "resolving Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME/lib"
   mkdir -p "$KAFKA_HOME"
-  rm -rf "${KAFKA_HOME:?}/lib"
+  # A complete directory from before the tools were listed only gains jars (a running
+  # broker keeps its own); an incomplete one starts over.
+  [ -f "$KAFKA_HOME/lib/.complete" ] || rm -rf "${KAFKA_HOME:?}/lib"
   cp "$ROOT/scripts/kafka/pom.xml" "$KAFKA_HOME/pom.xml"
   (cd "$KAFKA_HOME" && mvn -B -q -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib)
-  ls "$KAFKA_HOME"/lib/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null || die "Kafka jars did not resolve"
+  ls "$KAFKA_HOME"/lib/kafka_2.13-"$KAFKA_VERSION".jar "$tools" >/dev/null || die "Kafka jars did not resolve"
   touch "$KAFKA_HOME/lib/.complete"
 }
 
@@ -206,6 +209,7 @@ kafka_down() {
 # bench does not, and a broker carrying hundreds of them measured slower replays.
 kafka_clean() {
   kafka_answers || die "Kafka is not running on 127.0.0.1:$KAFKA_PORT (scripts/infra.sh up)"
+  kafka_jars
   local stale
   stale=$(kcat -L -b "127.0.0.1:$KAFKA_PORT" 2>/dev/null |
     sed -n 's/^ *topic "\([^"]*\)".*/\1/p' | grep -E '^(t[0-9a-f]{12}|bench[0-9a-f]{8})\.' || true)
