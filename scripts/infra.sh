@@ -132,17 +132,27 @@ postgres_down() {
 # --- Kafka -----------------------------------------------------------------------------
 
 kafka_jars() {
-  local tools="$KAFKA_HOME/lib/kafka-tools-$KAFKA_VERSION.jar"
-  if [ -f "$KAFKA_HOME/lib/.complete" ] && [ -f "$tools" ]; then return; fi
+  if [ -f "$KAFKA_HOME/lib/.complete" ]; then return; fi
   say "resolving Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME/lib"
   mkdir -p "$KAFKA_HOME"
-  # A complete directory from before the tools were listed only gains jars (a running
-  # broker keeps its own); an incomplete one starts over.
-  [ -f "$KAFKA_HOME/lib/.complete" ] || rm -rf "${KAFKA_HOME:?}/lib"
+  rm -rf "${KAFKA_HOME:?}/lib"
   cp "$ROOT/scripts/kafka/pom.xml" "$KAFKA_HOME/pom.xml"
   (cd "$KAFKA_HOME" && mvn -B -q -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib)
-  ls "$KAFKA_HOME"/lib/kafka_2.13-"$KAFKA_VERSION".jar "$tools" >/dev/null || die "Kafka jars did not resolve"
+  ls "$KAFKA_HOME"/lib/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null || die "Kafka jars did not resolve"
   touch "$KAFKA_HOME/lib/.complete"
+}
+
+# Kafka's command-line tools, beside the broker's jars (not among them).
+kafka_tool_jars() {
+  if [ -f "$KAFKA_HOME/tools/.complete" ]; then return; fi
+  say "resolving Apache Kafka $KAFKA_VERSION's tools from Maven Central into $KAFKA_HOME/tools"
+  mkdir -p "$KAFKA_HOME"
+  rm -rf "${KAFKA_HOME:?}/tools" "${KAFKA_HOME:?}/tools-pom"
+  mkdir -p "$KAFKA_HOME/tools-pom"
+  cp "$ROOT/scripts/kafka/tools-pom.xml" "$KAFKA_HOME/tools-pom/pom.xml"
+  (cd "$KAFKA_HOME/tools-pom" && mvn -B -q -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=../tools)
+  ls "$KAFKA_HOME"/tools/kafka-tools-"$KAFKA_VERSION".jar >/dev/null || die "Kafka's tools did not resolve"
+  touch "$KAFKA_HOME/tools/.complete"
 }
 
 kafka_pid() {
@@ -209,7 +219,6 @@ kafka_down() {
 # bench does not, and a broker carrying hundreds of them measured slower replays.
 kafka_clean() {
   kafka_answers || die "Kafka is not running on 127.0.0.1:$KAFKA_PORT (scripts/infra.sh up)"
-  kafka_jars
   local stale
   stale=$(kcat -L -b "127.0.0.1:$KAFKA_PORT" 2>/dev/null |
     sed -n 's/^ *topic "\([^"]*\)".*/\1/p' | grep -E '^(t[0-9a-f]{12}|bench[0-9a-f]{8})\.' || true)
@@ -218,7 +227,8 @@ kafka_clean() {
     return
   fi
   say "deleting $(echo "$stale" | wc -l) stale test topics"
-  java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/tools-log4j2.xml" -cp "$KAFKA_HOME/lib/*" \
+  kafka_tool_jars
+  java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/tools-log4j2.xml" -cp "$KAFKA_HOME/tools/*" \
     org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
     --delete --topic '(t[0-9a-f]{12}|bench[0-9a-f]{8})\..*'
 }
