@@ -220,21 +220,24 @@ pub async fn unapplied(
             .map(|(source, subject, sequence)| ((source, subject), sequence))
             .collect();
     }
+    // From here on, the latest sequence seen per aggregate (looked up once per
+    // aggregate, not per event).
+    let mut latest = highest;
+    for ((source, subject), seen) in latest.iter_mut() {
+        *seen = applied
+            .get(&(source.to_string(), subject.to_string()))
+            .copied()
+            .unwrap_or(0);
+    }
     let mut fresh = std::collections::HashSet::with_capacity(events.len());
-    let mut latest: std::collections::HashMap<(&'static str, &str), i64> =
-        std::collections::HashMap::with_capacity(highest.len());
     for event in events {
         let Some(service) = event.service() else {
             fresh.insert(event.id);
             continue;
         };
-        let key = (service.name(), event.subject.as_str());
-        let seen = latest.entry(key).or_insert_with(|| {
-            applied
-                .get(&(key.0.to_string(), key.1.to_string()))
-                .copied()
-                .unwrap_or(0)
-        });
+        let seen = latest
+            .get_mut(&(service.name(), event.subject.as_str()))
+            .expect("every aggregate of the batch is listed");
         if event.sequence as i64 > *seen {
             *seen = event.sequence as i64;
             fresh.insert(event.id);
