@@ -77,10 +77,19 @@ pub async fn open(
 }
 
 /// The SQLite form of a schema script written for PostgreSQL: the few type spellings
-/// SQLite does not share (everything else in our scripts is common SQL).
+/// SQLite does not share (everything else in our scripts is common SQL), without the
+/// lines that end in `-- PostgreSQL only` (migrations of PostgreSQL stores).
 pub fn sqlite_schema(script: &str) -> String {
-    script.replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT")
+    script
+        .lines()
+        .filter(|line| !line.trim_end().ends_with(POSTGRES_ONLY))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT")
 }
+
+/// The mark of a schema line [`sqlite_schema`] leaves out.
+const POSTGRES_ONLY: &str = "-- PostgreSQL only";
 
 async fn open_sqlite(
     dir: &std::path::Path,
@@ -217,6 +226,17 @@ pub async fn drop_database(server_url: &str, name: &str) -> Result<(), DbError> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sqlite_schema_leaves_out_postgres_only_lines() {
+        let script = "CREATE TABLE t (id BIGSERIAL PRIMARY KEY);\n\
+                      ALTER TABLE t DROP CONSTRAINT IF EXISTS t_fkey; -- PostgreSQL only\n\
+                      CREATE INDEX t_i ON t (id);";
+        assert_eq!(
+            super::sqlite_schema(script),
+            "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT);\nCREATE INDEX t_i ON t (id);"
+        );
+    }
+
     #[test]
     fn redacts_password() {
         assert_eq!(

@@ -42,11 +42,13 @@ pub trait AppendHook: Send + Sync {
         true
     }
 
-    /// The hook's work as part of the append statement itself (PostgreSQL), for appends
-    /// whose hooked events are all of [`InlineHook::event_types`]: such an append is one
-    /// statement, outside any transaction when it writes no snapshot.
-    fn inline_postgres(&self) -> Option<&InlineHook> {
-        None
+    /// The hook's work as part of the append statement itself (PostgreSQL): the first
+    /// of these whose [`InlineHook::event_types`] hold every hooked event of an append
+    /// runs in its statement, so the append is one statement, outside any transaction
+    /// when it writes no snapshot. The narrower forms go first (they plan and run
+    /// cheaper).
+    fn inline_postgres(&self) -> &[InlineHook] {
+        &[]
     }
 }
 
@@ -88,15 +90,13 @@ impl<'a> HookWork<'a> {
         if touched().next().is_none() {
             return HookWork::None;
         }
-        match hook.inline_postgres() {
-            Some(inline)
-                if dialect == sql::Dialect::Postgres
-                    && touched().all(|t| inline.event_types.contains(&t)) =>
-            {
-                HookWork::Inline(inline)
-            }
-            _ => HookWork::Statements(hook),
+        if dialect != sql::Dialect::Postgres {
+            return HookWork::Statements(hook);
         }
+        hook.inline_postgres()
+            .iter()
+            .find(|inline| touched().all(|t| inline.event_types.contains(&t)))
+            .map_or(HookWork::Statements(hook), HookWork::Inline)
     }
 }
 
@@ -655,10 +655,23 @@ async fn append_nested(
     }
 }
 
-/// The events of an append on PostgreSQL, from one JSON array (`$1`), with their outbox
-/// rows and an inline hook's CTE; the positions in sequence order. With `notify`, the
-/// final select also wakes the relay with `NOTIFY outbox` (delivered at commit), for a
-/// relay in another process.
+/// The columns of an append's events, as a [`sql::RowSet`] binds them (JSON as text).
+const APPENDED_COLUMNS: [(&str, &str); 9] = [
+    ("aggregate_type", "TEXT"),
+    ("aggregate_id", "TEXT"),
+    ("sequence", "BIGINT"),
+    ("event_id", "UUID"),
+    ("event_type", "TEXT"),
+    ("event_version", "TEXT"),
+    ("data", "JSONB"),
+    ("metadata", "JSONB"),
+    ("recorded_at", "TIMESTAMPTZ"),
+];
+
+/// The events of an append on PostgreSQL, one typed array per column (`$1`…), with their
+/// outbox rows and an inline hook's CTE; the positions in sequence order. With `notify`,
+/// the final select also wakes the relay with `NOTIFY outbox` (delivered at commit), for
+/// a relay in another process.
 fn append_statement(notify: bool, inline: Option<&InlineHook>) -> String {
     let wake = if notify {
         "CROSS JOIN (SELECT pg_notify('outbox', '')) AS wake"
@@ -666,12 +679,12 @@ fn append_statement(notify: bool, inline: Option<&InlineHook>) -> String {
         ""
     };
     let hook = inline.map(|i| format!(", {}", i.cte)).unwrap_or_default();
+    let rows = sql::Dialect::Postgres.rows(1, "e", &APPENDED_COLUMNS);
     format!(
         "WITH appended AS (
             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
             SELECT aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at
-            FROM jsonb_to_recordset($1::jsonb) AS e(aggregate_type TEXT, aggregate_id TEXT, sequence BIGINT, event_id UUID,
-                 event_type TEXT, event_version TEXT, data JSONB, metadata JSONB, recorded_at TIMESTAMPTZ)
+            FROM {rows}
             ORDER BY sequence
             RETURNING position, sequence, event_type, data),
         queued AS (INSERT INTO outbox (position) SELECT position FROM appended){hook}
@@ -726,26 +739,23 @@ async fn append(
         }
     };
     match tx.dialect() {
-        // One round trip: the rows as one JSON array, the outbox rows and the wake-up
+        // One round trip: the rows as typed arrays, the outbox rows and the wake-up
         // (delivered at commit) in the same statement.
         sql::Dialect::Postgres => {
-            let rows: Vec<Value> = stored
-                .iter()
-                .zip(events)
-                .map(|(e, serialized)| {
-                    serde_json::json!({
-                        "aggregate_type": e.aggregate_type,
-                        "aggregate_id": e.aggregate_id,
-                        "sequence": e.sequence,
-                        "event_id": e.event_id,
-                        "event_type": e.event_type,
-                        "event_version": e.event_version,
-                        "data": e.data,
-                        "metadata": serialized.metadata,
-                        "recorded_at": e.recorded_at,
-                    })
-                })
-                .collect();
+            let mut rows = sql::RowSet::new(&APPENDED_COLUMNS);
+            for (e, serialized) in stored.iter().zip(events) {
+                rows.push([
+                    e.aggregate_type.as_str().into(),
+                    e.aggregate_id.as_str().into(),
+                    e.sequence.into(),
+                    e.event_id.into(),
+                    e.event_type.as_str().into(),
+                    e.event_version.as_str().into(),
+                    (&e.data).into(),
+                    (&serialized.metadata).into(),
+                    e.recorded_at.into(),
+                ]);
+            }
             // The relay active in this process is woken directly once the append commits;
             // one elsewhere (or none yet) by NOTIFY.
             let local = tx.wakes_relay_in_process();
@@ -754,11 +764,14 @@ async fn append(
                 _ => None,
             };
             let statement = append_statement(!local, inline);
-            let positions: Vec<i64> = sql::query_scalar(&statement)
-                .bind(Value::Array(rows))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(lost_race)?;
+            let mut query = sql::query_scalar(&statement);
+            for arg in rows
+                .into_args(sql::Dialect::Postgres)
+                .map_err(connection_error)?
+            {
+                query = query.bind(arg);
+            }
+            let positions: Vec<i64> = query.fetch_all(&mut *tx).await.map_err(lost_race)?;
             if local {
                 tx.notify_outbox(OUTBOX_CHANNEL)
                     .await
