@@ -279,11 +279,6 @@ impl ConsumerRunner {
                 }
                 continue;
             }
-            // Per batch, after the poll: an import writes its replay rows before its events
-            // reach the log, so a record of it always finds them (even on a running instance).
-            if self.replays_imports {
-                self.check_replay().await;
-            }
             for p in self.process(records).await? {
                 let next = uncommitted.entry((p.topic, p.partition)).or_default();
                 *next = (*next).max(p.next_offset);
@@ -295,13 +290,17 @@ impl ConsumerRunner {
         }
     }
 
-    /// Notes whether imported events wait to be replayed by this consumer.
-    async fn check_replay(&self) {
+    /// Notes whether imported events wait to be replayed by this consumer. Asked per
+    /// batch, after the poll, in the batch's transaction (on SQLite the writer's
+    /// connection, whose page cache the process's own writes keep current): an import
+    /// writes its replay rows before its events reach the log, so a record of it always
+    /// finds them (even on a running instance).
+    async fn check_replay(&self, tx: &mut Conn) {
         if let Ok(pending) = sql::query_scalar::<bool>(
             "SELECT EXISTS (SELECT 1 FROM replay_only WHERE consumer = $1)",
         )
         .bind(&self.config.name)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         {
             self.replay_pending
@@ -385,6 +384,9 @@ impl ConsumerRunner {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
+        if self.replays_imports {
+            self.check_replay(&mut tx).await;
+        }
         let checkpoints =
             load_checkpoints(&mut tx, &self.config.name, records, self.track_versions).await?;
         let ahead: Vec<bool> = records.iter().map(|r| !behind(&checkpoints, r)).collect();

@@ -11,8 +11,12 @@
 //!   from the group's committed positions. Records handed out but not committed may come
 //!   again after such a change — at least once, as with Kafka; consumers deduplicate.
 //! - Polls wait on a wake-up that every publish sends, so records arrive promptly.
+//! - The newest records of each partition ([`TAIL_RECORDS`]) are also kept in memory as
+//!   they are committed: every group reads what was just published, and serving it from
+//!   memory spares a query per partition read (a fifth of `shop dev`'s statement time
+//!   at 500 orders/s). A group further behind reads from the file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,6 +68,9 @@ fn partition_of(key: &str, partitions: i32) -> i32 {
     (hash % partitions.max(1) as u32) as i32
 }
 
+/// Records of each partition kept in memory after their commit, newest last.
+const TAIL_RECORDS: usize = 256;
+
 /// The embedded log over one SQLite file.
 #[derive(Clone)]
 pub struct EmbeddedLog {
@@ -80,6 +87,9 @@ struct Inner {
     topics: Mutex<HashMap<String, i32>>,
     /// Next offset per (topic, partition), read from the file on first use.
     ends: Mutex<HashMap<(String, i32), i64>>,
+    /// The newest committed records per (topic, partition), at most [`TAIL_RECORDS`],
+    /// consecutive offsets.
+    tails: Mutex<HashMap<(String, i32), VecDeque<LogRecord>>>,
     /// Bumped by every publish; polls wait on it.
     published: watch::Sender<u64>,
     groups: Mutex<HashMap<String, Group>>,
@@ -115,6 +125,7 @@ impl EmbeddedLog {
                 writer: tokio::sync::Mutex::new(()),
                 topics: Mutex::new(HashMap::new()),
                 ends: Mutex::new(HashMap::new()),
+                tails: Mutex::new(HashMap::new()),
                 published: watch::channel(0).0,
                 groups: Mutex::new(HashMap::new()),
                 next_member: Mutex::new(0),
@@ -148,6 +159,11 @@ impl EmbeddedLog {
             .map_err(unavailable)?
             .retain(|(topic, _), _| !topics.contains(topic));
         self.inner
+            .tails
+            .lock()
+            .map_err(unavailable)?
+            .retain(|(topic, _), _| !topics.contains(topic));
+        self.inner
             .topics
             .lock()
             .map_err(unavailable)?
@@ -173,6 +189,29 @@ impl Inner {
                 .insert(topic.to_string(), count);
         }
         Ok(count)
+    }
+
+    /// Up to `limit` records of a partition from offset `next` on, from memory; `None`
+    /// when the tail does not reach back to `next` (read the file).
+    fn tail(
+        &self,
+        topic: &str,
+        partition: i32,
+        next: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<LogRecord>>, LogError> {
+        let tails = self.tails.lock().map_err(unavailable)?;
+        let Some(tail) = tails.get(&(topic.to_string(), partition)) else {
+            return Ok(None);
+        };
+        let Some(first) = tail.front() else {
+            return Ok(None);
+        };
+        if next < first.offset {
+            return Ok(None);
+        }
+        let skip = usize::try_from(next - first.offset).unwrap_or(usize::MAX);
+        Ok(Some(tail.iter().skip(skip).take(limit).cloned().collect()))
     }
 
     /// The next offset of a partition (from the cache, else the file).
@@ -260,8 +299,22 @@ impl EventLog for EmbeddedLog {
         }
         let mut tx = inner.pool.begin().await.map_err(unavailable)?;
         let published = placed.len();
+        let mut committed = Vec::with_capacity(published);
         for (record, partition, offset) in placed {
             let headers = serde_json::to_string(&record.headers).map_err(unavailable)?;
+            committed.push(LogRecord {
+                topic: record.topic.clone(),
+                partition,
+                offset,
+                key: Some(record.key.clone()),
+                headers: record
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                    .collect(),
+                payload: Some(record.payload.clone()),
+                timestamp_ms: Some(now_ms),
+            });
             sql::query(
                 "INSERT INTO records (topic, partition, offset, key, headers, payload, timestamp_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
@@ -277,6 +330,25 @@ impl EventLog for EmbeddedLog {
             .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
+        let mut tails = inner.tails.lock().map_err(unavailable)?;
+        for record in committed {
+            let tail = tails
+                .entry((record.topic.clone(), record.partition))
+                .or_default();
+            // Offsets of a partition are decided under the writer lock, in order: a gap
+            // (none expected) starts the tail afresh rather than mislead a reader.
+            if tail
+                .back()
+                .is_some_and(|last| last.offset + 1 != record.offset)
+            {
+                tail.clear();
+            }
+            if tail.len() == TAIL_RECORDS {
+                tail.pop_front();
+            }
+            tail.push_back(record);
+        }
+        drop(tails);
         let mut known = inner.ends.lock().map_err(unavailable)?;
         for (key, end) in ends {
             let entry = known.entry(key).or_insert(end);
@@ -466,7 +538,14 @@ impl EmbeddedSubscription {
             if *next >= end {
                 continue;
             }
-            let limit = share.min(max - records.len()) as i64;
+            let limit = share.min(max - records.len());
+            if let Some(tail) = self.log.tail(topic, *partition, *next, limit)? {
+                if let Some(last) = tail.last() {
+                    *next = last.offset + 1;
+                }
+                records.extend(tail);
+                continue;
+            }
             let rows = sql::query(
                 "SELECT offset, key, headers, payload, timestamp_ms FROM records
                  WHERE topic = $1 AND partition = $2 AND offset >= $3 ORDER BY offset LIMIT $4",
@@ -474,7 +553,7 @@ impl EmbeddedSubscription {
             .bind(topic.as_str())
             .bind(*partition)
             .bind(*next)
-            .bind(limit)
+            .bind(limit as i64)
             .fetch_all(&self.log.pool)
             .await
             .map_err(unavailable)?;

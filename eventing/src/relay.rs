@@ -120,21 +120,25 @@ impl Relay {
         // Appends in this process wake it directly, without NOTIFY ([`local_relay`]).
         let local = LocalRelay::register(pool);
         let topic = self.config.service.topic(&self.config.topic_prefix);
+        let mut looks = Looks::new();
         loop {
             // Registered before looking, so a commit in between is not missed.
-            let woken = local.wake.notified();
-            let published = self.publish_batch(&mut conn, &topic).await?;
-            if published as i64 >= self.config.batch_size {
-                continue; // more may be waiting
+            let woken = local.wake.notify.notified();
+            if looks.due(&local.wake) {
+                let published = self.publish_batch(&mut conn, &topic).await?;
+                if published as i64 >= self.config.batch_size {
+                    looks.force();
+                    continue; // more may be waiting
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     conn.close().await;
                     return Ok(());
                 }
-                notification = listener.recv() => { notification?; }
+                notification = listener.recv() => { notification?; looks.force(); }
                 _ = woken => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => looks.force(),
             }
         }
     }
@@ -151,19 +155,23 @@ impl Relay {
         };
         info!("relay active");
         let topic = self.config.service.topic(&self.config.topic_prefix);
+        let mut looks = Looks::new();
         loop {
             // Registered before looking, so a commit in between is not missed.
-            let woken = lite.outbox.notified();
-            let mut conn = self.pool.acquire().await?;
-            let published = self.publish_batch(&mut conn, &topic).await?;
-            drop(conn);
-            if published as i64 >= self.config.batch_size {
-                continue;
+            let woken = lite.outbox.notify.notified();
+            if looks.due(&lite.outbox) {
+                let mut conn = self.pool.acquire().await?;
+                let published = self.publish_batch(&mut conn, &topic).await?;
+                drop(conn);
+                if published as i64 >= self.config.batch_size {
+                    looks.force();
+                    continue;
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = woken => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => looks.force(),
             }
         }
     }
@@ -246,8 +254,61 @@ pub async fn backlog(pool: &Pool) -> Result<i64, sqlx::Error> {
 /// The active relays of this process, by database: an append to one of those databases
 /// wakes its relay in-process instead of with `NOTIFY`, which serialises every committing
 /// transaction on the server's notification queue lock.
-static LOCAL_RELAYS: std::sync::Mutex<Vec<(RelayDatabase, Arc<tokio::sync::Notify>)>> =
+static LOCAL_RELAYS: std::sync::Mutex<Vec<(RelayDatabase, Arc<OutboxSignal>)>> =
     std::sync::Mutex::new(Vec::new());
+
+/// The in-process wake-up of a relay: commits that wrote outbox rows count themselves and
+/// wake it. The count lets the relay tell a wake-up for rows it has already published (a
+/// stored permit of a commit it read in its last batch) from new ones, and skip the
+/// empty look — half of the relay's queries in `shop dev` were such looks.
+#[derive(Debug, Default)]
+pub struct OutboxSignal {
+    notify: tokio::sync::Notify,
+    commits: std::sync::atomic::AtomicU64,
+}
+
+impl OutboxSignal {
+    /// Called after a commit that wrote outbox rows.
+    pub fn committed(&self) {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
+    /// Commits counted so far.
+    fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// When a relay looks at its outbox: after a commit it has not looked after yet.
+struct Looks {
+    /// [`OutboxSignal::commits`] when the relay last looked; `None`: look next time.
+    seen: Option<u64>,
+}
+
+impl Looks {
+    fn new() -> Self {
+        Looks { seen: None }
+    }
+
+    /// Whether to look now: a commit was counted since the last look (or a look is
+    /// due anyway). Call it after registering for the next wake-up, so that a commit
+    /// counted after this check wakes the relay again.
+    fn due(&mut self, signal: &OutboxSignal) -> bool {
+        let now = signal.commits();
+        let due = self.seen != Some(now);
+        self.seen = Some(now);
+        due
+    }
+
+    /// Look at the next [`Looks::due`] whatever the count (a timer, a NOTIFY from
+    /// another process, a full batch).
+    fn force(&mut self) {
+        self.seen = None;
+    }
+}
 
 /// A database as its pool's options name it: host, port, database name.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,7 +338,7 @@ impl RelayDatabase {
 }
 
 /// The wake-up of the relay active in this process for `pool`'s database, if any.
-pub fn local_relay(pool: &PgPool) -> Option<Arc<tokio::sync::Notify>> {
+pub fn local_relay(pool: &PgPool) -> Option<Arc<OutboxSignal>> {
     LOCAL_RELAYS
         .lock()
         .expect("relay registry")
@@ -290,14 +351,14 @@ pub fn local_relay(pool: &PgPool) -> Option<Arc<tokio::sync::Notify>> {
 /// `shop bench`, while a relay is held paused).
 pub struct LocalRelay {
     database: RelayDatabase,
-    wake: Arc<tokio::sync::Notify>,
+    wake: Arc<OutboxSignal>,
 }
 
 impl LocalRelay {
     pub fn register(pool: &PgPool) -> Self {
         let relay = LocalRelay {
             database: RelayDatabase::of(pool),
-            wake: Arc::new(tokio::sync::Notify::new()),
+            wake: Arc::new(OutboxSignal::default()),
         };
         LOCAL_RELAYS
             .lock()
@@ -315,5 +376,42 @@ impl Drop for LocalRelay {
         }) {
             relays.remove(index);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relay looks at its outbox first, after each counted commit, and when forced
+    /// (timer, NOTIFY, full batch); a wake-up with no commit since its last look (a
+    /// stored permit of a commit it already read) is not a look.
+    #[test]
+    fn a_relay_looks_only_after_a_commit_it_has_not_looked_after() {
+        let signal = OutboxSignal::default();
+        let mut looks = Looks::new();
+        assert!(looks.due(&signal), "the first look");
+        assert!(!looks.due(&signal), "nothing committed since");
+        signal.committed();
+        signal.committed();
+        assert!(looks.due(&signal), "after commits");
+        assert!(!looks.due(&signal), "those commits were looked after");
+        looks.force();
+        assert!(looks.due(&signal), "forced");
+    }
+
+    /// A commit counted after the check wakes a waiter registered before it.
+    #[tokio::test]
+    async fn a_commit_after_the_check_wakes_the_relay() {
+        let signal = Arc::new(OutboxSignal::default());
+        let mut looks = Looks::new();
+        let woken = signal.notify.notified();
+        assert!(looks.due(&signal));
+        let committer = signal.clone();
+        tokio::spawn(async move { committer.committed() });
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .expect("woken by the commit");
+        assert!(looks.due(&signal), "and a look is due");
     }
 }

@@ -24,7 +24,6 @@ use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::lite::{self, LiteDb, LiteRow, LiteTx};
@@ -375,7 +374,7 @@ pub enum Pool {
 #[derive(Debug, Clone)]
 pub struct LitePool {
     pub db: Arc<LiteDb>,
-    pub outbox: Arc<Notify>,
+    pub outbox: Arc<crate::relay::OutboxSignal>,
     pub relay_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -389,7 +388,7 @@ impl From<Arc<LiteDb>> for Pool {
     fn from(db: Arc<LiteDb>) -> Self {
         Pool::Sqlite(LitePool {
             db,
-            outbox: Arc::new(Notify::new()),
+            outbox: Arc::new(crate::relay::OutboxSignal::default()),
             relay_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -503,7 +502,7 @@ impl Pool {
 
 #[derive(Debug)]
 struct OutboxWake {
-    notify: Arc<Notify>,
+    notify: Arc<crate::relay::OutboxSignal>,
     pending: bool,
 }
 
@@ -568,8 +567,7 @@ impl Conn {
         }
         if let Some(wake) = self.outbox {
             if wake.pending {
-                wake.notify.notify_waiters();
-                wake.notify.notify_one();
+                wake.notify.committed();
             }
         }
         for work in self.after_commit {
