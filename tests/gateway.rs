@@ -382,9 +382,11 @@ async fn a_canary_gets_its_share_of_the_traffic() {
             version => assert_eq!(version, "stable"),
         }
     }
-    // 10 % of 1,000 is 100 (standard deviation 9.5): within three percentage points.
+    // 10 % of 1,000 is 100 (standard deviation 9.5). Within five deviations, so a fair
+    // split fails about once in a million runs (three deviations, the first bound, failed
+    // a run with 69), while a canary that gets none or half of the traffic still fails.
     assert!(
-        (70..=130).contains(&canaries),
+        (52..=148).contains(&canaries),
         "{canaries} of 1000 went to the canary"
     );
 
