@@ -531,6 +531,19 @@ pub struct Conn {
 /// See [`Conn::after_commit`].
 struct AfterCommit(Box<dyn FnOnce() + Send>);
 
+/// What follows a commit: the relay's wake-up if an append asked for it
+/// ([`Conn::notify_outbox`]), then the work waiting for the commit.
+fn after_commit_work(outbox: Option<OutboxWake>, after_commit: Vec<AfterCommit>) {
+    if let Some(wake) = outbox {
+        if wake.pending {
+            wake.notify.committed();
+        }
+    }
+    for work in after_commit {
+        (work.0)();
+    }
+}
+
 impl std::fmt::Debug for AfterCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AfterCommit")
@@ -565,14 +578,7 @@ impl Conn {
             Inner::LiteTx(tx) => tx.commit()?,
             Inner::Pg(_) | Inner::PgOwned(_) | Inner::Lite(_) => {}
         }
-        if let Some(wake) = self.outbox {
-            if wake.pending {
-                wake.notify.committed();
-            }
-        }
-        for work in self.after_commit {
-            (work.0)();
-        }
+        after_commit_work(self.outbox, self.after_commit);
         Ok(())
     }
 
@@ -648,6 +654,48 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// A PostgreSQL connection its owner keeps between uses, detached from `pool` (see
+    /// [`Conn::commit_keeping`]), outside any transaction; appends on it wake the relay
+    /// as `pool`'s do.
+    pub fn kept(conn: PgConnection, pool: &PgPool) -> Conn {
+        Conn {
+            inner: Inner::PgOwned(Box::new(conn)),
+            outbox: local_wake(pool),
+            after_commit: Vec::new(),
+            states: HashMap::new(),
+        }
+    }
+
+    /// [`Conn::commit`], handing back a [`Conn::kept`] connection for its owner to keep
+    /// again; `None` for any other connection.
+    ///
+    /// # Errors
+    /// The commit failed; nothing was stored.
+    pub async fn commit_keeping(self) -> Result<Option<PgConnection>, sqlx::Error> {
+        let Conn {
+            inner,
+            outbox,
+            after_commit,
+            states,
+        } = self;
+        let conn = match inner {
+            Inner::PgOwned(conn) => *conn,
+            inner => {
+                let conn = Conn {
+                    inner,
+                    outbox,
+                    after_commit,
+                    states,
+                };
+                conn.commit().await?;
+                return Ok(None);
+            }
+        };
+        // Outside a transaction: nothing to commit; what follows a commit, as there.
+        after_commit_work(outbox, after_commit);
+        Ok(Some(conn))
     }
 
     /// A PostgreSQL connection of its own, outside the pool (e.g. one that holds a

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use cqrs_es::persist::{
@@ -17,6 +18,7 @@ use cqrs_es::Aggregate;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use shop_schemas::{CloudEvent, EventMetadata, Service};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::sql::{self, Conn, Pool};
@@ -204,6 +206,59 @@ pub struct EventStore {
     hook: Option<Arc<dyn AppendHook>>,
     /// PostgreSQL appends through the pool: their group commit, started on first use.
     group: Arc<std::sync::OnceLock<GroupCommit>>,
+    /// The store's own PostgreSQL connection for an append alone that is one statement.
+    kept: Arc<std::sync::Mutex<Kept>>,
+}
+
+/// A connection an [`EventStore`] keeps between single-statement appends, so they skip
+/// the pool's check-out (a round trip to test the connection) and its check-in (another,
+/// in the background) — half of the round trips of a restock. One append uses it at a
+/// time; another meanwhile goes through the pool. It is detached from the pool (one
+/// connection beyond the pool's size per store), so closing the pool never waits for it;
+/// it closes with the store.
+#[derive(Default)]
+struct Kept {
+    /// The connection and when its last append ended.
+    idle: Option<(PgConnection, Instant)>,
+    busy: bool,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let (Some((conn, _)), Ok(runtime)) =
+            (self.idle.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(sqlx::Connection::close(conn));
+        }
+    }
+}
+
+/// A kept connection idle longer than this is tested before it is used, as the pool
+/// tests every connection it hands out (a server restart closes it).
+const KEPT_TEST_AFTER: Duration = Duration::from_secs(1);
+
+/// The [`Kept`] connection taken for one append; the append hands it back with
+/// [`Borrowed::keep`], or drops it (a failure, a cancelled append), after which the
+/// next append opens a new one.
+struct Borrowed<'a> {
+    kept: &'a std::sync::Mutex<Kept>,
+}
+
+impl Borrowed<'_> {
+    fn keep(self, conn: PgConnection) {
+        let mut kept = self.kept.lock().expect("kept connection");
+        kept.idle = Some((conn, Instant::now()));
+        kept.busy = false;
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.busy = false;
+        }
+    }
 }
 
 impl EventStore {
@@ -212,6 +267,7 @@ impl EventStore {
             pool: pool.into(),
             hook: None,
             group: Arc::new(std::sync::OnceLock::new()),
+            kept: Arc::new(std::sync::Mutex::new(Kept::default())),
         }
     }
 
@@ -373,6 +429,23 @@ impl EventStore {
 
 fn connection_error(e: sqlx::Error) -> PersistenceError {
     PersistenceError::ConnectionError(Box::new(e))
+}
+
+/// Whether an append failed because its connection was gone (closed by the server, or
+/// the socket failed), not because of anything the database said.
+fn is_lost_connection(e: &PersistenceError) -> bool {
+    match e {
+        PersistenceError::ConnectionError(e) => match e.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Io(_)) => true,
+            // The server's goodbye: shut down or terminated (57P0x), connection
+            // exceptions (08xxx).
+            Some(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 async fn select(
@@ -913,9 +986,93 @@ impl EventStore {
         snapshot: Option<Snapshot>,
     ) -> Result<(), PersistenceError> {
         let snapshots: Vec<Snapshot> = snapshot.into_iter().collect();
+        if let Pool::Postgres(pool) = &self.pool {
+            let work = HookWork::of(self.hook.as_deref(), sql::Dialect::Postgres, events);
+            if !matches!(work, HookWork::Statements(_)) && snapshots.is_empty() {
+                if let Some((borrowed, idle)) = self.borrow_kept() {
+                    return self
+                        .append_on_kept(pool, borrowed, idle, work, events)
+                        .await;
+                }
+            }
+        }
         append_new(&self.pool, self.hook.as_deref(), events, &snapshots)
             .await
             .map_err(AppendFailure::into_error)
+    }
+
+    /// The kept connection (`None` inside when there is none yet), unless another append
+    /// is using it.
+    #[allow(clippy::type_complexity)]
+    fn borrow_kept(&self) -> Option<(Borrowed<'_>, Option<(PgConnection, Instant)>)> {
+        let mut kept = self.kept.lock().ok()?;
+        if kept.busy {
+            return None;
+        }
+        kept.busy = true;
+        let idle = kept.idle.take();
+        Some((Borrowed { kept: &self.kept }, idle))
+    }
+
+    /// A single-statement append on the kept connection (opened from the pool when there
+    /// is none, tested when idle a while), kept again once it succeeded.
+    async fn append_on_kept(
+        &self,
+        pool: &sqlx::PgPool,
+        borrowed: Borrowed<'_>,
+        idle: Option<(PgConnection, Instant)>,
+        work: HookWork<'_>,
+        events: &[SerializedEvent],
+    ) -> Result<(), PersistenceError> {
+        let tested = match idle {
+            Some((mut conn, since)) if since.elapsed() >= KEPT_TEST_AFTER => {
+                sqlx::Connection::ping(&mut conn).await.ok().map(|()| conn)
+            }
+            Some((conn, _)) => Some(conn),
+            None => None,
+        };
+        let (conn, was_kept) = match tested {
+            Some(conn) => (conn, true),
+            None => (
+                pool.acquire().await.map_err(connection_error)?.detach(),
+                false,
+            ),
+        };
+        let mut conn = Conn::kept(conn, pool);
+        let appended = match append(&mut conn, work, events, &[]).await {
+            Ok(appended) => appended,
+            // A kept connection the server closed since its last append (a restart within
+            // [`KEPT_TEST_AFTER`]): the pool would have tested and replaced it. When none
+            // of the append is stored, it is written as the pool would have written it;
+            // when it is (it cannot be told whose), the failure stands, as for any
+            // connection lost mid-statement.
+            Err(e) if was_kept && is_lost_connection(&e) => {
+                drop(conn);
+                drop(borrowed);
+                let first = &events[0];
+                let stored: bool = sql::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3)",
+                )
+                .bind(&first.aggregate_type)
+                .bind(&first.aggregate_id)
+                .bind(first.sequence as i64)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(connection_error)?;
+                if stored {
+                    return Err(e);
+                }
+                return append_new(&self.pool, self.hook.as_deref(), events, &[])
+                    .await
+                    .map_err(AppendFailure::into_error);
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(conn) = conn.commit_keeping().await.map_err(connection_error)? {
+            borrowed.keep(conn);
+        }
+        metrics::counter!("events_appended_total").increment(appended);
+        Ok(())
     }
 }
 
