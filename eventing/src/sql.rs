@@ -698,6 +698,16 @@ impl Conn {
         Ok(Some(conn))
     }
 
+    /// The connection of a [`Conn::kept`] whose statement failed with the database's
+    /// answer (a lost race, a refused hook), for its owner to keep: outside a
+    /// transaction nothing waits for a commit. `None` for any other connection.
+    pub fn into_kept(self) -> Option<PgConnection> {
+        match self.inner {
+            Inner::PgOwned(conn) => Some(*conn),
+            _ => None,
+        }
+    }
+
     /// A PostgreSQL connection of its own, outside the pool (e.g. one that holds a
     /// session-level advisory lock for as long as it lives).
     pub fn detached(conn: PgConnection) -> Conn {

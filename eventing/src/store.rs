@@ -238,8 +238,8 @@ impl Drop for Kept {
 const KEPT_TEST_AFTER: Duration = Duration::from_secs(1);
 
 /// The [`Kept`] connection taken for one append; the append hands it back with
-/// [`Borrowed::keep`], or drops it (a failure, a cancelled append), after which the
-/// next append opens a new one.
+/// [`Borrowed::keep`] (after success or the database's refusal), or drops it (a lost
+/// connection, a cancelled append), after which the next append opens a new one.
 struct Borrowed<'a> {
     kept: &'a std::sync::Mutex<Kept>,
 }
@@ -1066,7 +1066,15 @@ impl EventStore {
                     .await
                     .map_err(AppendFailure::into_error);
             }
-            Err(e) => return Err(e),
+            // The database's answer (a lost race, a refusal): the connection is sound.
+            Err(e) => {
+                if !is_lost_connection(&e) {
+                    if let Some(conn) = conn.into_kept() {
+                        borrowed.keep(conn);
+                    }
+                }
+                return Err(e);
+            }
         };
         if let Some(conn) = conn.commit_keeping().await.map_err(connection_error)? {
             borrowed.keep(conn);
