@@ -21,6 +21,14 @@ async fn fresh_store(backend: Dialect) -> (EventStore, TestDatabase) {
     (EventStore::new(database.pool.clone()), database)
 }
 
+/// Rows waiting in the store's outbox.
+async fn outbox_rows(store: &EventStore) -> i64 {
+    sql::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
 fn event(id: &str, sequence: usize, by: i64) -> SerializedEvent {
     SerializedEvent {
         aggregate_id: id.into(),
@@ -49,10 +57,7 @@ async fn appends_are_read_back_with_outbox_rows(backend: Dialect) {
         json!({"by": 5}),
         "the store keeps the data without the enum tag"
     );
-    let outbox: i64 = sql::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let outbox = outbox_rows(&store).await;
     assert_eq!(outbox, 2);
     database.drop().await;
 }
@@ -87,10 +92,7 @@ async fn racing_appends_of_one_sequence_conflict_and_store_nothing_of_the_loser(
         .count();
     assert_eq!((wins, conflicts), (1, 1), "{results:?}");
     let events = store.get_events::<Counter>("a").await.unwrap();
-    let outbox: i64 = sql::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let outbox = outbox_rows(&store).await;
     assert_eq!(
         outbox as usize,
         events.len(),
@@ -162,10 +164,7 @@ async fn appends_survive_the_server_closing_the_kept_connection() {
         .await
         .unwrap();
     assert_eq!(sequences, vec![1, 2, 3, 4, 5, 6], "each append stored once");
-    let outbox: i64 = sql::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let outbox = outbox_rows(&store).await;
     assert_eq!(outbox, 6);
     database.drop().await;
 }
