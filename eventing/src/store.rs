@@ -245,11 +245,11 @@ struct Borrowed<'a> {
 }
 
 impl Borrowed<'_> {
+    /// Hands the connection back; dropping `self` then frees the slot.
     fn keep(self, conn: PgConnection) {
-        let mut kept = self.kept.lock().expect("kept connection");
-        kept.idle = Some((conn, Instant::now()));
-        kept.busy = false;
-        std::mem::forget(self);
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.idle = Some((conn, Instant::now()));
+        }
     }
 }
 
@@ -741,6 +741,10 @@ const APPENDED_COLUMNS: [(&str, &str); 9] = [
     ("recorded_at", "TIMESTAMPTZ"),
 ];
 
+/// [`APPENDED_COLUMNS`] as the rows of table `e` from `$1`…, built once (not per append).
+static APPENDED_ROWS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| sql::Dialect::Postgres.rows(1, "e", &APPENDED_COLUMNS));
+
 /// The events of an append on PostgreSQL, one typed array per column (`$1`…), with their
 /// outbox rows and an inline hook's CTE; the positions in sequence order. With `notify`,
 /// the final select also wakes the relay with `NOTIFY outbox` (delivered at commit), for
@@ -752,7 +756,7 @@ fn append_statement(notify: bool, inline: Option<&InlineHook>) -> String {
         ""
     };
     let hook = inline.map(|i| format!(", {}", i.cte)).unwrap_or_default();
-    let rows = sql::Dialect::Postgres.rows(1, "e", &APPENDED_COLUMNS);
+    let rows = &*APPENDED_ROWS;
     format!(
         "WITH appended AS (
             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)

@@ -81,6 +81,22 @@ async fn read(subscription: &mut dyn Subscription, count: usize) -> Vec<LogRecor
     got
 }
 
+/// Opens the log in `dir` again (its earlier handle dropped) and reads `count` records
+/// of `orders.events` from the beginning as a new group.
+async fn read_after_reopen(
+    dir: &Dir,
+    partitions: i32,
+    group: &str,
+    count: usize,
+) -> Vec<LogRecord> {
+    let log = EmbeddedLog::open(&dir.log(), partitions).await.unwrap();
+    let mut subscription = log
+        .subscribe(group, &["orders.events".into()], StartFrom::Beginning)
+        .await
+        .unwrap();
+    read(subscription.as_mut(), count).await
+}
+
 fn by_key(records: &[LogRecord]) -> BTreeMap<String, Vec<usize>> {
     let mut keyed: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for r in records {
@@ -131,12 +147,8 @@ async fn records_keep_their_order_per_key_and_survive_a_reopen() {
     drop(subscription);
     drop(log);
 
-    let log = EmbeddedLog::open(&dir.log(), 3).await.unwrap();
-    let mut again = log
-        .subscribe("other", &["orders.events".into()], StartFrom::Beginning)
-        .await
-        .unwrap();
-    assert_eq!(by_key(&read(again.as_mut(), 100).await), sent, "durable");
+    let again = read_after_reopen(&dir, 3, "other", 100).await;
+    assert_eq!(by_key(&again), sent, "durable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,11 +293,6 @@ async fn records_read_from_memory_and_from_the_file_are_the_same() {
     drop(live);
     drop(log);
 
-    let log = EmbeddedLog::open(&dir.log(), 1).await.unwrap();
-    let mut from_file = log
-        .subscribe("file", &["orders.events".into()], StartFrom::Beginning)
-        .await
-        .unwrap();
-    let again = read(from_file.as_mut(), 1_010).await;
+    let again = read_after_reopen(&dir, 1, "file", 1_010).await;
     assert_eq!(fields(&got), fields(&again), "the same records either way");
 }
