@@ -214,14 +214,15 @@ kafka_down() {
   rm -f "$KAFKA_PID"
 }
 
-# Topics of test instances (`t<12 hex>.`) and bench runs (`bench<8 hex>.`) that an
+# Topics of test instances (`t<12 hex>.`) and bench runs (`bench<8 hex>.`, the
+# end-to-end stage's `benche2e<8 hex>.`) that an
 # interrupted run left behind. Each run removes its own; a panicking test or a killed
 # bench does not, and a broker carrying hundreds of them measured slower replays.
 kafka_clean() {
   kafka_answers || die "Kafka is not running on 127.0.0.1:$KAFKA_PORT (scripts/infra.sh up)"
   local stale
   stale=$(kcat -L -b "127.0.0.1:$KAFKA_PORT" 2>/dev/null |
-    sed -n 's/^ *topic "\([^"]*\)".*/\1/p' | grep -E '^(t[0-9a-f]{12}|bench[0-9a-f]{8})\.' || true)
+    sed -n 's/^ *topic "\([^"]*\)".*/\1/p' | grep -E '^(t[0-9a-f]{12}|bench(e2e)?[0-9a-f]{8})\.' || true)
   if [ -z "$stale" ]; then
     say "no stale test topics"
     return
@@ -230,7 +231,7 @@ kafka_clean() {
   kafka_tool_jars
   java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/tools-log4j2.xml" -cp "$KAFKA_HOME/tools/*" \
     org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
-    --delete --topic '(t[0-9a-f]{12}|bench[0-9a-f]{8})\..*'
+    --delete --topic '(t[0-9a-f]{12}|bench(e2e)?[0-9a-f]{8})\..*'
 }
 
 # --- commands --------------------------------------------------------------------------

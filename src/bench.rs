@@ -167,6 +167,15 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
                 r.p999_ms,
                 r.peak_rss_mib
             );
+            let steps: Vec<String> = r
+                .steps
+                .iter()
+                .filter(|s| s.p50_ms.is_finite())
+                .map(|s| format!("{} {:.1}/{:.1}", s.to, s.p50_ms, s.p99_ms))
+                .collect();
+            if !steps.is_empty() {
+                println!("{:<9} steps p50/p99 ms: {}", "", steps.join(", "));
+            }
         }
     }
     let report = json!({

@@ -30,6 +30,18 @@ pub struct E2eRun {
     pub p999_ms: f64,
     /// Peak resident set of the system's process (VmHWM), in MiB.
     pub peak_rss_mib: f64,
+    /// Each saga step on the way to CONFIRMED (one event to the next in the order's
+    /// history), so a slow figure shows which hop it comes from.
+    pub steps: Vec<StepLatency>,
+}
+
+/// The time from one saga event to the next across the confirmed orders.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepLatency {
+    pub from: String,
+    pub to: String,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 struct System {
@@ -171,6 +183,31 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
+}
+
+/// Adds a confirmed order's steps up to `OrderConfirmed` (consecutive history entries, in
+/// the order the view lists them) to `steps`, kept in first-seen order.
+fn record_steps(history: &Value, steps: &mut Vec<(String, String, Vec<f64>)>) {
+    let entries: Vec<(&str, chrono::DateTime<chrono::FixedOffset>)> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let at = chrono::DateTime::parse_from_rfc3339(s["at"].as_str()?).ok()?;
+            Some((s["event_type"].as_str()?, at))
+        })
+        .collect();
+    for pair in entries.windows(2) {
+        let ((from, start), (to, end)) = (pair[0], pair[1]);
+        let ms = (end - start).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        match steps.iter_mut().find(|(f, t, _)| f == from && t == to) {
+            Some((_, _, times)) => times.push(ms),
+            None => steps.push((from.to_string(), to.to_string(), vec![ms])),
+        }
+        if to == "OrderConfirmed" {
+            break;
+        }
+    }
 }
 
 /// Peak resident set of a process, from `/proc/<pid>/status` (Linux).
@@ -349,6 +386,7 @@ async fn drive(
         }
         // Wait for every accepted order's decision, then read its saga timeline.
         let mut latencies = Vec::new();
+        let mut steps: Vec<(String, String, Vec<f64>)> = Vec::new();
         let (mut confirmed, mut cancelled) = (0, 0);
         let mut first_placed: Option<chrono::DateTime<chrono::FixedOffset>> = None;
         let mut last_decided: Option<chrono::DateTime<chrono::FixedOffset>> = None;
@@ -381,6 +419,7 @@ async fn drive(
                     match (placed, at("OrderConfirmed")) {
                         (Some(placed), Some(done)) => {
                             confirmed += 1;
+                            record_steps(&order["history"], &mut steps);
                             latencies.push(
                                 (done - placed).num_microseconds().unwrap_or(0) as f64 / 1000.0,
                             );
@@ -423,7 +462,60 @@ async fn drive(
             p99_ms: percentile(&latencies, 0.99),
             p999_ms: percentile(&latencies, 0.999),
             peak_rss_mib: system.child.id().map_or(0.0, peak_rss_mib),
+            steps: steps
+                .into_iter()
+                .map(|(from, to, mut times)| {
+                    times.sort_by(f64::total_cmp);
+                    StepLatency {
+                        from,
+                        to,
+                        p50_ms: percentile(&times, 0.50),
+                        p99_ms: percentile(&times, 0.99),
+                    }
+                })
+                .collect(),
         });
     }
     Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_the_times_between_saga_events_up_to_the_confirmation() {
+        let history = |ms: [u32; 5]| {
+            let names = [
+                "OrderPlaced",
+                "StockReserved",
+                "PaymentCompleted",
+                "OrderConfirmed",
+                "ShipmentScheduled",
+            ];
+            Value::Array(
+                names
+                    .iter()
+                    .zip(ms)
+                    .map(|(name, ms)| json!({"event_type": name, "at": format!("2026-12-06T10:00:00.{ms:03}+00:00")}))
+                    .collect(),
+            )
+        };
+        let mut steps = Vec::new();
+        record_steps(&history([0, 10, 25, 30, 50]), &mut steps);
+        record_steps(&history([100, 104, 110, 130, 131]), &mut steps);
+        let steps: Vec<(&str, &str, Vec<f64>)> = steps
+            .iter()
+            .map(|(from, to, times)| (from.as_str(), to.as_str(), times.clone()))
+            .collect();
+        assert_eq!(
+            steps,
+            vec![
+                ("OrderPlaced", "StockReserved", vec![10.0, 4.0]),
+                ("StockReserved", "PaymentCompleted", vec![15.0, 6.0]),
+                ("PaymentCompleted", "OrderConfirmed", vec![5.0, 20.0]),
+            ],
+            "each step once per order, none after the confirmation"
+        );
+    }
 }

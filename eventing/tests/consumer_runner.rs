@@ -87,6 +87,21 @@ async fn kafka_topics(name: &str, partitions: i32) -> (Arc<KafkaLog>, String, St
     (log, topic, dead)
 }
 
+/// A consumer `name` in `group` reading `topic` from its beginning, three attempts 10 ms
+/// apart before a record is dead-lettered to `dead`.
+fn config(name: &str, group: String, topic: &str, dead: &str, batch_size: usize) -> ConsumerConfig {
+    ConsumerConfig {
+        name: name.into(),
+        group,
+        topics: vec![topic.to_string()],
+        dead_letter_topic: dead.to_string(),
+        batch_size,
+        max_attempts: 3,
+        retry_backoff: Duration::from_millis(10),
+        start: StartFrom::Beginning,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_apply_once_failures_retry_then_dead_letter() {
     let database = fresh_database(
@@ -115,16 +130,7 @@ async fn duplicates_apply_once_failures_retry_then_dead_letter() {
     let runner = ConsumerRunner::new(
         pool.clone(),
         log.clone(),
-        ConsumerConfig {
-            name: "recorder".into(),
-            group: format!("{name}.recorder"),
-            topics: vec![topic.clone()],
-            dead_letter_topic: dead.clone(),
-            batch_size: 100,
-            max_attempts: 3,
-            retry_backoff: Duration::from_millis(10),
-            start: StartFrom::Beginning,
-        },
+        config("recorder", format!("{name}.recorder"), &topic, &dead, 100),
         Arc::new(Recorder {
             attempts: Mutex::new(HashMap::new()),
         }),
@@ -185,6 +191,14 @@ async fn duplicates_apply_once_failures_retry_then_dead_letter() {
 /// Counts every application: a row per event and a running total, neither idempotent.
 struct Counter;
 
+/// The runner's tables and [`Counter`]'s.
+const COUNTER_SCHEMA: &[&str] = &[
+    SCHEMA,
+    "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
+    "INSERT INTO totals (n) VALUES (0)",
+];
+
 #[async_trait]
 impl EventHandler for Counter {
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
@@ -221,16 +235,7 @@ async fn overlapping_members_apply_each_event_once(track_versions: bool) {
     const SUBJECTS: usize = 60;
     const PER_SUBJECT: usize = 25;
     const TOTAL: i64 = (SUBJECTS * PER_SUBJECT) as i64;
-    let database = fresh_database(
-        "members",
-        &[
-            SCHEMA,
-            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
-            "INSERT INTO totals (n) VALUES (0)",
-        ],
-    )
-    .await;
+    let database = fresh_database("members", COUNTER_SCHEMA).await;
     let name = database.instance().to_string();
     let pool = database.pool.clone();
     let (log, topic, dead) = kafka_topics(&name, 6).await;
@@ -250,17 +255,8 @@ async fn overlapping_members_apply_each_event_once(track_versions: bool) {
         let runner = ConsumerRunner::new(
             pool.clone(),
             log.clone(),
-            ConsumerConfig {
-                name: "counter".into(),
-                group: format!("{name}.{group}"),
-                topics: vec![topic.clone()],
-                dead_letter_topic: dead.clone(),
-                // Small batches: many in flight when partitions move.
-                batch_size: 10,
-                max_attempts: 3,
-                retry_backoff: Duration::from_millis(10),
-                start: StartFrom::Beginning,
-            },
+            // Small batches: many in flight when partitions move.
+            config("counter", format!("{name}.{group}"), &topic, &dead, 10),
             Arc::new(Counter),
         );
         let runner = if track_versions {
@@ -438,16 +434,7 @@ async fn republished_events_apply_once(
         let runner = ConsumerRunner::new(
             database.clone(),
             log.clone(),
-            ConsumerConfig {
-                name: "counter".into(),
-                group: group.into(),
-                topics: vec![topic.clone()],
-                dead_letter_topic: dead.clone(),
-                batch_size: 3,
-                max_attempts: 3,
-                retry_backoff: Duration::from_millis(10),
-                start: StartFrom::Beginning,
-            },
+            config("counter", group.into(), &topic, &dead, 3),
             handler.clone(),
         )
         .tracking_versions();
@@ -501,4 +488,75 @@ async fn republished_events_apply_once(
             .await
             .unwrap();
     assert_eq!(recorded, 4);
+}
+
+/// The server closing the runner's connections — right after a batch, and after a
+/// second idle — as a restart does: the next records are still applied, each once, and
+/// none is dead-lettered (a lost connection is not the record's fault).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_survive_the_server_closing_connections() {
+    let database = fresh_database("kept", COUNTER_SCHEMA).await;
+    let name = database.instance().to_string();
+    let pool = database.pool.clone();
+    let (log, topic, dead) = kafka_topics(&name, 1).await;
+    let shutdown = CancellationToken::new();
+    let runner = ConsumerRunner::new(
+        pool.clone(),
+        log.clone(),
+        config("counter", format!("{name}.counter"), &topic, &dead, 100),
+        Arc::new(Counter),
+    );
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let publish_and_wait = |until: i64| {
+        let (log, topic, pool) = (log.clone(), topic.clone(), pool.clone());
+        async move {
+            let records: Vec<OutgoingRecord> = (0..5)
+                .map(|n| {
+                    OutgoingRecord::from_cloud_event(&topic, &event(serde_json::json!({"n": n})))
+                })
+                .collect();
+            log.publish(records).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let total: i64 = sql::query_scalar("SELECT n FROM totals")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                if total >= until {
+                    return total;
+                }
+                assert!(Instant::now() < deadline, "applied {total} of {until}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(publish_and_wait(5).await, 5);
+    // Closed right after a batch.
+    database.terminate_other_connections().await;
+    assert_eq!(publish_and_wait(10).await, 10);
+    // Closed after a second idle.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    database.terminate_other_connections().await;
+    assert_eq!(publish_and_wait(15).await, 15);
+    // Nothing more arrives late.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rows, distinct): (i64, i64) =
+        sql::query_as("SELECT count(*), count(DISTINCT event_id) FROM applied")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((rows, distinct), (15, 15), "each event applied once");
+    let dead_letters: i64 = sql::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead_letters, 0,
+        "a closed connection is not the record's fault"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap();
+    log.delete_topics(&[topic, dead]).await.ok();
+    database.drop().await;
 }

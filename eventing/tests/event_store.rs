@@ -101,33 +101,6 @@ async fn racing_appends_of_one_sequence_conflict_and_store_nothing_of_the_loser(
     database.drop().await;
 }
 
-/// Ends every other connection to the test database, as a server restart does, and waits
-/// until they are gone.
-async fn terminate_other_connections(database: &TestDatabase) {
-    let pool = database.pool.clone();
-    let mut conn = pool.acquire().await.unwrap();
-    sql::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    for _ in 0..100 {
-        let left: i64 = sql::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        if left == 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the terminated connections did not go");
-}
-
 /// An append alone keeps its connection for the next one (no pool check-out). When the
 /// server closes it — at once after an append, or after a second idle — the next append
 /// is still stored, once: closed under a fresh append, it is written through the pool
@@ -145,10 +118,10 @@ async fn appends_survive_the_server_closing_the_kept_connection() {
         }
     };
     append(1).await.unwrap();
-    terminate_other_connections(&database).await;
+    database.terminate_other_connections().await;
     append(2).await.expect("stored through the pool");
     append(3).await.unwrap();
-    terminate_other_connections(&database).await;
+    database.terminate_other_connections().await;
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     append(4).await.expect("a tested, replaced connection");
     append(5).await.unwrap();

@@ -5,7 +5,7 @@
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 use shop_eventing::db::{self, DatabaseConfig};
-use shop_eventing::sql::{Dialect, Pool};
+use shop_eventing::sql::{self, Dialect, Pool};
 
 /// A database of its own for one test; [`TestDatabase::drop`] removes it.
 pub struct TestDatabase {
@@ -49,6 +49,32 @@ impl TestDatabase {
     /// The instance name, also usable as a fresh topic prefix.
     pub fn instance(&self) -> &str {
         &self.config.instance
+    }
+
+    /// Ends every other connection to the database, as a server restart does, and waits
+    /// until they are gone (PostgreSQL).
+    pub async fn terminate_other_connections(&self) {
+        let mut conn = self.pool.acquire().await.unwrap();
+        sql::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for _ in 0..100 {
+            let left: i64 = sql::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the terminated connections did not go");
     }
 
     pub async fn drop(self) {
