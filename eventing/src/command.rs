@@ -96,6 +96,7 @@ where
             cache: self.cache.clone(),
             cached: AtomicBool::new(false),
             sequence: AtomicUsize::new(0),
+            presume_new: AtomicBool::new(false),
         }
     }
 
@@ -147,11 +148,45 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<(), CommandError<A::Error>> {
+        self.execute_in_as(conn, aggregate_id, command, metadata, false)
+            .await
+    }
+
+    /// Like [`CommandBus::execute_in`], for an aggregate the caller knows to have no
+    /// events yet (the reservation an `OrderPlaced` starts): its first attempt starts from
+    /// the default state without reading the store (one query fewer). The store still
+    /// judges: if the aggregate has events after all, the append loses the race (rolled
+    /// back to its savepoint) and the command runs again on a fresh load; a refusal on the
+    /// presumed state stands only once the store confirms there are none.
+    ///
+    /// # Errors
+    /// See [`CommandError`].
+    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, aggregate_id = %aggregate_id))]
+    pub async fn execute_new_in(
+        &self,
+        conn: &mut Conn,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<(), CommandError<A::Error>> {
+        self.execute_in_as(conn, aggregate_id, command, metadata, true)
+            .await
+    }
+
+    async fn execute_in_as(
+        &self,
+        conn: &mut Conn,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        presume_new: bool,
+    ) -> Result<(), CommandError<A::Error>> {
         // Replaying imported history: the outcome is already in the store.
         if replaying() {
             return Ok(());
         }
         let store = self.store(TxEventStore::new(conn, self.store.hook()));
+        store.presume_new.store(presume_new, Ordering::Relaxed);
         self.run_with_retries(&store, aggregate_id, command, metadata)
             .await
     }
@@ -287,6 +322,9 @@ struct AggregateStore<R, A: Aggregate> {
     cached: AtomicBool,
     /// The aggregate's sequence when loaded, then after the append.
     sequence: AtomicUsize,
+    /// The next load starts from the default state without reading the store, once
+    /// ([`CommandBus::execute_new_in`]).
+    presume_new: AtomicBool,
 }
 
 impl<R, A> AggregateStore<R, A>
@@ -405,8 +443,13 @@ where
             }
             None => None,
         };
-        if let Some((aggregate, sequence)) =
-            uncommitted.or_else(|| self.cache.as_ref().and_then(|c| c.get(aggregate_id)))
+        let presumed = self
+            .presume_new
+            .swap(false, Ordering::Relaxed)
+            .then(|| (A::default(), 0));
+        if let Some((aggregate, sequence)) = uncommitted
+            .or_else(|| self.cache.as_ref().and_then(|c| c.get(aggregate_id)))
+            .or(presumed)
         {
             self.cached.store(true, Ordering::Relaxed);
             self.sequence.store(sequence, Ordering::Relaxed);

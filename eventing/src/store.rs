@@ -204,7 +204,7 @@ pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, 
 pub struct EventStore {
     pool: Pool,
     hook: Option<Arc<dyn AppendHook>>,
-    /// PostgreSQL appends through the pool: their group commit, started on first use.
+    /// Appends through the pool: their group commit, started on first use.
     group: Arc<std::sync::OnceLock<GroupCommit>>,
     /// The store's own PostgreSQL connection for an append alone that is one statement.
     kept: Arc<std::sync::Mutex<Kept>>,
@@ -566,9 +566,10 @@ struct Pending {
     done: tokio::sync::oneshot::Sender<Result<(), PersistenceError>>,
 }
 
-/// Group commit (PostgreSQL): appends that arrive while a transaction is being written
-/// wait for the next, which writes all of them — one statement for every event and outbox
-/// row, the hook over all of them, one commit — instead of a transaction each. Appends
+/// Group commit: appends that arrive while a transaction is being written wait for the
+/// next, which writes all of them — one statement for every event and outbox row, the
+/// hook over all of them, one commit — instead of a transaction each. On SQLite, whose
+/// one writer serialises every transaction of a file, a group takes the writer once. Appends
 /// to one aggregate never share a group. When a group fails before its commit (a lost
 /// race, a hook's refusal), each of its appends is written alone, so each gets its own
 /// outcome; a failure at the commit is reported to all of them.
@@ -960,9 +961,6 @@ impl EventStore {
         events: &[SerializedEvent],
         snapshot: Option<Snapshot>,
     ) -> Result<(), PersistenceError> {
-        if self.pool.dialect() != sql::Dialect::Postgres {
-            return self.append_alone(events, snapshot).await;
-        }
         let group = self
             .group
             .get_or_init(|| GroupCommit::start(self.pool.clone(), self.hook.clone()));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use serde_json::json;
-use shop_eventing::command::CommandBus;
+use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::store::{EventStore, TxEventStore, SCHEMA};
 use shop_schemas::EventMetadata;
 
@@ -15,7 +15,8 @@ mod common;
 shop_eventing::on_both_backends!(
     events_commit_and_roll_back_with_the_callers_transaction,
     a_lost_race_inside_a_transaction_rolls_back_only_itself,
-    a_replayed_reaction_issues_no_command
+    a_replayed_reaction_issues_no_command,
+    a_command_presumed_new_is_judged_by_the_store
 );
 
 use common::{fresh_database_on, Counter, TestDatabase};
@@ -146,5 +147,69 @@ async fn a_replayed_reaction_issues_no_command(backend: Dialect) {
     bus.execute_in(&mut tx, "c", 5, &metadata).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(count(&store, "events").await, 1, "live again afterwards");
+    database.drop().await;
+}
+
+/// `execute_new_in` starts from the default state without reading the store; the store
+/// still judges. On an aggregate that has events after all, the append loses the race
+/// and the command runs again on a fresh load; a refusal decided on the presumed state
+/// is checked against the store and, stale, decided again; on a truly new aggregate it
+/// appends (or refuses) as `execute_in` would.
+async fn a_command_presumed_new_is_judged_by_the_store(backend: Dialect) {
+    let (store, database) = fresh(backend).await;
+    let stored = |id: &str, by: i64| SerializedEvent {
+        aggregate_id: id.into(),
+        sequence: 1,
+        aggregate_type: "counter".into(),
+        event_type: "Incremented".into(),
+        event_version: "1".into(),
+        payload: json!({"Incremented": {"by": by}}),
+        metadata: json!({}),
+    };
+    // Written past the bus (its cache knows nothing of them).
+    store
+        .persist::<Counter>(&[stored("c", 3), stored("d", 5)], None)
+        .await
+        .unwrap();
+    let bus = Arc::new(CommandBus::<Counter>::new(store.clone(), ()));
+    let metadata = EventMetadata::default();
+
+    let mut tx = store.pool().begin().await.unwrap();
+    // "c" has an event: the presumed append at sequence 1 loses, the retry appends 2.
+    bus.execute_new_in(&mut tx, "c", 2, &metadata)
+        .await
+        .unwrap();
+    // "d" holds 5: -4 is refused on the presumed (empty) state, which the store shows
+    // stale; decided again on the loaded state, it is accepted.
+    bus.execute_new_in(&mut tx, "d", -4, &metadata)
+        .await
+        .unwrap();
+    // "e" is new: appended at sequence 1; "f" is new too, and -1 is refused.
+    bus.execute_new_in(&mut tx, "e", 1, &metadata)
+        .await
+        .unwrap();
+    let refused = bus.execute_new_in(&mut tx, "f", -1, &metadata).await;
+    assert!(
+        matches!(refused, Err(CommandError::Rejected(_))),
+        "{refused:?}"
+    );
+    tx.commit().await.unwrap();
+
+    let events: Vec<(String, i64, serde_json::Value)> = sql::query_as(
+        "SELECT aggregate_id, sequence, data FROM events ORDER BY aggregate_id, sequence",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            ("c".into(), 1, json!({"by": 3})),
+            ("c".into(), 2, json!({"by": 2})),
+            ("d".into(), 1, json!({"by": 5})),
+            ("d".into(), 2, json!({"by": -4})),
+            ("e".into(), 1, json!({"by": 1})),
+        ]
+    );
     database.drop().await;
 }

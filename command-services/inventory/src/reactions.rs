@@ -97,7 +97,16 @@ impl EventHandler for ReserveStock {
                 shortages,
             }
         };
-        self.execute(tx, order.order_id, command, event).await
+        // The order's reservation starts here: no events to read.
+        self.bus
+            .execute_new_in(
+                tx,
+                &order.order_id.to_string(),
+                command,
+                &metadata_caused_by(event),
+            )
+            .await?;
+        Ok(())
     }
 }
 

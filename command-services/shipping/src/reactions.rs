@@ -123,8 +123,9 @@ impl ScheduleShipments {
             customer_id,
             country,
         };
+        // Scheduled once, and a cancelled order never is: the shipment starts here.
         self.bus
-            .execute_in(
+            .execute_new_in(
                 tx,
                 &order_id.to_string(),
                 command,
