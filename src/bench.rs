@@ -173,8 +173,12 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
                 .filter(|s| s.p50_ms.is_finite())
                 .map(|s| format!("{} {:.1}/{:.1}", s.to, s.p50_ms, s.p99_ms))
                 .collect();
-            if !steps.is_empty() {
-                println!("{:<9} steps p50/p99 ms: {}", "", steps.join(", "));
+            let cpu = r
+                .cpu_busy_pct
+                .map(|busy| format!("CPUs {busy:.0} % busy while sending; "))
+                .unwrap_or_default();
+            if !steps.is_empty() || !cpu.is_empty() {
+                println!("{:<9} {cpu}steps p50/p99 ms: {}", "", steps.join(", "));
             }
         }
     }

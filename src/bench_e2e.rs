@@ -30,6 +30,9 @@ pub struct E2eRun {
     pub p999_ms: f64,
     /// Peak resident set of the system's process (VmHWM), in MiB.
     pub peak_rss_mib: f64,
+    /// How busy the machine's CPUs were while the orders were sent (all processes,
+    /// the bench's own included), in percent; `None` where `/proc/stat` is not there.
+    pub cpu_busy_pct: Option<f64>,
     /// Each saga step on the way to CONFIRMED (one event to the next in the order's
     /// history), so a slow figure shows which hop it comes from.
     pub steps: Vec<StepLatency>,
@@ -210,6 +213,30 @@ fn record_steps(history: &Value, steps: &mut Vec<(String, String, Vec<f64>)>) {
     }
 }
 
+/// The machine's CPU time so far as (busy, total) ticks, from `/proc/stat`'s `cpu` line
+/// (Linux); idle and I/O wait count as not busy.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_line(stat.lines().next()?)
+}
+
+fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Busy percentage between two [`cpu_ticks`] readings.
+fn busy_percent(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let total = after.1.checked_sub(before.1).filter(|t| *t > 0)?;
+    Some(100.0 * after.0.saturating_sub(before.0) as f64 / total as f64)
+}
+
 /// Peak resident set of a process, from `/proc/<pid>/status` (Linux).
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -352,6 +379,7 @@ async fn drive(
         let interval = Duration::from_secs_f64(1.0 / rate);
         let total = (rate * seconds as f64).round() as usize;
         let started = Instant::now();
+        let cpu_before = cpu_ticks();
         let mut sends = Vec::with_capacity(total);
         for n in 0..total {
             // Open loop: each order leaves at its time, whatever the earlier ones do.
@@ -378,6 +406,9 @@ async fn drive(
                     .flatten()
             }));
         }
+        let cpu_busy_pct = cpu_before
+            .zip(cpu_ticks())
+            .and_then(|(before, after)| busy_percent(before, after));
         let mut ids = Vec::new();
         for send in sends {
             if let Ok(Some(id)) = send.await {
@@ -462,6 +493,7 @@ async fn drive(
             p99_ms: percentile(&latencies, 0.99),
             p999_ms: percentile(&latencies, 0.999),
             peak_rss_mib: system.child.id().map_or(0.0, peak_rss_mib),
+            cpu_busy_pct,
             steps: steps
                 .into_iter()
                 .map(|(from, to, mut times)| {
@@ -482,6 +514,20 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_busy_is_the_share_of_ticks_neither_idle_nor_waiting() {
+        let before = parse_cpu_line("cpu  100 0 50 800 50 0 0 0 0 0").unwrap();
+        assert_eq!(before, (150, 1000));
+        let after = parse_cpu_line("cpu  250 0 100 1000 50 0 0 0 0 0").unwrap();
+        assert_eq!(busy_percent(before, after), Some(50.0));
+        assert_eq!(
+            parse_cpu_line("cpu0 1 2 3 4"),
+            None,
+            "the machine's line only"
+        );
+        assert_eq!(busy_percent(before, before), None, "no time passed");
+    }
 
     #[test]
     fn steps_are_the_times_between_saga_events_up_to_the_confirmation() {
