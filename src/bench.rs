@@ -170,7 +170,6 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
             let steps: Vec<String> = r
                 .steps
                 .iter()
-                .filter(|s| s.p50_ms.is_finite())
                 .map(|s| format!("{} {:.1}/{:.1}", s.to, s.p50_ms, s.p99_ms))
                 .collect();
             let cpu = r
