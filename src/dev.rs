@@ -54,7 +54,7 @@ pub async fn run(common: &Common, args: DevArgs) -> anyhow::Result<()> {
         log: Arc::new(log),
         topic_prefix: common.topic_prefix.clone(),
         jwt: JwtKeys::new(&secret, args.options.jwt_ttl_secs),
-        consumer: consumer_tuning(&args.options),
+        consumer: consumer_tuning(&args.options, std::time::Duration::ZERO),
         relay: relay_tuning(&args.options),
         shutdown: CancellationToken::new(),
     };

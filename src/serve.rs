@@ -74,7 +74,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         common,
         kafka(common)?,
         JwtKeys::new(&secret, options.jwt_ttl_secs),
-        consumer_tuning(options),
+        consumer_tuning(options, shop_eventing::platform::CONSUMER_LINGER),
         relay_tuning(options),
     );
     platform
@@ -93,9 +93,13 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     .await
 }
 
-pub fn consumer_tuning(options: &ServeOptions) -> ConsumerTuning {
+/// The consumers' tuning; `linger` unless `--consumer-linger-ms` says otherwise.
+pub fn consumer_tuning(options: &ServeOptions, linger: Duration) -> ConsumerTuning {
     ConsumerTuning {
         batch_size: options.consumer_batch_size,
+        linger: options
+            .consumer_linger_ms
+            .map_or(linger, Duration::from_millis),
         max_attempts: options.consumer_max_attempts,
         retry_backoff: Duration::from_millis(options.consumer_retry_backoff_ms),
         projection_members: options.projection_members as usize,

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::fault;
-use crate::log::{EventLog, LogRecord, OutgoingRecord, Position, StartFrom};
+use crate::log::{
+    EventLog, LogError, LogRecord, OutgoingRecord, Position, StartFrom, Subscription,
+};
 use crate::sql::{self, Conn, Dialect, Pool};
 
 /// How often a consumer measures its lag (`consumer_lag_events`).
@@ -148,6 +150,10 @@ pub struct ConsumerConfig {
     pub dead_letter_topic: String,
     /// Records per transaction.
     pub batch_size: usize,
+    /// How long a batch smaller than `batch_size` waits for more records before it is
+    /// applied: at low load a consumer otherwise commits a transaction per record or two.
+    /// Zero applies each poll's records at once.
+    pub linger: Duration,
     /// Attempts per record before it is dead-lettered.
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt.
@@ -272,6 +278,7 @@ impl ConsumerRunner {
                 }
                 records = subscription.poll(self.config.batch_size, Duration::from_millis(500)) => records?,
             };
+            let records = self.linger(subscription.as_mut(), records).await?;
             if records.is_empty() {
                 if !uncommitted.is_empty() {
                     commit_to_log(subscription.as_ref(), &mut uncommitted);
@@ -288,6 +295,22 @@ impl ConsumerRunner {
                 committed_at = std::time::Instant::now();
             }
         }
+    }
+
+    /// A small batch waits [`ConsumerConfig::linger`] once, then takes what arrived
+    /// meanwhile (up to the batch size) without waiting again.
+    async fn linger(
+        &self,
+        subscription: &mut dyn Subscription,
+        mut records: Vec<LogRecord>,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let room = self.config.batch_size.saturating_sub(records.len());
+        if records.is_empty() || room == 0 || self.config.linger.is_zero() {
+            return Ok(records);
+        }
+        tokio::time::sleep(self.config.linger).await;
+        records.extend(subscription.poll(room, Duration::ZERO).await?);
+        Ok(records)
     }
 
     /// Notes whether imported events wait to be replayed by this consumer. Asked per
@@ -631,10 +654,7 @@ impl ConsumerRunner {
 }
 
 /// Commits the positions applied since the last commit to the log.
-fn commit_to_log(
-    subscription: &dyn crate::log::Subscription,
-    uncommitted: &mut BTreeMap<(String, i32), i64>,
-) {
+fn commit_to_log(subscription: &dyn Subscription, uncommitted: &mut BTreeMap<(String, i32), i64>) {
     let positions: Vec<Position> = std::mem::take(uncommitted)
         .into_iter()
         .map(|((topic, partition), next_offset)| Position {

@@ -1,7 +1,8 @@
 //! The consumer runner against real Kafka and PostgreSQL (fresh topic and database per
 //! test): duplicates in one batch apply once, transient failures are retried, a
-//! permanent failure is dead-lettered and the consumer goes on. The applied-versions
-//! dedup runs on both backends (it takes another path on SQLite, with the embedded log).
+//! permanent failure is dead-lettered and the consumer goes on, a small batch lingers for
+//! the records that follow. The applied-versions dedup runs on both backends (it takes
+//! another path on SQLite, with the embedded log).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,6 +97,7 @@ fn config(name: &str, group: String, topic: &str, dead: &str, batch_size: usize)
         topics: vec![topic.to_string()],
         dead_letter_topic: dead.to_string(),
         batch_size,
+        linger: Duration::ZERO,
         max_attempts: 3,
         retry_backoff: Duration::from_millis(10),
         start: StartFrom::Beginning,
@@ -210,6 +212,22 @@ impl EventHandler for Counter {
             .execute(&mut *tx)
             .await?;
         Ok(())
+    }
+}
+
+/// [`Counter`]'s running total once it reaches `until` (within 30 s).
+async fn counted(pool: &sql::Pool, until: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let total: i64 = sql::query_scalar("SELECT n FROM totals")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if total >= until {
+            return total;
+        }
+        assert!(Instant::now() < deadline, "applied {total} of {until}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -516,18 +534,7 @@ async fn batches_survive_the_server_closing_connections() {
                 })
                 .collect();
             log.publish(records).await.unwrap();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let total: i64 = sql::query_scalar("SELECT n FROM totals")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                if total >= until {
-                    return total;
-                }
-                assert!(Instant::now() < deadline, "applied {total} of {until}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            counted(&pool, until).await
         }
     };
     assert_eq!(publish_and_wait(5).await, 5);
@@ -553,6 +560,55 @@ async fn batches_survive_the_server_closing_connections() {
     assert_eq!(
         dead_letters, 0,
         "a closed connection is not the record's fault"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap();
+    log.delete_topics(&[topic, dead]).await.ok();
+    database.drop().await;
+}
+
+/// A consumer that lingers applies a record and the one that follows it shortly in one
+/// transaction; without lingering the first would be applied alone, as soon as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_lingers_for_the_records_that_follow() {
+    let database = fresh_database(
+        "linger",
+        &[
+            SCHEMA,
+            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL, tx BIGINT NOT NULL DEFAULT txid_current())",
+            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
+            "INSERT INTO totals (n) VALUES (0)",
+        ],
+    )
+    .await;
+    let name = database.instance().to_string();
+    let pool = database.pool.clone();
+    let (log, topic, dead) = kafka_topics(&name, 1).await;
+    let shutdown = CancellationToken::new();
+    let mut lingering = config("counter", format!("{name}.counter"), &topic, &dead, 100);
+    lingering.linger = Duration::from_millis(500);
+    let runner = ConsumerRunner::new(pool.clone(), log.clone(), lingering, Arc::new(Counter));
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let publish = |n: i64| {
+        let record = OutgoingRecord::from_cloud_event(&topic, &event(serde_json::json!({"n": n})));
+        let log = log.clone();
+        async move { log.publish(vec![record]).await.unwrap() }
+    };
+    // The consumer has joined its group and waits for records.
+    publish(0).await;
+    assert_eq!(counted(&pool, 1).await, 1);
+    publish(1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish(2).await;
+    assert_eq!(counted(&pool, 3).await, 3);
+    let transactions: i64 = sql::query_scalar("SELECT count(DISTINCT tx) FROM applied")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        transactions, 2,
+        "the first record alone, then the next two together"
     );
 
     shutdown.cancel();
