@@ -21,7 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::fault;
 use crate::log::{EventLog, OutgoingRecord};
-use crate::sql::{self, Conn, LitePool, Pool};
+use crate::sql::{self, Conn, Dialect, LitePool, Pool};
 use crate::store::{StoredEvent, EVENT_COLUMNS, OUTBOX_CHANNEL};
 
 /// Relay settings.
@@ -178,9 +178,21 @@ impl Relay {
 
     /// Publishes one batch; returns how many events it published.
     async fn publish_batch(&self, conn: &mut Conn, topic: &str) -> Result<usize, sqlx::Error> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (SELECT position FROM outbox ORDER BY position LIMIT $1) ORDER BY position"
-        );
+        // On PostgreSQL an index lookup per outbox row, whatever the planner believes of
+        // the events table: with `IN`, a table not yet analyzed (a fresh database, the first
+        // minute of a service) or an outbox estimated at the whole `LIMIT` made it hash-join
+        // a sequential scan of every event, each look (`shop bench`, Kafka: 786 scans of
+        // 2.6k rows a look in 10 s at 400 orders/s, growing with the table).
+        let sql = match conn.dialect() {
+            Dialect::Postgres => format!(
+                "SELECT e.* FROM (SELECT position FROM outbox ORDER BY position LIMIT $1) AS o
+                 CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events WHERE events.position = o.position LIMIT 1) AS e
+                 ORDER BY o.position"
+            ),
+            Dialect::Sqlite => format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (SELECT position FROM outbox ORDER BY position LIMIT $1) ORDER BY position"
+            ),
+        };
         let rows = sql::query(&sql)
             .bind(self.config.batch_size)
             .fetch_all(&mut *conn)
