@@ -637,10 +637,9 @@ async fn shipping_schedules_each_confirmed_order_once(backend: Dialect) {
 }
 
 /// Every kind of stock move lands in inventory's `stock` table: a restock, a reservation,
-/// a commit, a release from reserved and one from sold. On PostgreSQL the restock (by the
-/// restocks' own form), commit and releases are written by the append statement itself
-/// (`InlineHook`), on SQLite by the hook's statements; the table reads the same after
-/// each step.
+/// a commit, a release from reserved and one from sold. On PostgreSQL the restock is
+/// written by the append statement itself (`InlineHook`), the other moves (and every move
+/// on SQLite) by the hook's statements; the table reads the same after each step.
 async fn the_stock_table_follows_every_move(backend: Dialect) {
     let (database, store, products, product) = inventory_with_product(backend, "TEA-2").await;
     let pool = database.pool.clone();

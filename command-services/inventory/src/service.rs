@@ -98,44 +98,22 @@ async fn move_units(tx: &mut Conn, lines: &[StockLine], set: &str) -> Result<(),
     Ok(())
 }
 
-/// The stock moves of restocks, commits and releases as part of the append statement (a
-/// reservation, which must find its stock row, stays a statement of its own). Units are
-/// summed per product; the `CHECK`s of `stock` refuse a move below zero. Restocks alone
-/// (the common append of a catalogue) have a form of their own that plans and runs in
-/// about half the time of the general one.
-static INLINE_STOCK_MOVES: [InlineHook; 2] = [
-    InlineHook {
-        cte: "stock_moved AS (
-            UPDATE stock SET available = stock.available + m.available
-            FROM (SELECT (data->>'product_id')::uuid AS product_id, sum((data->>'quantity')::bigint) AS available
-                  FROM appended GROUP BY 1) m
-            WHERE stock.product_id = m.product_id)",
-        event_types: &["ProductRestocked"],
-    },
-    InlineHook {
-        cte: "stock_moved AS (
-            UPDATE stock SET available = stock.available + m.available,
-                             reserved = stock.reserved + m.reserved,
-                             sold = stock.sold + m.sold
-            FROM (SELECT product_id, sum(available) AS available, sum(reserved) AS reserved, sum(sold) AS sold
-                  FROM (SELECT (data->>'product_id')::uuid AS product_id, (data->>'quantity')::bigint AS available,
-                               0::bigint AS reserved, 0::bigint AS sold
-                        FROM appended WHERE event_type = 'ProductRestocked'
-                        UNION ALL
-                        SELECT (l->>'product_id')::uuid,
-                               CASE WHEN a.event_type = 'StockCommitted' THEN 0 ELSE (l->>'quantity')::bigint END,
-                               CASE WHEN a.event_type = 'StockCommitted' OR a.data->>'released_from' IS DISTINCT FROM 'sold'
-                                    THEN -(l->>'quantity')::bigint ELSE 0 END,
-                               CASE WHEN a.event_type = 'StockCommitted' THEN (l->>'quantity')::bigint
-                                    WHEN a.data->>'released_from' = 'sold' THEN -(l->>'quantity')::bigint
-                                    ELSE 0 END
-                        FROM appended a CROSS JOIN LATERAL jsonb_array_elements(a.data->'lines') AS l
-                        WHERE a.event_type IN ('StockCommitted', 'StockReleased')) moves
-                  GROUP BY product_id) m
-            WHERE stock.product_id = m.product_id)",
-        event_types: &["ProductRestocked", "StockCommitted", "StockReleased"],
-    },
-];
+/// Restocks' stock moves as part of the append statement (the common append of a
+/// catalogue), units summed per product; the `CHECK`s of `stock` refuse a move below
+/// zero. Reservations, commits and releases update `stock` a line at a time from the hook
+/// instead: an inline form for commits and releases (a joined `UPDATE` over the lines of
+/// the appended events) took 0.24 ms an append in PostgreSQL against 0.07 ms plus 0.04 ms
+/// per line this way (`pg_stat_statements`, `shop bench` on Kafka at 400 orders/s), and
+/// the services decided 362–398 of 500 orders/s with it against 435–442 without (three
+/// runs each, alternating).
+static INLINE_STOCK_MOVES: [InlineHook; 1] = [InlineHook {
+    cte: "stock_moved AS (
+        UPDATE stock SET available = stock.available + m.available
+        FROM (SELECT (data->>'product_id')::uuid AS product_id, sum((data->>'quantity')::bigint) AS available
+              FROM appended GROUP BY 1) m
+        WHERE stock.product_id = m.product_id)",
+    event_types: &["ProductRestocked"],
+}];
 
 impl AppendHook for InventoryTables {
     fn inline_postgres(&self) -> &[InlineHook] {
