@@ -606,7 +606,11 @@ impl ConsumerRunner {
             topic: self.config.dead_letter_topic.clone(),
             key: record.key.clone().unwrap_or_default(),
             headers: headers.clone(),
-            payload: record.payload.clone().unwrap_or_default(),
+            payload: record
+                .payload
+                .as_deref()
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
         };
         // The dead letter must not be lost: keep trying until the log takes it.
         while let Err(e) = self.log.publish(vec![dead.clone()]).await {

@@ -302,6 +302,7 @@ impl EventLog for EmbeddedLog {
         let mut committed = Vec::with_capacity(published);
         for (record, partition, offset) in placed {
             let headers = serde_json::to_string(&record.headers).map_err(unavailable)?;
+            let payload: Arc<[u8]> = record.payload.into();
             committed.push(LogRecord {
                 topic: record.topic.clone(),
                 partition,
@@ -309,10 +310,10 @@ impl EventLog for EmbeddedLog {
                 key: Some(record.key.clone()),
                 headers: record
                     .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
                     .collect(),
-                payload: Some(record.payload.clone()),
+                payload: Some(payload.clone()),
                 timestamp_ms: Some(now_ms),
             });
             sql::query(
@@ -323,7 +324,7 @@ impl EventLog for EmbeddedLog {
             .bind(offset)
             .bind(record.key)
             .bind(headers)
-            .bind(record.payload)
+            .bind(payload.to_vec())
             .bind(now_ms)
             .execute(&mut tx)
             .await
@@ -580,7 +581,10 @@ fn record_from_row(topic: &str, partition: i32, row: &sql::Row) -> Result<LogRec
             .into_iter()
             .map(|(k, v)| (k, v.into_bytes()))
             .collect(),
-        payload: row.get(3).map_err(unavailable)?,
+        payload: row
+            .get::<Option<Vec<u8>>>(3)
+            .map_err(unavailable)?
+            .map(Arc::from),
         timestamp_ms: Some(row.get(4).map_err(unavailable)?),
     })
 }

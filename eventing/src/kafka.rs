@@ -1,6 +1,7 @@
 //! The event log on Apache Kafka (rdkafka): an idempotent acks=all producer, consumer
 //! groups with manually committed offsets, and topic administration.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -432,7 +433,7 @@ fn to_record(message: &BorrowedMessage<'_>) -> LogRecord {
                         h.value.map(<[u8]>::to_vec).unwrap_or_default(),
                     )
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
         .unwrap_or_default();
     LogRecord {
@@ -442,8 +443,8 @@ fn to_record(message: &BorrowedMessage<'_>) -> LogRecord {
         key: message
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned()),
-        headers,
-        payload: message.payload().map(<[u8]>::to_vec),
+        headers: headers.into(),
+        payload: message.payload().map(Arc::from),
         timestamp_ms: message.timestamp().to_millis(),
     }
 }

@@ -2,6 +2,7 @@
 //! positions. Kafka implements it in production ([`crate::kafka`]); `shop dev` will use an
 //! embedded log. Domain code, sagas and projectors only see this trait.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,15 +34,16 @@ impl OutgoingRecord {
     }
 }
 
-/// A record read from a topic.
+/// A record read from a topic. Headers and payload are shared, not copied, by clones:
+/// the embedded log hands each consumer group a clone of the records it keeps in memory.
 #[derive(Debug, Clone)]
 pub struct LogRecord {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub payload: Option<Vec<u8>>,
+    pub headers: Arc<[(String, Vec<u8>)]>,
+    pub payload: Option<Arc<[u8]>>,
     /// Milliseconds since the epoch, when the log knows it.
     pub timestamp_ms: Option<i64>,
 }

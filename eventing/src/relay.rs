@@ -214,20 +214,18 @@ impl Relay {
             .iter()
             .map(StoredEvent::from_row)
             .collect::<Result<_, _>>()?;
-        let records: Vec<OutgoingRecord> = events
-            .iter()
-            .map(|e| {
-                OutgoingRecord::from_cloud_event(topic, &e.to_cloud_event(self.config.service))
-            })
-            .collect();
+        // Built again for a retry rather than copied for every attempt.
+        let records = || -> Vec<OutgoingRecord> {
+            events
+                .iter()
+                .map(|e| {
+                    OutgoingRecord::from_cloud_event(topic, &e.to_cloud_event(self.config.service))
+                })
+                .collect()
+        };
         let span = tracing::info_span!("publish", topic, events = events.len());
         loop {
-            match self
-                .log
-                .publish(records.clone())
-                .instrument(span.clone())
-                .await
-            {
+            match self.log.publish(records()).instrument(span.clone()).await {
                 Ok(()) => break,
                 Err(e) => {
                     // Nothing is marked; the whole batch is produced again.

@@ -444,7 +444,11 @@ pub(crate) async fn retry_dead_letter(
             .filter(|(k, _)| !k.starts_with("dlq_"))
             .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
             .collect(),
-        payload: record.payload.clone().unwrap_or_default(),
+        payload: record
+            .payload
+            .as_deref()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
     };
     let marker = OutgoingRecord {
         topic: dlq_topic,
