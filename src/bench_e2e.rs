@@ -109,20 +109,6 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log_path)?)
         .kill_on_drop(true);
-    let mut child = command.spawn().context("cannot start the system")?;
-    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
-            .await
-            .context("the system did not get ready in 90 s")??;
-        match line {
-            Some(line) if line == "shop: ready" => break,
-            Some(_) => {}
-            None => bail!("the system exited before it was ready"),
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let database_url = common.database_url.clone();
     let kafka = crate::serve::kafka(common).ok();
     let cleanup: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send> =
@@ -153,6 +139,36 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
                 }
             })
         });
+    let mut child = command.spawn().context("cannot start the system")?;
+    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let ready = loop {
+        let line = match tokio::time::timeout_at(deadline.into(), lines.next_line()).await {
+            Err(_) => break Err(anyhow::anyhow!("the system did not get ready in 90 s")),
+            Ok(Err(e)) => break Err(e.into()),
+            Ok(Ok(line)) => line,
+        };
+        match line {
+            Some(line) if line == "shop: ready" => break Ok(()),
+            Some(_) => {}
+            None => {
+                let last = std::fs::read_to_string(&log_path)
+                    .ok()
+                    .and_then(|log| log.lines().last().map(str::to_string))
+                    .unwrap_or_default();
+                break Err(anyhow::anyhow!(
+                    "the system exited before it was ready: {last} (log: {})",
+                    log_path.display()
+                ));
+            }
+        }
+    };
+    if let Err(e) = ready {
+        let _ = child.kill().await;
+        cleanup().await;
+        return Err(e);
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(System {
         child,
         base: format!("http://127.0.0.1:{port}"),
@@ -258,7 +274,19 @@ pub async fn run(
     rates: &[f64],
     seconds: u64,
 ) -> anyhow::Result<Vec<E2eRun>> {
-    let mut system = start(common, backend).await?;
+    // The ports are picked free, then bound by the system: another process may take one
+    // in between (the system then exits with "Address already in use"); try again.
+    let mut attempt = 1;
+    let mut system = loop {
+        match start(common, backend).await {
+            Ok(system) => break system,
+            Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {
+                tracing::warn!(error = %e, "the system could not bind its port; starting again");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let result = drive(&system, backend, rates, seconds).await;
     // SIGTERM for a clean stop, then the clean-up.
     if let Some(pid) = system.child.id() {
@@ -267,6 +295,9 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(20), system.child.wait()).await;
     let _ = system.child.kill().await;
     (system.cleanup)().await;
+    if result.is_ok() {
+        std::fs::remove_file(&system.log_path).ok();
+    }
     result
 }
 
