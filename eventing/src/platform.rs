@@ -50,8 +50,8 @@ pub const REBUILD_MEMBERS: usize = 2;
 /// [`ConsumerTuning::linger`] on PostgreSQL unless set otherwise (`shop dev` lingers
 /// not at all: its SQLite transactions cost no round trip, and lingering there only added
 /// its wait to every saga step). With Kafka + PostgreSQL (`shop bench`, three runs each
-/// against none): 62 % of the CPUs busy at 50 orders/s against 73–99 %, p99 202–220
-/// against 250–564 ms at 200/s, at 11 ms more p50 at 50/s.
+/// against none): 62–75 % of the CPUs busy at 50 orders/s against 73–99 %, p99 202–220
+/// against 250–564 ms at 200/s, for about 11 ms more p50 at 50/s.
 pub const CONSUMER_LINGER: Duration = Duration::from_millis(5);
 
 impl Default for ConsumerTuning {
