@@ -302,7 +302,6 @@ impl EventLog for EmbeddedLog {
         let mut committed = Vec::with_capacity(published);
         for (record, partition, offset) in placed {
             let headers = serde_json::to_string(&record.headers).map_err(unavailable)?;
-            let payload: Arc<[u8]> = record.payload.into();
             committed.push(LogRecord {
                 topic: record.topic.clone(),
                 partition,
@@ -313,7 +312,7 @@ impl EventLog for EmbeddedLog {
                     .into_iter()
                     .map(|(k, v)| (k, v.into_bytes()))
                     .collect(),
-                payload: Some(payload.clone()),
+                payload: Some(Arc::from(record.payload.as_slice())),
                 timestamp_ms: Some(now_ms),
             });
             sql::query(
@@ -324,7 +323,7 @@ impl EventLog for EmbeddedLog {
             .bind(offset)
             .bind(record.key)
             .bind(headers)
-            .bind(payload.to_vec())
+            .bind(record.payload)
             .bind(now_ms)
             .execute(&mut tx)
             .await
