@@ -386,7 +386,13 @@ impl ConsumerRunner {
     async fn process(&self, records: Vec<LogRecord>) -> Result<Vec<Position>, sqlx::Error> {
         let positions = next_positions(&records);
         debug!(count = records.len(), "batch");
-        match self.apply_batch(&records).await {
+        // Once its transaction is open, a batch runs to its commit without giving way to
+        // the scheduler's fairness budget: every awaited lock (the command bus's, cqrs-es's)
+        // spends it, and a batch of a few hundred events spent it many times over, each
+        // time waiting behind every ready task of the process (HTTP requests, the other
+        // consumers) while holding its transaction — on SQLite, the database's one writer.
+        // It still waits, and lets others run, whenever it awaits the database or the log.
+        match tokio::task::unconstrained(self.apply_batch(&records)).await {
             Ok(()) => {}
             Err(e) => {
                 debug!(error = %e, count = records.len(), "batch failed; applying record by record");

@@ -2,7 +2,8 @@
 //! test): duplicates in one batch apply once, transient failures are retried, a
 //! permanent failure is dead-lettered and the consumer goes on, a small batch lingers for
 //! the records that follow. The applied-versions dedup runs on both backends (it takes
-//! another path on SQLite, with the embedded log).
+//! another path on SQLite, with the embedded log), and a batch runs to its commit without
+//! giving way to other tasks (embedded log and SQLite).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -615,4 +616,109 @@ async fn a_small_batch_lingers_for_the_records_that_follow() {
     task.await.unwrap();
     log.delete_topics(&[topic, dead]).await.ok();
     database.drop().await;
+}
+
+/// Awaits a lock many times per event, as a command bus does (each await spends the
+/// task's scheduling budget), and notes how often its neighbour task had run by then.
+struct BudgetSpender {
+    lock: tokio::sync::Mutex<()>,
+    neighbour: Arc<std::sync::atomic::AtomicU64>,
+    seen: Mutex<Vec<u64>>,
+}
+
+#[async_trait]
+impl EventHandler for BudgetSpender {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
+        for _ in 0..40 {
+            drop(self.lock.lock().await);
+        }
+        let neighbour = self.neighbour.load(std::sync::atomic::Ordering::SeqCst);
+        self.seen.lock().unwrap().push(neighbour);
+        Counter.handle(tx, event).await
+    }
+}
+
+/// A batch holds its transaction (on SQLite, the database's one writer) from the first
+/// event to the commit; tokio's fairness budget would make it give way to every other
+/// ready task after a few events' awaits, and wait behind them while holding it. On one
+/// thread, beside a task that runs whenever it can, the neighbour does not run between
+/// the first and the last event of a batch.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_runs_to_its_commit_without_giving_way() {
+    const EVENTS: usize = 20;
+    let dir = std::env::temp_dir().join(format!("shop-budget-{}", Uuid::new_v4().simple()));
+    let database = shop_eventing::db::open(
+        &shop_eventing::db::DatabaseConfig {
+            server_url: String::new(),
+            instance: "dev".into(),
+            max_connections: 1,
+            sqlite_dir: Some(dir.clone()),
+        },
+        "budget",
+        &[
+            SCHEMA,
+            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
+            "INSERT INTO totals (n) VALUES (0)",
+        ],
+    )
+    .await
+    .unwrap();
+    let log = Arc::new(
+        shop_eventing::embedded::EmbeddedLog::open(&dir.join("log.db"), 1)
+            .await
+            .unwrap(),
+    );
+    // Published before the runner starts: its first poll reads them all, one batch.
+    log.publish(
+        (0..EVENTS)
+            .map(|n| {
+                OutgoingRecord::from_cloud_event(
+                    "budget.events",
+                    &event(serde_json::json!({ "n": n })),
+                )
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let neighbour = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let runs = neighbour.clone();
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let neighbour_task = tokio::spawn(async move {
+        while !stopped.is_cancelled() {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::task::yield_now().await;
+        }
+    });
+    let handler = Arc::new(BudgetSpender {
+        lock: tokio::sync::Mutex::new(()),
+        neighbour,
+        seen: Mutex::new(Vec::new()),
+    });
+    let runner = ConsumerRunner::new(
+        database.clone(),
+        log.clone(),
+        config(
+            "budget",
+            "budget".into(),
+            "budget.events",
+            "budget.dead",
+            EVENTS,
+        ),
+        handler.clone(),
+    );
+    let consumer = tokio::spawn(runner.run(stop.clone()));
+    assert_eq!(counted(&database, EVENTS as i64).await, EVENTS as i64);
+    stop.cancel();
+    consumer.await.unwrap();
+    neighbour_task.await.unwrap();
+    let seen = handler.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), EVENTS);
+    assert!(
+        seen.iter().all(|&n| n == seen[0]),
+        "the neighbour ran within the batch: {seen:?}"
+    );
+    std::fs::remove_dir_all(dir).ok();
 }
