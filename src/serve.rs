@@ -150,13 +150,13 @@ pub async fn run_components(
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tasks.extend(started.tasks);
         let (listener, addr) = bind(&args.bind, args.customers_port).await?;
-        local.customers = Some(format!("http://{addr}"));
+        local.customers = Some(local.here(addr, &started.router));
         servers.push((shop_customers::COMPONENT, started.router, listener));
     }
     if components.contains(&Component::Inventory) {
         let started = shop_inventory::start(platform).await?;
         let (listener, addr) = bind(&args.bind, args.inventory_port).await?;
-        local.inventory = Some(format!("http://{addr}"));
+        local.inventory = Some(local.here(addr, &started.router));
         servers.push((shop_inventory::service::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
@@ -166,14 +166,14 @@ pub async fn run_components(
         };
         let started = shop_orders::start(platform, config).await?;
         let (listener, addr) = bind(&args.bind, args.orders_port).await?;
-        local.orders = Some(format!("http://{addr}"));
+        local.orders = Some(local.here(addr, &started.router));
         servers.push((shop_orders::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
     if components.contains(&Component::Payments) {
         let started = shop_payments::start(platform).await?;
         let (listener, addr) = bind(&args.bind, args.payments_port).await?;
-        local.payments = Some(format!("http://{addr}"));
+        local.payments = Some(local.here(addr, &started.router));
         servers.push((shop_payments::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
@@ -183,7 +183,7 @@ pub async fn run_components(
         };
         let started = shop_shipping::start(platform, config).await?;
         let (listener, addr) = bind(&args.bind, args.shipping_port).await?;
-        local.shipping = Some(format!("http://{addr}"));
+        local.shipping = Some(local.here(addr, &started.router));
         servers.push((shop_shipping::COMPONENT, started.router, listener));
         tasks.extend(started.tasks);
     }
@@ -199,7 +199,7 @@ pub async fn run_components(
         };
         let router = shop_read_api::start(platform, config).await?;
         let (listener, addr) = bind(&args.bind, args.read_api_port).await?;
-        local.read_api = Some(format!("http://{addr}"));
+        local.read_api = Some(local.here(addr, &router));
         servers.push((shop_read_api::COMPONENT, router, listener));
     }
     if components.contains(&Component::Gateway) {
@@ -240,6 +240,7 @@ pub async fn run_components(
             }),
             upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
             openapi: Some(std::sync::Arc::new(crate::openapi::document())),
+            in_process: std::mem::take(&mut local.routers),
         };
         let router = shop_gateway::router(config, platform.jwt.clone());
         let (listener, addr) = bind(&args.bind, args.port).await?;
@@ -293,6 +294,17 @@ struct LocalUpstreams {
     payments: Option<String>,
     shipping: Option<String>,
     read_api: Option<String>,
+    /// Every component above with its router, for the gateway to call in-process.
+    routers: Vec<(String, Router)>,
+}
+
+impl LocalUpstreams {
+    /// The base URL of a component listening at `addr` in this process.
+    fn here(&mut self, addr: std::net::SocketAddr, router: &Router) -> String {
+        let base = format!("http://{addr}");
+        self.routers.push((base.clone(), router.clone()));
+        base
+    }
 }
 
 async fn wait_for_signal() {

@@ -16,6 +16,7 @@
 //! without reaching the read API.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,8 @@ use futures::FutureExt;
 use shop_eventing::auth::JwtKeys;
 use shop_eventing::http::{ops_router, with_edge_layers, Problem, ReadyCheck, REQUEST_ID};
 use shop_eventing::telemetry::{new_traceparent, CORRELATION_ID_HEADER, TRACEPARENT_HEADER};
+use std::panic::AssertUnwindSafe;
+use tower::ServiceExt;
 use tracing::warn;
 
 pub mod balancer;
@@ -76,6 +79,10 @@ pub struct GatewayConfig {
     /// The public API's OpenAPI document, served at `/api/openapi.json` and rendered at
     /// `/api/docs`.
     pub openapi: Option<Arc<serde_json::Value>>,
+    /// Upstream instances that run in this process, by base URL (as the upstream lists
+    /// name them): their requests are handed to the router directly instead of going
+    /// over a loopback connection, with the same headers, body, timeout and answer.
+    pub in_process: Vec<(String, Router)>,
 }
 
 /// A canary: `percent` of an upstream's requests go to these instances instead.
@@ -211,6 +218,8 @@ struct AppState {
     limiter: Option<Arc<Limiter>>,
     config: Arc<GatewayConfig>,
     client: reqwest::Client,
+    /// `GatewayConfig::in_process`, by base URL.
+    in_process: Arc<HashMap<String, Router>>,
     jwt: JwtKeys,
 }
 
@@ -318,6 +327,13 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
                 .build()
         }),
         limiter: config.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
+        in_process: Arc::new(
+            config
+                .in_process
+                .iter()
+                .map(|(base, router)| (base.trim_end_matches('/').to_string(), router.clone()))
+                .collect(),
+        ),
         config: Arc::new(config),
         client,
         jwt,
@@ -525,12 +541,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
         .map(|p| p.as_str())
         .unwrap_or(path)
         .to_string();
-    let mut headers = HeaderMap::new();
-    for (name, value) in &parts.headers {
-        if forwardable(name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
+    let mut headers = forwardable_headers(&parts.headers);
     // The chain starts here when the client did not name one: the request id.
     if !headers.contains_key(CORRELATION_ID_HEADER) {
         if let Some(request_id) = headers.get(REQUEST_ID).cloned() {
@@ -572,34 +583,49 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
     let mut failure = None;
     let mut answered = None;
     for base in candidates.iter().take(tries) {
-        let url = format!("{base}{path_and_query}");
-        match state
-            .client
-            .request(parts.method.clone(), &url)
-            .headers(headers.clone())
-            .body(body.clone())
-            .send()
-            .await
-        {
+        let call = Call {
+            method: &parts.method,
+            path_and_query: &path_and_query,
+            headers: &headers,
+            body: body.clone(),
+            timeout: state.config.upstream_timeout,
+        };
+        let result = match state.in_process.get(base) {
+            Some(router) => call.in_process(router).await,
+            None => call.over_http(&state.client, base).await,
+        };
+        match result {
             Ok(answer) => {
                 answered = Some(answer);
                 break;
             }
-            Err(e) => {
-                warn!(error = %e, %url, "upstream failed");
+            Err(Failed::BrokeOff) => {
+                balancer.breaker().success();
+                return Err(Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-unavailable",
+                    format!("{upstream:?} broke off its answer"),
+                ));
+            }
+            Err(Failed::Unreachable { timeout, error }) => {
+                warn!(%error, url = %format!("{base}{path_and_query}"), "upstream failed");
                 balancer.mark(base, false);
-                failure = Some(e);
+                failure = Some(timeout);
             }
         }
     }
-    let answer = match (answered, failure) {
+    let Answer {
+        status,
+        headers: mut response_headers,
+        body: bytes,
+    } = match (answered, failure) {
         (Some(answer), _) => {
             balancer.breaker().success();
             answer
         }
         (None, failure) => {
             balancer.breaker().failure();
-            return Err(if failure.is_some_and(|e| e.is_timeout()) {
+            return Err(if failure == Some(true) {
                 Problem::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream-timeout",
@@ -614,20 +640,6 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             });
         }
     };
-    let status = answer.status();
-    let mut response_headers = HeaderMap::new();
-    for (name, value) in answer.headers() {
-        if forwardable(name) {
-            response_headers.append(name.clone(), value.clone());
-        }
-    }
-    let bytes = answer.bytes().await.map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream-unavailable",
-            format!("{upstream:?} broke off its answer"),
-        )
-    })?;
     if let Some((cache, key)) = cache_key.filter(|_| status.is_success()) {
         // The request id belongs to one request: a hit gets its own (the edge layers set
         // it on the way out), not the id of the request that filled the cache.
@@ -650,9 +662,245 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
     Ok(response)
 }
 
+/// An upstream's answer: its status, the headers worth passing on, the whole body.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+}
+
+/// Why an instance gave no answer.
+enum Failed {
+    /// Not reached, or no answer in time (`timeout`): the instance is marked unhealthy
+    /// and, for a request that may run twice, the next one is tried.
+    Unreachable { timeout: bool, error: String },
+    /// It answered, then broke off the body.
+    BrokeOff,
+}
+
+/// One request to one instance of an upstream.
+struct Call<'a> {
+    method: &'a Method,
+    path_and_query: &'a str,
+    headers: &'a HeaderMap,
+    body: axum::body::Bytes,
+    timeout: Duration,
+}
+
+impl Call<'_> {
+    async fn over_http(self, client: &reqwest::Client, base: &str) -> Result<Answer, Failed> {
+        let answer = client
+            .request(
+                self.method.clone(),
+                format!("{base}{}", self.path_and_query),
+            )
+            .headers(self.headers.clone())
+            .body(self.body)
+            .send()
+            .await
+            .map_err(|e| Failed::Unreachable {
+                timeout: e.is_timeout(),
+                error: e.to_string(),
+            })?;
+        let status = answer.status();
+        let headers = forwardable_headers(answer.headers());
+        let body = answer.bytes().await.map_err(|_| Failed::BrokeOff)?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The instance's router, called in this task: no connection, no second parse of the
+    /// request. A handler that panics fails the call as a dropped connection would.
+    async fn in_process(self, router: &Router) -> Result<Answer, Failed> {
+        let mut request = Request::new(Body::from(self.body));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() =
+            self.path_and_query
+                .parse()
+                .map_err(|e: axum::http::uri::InvalidUri| Failed::Unreachable {
+                    timeout: false,
+                    error: e.to_string(),
+                })?;
+        *request.headers_mut() = self.headers.clone();
+        let call = async {
+            let response = match router.clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let (parts, body) = response.into_parts();
+            let body = to_bytes(body, usize::MAX)
+                .await
+                .map_err(|_| Failed::BrokeOff)?;
+            Ok(Answer {
+                status: parts.status,
+                headers: forwardable_headers(&parts.headers),
+                body,
+            })
+        };
+        match tokio::time::timeout(self.timeout, AssertUnwindSafe(call).catch_unwind()).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_panic)) => Err(Failed::Unreachable {
+                timeout: false,
+                error: "the handler panicked".to_string(),
+            }),
+            Err(_) => Err(Failed::Unreachable {
+                timeout: true,
+                error: "no answer in time".to_string(),
+            }),
+        }
+    }
+}
+
+fn forwardable_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if forwardable(name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::post;
+    use shop_eventing::auth::Role;
+
+    /// A gateway whose every upstream is `base`, reached in-process through `service`
+    /// (nothing listens at `base`); health checks too rare to run.
+    fn gateway(service: Router, timeout: Duration) -> (Router, JwtKeys) {
+        let base = "http://127.0.0.1:9".to_string();
+        let jwt = JwtKeys::new("in-process-test-secret", 60);
+        let config = GatewayConfig {
+            upstreams: Upstreams {
+                customers: base.clone(),
+                inventory: base.clone(),
+                orders: base.clone(),
+                payments: base.clone(),
+                shipping: base.clone(),
+                read_api: base.clone(),
+            },
+            body_limit: 1024,
+            upstream_timeout: timeout,
+            rate_limit: None,
+            cache_ttl: Duration::ZERO,
+            resilience: Resilience {
+                health_interval: Duration::from_secs(3600),
+                ..Resilience::default()
+            },
+            canaries: Vec::new(),
+            openapi: None,
+            in_process: vec![(format!("{base}/"), service)],
+        };
+        (router(config, jwt.clone()), jwt)
+    }
+
+    async fn send(gateway: &Router, jwt: &JwtKeys, method: Method, uri: &str) -> Response {
+        let token = jwt.issue("customer-1", Role::Customer).unwrap();
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-correlation-id", "corr-1")
+            .header("connection", "keep-alive")
+            .body(Body::from("{\"lines\":[]}"))
+            .unwrap();
+        gateway.clone().oneshot(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_upstream_in_this_process_is_called_without_a_connection() {
+        let service = Router::new().route(
+            "/api/orders",
+            post(|request: Request| async move {
+                let (parts, body) = request.into_parts();
+                let body = to_bytes(body, 1024).await.unwrap();
+                let echo = |name: &str| {
+                    parts
+                        .headers
+                        .get(name)
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default()
+                };
+                let seen = serde_json::json!({
+                    "query": parts.uri.query(),
+                    "body": String::from_utf8_lossy(&body),
+                    "correlation": echo("x-correlation-id"),
+                    "traceparent": !echo("traceparent").is_empty(),
+                    "authorization": !echo("authorization").is_empty(),
+                    "connection": echo("connection"),
+                });
+                (
+                    StatusCode::CREATED,
+                    [("connection", "close"), ("x-answer", "yes")],
+                    Json(seen),
+                )
+            }),
+        );
+        let (gateway, jwt) = gateway(service, Duration::from_secs(5));
+        let response = send(&gateway, &jwt, Method::POST, "/api/orders?x=1").await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let headers = response.headers().clone();
+        assert_eq!(headers[ROUTE_HEADER], "stable");
+        assert_eq!(headers["x-answer"], "yes");
+        // Hop-by-hop headers stay on their side, as over a connection.
+        assert!(!headers.contains_key("connection"));
+        let body = to_bytes(response.into_body(), 4096).await.unwrap();
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            seen,
+            serde_json::json!({
+                "query": "x=1",
+                "body": "{\"lines\":[]}",
+                "correlation": "corr-1",
+                "traceparent": true,
+                "authorization": true,
+                "connection": "",
+            })
+        );
+        // The token is still checked before anything reaches the service.
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/api/orders")
+            .body(Body::empty())
+            .unwrap();
+        let response = gateway.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn an_in_process_upstream_that_panics_or_is_slow_fails_as_over_a_connection() {
+        let service = Router::new()
+            .route(
+                "/api/orders/{id}/cancel",
+                post(|| async {
+                    if true {
+                        panic!("a handler's bug");
+                    }
+                    StatusCode::OK
+                }),
+            )
+            .route(
+                "/api/orders",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    StatusCode::CREATED
+                }),
+            );
+        let (gateway, jwt) = gateway(service, Duration::from_millis(100));
+        let response = send(&gateway, &jwt, Method::POST, "/api/orders/o-1/cancel").await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let response = send(&gateway, &jwt, Method::POST, "/api/orders").await;
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
 
     #[test]
     fn routes_by_method_and_path() {
