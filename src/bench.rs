@@ -46,6 +46,13 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
+    let mut backends: Vec<&'static str> = Vec::new();
+    for name in &args.e2e_backends {
+        match crate::cli::BACKENDS.into_iter().find(|b| b == name) {
+            Some(backend) => backends.push(backend),
+            None => anyhow::bail!("unknown end-to-end backend {name:?} (kafka or embedded)"),
+        }
+    }
     let instance = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
     let mut common_for_run = common.clone();
     common_for_run.instance = instance.clone();
@@ -93,19 +100,9 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         .ok();
     let stages = result?;
     let mut e2e = Vec::new();
-    let rates: Vec<f64> = args
-        .e2e_rates
-        .iter()
-        .copied()
-        .filter(|r| *r > 0.0)
-        .collect();
-    if !rates.is_empty() {
-        for backend in &args.e2e_backends {
-            let backend: &'static str = match backend.as_str() {
-                "kafka" => "kafka",
-                "embedded" => "embedded",
-                other => anyhow::bail!("unknown end-to-end backend {other:?} (kafka or embedded)"),
-            };
+    for backend in backends {
+        let rates = crate::cli::OfferedLoad::for_backend(&args.e2e_rates, backend);
+        if !rates.is_empty() {
             e2e.extend(crate::bench_e2e::run(common, backend, &rates, args.e2e_seconds).await?);
         }
     }

@@ -293,6 +293,51 @@ pub enum TopicsAction {
     },
 }
 
+/// One end-to-end load of `shop bench`: orders/s, for one backend or for all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferedLoad {
+    /// `kafka` or `embedded`; `None`: every backend.
+    pub backend: Option<String>,
+    pub rate: f64,
+}
+
+impl OfferedLoad {
+    /// From `200` or `kafka:500`.
+    pub fn parse(text: &str) -> Result<OfferedLoad, String> {
+        let (backend, rate) = match text.split_once(':') {
+            Some((backend, rate)) => (Some(backend.trim()), rate),
+            None => (None, text),
+        };
+        if let Some(other) = backend.filter(|b| !BACKENDS.contains(b)) {
+            return Err(format!("unknown backend {other:?} (kafka or embedded)"));
+        }
+        let rate: f64 = rate
+            .trim()
+            .parse()
+            .ok()
+            .filter(|r: &f64| r.is_finite() && *r >= 0.0)
+            .ok_or_else(|| {
+                format!("{text:?} is not an offered load (orders/s, e.g. 200 or kafka:500)")
+            })?;
+        Ok(OfferedLoad {
+            backend: backend.map(str::to_string),
+            rate,
+        })
+    }
+
+    /// The loads offered to `backend`, in the order given, without zeros.
+    pub fn for_backend(loads: &[OfferedLoad], backend: &str) -> Vec<f64> {
+        loads
+            .iter()
+            .filter(|l| l.rate > 0.0 && l.backend.as_deref().is_none_or(|b| b == backend))
+            .map(|l| l.rate)
+            .collect()
+    }
+}
+
+/// The end-to-end backends of `shop bench`.
+pub const BACKENDS: [&str; 2] = ["kafka", "embedded"];
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Commands to append (each one event).
@@ -307,9 +352,11 @@ pub struct BenchArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
-    /// End to end: offered loads (orders/s, open loop), comma-separated; empty skips it.
-    #[arg(long, value_delimiter = ',', default_value = "50,200")]
-    pub e2e_rates: Vec<f64>,
+    /// End to end: offered loads (orders/s, open loop), comma-separated, each for every
+    /// backend (`200`) or for one (`kafka:500`, `embedded:2000`); `0` skips it. The
+    /// default offers both backends 50 and 200, and each its target load.
+    #[arg(long, value_delimiter = ',', default_value = "50,200,kafka:500,embedded:2000", value_parser = OfferedLoad::parse)]
+    pub e2e_rates: Vec<OfferedLoad>,
     /// End to end: seconds of sending per offered load.
     #[arg(long, default_value_t = 10)]
     pub e2e_seconds: u64,
@@ -332,4 +379,29 @@ pub struct BenchArgs {
     /// product's (snapshots); 0 skips it.
     #[arg(long, default_value_t = 10_000)]
     pub long_stream: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OfferedLoad;
+
+    #[test]
+    fn offered_loads_are_for_every_backend_or_for_one() {
+        let loads: Vec<OfferedLoad> = "50,200,kafka:500,embedded:2000,0"
+            .split(',')
+            .map(|l| OfferedLoad::parse(l).unwrap())
+            .collect();
+        assert_eq!(
+            OfferedLoad::for_backend(&loads, "kafka"),
+            [50.0, 200.0, 500.0]
+        );
+        assert_eq!(
+            OfferedLoad::for_backend(&loads, "embedded"),
+            [50.0, 200.0, 2000.0]
+        );
+        assert!(OfferedLoad::for_backend(&[OfferedLoad::parse("0").unwrap()], "kafka").is_empty());
+        for bad in ["fast", "kafka:", "nats:100", "-5", "inf"] {
+            assert!(OfferedLoad::parse(bad).is_err(), "{bad}");
+        }
+    }
 }
