@@ -113,9 +113,66 @@ pub fn decode_event<E: serde::de::DeserializeOwned>(
     name: &str,
     data: &serde_json::Value,
 ) -> Result<E, serde_json::Error> {
-    let mut tagged = serde_json::Map::with_capacity(1);
-    tagged.insert(name.to_string(), data.clone());
-    serde_json::from_value(serde_json::Value::Object(tagged))
+    // The enum is read straight from the name and the borrowed data, as from
+    // `{name: data}` but without copying the data into such an object first.
+    E::deserialize(serde::de::value::EnumAccessDeserializer::new(Tagged {
+        name,
+        data,
+    }))
+}
+
+/// An externally tagged enum value as its variant's name and its data.
+struct Tagged<'a> {
+    name: &'a str,
+    data: &'a serde_json::Value,
+}
+
+impl<'de> serde::de::EnumAccess<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+    type Variant = VariantData<'de>;
+
+    fn variant_seed<V: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), Self::Error> {
+        use serde::de::IntoDeserializer;
+        let variant = seed.deserialize(self.name.into_deserializer())?;
+        Ok((variant, VariantData(self.data)))
+    }
+}
+
+/// A variant's data, read as serde_json reads the value of a one-key object.
+struct VariantData<'de>(&'de serde_json::Value);
+
+impl<'de> serde::de::VariantAccess<'de> for VariantData<'de> {
+    type Error = serde_json::Error;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        serde::Deserialize::deserialize(self.0)
+    }
+
+    fn newtype_variant_seed<T: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, Self::Error> {
+        seed.deserialize(self.0)
+    }
+
+    fn tuple_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_seq(self.0, visitor)
+    }
+
+    fn struct_variant<V: serde::de::Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_struct(self.0, "", fields, visitor)
+    }
 }
 
 /// Splits an externally tagged event enum value into its name and its data.

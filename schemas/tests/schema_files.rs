@@ -1,5 +1,6 @@
-//! Every event type validates against its JSON Schema file, and every schema file under
-//! `schemas/events/<service>/` belongs to an event type with a Rust type.
+//! Every event type validates against its JSON Schema file, every schema file under
+//! `schemas/events/<service>/` belongs to an event type with a Rust type, and every
+//! event's data decodes by its name into its service's enum.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use shop_schemas::shipping::{
     ShipmentCancelled, ShipmentDelivered, ShipmentDispatched, ShipmentFailed, ShipmentScheduled,
     ShippingEvent,
 };
-use shop_schemas::{event_types, split_event};
+use shop_schemas::{decode_event, event_types, split_event, Service};
 use uuid::Uuid;
 
 fn events_dir() -> PathBuf {
@@ -251,4 +252,48 @@ fn structured_cloudevent_validates_against_envelope_schema() {
         .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// The sample's data read back by name into its service's enum, and written again.
+fn round_trip(service: Service, name: &str, data: &Value) -> Result<(String, Value), String> {
+    fn again<E: serde::de::DeserializeOwned + serde::Serialize>(
+        name: &str,
+        data: &Value,
+    ) -> Result<(String, Value), String> {
+        decode_event::<E>(name, data)
+            .map(split)
+            .map_err(|e| e.to_string())
+    }
+    match service {
+        Service::Customers => again::<CustomerEvent>(name, data),
+        Service::Inventory => again::<InventoryEvent>(name, data),
+        Service::Orders => again::<OrderEvent>(name, data),
+        Service::Payments => again::<PaymentEvent>(name, data),
+        Service::Shipping => again::<ShippingEvent>(name, data),
+    }
+}
+
+#[test]
+fn every_event_decodes_by_its_name_into_its_services_enum() {
+    let samples = samples();
+    for event_type in event_types() {
+        let (name, data) = samples
+            .iter()
+            .find(|(name, _)| name == event_type.name)
+            .unwrap_or_else(|| panic!("no sample for {}", event_type.name));
+        assert_eq!(
+            round_trip(event_type.service, name, data),
+            Ok((name.clone(), data.clone())),
+            "{name}"
+        );
+    }
+    // Data that does not fit its type, a name the enum does not have, data that is not
+    // an object: errors, never a default.
+    let (_, placed) = samples.iter().find(|(n, _)| n == "OrderPlaced").unwrap();
+    let mut wrong = placed.clone();
+    wrong["total"] = Value::from("a lot");
+    assert!(round_trip(Service::Orders, "OrderPlaced", &wrong).is_err());
+    assert!(round_trip(Service::Orders, "OrderLost", placed).is_err());
+    assert!(round_trip(Service::Orders, "OrderConfirmed", &Value::from(7)).is_err());
+    assert!(round_trip(Service::Inventory, "OrderPlaced", placed).is_err());
 }
