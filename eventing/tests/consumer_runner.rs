@@ -375,9 +375,17 @@ async fn republished_events_apply_once_by_applied_versions_on_postgres() {
     database.drop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("shop-versions-{}", Uuid::new_v4().simple()));
+/// A `shop dev`-style SQLite database `name` with `schema`, and an embedded log of one
+/// partition, in a fresh directory (returned, for the caller to remove).
+async fn embedded(
+    name: &str,
+    schema: &[&str],
+) -> (
+    std::path::PathBuf,
+    sql::Pool,
+    Arc<shop_eventing::embedded::EmbeddedLog>,
+) {
+    let dir = std::env::temp_dir().join(format!("shop-{name}-{}", Uuid::new_v4().simple()));
     let database = shop_eventing::db::open(
         &shop_eventing::db::DatabaseConfig {
             server_url: String::new(),
@@ -385,13 +393,8 @@ async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
             max_connections: 1,
             sqlite_dir: Some(dir.clone()),
         },
-        "versions",
-        &[
-            SCHEMA,
-            "CREATE TABLE IF NOT EXISTS applied (position INTEGER PRIMARY KEY, event_id UUID NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
-            "INSERT INTO totals (n) VALUES (0)",
-        ],
+        name,
+        schema,
     )
     .await
     .unwrap();
@@ -400,6 +403,21 @@ async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
             .await
             .unwrap(),
     );
+    (dir, database, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republished_events_apply_once_by_applied_versions_on_sqlite() {
+    let (dir, database, log) = embedded(
+        "versions",
+        &[
+            SCHEMA,
+            "CREATE TABLE IF NOT EXISTS applied (position INTEGER PRIMARY KEY, event_id UUID NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
+            "INSERT INTO totals (n) VALUES (0)",
+        ],
+    )
+    .await;
     republished_events_apply_once(
         database,
         log,
@@ -646,29 +664,7 @@ impl EventHandler for BudgetSpender {
 #[tokio::test(flavor = "current_thread")]
 async fn a_batch_runs_to_its_commit_without_giving_way() {
     const EVENTS: usize = 20;
-    let dir = std::env::temp_dir().join(format!("shop-budget-{}", Uuid::new_v4().simple()));
-    let database = shop_eventing::db::open(
-        &shop_eventing::db::DatabaseConfig {
-            server_url: String::new(),
-            instance: "dev".into(),
-            max_connections: 1,
-            sqlite_dir: Some(dir.clone()),
-        },
-        "budget",
-        &[
-            SCHEMA,
-            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
-            "INSERT INTO totals (n) VALUES (0)",
-        ],
-    )
-    .await
-    .unwrap();
-    let log = Arc::new(
-        shop_eventing::embedded::EmbeddedLog::open(&dir.join("log.db"), 1)
-            .await
-            .unwrap(),
-    );
+    let (dir, database, log) = embedded("budget", COUNTER_SCHEMA).await;
     // Published before the runner starts: its first poll reads them all, one batch.
     log.publish(
         (0..EVENTS)

@@ -177,6 +177,14 @@ fn samples() -> Vec<(String, Value)> {
     samples
 }
 
+/// The sample of the event type `name`.
+fn sample<'a>(samples: &'a [(String, Value)], name: &str) -> &'a (String, Value) {
+    samples
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no sample for {name}"))
+}
+
 fn split(event: impl serde::Serialize) -> (String, Value) {
     split_event(serde_json::to_value(event).unwrap()).unwrap()
 }
@@ -185,10 +193,7 @@ fn split(event: impl serde::Serialize) -> (String, Value) {
 fn every_event_validates_against_its_schema_file() {
     let samples = samples();
     for event_type in event_types() {
-        let (_, data) = samples
-            .iter()
-            .find(|(name, _)| name == event_type.name)
-            .unwrap_or_else(|| panic!("no sample for {}", event_type.name));
+        let (_, data) = sample(&samples, event_type.name);
         let schema = load_schema(&event_type.dataschema());
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
@@ -277,10 +282,7 @@ fn round_trip(service: Service, name: &str, data: &Value) -> Result<(String, Val
 fn every_event_decodes_by_its_name_into_its_services_enum() {
     let samples = samples();
     for event_type in event_types() {
-        let (name, data) = samples
-            .iter()
-            .find(|(name, _)| name == event_type.name)
-            .unwrap_or_else(|| panic!("no sample for {}", event_type.name));
+        let (name, data) = sample(&samples, event_type.name);
         assert_eq!(
             round_trip(event_type.service, name, data),
             Ok((name.clone(), data.clone())),
@@ -289,7 +291,7 @@ fn every_event_decodes_by_its_name_into_its_services_enum() {
     }
     // Data that does not fit its type, a name the enum does not have, data that is not
     // an object: errors, never a default.
-    let (_, placed) = samples.iter().find(|(n, _)| n == "OrderPlaced").unwrap();
+    let (_, placed) = sample(&samples, "OrderPlaced");
     let mut wrong = placed.clone();
     wrong["total"] = Value::from("a lot");
     assert!(round_trip(Service::Orders, "OrderPlaced", &wrong).is_err());
