@@ -76,9 +76,17 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("Kafka unreachable (`scripts/infra.sh up`)")?;
     let result = measure(&platform, &args).await;
+    // The floor of the end-to-end stage on Kafka + PostgreSQL, at its offered loads.
+    let floor_rates = crate::cli::OfferedLoad::for_backend(&args.e2e_rates, "kafka");
+    let floor = match &result {
+        Ok(_) if backends.contains(&"kafka") && !floor_rates.is_empty() => {
+            crate::bench_floor::run(&platform, &floor_rates, args.e2e_seconds).await
+        }
+        _ => Ok(Vec::new()),
+    };
     // Clean up whatever happened.
     platform.shutdown.cancel();
-    for component in ["inventory", "read", "peer"] {
+    for component in ["inventory", "read", "peer", "floor"] {
         shop_eventing::db::drop_database(
             &common.database_url,
             &platform.database.database_name(component),
@@ -93,17 +101,25 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
                 topics,
                 vec![raw_topic],
                 crate::bench_replay::topics(&platform.topic_prefix),
+                floor_rates
+                    .iter()
+                    .flat_map(|rate| crate::bench_floor::topics(&platform.topic_prefix, *rate))
+                    .collect(),
             ]
             .concat(),
         )
         .await
         .ok();
     let stages = result?;
+    let mut floor = Some(floor?);
     let mut e2e = Vec::new();
     for backend in backends {
         let rates = crate::cli::OfferedLoad::for_backend(&args.e2e_rates, backend);
         if !rates.is_empty() {
             e2e.extend(crate::bench_e2e::run(common, backend, &rates, args.e2e_seconds).await?);
+        }
+        if backend == "kafka" {
+            e2e.extend(floor.take().into_iter().flatten());
         }
     }
 
@@ -152,8 +168,12 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
             "peak RSS"
         );
         for r in &e2e {
+            // The floor runs in the bench's own process: no system's memory to show.
+            let rss = r
+                .peak_rss_mib
+                .map_or_else(|| "-".to_string(), |mib| format!("{mib:.0} MiB"));
             println!(
-                "{:<9} {:>9.0} {:>10.1} {:>6.2}x {:>9} {:>9.1} {:>9.1} {:>9.1} {:>6.0} MiB",
+                "{:<9} {:>9.0} {:>10.1} {:>6.2}x {:>9} {:>9.1} {:>9.1} {:>9.1} {:>10}",
                 r.backend,
                 r.offered_per_s,
                 r.decided_per_s,
@@ -162,7 +182,7 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
                 r.p50_ms,
                 r.p99_ms,
                 r.p999_ms,
-                r.peak_rss_mib
+                rss
             );
             let steps: Vec<String> = r
                 .steps
@@ -363,6 +383,11 @@ async fn measure(
             p99_ms: None,
             baseline_name: format!("consumers that only read ({} ev)", replay.events),
             baseline_rate: replay.baseline_rate,
+        });
+        stages.push(Stage {
+            baseline_name: "consumers that read, write a row per event".into(),
+            baseline_rate: replay.write_floor_rate,
+            ..stages.last().expect("just pushed").clone()
         });
     }
     Ok(stages)

@@ -28,8 +28,9 @@ pub struct E2eRun {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
-    /// Peak resident set of the system's process (VmHWM), in MiB.
-    pub peak_rss_mib: f64,
+    /// Peak resident set of the system's process (VmHWM), in MiB; `None` for the floor
+    /// ([`crate::bench_floor`]), which runs in the bench's own process.
+    pub peak_rss_mib: Option<f64>,
     /// How busy the machine's CPUs were while the orders were sent (all processes,
     /// the bench's own included), in percent; `None` where `/proc/stat` is not there.
     pub cpu_busy_pct: Option<f64>,
@@ -196,7 +197,7 @@ async fn call(
     Ok((status, response.json().await.unwrap_or(Value::Null)))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -231,7 +232,7 @@ fn record_steps(history: &Value, steps: &mut Vec<(String, String, Vec<f64>)>) {
 
 /// The machine's CPU time so far as (busy, total) ticks, from `/proc/stat`'s `cpu` line
 /// (Linux); idle and I/O wait count as not busy.
-fn cpu_ticks() -> Option<(u64, u64)> {
+pub(crate) fn cpu_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     parse_cpu_line(stat.lines().next()?)
 }
@@ -248,7 +249,7 @@ fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
 }
 
 /// Busy percentage between two [`cpu_ticks`] readings.
-fn busy_percent(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+pub(crate) fn busy_percent(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
     let total = after.1.checked_sub(before.1).filter(|t| *t > 0)?;
     Some(100.0 * after.0.saturating_sub(before.0) as f64 / total as f64)
 }
@@ -523,7 +524,7 @@ async fn drive(
             p50_ms: percentile(&latencies, 0.50),
             p99_ms: percentile(&latencies, 0.99),
             p999_ms: percentile(&latencies, 0.999),
-            peak_rss_mib: system.child.id().map_or(0.0, peak_rss_mib),
+            peak_rss_mib: Some(system.child.id().map_or(0.0, peak_rss_mib)),
             cpu_busy_pct,
             steps: steps
                 .into_iter()

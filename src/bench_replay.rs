@@ -10,6 +10,8 @@
 //! twice), after the customers (registered, deposit) and products (added) they use.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,6 +19,7 @@ use chrono::Utc;
 use serde::Serialize;
 use shop_eventing::log::{OutgoingRecord, StartFrom};
 use shop_eventing::platform::Platform;
+use shop_eventing::sql::{Pool, RowSet};
 use shop_eventing::store::StoredEvent;
 use shop_schemas::{customers, inventory, orders, payments, shipping};
 use shop_schemas::{EventMetadata, Service};
@@ -30,6 +33,8 @@ pub struct Replay {
     /// The first fill of a fresh read-model database.
     pub first_fill_rate: f64,
     pub baseline_rate: f64,
+    /// Plain consumers that also write one row per event ([`write_floor`]).
+    pub write_floor_rate: f64,
 }
 
 /// Builds and publishes the history (`orders` orders), then measures.
@@ -111,6 +116,7 @@ async fn measure(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
     for task in projector.tasks {
         task.await.context("the projector panicked")?;
     }
+    let write_floor_rate = write_floor(platform, &read, &reads).await?;
     read.close().await;
 
     // Baseline: one consumer per projection over the same topics, reading only.
@@ -141,7 +147,92 @@ async fn measure(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
         rate,
         first_fill_rate,
         baseline_rate,
+        write_floor_rate,
     })
+}
+
+/// The least any projection writes, as fast as plain code can: per projection, as many
+/// plain consumers as a rebuild has members (one group) read its topics from offset 0,
+/// parse each record's CloudEvent and insert one row per event (its id, subject, type
+/// and time; a primary key and no other index) into a table of their own, one
+/// transaction per poll, committed as a projection's are (without waiting for the
+/// write-ahead log's flush). Events per second over all projections, run concurrently.
+async fn write_floor(
+    platform: &Platform,
+    read: &Pool,
+    reads: &[(&'static str, Vec<String>, usize)],
+) -> anyhow::Result<f64> {
+    const COLUMNS: [(&str, &str); 4] = [
+        ("event_id", "UUID"),
+        ("subject", "TEXT"),
+        ("event_type", "TEXT"),
+        ("at", "TIMESTAMPTZ"),
+    ];
+    let members = platform.consumer.rebuild_members.max(1);
+    let mut tables = Vec::new();
+    for (consumer, _, _) in reads {
+        let table = format!("bench_floor_{}", consumer.replace('.', "_"));
+        shop_eventing::db::run_script(
+            read,
+            &format!(
+                "CREATE TABLE {table} (event_id UUID PRIMARY KEY, subject TEXT NOT NULL,
+                     event_type TEXT NOT NULL, at TIMESTAMPTZ NOT NULL)"
+            ),
+        )
+        .await?;
+        tables.push(table);
+    }
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for ((consumer, topics, count), table) in reads.iter().zip(tables) {
+        let group = format!("{}.bench-floor-{consumer}", platform.database.instance);
+        let written = Arc::new(AtomicUsize::new(0));
+        for _ in 0..members {
+            let (log, read, group, topics, table, written) = (
+                platform.log(),
+                read.clone(),
+                group.clone(),
+                topics.clone(),
+                table.clone(),
+                written.clone(),
+            );
+            let (count, batch) = (*count, platform.consumer.batch_size);
+            writers.push(tokio::spawn(async move {
+                let mut subscription = log.subscribe(&group, &topics, StartFrom::Beginning).await?;
+                let insert = format!(
+                    "INSERT INTO {table} (event_id, subject, event_type, at)
+                     SELECT event_id, subject, event_type, at FROM {{r}} WHERE true"
+                );
+                while written.load(Ordering::Relaxed) < count {
+                    let records = subscription.poll(batch, Duration::from_millis(100)).await?;
+                    if records.is_empty() {
+                        continue;
+                    }
+                    let mut rows = RowSet::new(&COLUMNS);
+                    for record in &records {
+                        let event = record.cloud_event()?;
+                        rows.push([
+                            event.id.into(),
+                            event.subject.as_str().into(),
+                            event.event_name().into(),
+                            event.time.into(),
+                        ]);
+                    }
+                    let mut tx = read.begin_derived().await?;
+                    rows.execute(&mut tx, Vec::new(), |r| insert.replace("{r}", r))
+                        .await?;
+                    tx.commit().await?;
+                    written.fetch_add(records.len(), Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            }));
+        }
+    }
+    for writer in writers {
+        writer.await.context("writer panicked")??;
+    }
+    let events: usize = reads.iter().map(|(_, _, n)| n).sum();
+    Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Waits until each consumer has applied its count of events (ten minutes at most).

@@ -5,6 +5,7 @@
 mod admin;
 mod bench;
 mod bench_e2e;
+mod bench_floor;
 mod bench_replay;
 mod cli;
 mod dev;
