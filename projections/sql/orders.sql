@@ -28,12 +28,14 @@ CREATE TABLE IF NOT EXISTS order_lines (
     PRIMARY KEY (order_id, position)
 );
 
--- Every saga step of an order, with the service it came from.
+-- Every saga step of an order, with the service it came from. One index, in the order
+-- the view lists the steps; it also makes each event's row unique (an event belongs to
+-- one order and has one time).
 CREATE TABLE IF NOT EXISTS order_history (
-    event_id   UUID PRIMARY KEY,
     order_id   UUID        NOT NULL,
+    at         TIMESTAMPTZ NOT NULL,
+    event_id   UUID        NOT NULL,
     event_type TEXT        NOT NULL,
     source     TEXT        NOT NULL,
-    at         TIMESTAMPTZ NOT NULL
+    PRIMARY KEY (order_id, at, event_id)
 );
-CREATE INDEX IF NOT EXISTS order_history_by_order ON order_history (order_id, at);

@@ -24,7 +24,7 @@ pub const INFO: ProjectionInfo = ProjectionInfo {
     ],
     schema: include_str!("../sql/orders.sql"),
     tables: &["orders", "order_lines", "order_history"],
-    indexes: &["orders_by_customer", "order_history_by_order"],
+    indexes: &["orders_by_customer"],
 };
 
 /// Applies order events to `orders`, `order_lines` and `order_history`.
