@@ -101,6 +101,12 @@ impl EventHandler for OrdersProjection {
 
     /// A batch in four statements: placed orders, their lines, the latest status per
     /// order, and every step's history row.
+    ///
+    /// Plain inserts, no conflict to arbitrate: the runner hands a batch only events it
+    /// has not applied (by each aggregate's applied version), so no row is there yet. Were
+    /// one there, the batch fails and the runner applies its events one by one through
+    /// [`EventHandler::handle`], whose inserts skip what exists. (`shop bench`, four
+    /// alternating runs each: replay 84,000–87,045 against 50,895–79,713 events/s.)
     async fn handle_batch(
         &self,
         tx: &mut Conn,
@@ -183,8 +189,7 @@ impl EventHandler for OrdersProjection {
                 Vec::new(),
                 |r| format!(
                     "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
-                     SELECT order_id, customer_id, 'PENDING', total, version, at, at FROM {r} WHERE true
-                     ON CONFLICT (order_id) DO NOTHING"
+                     SELECT order_id, customer_id, 'PENDING', total, version, at, at FROM {r} WHERE true"
                 ),
             )
             .await?;
@@ -194,8 +199,7 @@ impl EventHandler for OrdersProjection {
                 Vec::new(),
                 |r| format!(
                     "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total)
-                     SELECT order_id, position, product_id, quantity, unit_price, line_total FROM {r} WHERE true
-                     ON CONFLICT (order_id, position) DO NOTHING"
+                     SELECT order_id, position, product_id, quantity, unit_price, line_total FROM {r} WHERE true"
                 ),
             )
             .await?;
@@ -223,8 +227,7 @@ impl EventHandler for OrdersProjection {
             .execute(tx, Vec::new(), |r| {
                 format!(
                     "INSERT INTO order_history (event_id, order_id, event_type, source, at)
-                     SELECT event_id, order_id, event_type, source, at FROM {r} WHERE true
-                     ON CONFLICT DO NOTHING"
+                     SELECT event_id, order_id, event_type, source, at FROM {r} WHERE true"
                 )
             })
             .await?;

@@ -299,3 +299,37 @@ async fn a_batch_writes_what_event_by_event_writes() {
             .unwrap();
     }
 }
+
+/// The orders projection's batch inserts plainly (the runner hands it only events not
+/// applied before): a row already there fails the batch, and the event-by-event path the
+/// runner then takes skips what exists, so nothing is written twice.
+#[tokio::test]
+async fn an_orders_batch_over_rows_already_there_fails_and_the_event_path_skips_them() {
+    let info = shop_projections::versions::projection("orders").unwrap();
+    let handler = shop_projections::handler(info);
+    let events = history();
+    let mine: Vec<&CloudEvent> = events
+        .iter()
+        .filter(|e| e.service().is_some_and(|s| info.sources.contains(&s)))
+        .collect();
+    let (pool, config) = fresh("again").await;
+    let mut tx = pool.begin().await.unwrap();
+    handler.handle_batch(&mut tx, &mine).await.unwrap();
+    tx.commit().await.unwrap();
+    let applied = rows(&pool).await;
+
+    let mut tx = pool.begin().await.unwrap();
+    assert!(handler.handle_batch(&mut tx, &mine).await.is_err());
+    tx.rollback().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    for event in &mine {
+        handler.handle(&mut tx, event).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(rows(&pool).await, applied);
+
+    pool.close().await;
+    db::drop_database(&config.server_url, &config.database_name("again"))
+        .await
+        .unwrap();
+}
