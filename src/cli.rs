@@ -296,8 +296,8 @@ pub enum TopicsAction {
 /// One end-to-end load of `shop bench`: orders/s, for one backend or for all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OfferedLoad {
-    /// `kafka` or `embedded`; `None`: every backend.
-    pub backend: Option<String>,
+    /// One of [`BACKENDS`]; `None`: every backend.
+    pub backend: Option<&'static str>,
     pub rate: f64,
 }
 
@@ -305,12 +305,15 @@ impl OfferedLoad {
     /// From `200` or `kafka:500`.
     pub fn parse(text: &str) -> Result<OfferedLoad, String> {
         let (backend, rate) = match text.split_once(':') {
-            Some((backend, rate)) => (Some(backend.trim()), rate),
+            Some((name, rate)) => {
+                let name = name.trim();
+                match BACKENDS.into_iter().find(|b| *b == name) {
+                    Some(backend) => (Some(backend), rate),
+                    None => return Err(format!("unknown backend {name:?} (kafka or embedded)")),
+                }
+            }
             None => (None, text),
         };
-        if let Some(other) = backend.filter(|b| !BACKENDS.contains(b)) {
-            return Err(format!("unknown backend {other:?} (kafka or embedded)"));
-        }
         let rate: f64 = rate
             .trim()
             .parse()
@@ -319,17 +322,14 @@ impl OfferedLoad {
             .ok_or_else(|| {
                 format!("{text:?} is not an offered load (orders/s, e.g. 200 or kafka:500)")
             })?;
-        Ok(OfferedLoad {
-            backend: backend.map(str::to_string),
-            rate,
-        })
+        Ok(OfferedLoad { backend, rate })
     }
 
     /// The loads offered to `backend`, in the order given, without zeros.
     pub fn for_backend(loads: &[OfferedLoad], backend: &str) -> Vec<f64> {
         loads
             .iter()
-            .filter(|l| l.rate > 0.0 && l.backend.as_deref().is_none_or(|b| b == backend))
+            .filter(|l| l.rate > 0.0 && l.backend.is_none_or(|b| b == backend))
             .map(|l| l.rate)
             .collect()
     }
