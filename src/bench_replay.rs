@@ -3,7 +3,8 @@
 //! runs it (its version supervisor): first into a fresh read-model database (version 1,
 //! live from the start), then rebuilt as `shop replay all` does (version 2 of each,
 //! filled beside the live one and switched live once caught up) — against plain
-//! consumers that only read the same topics (one per projection, concurrently).
+//! consumers that only read the same topics (one per projection, concurrently), and
+//! against plain consumers that also write one row per event ([`write_floor`]).
 //!
 //! The history is what the saga writes for delivered orders: per order 9 events on four
 //! topics (placed, reserved, paid, committed, confirmed, scheduled, shipped, delivered
