@@ -709,3 +709,80 @@ async fn the_stock_table_follows_every_move(backend: Dialect) {
     }
     database.drop().await;
 }
+
+/// On PostgreSQL the reservation consumer takes a batch at once (one lock of every
+/// placed order's stock up front): a batch of placements, a cancellation that puts units
+/// back before later placements, a shortage and a commit decides every order as the
+/// events applied one by one do, and leaves the same stock.
+#[tokio::test]
+async fn a_reservation_batch_decides_as_event_by_event() {
+    let orders: Vec<Uuid> = (0..7).map(|_| Uuid::now_v7()).collect();
+    let customer = Uuid::now_v7();
+    let mut results = Vec::new();
+    for batched in [false, true] {
+        let (database, store, _, product) =
+            inventory_with_product(Dialect::Postgres, "TEA-B").await;
+        let pool = database.pool.clone();
+        let handler = shop_inventory::reactions::ReserveStock {
+            bus: Arc::new(CommandBus::new(store, ())),
+        };
+        let placed = |i: usize| {
+            cloud_event(
+                Service::Orders,
+                orders[i],
+                order_placed(orders[i], customer, product, 600),
+            )
+        };
+        // 10 units, 2 an order: the cancellation frees two, the seventh placement finds none.
+        let events = vec![
+            placed(0),
+            placed(1),
+            cloud_event(
+                Service::Orders,
+                orders[0],
+                order_cancelled(orders[0], "customer_request"),
+            ),
+            placed(2),
+            placed(3),
+            placed(4),
+            placed(5),
+            placed(6),
+            cloud_event(
+                Service::Orders,
+                orders[1],
+                OrderEvent::OrderConfirmed(OrderConfirmed {
+                    order_id: orders[1],
+                }),
+            ),
+        ];
+        if batched {
+            assert!(handler.batches());
+            let batch: Vec<&CloudEvent> = events.iter().collect();
+            let mut tx = pool.begin().await.unwrap();
+            handler.handle_batch(&mut tx, &batch).await.unwrap();
+            tx.commit().await.unwrap();
+        } else {
+            deliver(&pool, &handler, &events).await;
+        }
+        let mut seen = Vec::new();
+        for (i, order) in orders.iter().enumerate() {
+            let name = format!("ORDER{i}");
+            seen.push(outcome(&pool, *order, 0, &[(*order, &name), (product, "PRODUCT")]).await);
+        }
+        let stock: (i64, i64, i64) =
+            sql::query_as("SELECT available, reserved, sold FROM stock WHERE product_id = $1")
+                .bind(product)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        results.push((seen, stock));
+        database.drop().await;
+    }
+    let (one_by_one, batch) = (&results[0], &results[1]);
+    assert_eq!(one_by_one.1, (0, 8, 2), "{one_by_one:?}");
+    assert!(
+        one_by_one.0[6][0].starts_with("StockReservationRejected"),
+        "{one_by_one:?}"
+    );
+    assert_eq!(batch, one_by_one);
+}

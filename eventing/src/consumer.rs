@@ -429,8 +429,13 @@ impl ConsumerRunner {
         let mut applied = 0i64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
         // On SQLite, statements cost no round trip (and reading JSON rows costs more than
-        // the statements it saves): handlers go event by event there.
-        if self.handler.batches() && tx.dialect() == Dialect::Postgres {
+        // the statements it saves): handlers go event by event there. So do a reaction's
+        // batches while an import's events wait to be replayed (each event decides
+        // whether it is one of them).
+        let replay_pending = self
+            .replay_pending
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if self.handler.batches() && tx.dialect() == Dialect::Postgres && !replay_pending {
             // `remove`: an id twice in one batch (a republished record) applies once.
             let batch: Vec<&CloudEvent> = events
                 .iter()

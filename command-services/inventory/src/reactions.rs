@@ -10,8 +10,9 @@ use shop_eventing::consumer::{decode, EventHandler, HandlerError};
 use shop_eventing::sql::{self, Conn};
 use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::inventory::{StockLine, StockShortage};
-use shop_schemas::orders::OrderEvent;
+use shop_schemas::orders::{OrderEvent, OrderPlaced};
 use shop_schemas::{CloudEvent, Service};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::reservation::{Reservation, ReservationCommand};
@@ -35,38 +36,145 @@ pub struct ReserveStock {
 
 #[async_trait]
 impl EventHandler for ReserveStock {
+    fn batches(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
-        let order = match decode::<OrderEvent>(Service::Orders, event)? {
-            Some(OrderEvent::OrderPlaced(order)) => order,
-            Some(OrderEvent::OrderConfirmed(e)) => {
-                let command = ReservationCommand::Commit {
-                    order_id: e.order_id,
-                };
-                return self.execute(tx, e.order_id, command, event).await;
-            }
-            Some(OrderEvent::OrderCancelled(e)) => {
-                let command = ReservationCommand::Release {
-                    order_id: e.order_id,
-                };
-                return self.execute(tx, e.order_id, command, event).await;
-            }
-            _ => return Ok(()),
+        let Some(decoded) = decode::<OrderEvent>(Service::Orders, event)? else {
+            return Ok(());
         };
-        let mut ids: Vec<Uuid> = order.lines.iter().map(|l| l.product_id).collect();
+        let mut stock = Stock::default();
+        self.apply(tx, &mut stock, decoded, event).await
+    }
+
+    /// A batch (PostgreSQL) locks the stock of every product its placed orders name in
+    /// one statement, up front and in product order, and decides each order on those
+    /// rows as the batch's own reservations move them — one round trip per batch instead
+    /// of one per order. A release in the batch puts units back by amounts only its
+    /// reservation knows, so the orders after it read their rows again. The stock
+    /// table's `available >= 0` check still judges every move: a decision on a wrong
+    /// count aborts the append, and the runner then goes event by event.
+    async fn handle_batch(
+        &self,
+        tx: &mut Conn,
+        events: &[&CloudEvent],
+    ) -> Result<(), HandlerError> {
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in events {
+            if let Some(order_event) = decode::<OrderEvent>(Service::Orders, event)? {
+                decoded.push((order_event, *event));
+            }
+        }
+        let mut stock = Stock::default();
+        let placed: Vec<Uuid> = decoded
+            .iter()
+            .filter_map(|(e, _)| match e {
+                OrderEvent::OrderPlaced(order) => Some(order.lines.iter().map(|l| l.product_id)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        stock.lock(tx, placed).await?;
+        for (order_event, event) in decoded {
+            // Each event's span continues the trace of the request that caused it, as
+            // the runner's does for an event applied alone.
+            let span = tracing::info_span!(
+                "apply",
+                consumer = RESERVATIONS,
+                event_type = %event.ty,
+                subject = %event.subject,
+                correlation_id = %event.correlationid,
+            );
+            shop_eventing::telemetry::set_parent(&span, &event.traceparent);
+            self.apply(tx, &mut stock, order_event, event)
+                .instrument(span)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The stock rows a transaction has locked, with their available units as its own
+/// reservations leave them (`None`: read them again).
+#[derive(Default)]
+struct Stock {
+    available: HashMap<Uuid, i64>,
+    current: bool,
+}
+
+impl Stock {
+    /// Locks the products' rows (in product order, so two transactions over the same
+    /// products cannot deadlock) and reads their available units.
+    async fn lock(&mut self, tx: &mut Conn, mut ids: Vec<Uuid>) -> Result<(), HandlerError> {
         ids.sort();
-        // Locks in product order, so two orders over the same products cannot deadlock.
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
         let dialect = tx.dialect();
         let lock = format!(
             "SELECT product_id, available FROM stock WHERE product_id {} ORDER BY product_id {}",
             dialect.in_list(1),
             dialect.for_update()
         );
-        let available: HashMap<Uuid, i64> = sql::query_as::<(Uuid, i64)>(&lock)
+        let rows = sql::query_as::<(Uuid, i64)>(&lock)
             .bind(&ids)
             .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+            .await?;
+        self.available.extend(rows);
+        self.current = true;
+        Ok(())
+    }
+
+    /// The available units of an order's products, locked (read again unless current
+    /// and holding every one of them).
+    async fn of(
+        &mut self,
+        tx: &mut Conn,
+        order: &OrderPlaced,
+    ) -> Result<HashMap<Uuid, i64>, HandlerError> {
+        let ids: Vec<Uuid> = order.lines.iter().map(|l| l.product_id).collect();
+        if !self.current || ids.iter().any(|id| !self.available.contains_key(id)) {
+            self.available.clear();
+            self.lock(tx, ids.clone()).await?;
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.available.get(id).map(|a| (*id, *a)))
+            .collect())
+    }
+}
+
+impl ReserveStock {
+    /// One orders event: `OrderPlaced` → reserve or reject on the locked stock;
+    /// `OrderConfirmed` → commit; `OrderCancelled` → release.
+    async fn apply(
+        &self,
+        tx: &mut Conn,
+        stock: &mut Stock,
+        event: OrderEvent,
+        cause: &CloudEvent,
+    ) -> Result<(), HandlerError> {
+        let order = match event {
+            OrderEvent::OrderPlaced(order) => order,
+            OrderEvent::OrderConfirmed(e) => {
+                let command = ReservationCommand::Commit {
+                    order_id: e.order_id,
+                };
+                return self.execute(tx, e.order_id, command, cause).await;
+            }
+            OrderEvent::OrderCancelled(e) => {
+                let command = ReservationCommand::Release {
+                    order_id: e.order_id,
+                };
+                // Units go back by amounts only the reservation knows.
+                stock.current = false;
+                return self.execute(tx, e.order_id, command, cause).await;
+            }
+            _ => return Ok(()),
+        };
+        let available = stock.of(tx, &order).await?;
         let shortages: Vec<StockShortage> = order
             .lines
             .iter()
@@ -80,6 +188,11 @@ impl EventHandler for ReserveStock {
             })
             .collect();
         let command = if shortages.is_empty() {
+            for line in &order.lines {
+                if let Some(units) = stock.available.get_mut(&line.product_id) {
+                    *units -= line.quantity;
+                }
+            }
             ReservationCommand::Reserve {
                 order_id: order.order_id,
                 lines: order
@@ -103,14 +216,12 @@ impl EventHandler for ReserveStock {
                 tx,
                 &order.order_id.to_string(),
                 command,
-                &metadata_caused_by(event),
+                &metadata_caused_by(cause),
             )
             .await?;
         Ok(())
     }
-}
 
-impl ReserveStock {
     async fn execute(
         &self,
         tx: &mut Conn,
