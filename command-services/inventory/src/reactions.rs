@@ -96,10 +96,11 @@ impl EventHandler for ReserveStock {
 }
 
 /// The stock rows a transaction has locked, with their available units as its own
-/// reservations leave them (`None`: read them again).
+/// reservations leave them.
 #[derive(Default)]
 struct Stock {
     available: HashMap<Uuid, i64>,
+    /// Whether `available` still counts what the rows hold (a release makes it stale).
     current: bool,
 }
 
