@@ -46,13 +46,12 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
-    let mut backends: Vec<&'static str> = Vec::new();
-    for name in &args.e2e_backends {
-        match crate::cli::BACKENDS.into_iter().find(|b| b == name) {
-            Some(backend) => backends.push(backend),
-            None => anyhow::bail!("unknown end-to-end backend {name:?} (kafka or embedded)"),
-        }
-    }
+    let backends = args
+        .e2e_backends
+        .iter()
+        .map(|name| crate::cli::backend(name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let instance = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
     let mut common_for_run = common.clone();
     common_for_run.instance = instance.clone();
@@ -111,7 +110,7 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         .await
         .ok();
     let stages = result?;
-    let mut floor = Some(floor?);
+    let mut floor = floor?;
     let mut e2e = Vec::new();
     for backend in backends {
         let rates = crate::cli::OfferedLoad::for_backend(&args.e2e_rates, backend);
@@ -119,7 +118,7 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
             e2e.extend(crate::bench_e2e::run(common, backend, &rates, args.e2e_seconds).await?);
         }
         if backend == "kafka" {
-            e2e.extend(floor.take().into_iter().flatten());
+            e2e.append(&mut floor);
         }
     }
 

@@ -201,13 +201,6 @@ async fn write_floor(
             let (count, batch) = (*count, platform.consumer.batch_size);
             writers.push(tokio::spawn(async move {
                 let mut subscription = log.subscribe(&group, &topics, StartFrom::Beginning).await?;
-                // A record read twice (a partition handed over before its first member
-                // got far) is written once; the count is of rows written.
-                let insert = format!(
-                    "INSERT INTO {table} (event_id, subject, event_type, at)
-                     SELECT event_id, subject, event_type, at FROM {{r}} WHERE true
-                     ON CONFLICT DO NOTHING"
-                );
                 while written.load(Ordering::Relaxed) < count {
                     let records = subscription.poll(batch, Duration::from_millis(100)).await?;
                     if records.is_empty() {
@@ -224,8 +217,16 @@ async fn write_floor(
                         ]);
                     }
                     let mut tx = read.begin_derived().await?;
+                    // A record read twice (a partition handed over before its first
+                    // member got far) is written once; the count is of rows written.
                     let inserted = rows
-                        .execute(&mut tx, Vec::new(), |r| insert.replace("{r}", r))
+                        .execute(&mut tx, Vec::new(), |r| {
+                            format!(
+                                "INSERT INTO {table} (event_id, subject, event_type, at)
+                                 SELECT event_id, subject, event_type, at FROM {r} WHERE true
+                                 ON CONFLICT DO NOTHING"
+                            )
+                        })
                         .await?;
                     tx.commit().await?;
                     written.fetch_add(inserted as usize, Ordering::Relaxed);

@@ -305,13 +305,7 @@ impl OfferedLoad {
     /// From `200` or `kafka:500`.
     pub fn parse(text: &str) -> Result<OfferedLoad, String> {
         let (backend, rate) = match text.split_once(':') {
-            Some((name, rate)) => {
-                let name = name.trim();
-                match BACKENDS.into_iter().find(|b| *b == name) {
-                    Some(backend) => (Some(backend), rate),
-                    None => return Err(format!("unknown backend {name:?} (kafka or embedded)")),
-                }
-            }
+            Some((name, rate)) => (Some(backend(name.trim())?), rate),
             None => (None, text),
         };
         let rate: f64 = rate
@@ -337,6 +331,14 @@ impl OfferedLoad {
 
 /// The end-to-end backends of `shop bench`.
 pub const BACKENDS: [&str; 2] = ["kafka", "embedded"];
+
+/// The end-to-end backend of that name.
+pub fn backend(name: &str) -> Result<&'static str, String> {
+    BACKENDS
+        .into_iter()
+        .find(|b| *b == name)
+        .ok_or_else(|| format!("unknown end-to-end backend {name:?} (kafka or embedded)"))
+}
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {

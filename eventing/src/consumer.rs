@@ -108,10 +108,31 @@ pub trait EventHandler: Send + Sync + 'static {
     }
 
     /// Whether the runner applies whole batches through [`EventHandler::handle_batch`]
-    /// (no span per event). Saga reactions keep the default: one event at a time.
+    /// (one span for the batch; a handler that wants one per event opens
+    /// [`apply_span`]s). Most saga reactions keep the default: one event at a time.
     fn batches(&self) -> bool {
         false
     }
+}
+
+/// The span of one event's application by `consumer`: named `apply`, and, exported,
+/// continuing the trace of the request that caused the event (so one order's trace joins
+/// its services). The runner opens one per event it applies alone (and records the
+/// record's `partition` and `offset` in it); a batching handler opens one per event of
+/// its batch.
+pub fn apply_span(consumer: &str, event: &CloudEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "apply",
+        consumer = %consumer,
+        event_type = %event.ty,
+        subject = %event.subject,
+        correlation_id = %event.correlationid,
+        trace_id = %crate::telemetry::trace_id(&event.traceparent),
+        partition = tracing::field::Empty,
+        offset = tracing::field::Empty,
+    );
+    crate::telemetry::set_parent(&span, &event.traceparent);
+    span
 }
 
 /// Decodes an event of `service` into its enum: `None` for events of other services or
@@ -488,18 +509,9 @@ impl ConsumerRunner {
         record: &LogRecord,
         event: &CloudEvent,
     ) -> Result<(), HandlerError> {
-        let span = tracing::info_span!(
-            "apply",
-            consumer = %self.config.name,
-            event_type = %event.ty,
-            subject = %event.subject,
-            correlation_id = %event.correlationid,
-            trace_id = %crate::telemetry::trace_id(&event.traceparent),
-            partition = record.partition,
-            offset = record.offset,
-        );
-        // Exported, the span continues the trace of the request that caused the event.
-        crate::telemetry::set_parent(&span, &event.traceparent);
+        let span = apply_span(&self.config.name, event);
+        span.record("partition", record.partition);
+        span.record("offset", record.offset);
         // An imported event is replayed: tables updated, no command issued.
         let replay = self
             .replay_pending

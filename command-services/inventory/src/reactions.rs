@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
-use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::consumer::{apply_span, decode, EventHandler, HandlerError};
 use shop_eventing::sql::{self, Conn};
 use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::inventory::{StockLine, StockShortage};
@@ -77,18 +77,8 @@ impl EventHandler for ReserveStock {
             .collect();
         stock.lock(tx, placed).await?;
         for (order_event, event) in decoded {
-            // Each event's span continues the trace of the request that caused it, as
-            // the runner's does for an event applied alone.
-            let span = tracing::info_span!(
-                "apply",
-                consumer = RESERVATIONS,
-                event_type = %event.ty,
-                subject = %event.subject,
-                correlation_id = %event.correlationid,
-            );
-            shop_eventing::telemetry::set_parent(&span, &event.traceparent);
             self.apply(tx, &mut stock, order_event, event)
-                .instrument(span)
+                .instrument(apply_span(RESERVATIONS, event))
                 .await?;
         }
         Ok(())
