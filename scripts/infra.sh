@@ -177,7 +177,9 @@ kafka_up() {
     "$ROOT/scripts/kafka/server.properties.template" >"$KAFKA_HOME/server.properties"
   if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
     local cluster_id
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    # A base64url id may start with '-', which the storage tool reads as an option: the
+    # first character comes from letters only.
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | sed 's/^[-_]/A/')
     say "formatting $KAFKA_DATA (cluster $cluster_id)"
     rm -rf "$KAFKA_DATA"
     mkdir -p "$KAFKA_DATA"
