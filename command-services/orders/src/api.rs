@@ -237,8 +237,12 @@ fn problem(error: CommandError<OrderError>) -> Problem {
     }
 }
 
-/// A customer cancels its own order before it ships (an admin, any order); the saga
-/// refunds and releases what was taken. 409 once shipped or already cancelled.
+/// A customer cancels its own order before it ships (an admin, any order). A pending
+/// order is cancelled at once, and the saga refunds and releases what was taken. A
+/// confirmed order's cancellation is a request that shipping decides (SPEC §5 rule 6):
+/// granted while the parcel has not left (then the order is cancelled and compensated),
+/// refused once it has (the order ships; nothing is refunded) — the order's
+/// `cancellation` and history show which. 409 once shipped or already cancelled.
 #[utoipa::path(
     post,
     path = "/api/orders/{order_id}/cancel",
@@ -246,7 +250,7 @@ fn problem(error: CommandError<OrderError>) -> Problem {
     params(("order_id" = Uuid, Path, description = "The order id")),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "Cancelled; refund and stock release follow.", body = CancelAccepted),
+        (status = 202, description = "Cancelled (a pending order), or the cancellation requested from shipping (a confirmed one); refund and stock release follow a cancellation.", body = CancelAccepted),
         (status = 404, description = "No such order, or not yours."),
         (status = 409, description = "Already shipped or cancelled."),
     )
