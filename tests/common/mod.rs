@@ -216,6 +216,17 @@ impl Instance {
     /// prints `shop: ready`. `env` adds or overrides variables (e.g. fault injection).
     /// On the embedded backend it starts `shop dev` (every component) instead.
     pub async fn spawn(&self, components: &[&str], env: &[(&str, &str)]) -> ShopProcess {
+        self.spawn_until(components, env, "shop: ready").await
+    }
+
+    /// Like [`Instance::spawn`], returning once the process printed a line that starts
+    /// with `until` (e.g. `shop: gateway listening on`) rather than `shop: ready`.
+    pub async fn spawn_until(
+        &self,
+        components: &[&str],
+        env: &[(&str, &str)],
+        until: &str,
+    ) -> ShopProcess {
         let log_path = logs_dir().join(format!(
             "{}-{}-{}.log",
             self.name,
@@ -285,13 +296,13 @@ impl Instance {
                     log_path.display()
                 );
             };
-            if line == "shop: ready" {
-                break;
-            }
             if let Some(rest) = line.strip_prefix("shop: ") {
                 if let Some((component, url)) = rest.split_once(" listening on ") {
                     urls.push((component.to_string(), url.to_string()));
                 }
+            }
+            if line.starts_with(until) {
+                break;
             }
         }
         // Keep draining stdout so the child never blocks on a full pipe.
