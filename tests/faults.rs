@@ -498,7 +498,7 @@ async fn deposit_bursts(
     let mut rng = fastrand::Rng::with_seed(seed);
     while !stop.load(SeqCst) {
         let (customer, id) = customers[rng.usize(..customers.len())].clone();
-        let burst = rng.usize(5..=20);
+        let burst = rng.usize(10..=30);
         let deposits = (0..burst).map(|_| {
             let amount = 1_000 + unique.fetch_add(1, SeqCst);
             let (customer, id) = (customer.clone(), id.clone());
@@ -655,6 +655,16 @@ async fn race_cancel_and_dispatch(
 
 // --- the faults ------------------------------------------------------------------------
 
+/// The kinds of fault, with their weights in the random choice (a broker kill costs
+/// 15–40 s of recovery, so it is the rarest).
+const KINDS: &[(&str, u32)] = &[
+    ("sigkill-component", 30),
+    ("sigstop-component", 10),
+    ("pg-immediate-restart", 25),
+    ("pg-immediate-stop", 20),
+    ("sigkill-broker", 15),
+];
+
 /// Injects one fault after another for `window`, chosen by `rng`; then leaves every
 /// process, PostgreSQL and the broker running. Returns the faults by kind.
 async fn inject_faults(
@@ -665,84 +675,120 @@ async fn inject_faults(
 ) -> BTreeMap<String, usize> {
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let end = Instant::now() + window;
-    // Every kind once, in a random order, so that a short run meets each; then at random
-    // (a broker kill costs 15–40 s of recovery, so it is the rarest).
-    let mut first = vec![0, 45, 65, 80];
+    // Every kind once, in a random order, so that a short run meets each; then by weight.
+    let mut first: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
     rng.shuffle(&mut first);
+    let weights: u32 = KINDS.iter().map(|(_, w)| w).sum();
     while Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(rng.u64(1_500..5_000))).await;
-        let pick = first.pop().unwrap_or_else(|| rng.u32(..100));
-        let kind = match pick {
-            0..=44 => {
-                let victim = COMPONENTS[rng.usize(..COMPONENTS.len())];
-                if let Some(process) = processes.lock().await.remove(victim) {
-                    process.kill().await;
-                }
-                println!("faults: SIGKILL {victim}");
-                tokio::time::sleep(Duration::from_millis(rng.u64(200..2_000))).await;
-                let process = start(instance, victim)
-                    .await
-                    .unwrap_or_else(|e| panic!("faults: {victim} did not come back: {e}"));
-                processes.lock().await.insert(victim.to_string(), process);
-                "sigkill-component".to_string()
-            }
-            45..=64 => {
-                println!("faults: PostgreSQL immediate restart");
-                infra_script("pg-crash")
-                    .await
-                    .unwrap_or_else(|e| panic!("faults: {e}"));
-                "pg-immediate-restart".to_string()
-            }
-            65..=79 => {
-                let down = rng.u64(1_000..4_000);
-                println!("faults: PostgreSQL immediate stop for {down} ms");
-                infra_script("pg-stop")
-                    .await
-                    .unwrap_or_else(|e| panic!("faults: {e}"));
-                tokio::time::sleep(Duration::from_millis(down)).await;
-                infra_script("pg-start")
-                    .await
-                    .unwrap_or_else(|e| panic!("faults: {e}"));
-                "pg-immediate-stop".to_string()
-            }
-            _ => {
-                let down = rng.u64(500..3_000);
-                println!("faults: SIGKILL the broker for {down} ms");
-                infra_script("kafka-kill")
-                    .await
-                    .unwrap_or_else(|e| panic!("faults: {e}"));
-                tokio::time::sleep(Duration::from_millis(down)).await;
-                let t0 = Instant::now();
-                infra_script("kafka-start")
-                    .await
-                    .unwrap_or_else(|e| panic!("faults: {e}"));
-                println!(
-                    "faults: broker back after {:.1} s",
-                    t0.elapsed().as_secs_f64()
-                );
-                "sigkill-broker".to_string()
-            }
-        };
-        *faults.entry(kind).or_default() += 1;
-        // A component that died of a fault it did not receive comes back too (counted).
-        let mut map = processes.lock().await;
-        let exited: Vec<String> = map
-            .iter_mut()
-            .filter_map(|(c, p)| matches!(p.child.try_wait(), Ok(Some(_))).then(|| c.clone()))
-            .collect();
-        for component in exited {
-            let log = map.remove(&component).map(|p| p.log_path);
-            println!("faults: {component} exited on its own (log {log:?}); restarting it");
-            *faults
-                .entry(format!("exited-on-its-own:{component}"))
-                .or_default() += 1;
-            let process = start(instance, &component)
-                .await
-                .unwrap_or_else(|e| panic!("faults: {component} did not come back: {e}"));
-            map.insert(component, process);
-        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(1_000..4_000))).await;
+        let kind = first.pop().unwrap_or_else(|| {
+            let mut pick = rng.u32(..weights);
+            KINDS
+                .iter()
+                .find(|(_, w)| {
+                    let hit = pick < *w;
+                    pick = pick.saturating_sub(*w);
+                    hit
+                })
+                .map(|(k, _)| *k)
+                .unwrap()
+        });
+        inject(&mut rng, kind, instance, &processes).await;
+        *faults.entry(kind.to_string()).or_default() += 1;
+        revive(instance, &processes, &mut faults).await;
     }
+    revive(instance, &processes, &mut faults).await;
     faults
+}
+
+fn script_or_panic(result: Result<(), String>) {
+    result.unwrap_or_else(|e| panic!("faults: {e}"));
+}
+
+async fn inject(rng: &mut fastrand::Rng, kind: &str, instance: &Instance, processes: &Processes) {
+    match kind {
+        "sigkill-component" => {
+            let victim = COMPONENTS[rng.usize(..COMPONENTS.len())];
+            if let Some(process) = processes.lock().await.remove(victim) {
+                process.kill().await;
+            }
+            let down = rng.u64(200..2_000);
+            println!("faults: SIGKILL {victim}, restart after {down} ms");
+            tokio::time::sleep(Duration::from_millis(down)).await;
+            let process = start(instance, victim)
+                .await
+                .unwrap_or_else(|e| panic!("faults: {victim} did not come back: {e}"));
+            processes.lock().await.insert(victim.to_string(), process);
+        }
+        "sigstop-component" => {
+            let victim = COMPONENTS[rng.usize(..COMPONENTS.len())];
+            let pause = rng.u64(500..5_000);
+            let pid = processes
+                .lock()
+                .await
+                .get(victim)
+                .and_then(|p| p.child.id());
+            println!("faults: SIGSTOP {victim} for {pause} ms");
+            if let Some(pid) = pid {
+                signal(pid, "-STOP").await;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                signal(pid, "-CONT").await;
+            }
+        }
+        "pg-immediate-restart" => {
+            println!("faults: PostgreSQL immediate restart");
+            script_or_panic(infra_script("pg-crash").await);
+        }
+        "pg-immediate-stop" => {
+            let down = rng.u64(1_000..4_000);
+            println!("faults: PostgreSQL immediate stop for {down} ms");
+            script_or_panic(infra_script("pg-stop").await);
+            tokio::time::sleep(Duration::from_millis(down)).await;
+            script_or_panic(infra_script("pg-start").await);
+        }
+        "sigkill-broker" => {
+            let down = rng.u64(500..3_000);
+            println!("faults: SIGKILL the broker for {down} ms");
+            script_or_panic(infra_script("kafka-kill").await);
+            tokio::time::sleep(Duration::from_millis(down)).await;
+            let t0 = Instant::now();
+            script_or_panic(infra_script("kafka-start").await);
+            println!(
+                "faults: broker back after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        other => unreachable!("fault kind {other}"),
+    }
+}
+
+/// Sends a signal to a process of the test's own (by its id).
+async fn signal(pid: u32, signal: &str) {
+    let _ = tokio::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .await;
+}
+
+/// A component that died of a fault it did not receive comes back too (and is counted:
+/// `exited-on-its-own:COMPONENT`).
+async fn revive(instance: &Instance, processes: &Processes, faults: &mut BTreeMap<String, usize>) {
+    let mut map = processes.lock().await;
+    let exited: Vec<String> = map
+        .iter_mut()
+        .filter_map(|(c, p)| matches!(p.child.try_wait(), Ok(Some(_))).then(|| c.clone()))
+        .collect();
+    for component in exited {
+        let log = map.remove(&component).map(|p| p.log_path);
+        println!("faults: {component} exited on its own (log {log:?}); restarting it");
+        *faults
+            .entry(format!("exited-on-its-own:{component}"))
+            .or_default() += 1;
+        let process = start(instance, &component)
+            .await
+            .unwrap_or_else(|e| panic!("faults: {component} did not come back: {e}"));
+        map.insert(component, process);
+    }
 }
 
 // --- the checker -----------------------------------------------------------------------
@@ -1400,8 +1446,13 @@ impl State {
                 Told::Unknown => n <= 1,
             };
             if !ok {
+                let why = if n > 1 && *unknown > 0 {
+                    " (a retry with the same Idempotency-Key took effect again)"
+                } else {
+                    ""
+                };
                 v.push(format!(
-                    "client-told: deposit of {amount} into {customer} answered {told:?} (after {unknown} unknown attempts) is in the store {n} times"
+                    "client-told: deposit of {amount} into {customer} answered {told:?} after {unknown} unknown attempts is in the store {n} times{why}"
                 ));
             }
         }
@@ -1447,7 +1498,7 @@ impl State {
             }
             if accepted(&dispatches) && cancelled {
                 v.push(format!(
-                    "goods-and-money: order {id}: dispatch answered 202 and the cancel {cancels:?} took effect ({})",
+                    "cancel-vs-dispatch: order {id}: dispatch answered 202 and the cancel {cancels:?} took effect ({})",
                     order.outcome()
                 ));
             }
