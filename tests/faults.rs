@@ -46,7 +46,7 @@ const SERVICES: &[&str] = &["customers", "inventory", "orders", "payments", "shi
 const ENV: &[(&str, &str)] = &[("SHOP_SAGA_TIMEOUT_MS", "30000")];
 
 /// Default seconds of faults (one round): CI's budget.
-const DEFAULT_SECONDS: u64 = 40;
+const DEFAULT_SECONDS: u64 = 60;
 const DEFAULT_ROUND_SECONDS: u64 = 120;
 
 /// Scarce products (orders compete for them) and one plentiful one (the races' orders).
@@ -675,15 +675,29 @@ async fn inject_faults(
 ) -> BTreeMap<String, usize> {
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let end = Instant::now() + window;
-    // Every kind once, in a random order, so that a short run meets each; then by weight.
-    let mut first: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+    // `SHOP_FAULTS_KINDS=pg-immediate-restart,pg-immediate-stop` keeps only those kinds.
+    let only = std::env::var("SHOP_FAULTS_KINDS").unwrap_or_default();
+    let kinds: Vec<(&str, u32)> = KINDS
+        .iter()
+        .copied()
+        .filter(|(k, _)| only.is_empty() || only.split(',').any(|o| o.trim() == *k))
+        .collect();
+    assert!(
+        !kinds.is_empty(),
+        "SHOP_FAULTS_KINDS={only:?} names none of {:?}",
+        KINDS.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    // Every kind once, in a random order (the slow broker kill last), so that a short run
+    // meets each; then by weight.
+    let mut first: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
     rng.shuffle(&mut first);
-    let weights: u32 = KINDS.iter().map(|(_, w)| w).sum();
+    first.sort_by_key(|k| std::cmp::Reverse(*k == "sigkill-broker"));
+    let weights: u32 = kinds.iter().map(|(_, w)| w).sum();
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(rng.u64(1_000..4_000))).await;
         let kind = first.pop().unwrap_or_else(|| {
             let mut pick = rng.u32(..weights);
-            KINDS
+            kinds
                 .iter()
                 .find(|(_, w)| {
                     let hit = pick < *w;
