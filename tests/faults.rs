@@ -72,8 +72,11 @@ const SETTLE: Duration = Duration::from_secs(45);
 enum Told {
     /// 2xx: it must have taken effect.
     Accepted,
-    /// 4xx: it must not have taken effect.
+    /// 4xx at the first attempt: it must not have taken effect.
     Refused(u16),
+    /// 4xx on a retry after an outage: an earlier attempt may have taken effect (with the
+    /// `Idempotency-Key` honoured, the retry would have been told the first answer).
+    RefusedOnRetry(u16),
     /// 5xx or no answer, until the retries gave up: it may or may not have.
     Unknown,
 }
@@ -114,7 +117,11 @@ async fn post(client: &Client, path: &str, body: Value) -> Reply {
             }
             if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
                 return Reply {
-                    told: Told::Refused(status.as_u16()),
+                    told: if unknown_attempts == 0 {
+                        Told::Refused(status.as_u16())
+                    } else {
+                        Told::RefusedOnRetry(status.as_u16())
+                    },
                     body,
                     unknown_attempts,
                 };
@@ -426,7 +433,7 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
     let deposits_refused = ledger
         .deposits
         .iter()
-        .filter(|d| matches!(d.2, Told::Refused(_)))
+        .filter(|d| matches!(d.2, Told::Refused(_) | Told::RefusedOnRetry(_)))
         .count();
     let line = format!(
         "round {round} seed {seed}: faults {faults:?}; orders {} accepted, {} refused, {} unknown, outcomes {outcomes:?}; {deposits} deposits ({deposits_refused} refused); {} restocks; races {:?}; {} requests retried through an outage; violations {} {by_kind:?}",
@@ -479,7 +486,7 @@ async fn place_orders(
                 Told::Accepted => l
                     .orders_accepted
                     .push(reply.body["order_id"].as_str().unwrap_or_default().into()),
-                Told::Refused(_) => l.orders_refused += 1,
+                Told::Refused(_) | Told::RefusedOnRetry(_) => l.orders_refused += 1,
                 Told::Unknown => l.orders_unknown += 1,
             }
         });
@@ -589,7 +596,7 @@ async fn race_cancel_and_dispatch(
             l.retried += usize::from(reply.unknown_attempts > 0);
             match reply.told {
                 Told::Accepted => l.orders_accepted.push(order.clone()),
-                Told::Refused(_) => l.orders_refused += 1,
+                Told::Refused(_) | Told::RefusedOnRetry(_) => l.orders_refused += 1,
                 Told::Unknown => l.orders_unknown += 1,
             }
         });
@@ -1405,7 +1412,7 @@ impl State {
                     *high += quantity * (1 + *unknown as i64);
                 }
                 Told::Unknown => *high += quantity * *unknown as i64,
-                Told::Refused(_) => *high += quantity * *unknown as i64,
+                Told::Refused(_) | Told::RefusedOnRetry(_) => *high += quantity * *unknown as i64,
             }
         }
         for (product, (low, high)) in bounds {
@@ -1458,6 +1465,14 @@ impl State {
                 Told::Accepted => n == 1,
                 Told::Refused(_) => n == 0,
                 Told::Unknown => n <= 1,
+                Told::RefusedOnRetry(status) => {
+                    if n == 1 {
+                        v.push(format!(
+                            "idempotency: deposit of {amount} into {customer} took effect, and its retry with the same Idempotency-Key was answered {status}"
+                        ));
+                    }
+                    n <= 1
+                }
             };
             if !ok {
                 let why = if n > 1 && *unknown > 0 {
@@ -1485,6 +1500,19 @@ impl State {
             if accepted(&dispatches) && !dispatched {
                 v.push(format!(
                     "client-told: order {id}: dispatch answered 202 but no ShipmentDispatched"
+                ));
+            }
+            let on_retry = |told: &[Told]| {
+                !accepted(told) && told.iter().any(|t| matches!(t, Told::RefusedOnRetry(_)))
+            };
+            if on_retry(&dispatches) && dispatched {
+                v.push(format!(
+                    "idempotency: order {id}: dispatched, and the dispatch's retry with the same Idempotency-Key was answered {dispatches:?}"
+                ));
+            }
+            if on_retry(cancels) && cancelled {
+                v.push(format!(
+                    "idempotency: order {id}: cancelled, and the cancel's retry with the same Idempotency-Key was answered {cancels:?}"
                 ));
             }
             if !maybe(&dispatches) && dispatched {
