@@ -215,8 +215,9 @@ async fn faults_and_races_break_no_invariant() {
         .unwrap_or(DEFAULT_ROUND_SECONDS)
         .max(10);
     let rounds = total.div_ceil(per_round).max(1);
+    let kinds: Vec<&str> = fault_kinds().iter().map(|(k, _)| *k).collect();
     println!(
-        "faults: seed {seed} (SHOP_FAULTS_SEED), {total} s of faults (SHOP_FAULTS_SECONDS) in {rounds} round(s)"
+        "faults: seed {seed} (SHOP_FAULTS_SEED), {total} s of faults (SHOP_FAULTS_SECONDS) in {rounds} round(s), kinds {kinds:?}"
     );
 
     let guard = InfraGuard;
@@ -230,17 +231,31 @@ async fn faults_and_races_break_no_invariant() {
 
     let mut summaries = Vec::new();
     let mut total_violations = 0;
+    let mut faults: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    let mut orders = 0;
     for round in 0..rounds {
         let seconds = (total - round * per_round).min(per_round).max(5);
         let round_seed = seed.wrapping_add(round);
         let summary = run_round(&infra, round + 1, round_seed, seconds).await;
         total_violations += summary.violations;
+        orders += summary.orders;
+        for (kind, n) in summary.faults {
+            *faults.entry(kind).or_default() += n;
+        }
+        for (kind, n) in summary.violations_by_kind {
+            *kinds.entry(kind).or_default() += n;
+        }
         summaries.push(summary.line);
     }
     println!("faults: === {rounds} round(s), seed {seed} ===");
     for line in &summaries {
         println!("faults: {line}");
     }
+    println!(
+        "faults: in all: {rounds} round(s), {} faults {faults:?}, {orders} orders, {total_violations} violations {kinds:?}",
+        faults.values().sum::<usize>()
+    );
     drop(guard);
     assert_eq!(
         total_violations, 0,
@@ -250,7 +265,10 @@ async fn faults_and_races_break_no_invariant() {
 
 struct RoundSummary {
     line: String,
+    faults: BTreeMap<String, usize>,
+    orders: usize,
     violations: usize,
+    violations_by_kind: BTreeMap<String, usize>,
 }
 
 /// The processes of an instance, by component.
@@ -456,7 +474,10 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
     sibling.cleanup().await;
     RoundSummary {
         line,
+        faults,
+        orders: state.orders.len(),
         violations: violations.len(),
+        violations_by_kind: by_kind,
     }
 }
 
@@ -683,17 +704,7 @@ async fn inject_faults(
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
     let end = Instant::now() + window;
     // `SHOP_FAULTS_KINDS=pg-immediate-restart,pg-immediate-stop` keeps only those kinds.
-    let only = std::env::var("SHOP_FAULTS_KINDS").unwrap_or_default();
-    let kinds: Vec<(&str, u32)> = KINDS
-        .iter()
-        .copied()
-        .filter(|(k, _)| only.is_empty() || only.split(',').any(|o| o.trim() == *k))
-        .collect();
-    assert!(
-        !kinds.is_empty(),
-        "SHOP_FAULTS_KINDS={only:?} names none of {:?}",
-        KINDS.iter().map(|(k, _)| k).collect::<Vec<_>>()
-    );
+    let kinds = fault_kinds();
     // Every kind once, in a random order (the slow broker kill last), so that a short run
     // meets each; then by weight.
     let mut first: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
@@ -720,6 +731,22 @@ async fn inject_faults(
     }
     revive(instance, &processes, &mut faults).await;
     faults
+}
+
+/// The kinds of fault this run injects, with their weights (`SHOP_FAULTS_KINDS`).
+fn fault_kinds() -> Vec<(&'static str, u32)> {
+    let only = std::env::var("SHOP_FAULTS_KINDS").unwrap_or_default();
+    let kinds: Vec<(&str, u32)> = KINDS
+        .iter()
+        .copied()
+        .filter(|(k, _)| only.is_empty() || only.split(',').any(|o| o.trim() == *k))
+        .collect();
+    assert!(
+        !kinds.is_empty(),
+        "SHOP_FAULTS_KINDS={only:?} names none of {:?}",
+        KINDS.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    kinds
 }
 
 fn script_or_panic(result: Result<(), String>) {
