@@ -176,6 +176,24 @@ impl Instance {
                 kafka_brokers: String::new(),
             },
         };
+        Instance::with_infra(backend, infra)
+    }
+
+    /// An instance on PostgreSQL and Kafka elsewhere than the test services of
+    /// [`infra`]: the fault test's own cluster and broker (`scripts/faults-infra.sh`).
+    pub fn on_infra(infra: Infra) -> Self {
+        Instance::with_infra(Dialect::Postgres, infra)
+    }
+
+    /// Another instance (own databases, consumer groups and ports) on the same
+    /// PostgreSQL and Kafka as this one, reading the same topics.
+    pub fn sibling_here(&self) -> Self {
+        let mut other = Instance::with_infra(self.backend, self.infra.clone());
+        other.topic_prefix = self.topic_prefix.clone();
+        other
+    }
+
+    fn with_infra(backend: Dialect, infra: Infra) -> Self {
         let name = fresh_instance();
         Instance {
             backend,
@@ -216,7 +234,9 @@ impl Instance {
     /// prints `shop: ready`. `env` adds or overrides variables (e.g. fault injection).
     /// On the embedded backend it starts `shop dev` (every component) instead.
     pub async fn spawn(&self, components: &[&str], env: &[(&str, &str)]) -> ShopProcess {
-        self.spawn_until(components, env, "shop: ready").await
+        self.try_spawn(components, env, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Like [`Instance::spawn`], returning once the process printed a line that starts
@@ -227,6 +247,30 @@ impl Instance {
         env: &[(&str, &str)],
         until: &str,
     ) -> ShopProcess {
+        self.try_spawn_until(components, env, until, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Instance::spawn`], with a process that exits or is not ready within
+    /// `timeout` as an error.
+    pub async fn try_spawn(
+        &self,
+        components: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<ShopProcess, String> {
+        self.try_spawn_until(components, env, "shop: ready", timeout)
+            .await
+    }
+
+    async fn try_spawn_until(
+        &self,
+        components: &[&str],
+        env: &[(&str, &str)],
+        until: &str,
+        timeout: Duration,
+    ) -> Result<ShopProcess, String> {
         let log_path = logs_dir().join(format!(
             "{}-{}-{}.log",
             self.name,
@@ -278,23 +322,21 @@ impl Instance {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut urls = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + timeout;
         loop {
-            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "shop serve {components:?} did not become ready in 60 s; log: {}",
-                        log_path.display()
-                    )
-                })
-                .unwrap();
-            let Some(line) = line else {
+            let Ok(line) = tokio::time::timeout_at(deadline.into(), lines.next_line()).await else {
+                return Err(format!(
+                    "shop serve {components:?} did not become ready in {} s; log: {}",
+                    timeout.as_secs(),
+                    log_path.display()
+                ));
+            };
+            let Some(line) = line.unwrap() else {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                panic!(
+                return Err(format!(
                     "shop serve {components:?} exited before ready; log {}:\n{log}",
                     log_path.display()
-                );
+                ));
             };
             if let Some(rest) = line.strip_prefix("shop: ") {
                 if let Some((component, url)) = rest.split_once(" listening on ") {
@@ -307,12 +349,12 @@ impl Instance {
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ShopProcess {
+        Ok(ShopProcess {
             child,
             components: components.iter().map(|s| s.to_string()).collect(),
             log_path,
             urls,
-        }
+        })
     }
 
     /// A connection pool to one of this instance's databases, on either backend (for
@@ -708,7 +750,7 @@ pub async fn shop_on_stores(instance: &Instance, args: &[&str]) -> String {
 }
 
 /// Every projection table with its columns (`projections/sql/*.sql`).
-const TABLES: &[(&str, &str)] = &[
+pub const TABLES: &[(&str, &str)] = &[
     (
         "products",
         "product_id, sku, name, price, received, version, created_at, updated_at",
