@@ -398,6 +398,57 @@ async fn every_command_that_creates_or_moves_takes_a_key(backend: Dialect) {
         })
         .await;
 
+    // A key is kept 24 hours: one older than that is taken over by the next request
+    // with it (a new deposit), and the expiry deletes it.
+    let age = |hours: i64| {
+        let payments = payments.clone();
+        async move {
+            sql::query(
+                "UPDATE idempotency_keys SET created_at = $1 WHERE idempotency_key = 'deposit'",
+            )
+            .bind(chrono::Utc::now() - chrono::TimeDelta::hours(hours))
+            .execute(&payments)
+            .await
+            .unwrap();
+        }
+    };
+    age(23).await;
+    let kept = keyed(
+        &hanako,
+        "POST",
+        &deposits,
+        "deposit",
+        Some(json!({"amount": 10_000})),
+    )
+    .await;
+    assert_replay(&first, &kept);
+    assert_eq!(
+        shop_eventing::idempotency::expire(&payments, chrono::Utc::now())
+            .await
+            .unwrap(),
+        0
+    );
+    age(25).await;
+    let later = keyed(
+        &hanako,
+        "POST",
+        &deposits,
+        "deposit",
+        Some(json!({"amount": 10_000})),
+    )
+    .await;
+    assert_eq!(later.status, StatusCode::ACCEPTED, "{later:?}");
+    assert!(!later.replayed());
+    assert_eq!(count(&payments, "FundsDeposited").await, 2);
+    age(25).await;
+    assert_eq!(
+        shop_eventing::idempotency::expire(&payments, chrono::Utc::now())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(stored_keys(&payments, "deposit").await, 0);
+
     // Cancelling an order.
     instance.wait_for_catalogue(1).await;
     let order = json!({"lines": [{"product_id": tea, "quantity": 1}]});

@@ -182,6 +182,7 @@ impl IdempotencyKey {
         .map_err(failed)?
         .is_some();
         if claimed {
+            metrics::counter!("idempotency_keys_total", "outcome" => "claimed").increment(1);
             return Ok(KeyedCommand {
                 open: Some(Open {
                     tx,
@@ -208,6 +209,7 @@ impl IdempotencyKey {
             .into_response());
         };
         if fingerprint != request.fingerprint {
+            metrics::counter!("idempotency_keys_total", "outcome" => "reused").increment(1);
             let mut problem = Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",
@@ -219,6 +221,7 @@ impl IdempotencyKey {
             }];
             return Err(problem.into_response());
         }
+        metrics::counter!("idempotency_keys_total", "outcome" => "replayed").increment(1);
         Err(replay(status, body, token, location))
     }
 }
@@ -437,6 +440,79 @@ mod tests {
             )
         );
         assert_eq!(first.len(), 64);
+    }
+
+    fn request(key: Option<&str>, body: &str) -> Request {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri("/api/orders")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        builder.body(Body::from(body.to_string())).unwrap()
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Order {
+        #[allow(dead_code)]
+        lines: Vec<Value>,
+    }
+
+    #[tokio::test]
+    async fn a_keyed_body_is_fingerprinted_as_json_and_refused_as_api_json_refuses() {
+        let read = |key, body| async move {
+            KeyedJson::<Order>::from_request(request(key, body), &()).await
+        };
+        let KeyedJson(_, key) = read(Some("k"), r#"{"lines": [{"a": 1, "b": 2}]}"#)
+            .await
+            .unwrap();
+        let KeyedJson(_, same) = read(Some("k"), r#"{"lines":[{"b":2,"a":1}]}"#)
+            .await
+            .unwrap();
+        let KeyedJson(_, other) = read(Some("k"), r#"{"lines":[{"b":3,"a":1}]}"#)
+            .await
+            .unwrap();
+        let fingerprint = |k: &IdempotencyKey| k.0.as_ref().unwrap().fingerprint.clone();
+        assert_eq!(fingerprint(&key), fingerprint(&same));
+        assert_ne!(fingerprint(&key), fingerprint(&other));
+        let KeyedJson(_, none) = read(None, r#"{"lines": []}"#).await.unwrap();
+        assert!(!none.is_some());
+        // A bad key first, whatever the body; then the body's own refusals.
+        let bad = read(Some(" "), "not json").await.err().unwrap();
+        assert_eq!(
+            (bad.status, bad.errors[0].field.as_str()),
+            (400, HEADER_NAME)
+        );
+        assert_eq!(read(Some("k"), "not json").await.err().unwrap().status, 400);
+        assert_eq!(
+            read(Some("k"), r#"{"lines": 1}"#)
+                .await
+                .err()
+                .unwrap()
+                .status,
+            422
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replay_is_the_stored_answer_marked_replayed() {
+        let response = replay(
+            201,
+            r#"{"customer_id":"c"}"#.into(),
+            Some("customers:c:1".into()),
+            Some("/api/customers/c".into()),
+        );
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let headers = response.headers().clone();
+        assert_eq!(headers[REPLAYED_HEADER], "true");
+        assert_eq!(headers[TOKEN_HEADER], "customers:c:1");
+        assert_eq!(headers[header::LOCATION], "/api/customers/c");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], br#"{"customer_id":"c"}"#);
     }
 
     #[test]
