@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     -- The caller: a customer id, `admin`, or `anonymous`.
     scope             TEXT        NOT NULL,
     idempotency_key   TEXT        NOT NULL,
-    -- SHA-256 of the request's method, path and JSON body (keys sorted).
+    -- SHA-256 of a secret, the request's method, path and JSON body (keys sorted).
     fingerprint       TEXT        NOT NULL,
     -- The answer: status, JSON body and headers. Written by the same transaction that
     -- inserts the row, after the command (never seen without them).

@@ -14,7 +14,7 @@
 //! nothing, its key included.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::auth::JwtKeys;
 use crate::consistency::TOKEN_HEADER;
 use crate::http::{json_rejection, FieldError, Problem};
 use crate::sql::{self, Conn, Pool};
@@ -87,9 +88,13 @@ pub fn canonical_json(value: &Value) -> String {
     out
 }
 
-/// What identifies a request under its key: SHA-256 (hex) of method, path and body.
-pub fn fingerprint(method: &Method, path: &str, body: Option<&Value>) -> String {
+/// What identifies a request under its key: SHA-256 (hex) of method, path and body,
+/// keyed with a secret (`key`, from the deployment's JWT secret) so that a stored
+/// fingerprint tells nothing about a body (a registration's password) to a reader of the
+/// database.
+pub fn fingerprint(key: &[u8], method: &Method, path: &str, body: Option<&Value>) -> String {
     let mut hash = Sha256::new();
+    hash.update(key);
     hash.update(method.as_str().as_bytes());
     hash.update(b"\n");
     hash.update(path.as_bytes());
@@ -118,6 +123,7 @@ impl IdempotencyKey {
     /// # Errors
     /// The key is not 1 to 255 visible ASCII characters (400).
     pub fn read(
+        secret: &JwtKeys,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
@@ -140,7 +146,7 @@ impl IdempotencyKey {
         let key = String::from_utf8_lossy(value.as_bytes()).into_owned();
         Ok(IdempotencyKey(Some(KeyedRequest {
             key,
-            fingerprint: fingerprint(method, uri.path(), body),
+            fingerprint: fingerprint(secret.fingerprint_key(), method, uri.path(), body),
         })))
     }
 
@@ -247,12 +253,17 @@ fn replay(status: i32, body: String, token: Option<String>, location: Option<Str
     response
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+impl<S> FromRequestParts<S> for IdempotencyKey
+where
+    JwtKeys: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = Problem;
 
     /// The key of a request without a body.
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
-        IdempotencyKey::read(&parts.method, &parts.uri, &parts.headers, None)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let secret = JwtKeys::from_ref(state);
+        IdempotencyKey::read(&secret, &parts.method, &parts.uri, &parts.headers, None)
     }
 }
 
@@ -263,13 +274,15 @@ pub struct KeyedJson<T>(pub T, pub IdempotencyKey);
 impl<T, S> FromRequest<S> for KeyedJson<T>
 where
     T: DeserializeOwned,
+    JwtKeys: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let secret = JwtKeys::from_ref(state);
         // The key is checked first (a bad key is refused whatever the body).
-        IdempotencyKey::read(req.method(), req.uri(), req.headers(), None)?;
+        IdempotencyKey::read(&secret, req.method(), req.uri(), req.headers(), None)?;
         let (parts, body) = req.into_parts();
         let bytes: Bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
             Problem::new(
@@ -279,7 +292,13 @@ where
             )
         })?;
         let value: Option<Value> = serde_json::from_slice(&bytes).ok();
-        let key = IdempotencyKey::read(&parts.method, &parts.uri, &parts.headers, value.as_ref())?;
+        let key = IdempotencyKey::read(
+            &secret,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            value.as_ref(),
+        )?;
         let request = Request::from_parts(parts, Body::from(bytes));
         match Json::<T>::from_request(request, state).await {
             Ok(Json(body)) => Ok(KeyedJson(body, key)),
@@ -303,11 +322,6 @@ struct Open {
 }
 
 impl KeyedCommand {
-    /// A command without a key.
-    pub fn none() -> Self {
-        KeyedCommand { open: None }
-    }
-
     /// The key's transaction (`None` without a key).
     pub fn transaction(&mut self) -> Option<&mut Conn> {
         self.open.as_mut().map(|open| &mut open.tx)
@@ -409,8 +423,8 @@ mod tests {
         );
         let post = Method::POST;
         assert_eq!(
-            fingerprint(&post, "/api/orders", Some(&a)),
-            fingerprint(&post, "/api/orders", Some(&b))
+            fingerprint(b"k", &post, "/api/orders", Some(&a)),
+            fingerprint(b"k", &post, "/api/orders", Some(&b))
         );
     }
 
@@ -418,10 +432,11 @@ mod tests {
     fn another_body_path_or_method_is_another_request() {
         let body = json!({"amount": 100});
         let post = Method::POST;
-        let first = fingerprint(&post, "/api/customers/x/wallet/deposits", Some(&body));
+        let first = fingerprint(b"k", &post, "/api/customers/x/wallet/deposits", Some(&body));
         assert_ne!(
             first,
             fingerprint(
+                b"k",
                 &post,
                 "/api/customers/x/wallet/deposits",
                 Some(&json!({"amount": 101}))
@@ -429,15 +444,21 @@ mod tests {
         );
         assert_ne!(
             first,
-            fingerprint(&post, "/api/customers/y/wallet/deposits", Some(&body))
+            fingerprint(b"k", &post, "/api/customers/y/wallet/deposits", Some(&body))
         );
         assert_ne!(
             first,
             fingerprint(
+                b"k",
                 &Method::PUT,
                 "/api/customers/x/wallet/deposits",
                 Some(&body)
             )
+        );
+        // Another deployment's secret: another fingerprint.
+        assert_ne!(
+            first,
+            fingerprint(b"j", &post, "/api/customers/x/wallet/deposits", Some(&body))
         );
         assert_eq!(first.len(), 64);
     }
@@ -462,7 +483,7 @@ mod tests {
     #[tokio::test]
     async fn a_keyed_body_is_fingerprinted_as_json_and_refused_as_api_json_refuses() {
         let read = |key, body| async move {
-            KeyedJson::<Order>::from_request(request(key, body), &()).await
+            KeyedJson::<Order>::from_request(request(key, body), &JwtKeys::new("secret", 60)).await
         };
         let KeyedJson(_, key) = read(Some("k"), r#"{"lines": [{"a": 1, "b": 2}]}"#)
             .await
@@ -518,19 +539,25 @@ mod tests {
     #[test]
     fn a_bad_key_is_refused_naming_the_header() {
         let uri: Uri = "/api/orders".parse().unwrap();
+        let secret = JwtKeys::new("secret", 60);
         let mut headers = HeaderMap::new();
-        assert!(!IdempotencyKey::read(&Method::POST, &uri, &headers, None)
-            .unwrap()
-            .is_some());
+        assert!(
+            !IdempotencyKey::read(&secret, &Method::POST, &uri, &headers, None)
+                .unwrap()
+                .is_some()
+        );
         headers.insert(HEADER, HeaderValue::from_str(&"k".repeat(256)).unwrap());
-        let problem = IdempotencyKey::read(&Method::POST, &uri, &headers, None).unwrap_err();
+        let problem =
+            IdempotencyKey::read(&secret, &Method::POST, &uri, &headers, None).unwrap_err();
         assert_eq!(problem.status, 400);
         assert_eq!(problem.errors[0].field, HEADER_NAME);
         headers.insert(HEADER, HeaderValue::from_static("k-1"));
-        assert!(IdempotencyKey::read(&Method::POST, &uri, &headers, None)
-            .unwrap()
-            .is_some());
+        assert!(
+            IdempotencyKey::read(&secret, &Method::POST, &uri, &headers, None)
+                .unwrap()
+                .is_some()
+        );
         headers.append(HEADER, HeaderValue::from_static("k-2"));
-        assert!(IdempotencyKey::read(&Method::POST, &uri, &headers, None).is_err());
+        assert!(IdempotencyKey::read(&secret, &Method::POST, &uri, &headers, None).is_err());
     }
 }
