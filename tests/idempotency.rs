@@ -3,7 +3,8 @@
 //! has no second effect; another request under it is refused (422); a refused request
 //! stores nothing, its key included; requests racing with one key have one effect.
 //! And commands that commute are retried by the server on a lost race: 50 parallel
-//! deposits into one wallet are all accepted.
+//! deposits into one wallet are all accepted. A keyed command killed before its commit
+//! stored nothing, and its retry takes effect once.
 
 mod common;
 
@@ -522,6 +523,56 @@ async fn fifty_parallel_deposits_into_one_wallet_are_all_accepted() {
     hanako
         .get_until(&format!("/api/customers/{hanako_id}"), WAIT, |c| {
             c["wallet_balance"] == 50 * 51 / 2
+        })
+        .await;
+}
+
+/// A keyed command whose process dies after writing its events and its key, before the
+/// commit, stored neither: the client's retry under the key (to the restarted service)
+/// takes effect once, and the next retry is answered from the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_command_killed_before_its_commit_stores_nothing_and_its_retry_takes_effect_once() {
+    let instance = Instance::on(Dialect::Postgres);
+    let _front = instance
+        .spawn(&["customers", "projector", "read-api", "gateway"], &[])
+        .await;
+    let mut payments = instance
+        .spawn(
+            &["payments"],
+            &[("SHOP_FAULT_INJECT", "idempotency.before_commit")],
+        )
+        .await;
+    let (hanako, hanako_id) =
+        Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
+    let path = format!("/api/customers/{hanako_id}/wallet/deposits");
+    let deposit = json!({"amount": 700});
+
+    let lost = keyed(&hanako, "POST", &path, "deposit", Some(deposit.clone())).await;
+    assert!(lost.status.is_server_error(), "{lost:?}");
+    let status = payments.wait_exit(WAIT).await;
+    assert!(!status.success(), "payments aborted at the fault point");
+    let pool = instance.store("payments").await;
+    assert_eq!(count(&pool, "FundsDeposited").await, 0);
+    assert_eq!(stored_keys(&pool, "deposit").await, 0);
+
+    // The client retries until the service is back.
+    let _payments = instance.spawn(&["payments"], &[]).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let first = loop {
+        let answer = keyed(&hanako, "POST", &path, "deposit", Some(deposit.clone())).await;
+        if !answer.status.is_server_error() {
+            break answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let again = keyed(&hanako, "POST", &path, "deposit", Some(deposit)).await;
+    assert_replay(&first, &again);
+    assert_eq!(count(&pool, "FundsDeposited").await, 1);
+    hanako
+        .get_until(&format!("/api/customers/{hanako_id}"), WAIT, |c| {
+            c["wallet_balance"] == 700
         })
         .await;
 }

@@ -365,6 +365,7 @@ impl KeyedCommand {
         .execute(&mut open.tx)
         .await
         .map_err(|e| Problem::internal(&e))?;
+        crate::fault::point(crate::fault::IDEMPOTENCY_BEFORE_COMMIT);
         open.tx.commit().await.map_err(|e| Problem::internal(&e))?;
         if fastrand::u32(..EXPIRE_EVERY) == 0 {
             let pool = open.pool.clone();
