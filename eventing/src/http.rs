@@ -177,7 +177,7 @@ where
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> Problem {
+pub(crate) fn json_rejection(rejection: JsonRejection) -> Problem {
     match rejection {
         JsonRejection::JsonDataError(e) => {
             let mut p = Problem::validation(vec![FieldError {
