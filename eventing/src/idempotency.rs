@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on the commands' routes (docs/idempotency.md; the conventions of
+//! `Idempotency-Key` on the commands' routes (docs/src/idempotency.md; the conventions of
 //! Stripe and of draft-ietf-httpapi-idempotency-key-header).
 //!
 //! A request with a key runs its command in a transaction that first claims the key
