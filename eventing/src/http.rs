@@ -39,7 +39,7 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// Each invalid field of the request (422 only).
+    /// Each invalid field of the request (422), or the invalid header (400).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(required = false)]
     pub errors: Vec<FieldError>,
