@@ -26,20 +26,33 @@ pub async fn run(common: &Common, args: DevArgs) -> anyhow::Result<()> {
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    // Password hashes and emails live here: the owner's only.
+    private_directory(dir)?;
     // One process per data directory: its consumer groups live in that process.
     let _lock = lock(dir)?;
     let secret = match args.options.jwt_secret.clone().filter(|s| !s.is_empty()) {
         Some(secret) => secret,
         None => remembered_secret(&dir.join(JWT_SECRET_FILE))?,
     };
-    let admin_password = match args
+    // Only a password this directory keeps is printed; one given by the operator is theirs.
+    let (admin_password, shown_password) = match args
         .options
         .admin_password
         .clone()
         .filter(|p| !p.is_empty())
     {
-        Some(password) => password,
-        None => remembered_secret(&dir.join(ADMIN_PASSWORD_FILE))?,
+        Some(password) => (
+            password,
+            "(the password given in SHOP_ADMIN_PASSWORD)".to_string(),
+        ),
+        None => {
+            let password = remembered_secret(&dir.join(ADMIN_PASSWORD_FILE))?;
+            let shown = format!(
+                "{password}  (generated once, kept in {})",
+                dir.join(ADMIN_PASSWORD_FILE).display()
+            );
+            (password, shown)
+        }
     };
     let log = EmbeddedLog::open(&dir.join(LOG_FILE), common.topic_partitions)
         .await
@@ -74,7 +87,11 @@ pub async fn run(common: &Common, args: DevArgs) -> anyhow::Result<()> {
     let data = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
     let announce = |gateway: &str| {
         println!("shop: Shop is running at {gateway} (REST API under {gateway}/api)");
-        println!("shop: admin login {ADMIN_EMAIL} / {admin_password}");
+        println!("shop: admin login {ADMIN_EMAIL} / {shown_password}");
+        // The databases exist now: owner-only, like the directory.
+        if let Err(e) = private_directory(&data) {
+            tracing::warn!(error = %e, "cannot restrict the data directory's permissions");
+        }
         println!(
             "shop: data in {} (event log, one SQLite database per component)",
             data.display()
@@ -128,6 +145,24 @@ fn remembered_secret(path: &Path) -> anyhow::Result<String> {
     );
     write_private(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(secret)
+}
+
+/// Makes the data directory and every file in it readable by their owner only (0700 and
+/// 0600): SQLite creates its files with the process's umask, 0644 by default.
+fn private_directory(dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", dir.display()))?;
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot restrict {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

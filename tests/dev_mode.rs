@@ -169,3 +169,58 @@ async fn a_restart_keeps_everything_and_finishes_the_sagas_in_flight() {
     interrupt(dev).await;
     instance.cleanup().await;
 }
+
+/// Issue 26: `shop dev` prints the admin password only when it generated it (one given in
+/// SHOP_ADMIN_PASSWORD is the operator's and stays out of the output), and its data —
+/// password hashes, emails — is readable by its owner only.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_password_is_not_printed_and_the_data_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncBufReadExt;
+    let instance = Instance::on(Dialect::Sqlite);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(&instance.data_dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SHOP_ADMIN_PASSWORD", "operator-chosen-secret")
+        .env("SHOP_PORT", common::free_port().to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline.into(), lines.next_line()).await
+    {
+        let ready = line == "shop: ready";
+        printed.push(line);
+        if ready {
+            break;
+        }
+    }
+    let output = printed.join("\n");
+    assert!(output.contains("shop: ready"), "{output}");
+    assert!(output.contains("admin login admin@shop.local"), "{output}");
+    assert!(
+        !output.contains("operator-chosen-secret"),
+        "the given password was printed:\n{output}"
+    );
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&instance.data_dir), 0o700, "the data directory");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&instance.data_dir).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            files += 1;
+            assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+        }
+    }
+    assert!(files > 0);
+    child.kill().await.ok();
+    instance.cleanup().await;
+}
