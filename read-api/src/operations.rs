@@ -331,10 +331,8 @@ pub(crate) struct DeadLetter {
     key: Option<String>,
     /// The event's own headers (its CloudEvent attributes, `ce_*`), without the
     /// dead-letter ones.
-    #[schema(value_type = Object)]
     headers: BTreeMap<String, String>,
     /// The event's data: JSON as published, or the payload as text when it is not JSON.
-    #[schema(value_type = Object)]
     payload: Option<serde_json::Value>,
 }
 
