@@ -1,7 +1,7 @@
 //! Operations (SPEC §3.7, admin): projections with their lag and rebuilds, and the dead
 //! letters of every consumer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -327,6 +327,13 @@ pub(crate) struct DeadLetter {
     created_at: Option<DateTime<Utc>>,
     /// When an operator re-drove it (`POST /api/dlq/{id}/retry`, `shop dlq retry`).
     retried_at: Option<DateTime<Utc>>,
+    /// The record's key (the aggregate id).
+    key: Option<String>,
+    /// The event's own headers (its CloudEvent attributes, `ce_*`), without the
+    /// dead-letter ones.
+    headers: BTreeMap<String, String>,
+    /// The event's data: JSON as published, or the payload as text when it is not JSON.
+    payload: Option<serde_json::Value>,
 }
 
 fn header<'r>(record: &'r LogRecord, name: &str) -> Option<&'r str> {
@@ -389,6 +396,18 @@ fn dead_letters(records: &[LogRecord]) -> Vec<DeadLetter> {
                     .unwrap_or(0),
                 created_at: timestamp(r),
                 retried_at: retried.get(id.as_str()).copied().flatten(),
+                key: r.key.clone(),
+                headers: r
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("dlq_"))
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                    .collect(),
+                payload: r.payload.as_deref().filter(|p| !p.is_empty()).map(|p| {
+                    serde_json::from_slice(p).unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(p).into_owned())
+                    })
+                }),
                 id,
             })
         })
