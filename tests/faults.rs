@@ -197,6 +197,41 @@ impl Drop for InfraGuard {
     }
 }
 
+/// Holds `~/.cache/shop/faults.lock` (`SHOP_CACHE_DIR`) until dropped, waiting while
+/// another fault run holds it. The lock goes with the process, however it ends.
+async fn exclusive_lock() -> std::fs::File {
+    let dir = std::env::var("SHOP_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+                .join(".cache/shop")
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("faults.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    if file.try_lock().is_err() {
+        println!(
+            "faults: another fault run holds {}; waiting for it",
+            path.display()
+        );
+        let t0 = Instant::now();
+        let file = tokio::task::spawn_blocking(move || {
+            file.lock().unwrap();
+            file
+        })
+        .await
+        .unwrap();
+        println!("faults: waited {:.0} s", t0.elapsed().as_secs_f64());
+        return file;
+    }
+    file
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -220,6 +255,9 @@ async fn faults_and_races_break_no_invariant() {
         "faults: seed {seed} (SHOP_FAULTS_SEED), {total} s of faults (SHOP_FAULTS_SECONDS) in {rounds} round(s), kinds {kinds:?}"
     );
 
+    // One fault run at a time on this machine: the cluster, the broker and their ports
+    // are shared by every checkout (several worktrees run the suite at once).
+    let _lock = exclusive_lock().await;
     let guard = InfraGuard;
     if let Err(e) = infra_script("up").await {
         panic!("the fault test's own PostgreSQL (5433) and Kafka (9094) did not start — run `scripts/infra.sh up` first (it installs PostgreSQL, Java and the Kafka jars):\n{e}");
