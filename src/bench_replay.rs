@@ -216,7 +216,7 @@ async fn write_floor(
                             event.time.into(),
                         ]);
                     }
-                    let mut tx = read.begin_derived().await?;
+                    let mut tx = read.begin().await?;
                     // A record read twice (a partition handed over before its first
                     // member got far) is written once; the count is of rows written.
                     let inserted = rows

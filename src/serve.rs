@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use axum::Router;
 use shop_eventing::auth::JwtKeys;
 use shop_eventing::db::DatabaseConfig;
-use shop_eventing::http::{bind, serve};
+use shop_eventing::http::{bind, serve, Deferred};
 use shop_eventing::kafka::{KafkaConfig, KafkaLog};
 use shop_eventing::log::EventLog;
 use shop_eventing::platform::{ConsumerTuning, Platform, RelayTuning};
@@ -77,11 +77,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         consumer_tuning(options, shop_eventing::platform::CONSUMER_LINGER),
         relay_tuning(options),
     );
-    platform
-        .log
-        .ensure_topics(&all_topics(&platform.topic_prefix))
-        .await
-        .context("cannot prepare topics (is Kafka running? `scripts/infra.sh up`)")?;
+    prepare_topics(&platform, &common.kafka_brokers).await;
     let admin_password = options.admin_password.clone().filter(|p| !p.is_empty());
     run_components(
         &platform,
@@ -91,6 +87,41 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         &|_| {},
     )
     .await
+}
+
+/// Creates the deployment's missing topics. When Kafka does not answer within a few
+/// seconds the components start anyway (the gateway routes, command services take
+/// commands into their outboxes, `/ready` names the broker) and the topics are created in
+/// the background as soon as it does.
+async fn prepare_topics(platform: &Platform, brokers: &str) {
+    let topics = all_topics(&platform.topic_prefix);
+    let first = tokio::time::timeout(Duration::from_secs(5), platform.log.ensure_topics(&topics));
+    let why = match first.await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer within 5 s".to_string(),
+    };
+    tracing::warn!(error = %why, "waiting for Kafka at {brokers} (start it with `scripts/infra.sh up`); starting meanwhile");
+    let log = platform.log.clone();
+    let shutdown = platform.shutdown.clone();
+    let brokers = brokers.to_string();
+    tokio::spawn(async move {
+        let mut pause = Duration::from_millis(500);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            match log.ensure_topics(&topics).await {
+                Ok(()) => {
+                    info!("Kafka at {brokers} answers: topics ready");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "waiting for Kafka at {brokers}"),
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    });
 }
 
 /// The consumers' tuning; `linger` unless `--consumer-linger-ms` says otherwise.
@@ -116,6 +147,12 @@ pub fn relay_tuning(options: &ServeOptions) -> RelayTuning {
 
 /// Starts the components on `platform`, prints their addresses and `shop: ready`, and
 /// runs until SIGINT/SIGTERM, then shuts down cleanly.
+///
+/// Every component listens at once, whatever is down (SPEC §1): until it has started —
+/// its database reachable — its `/health` answers, its `/ready` says 503 and what it
+/// waits for, and its routes a 503 with `Retry-After`; it retries with backoff and takes
+/// traffic as soon as it can. The gateway needs nothing to route; a command service needs
+/// no broker to take commands (its outbox keeps their events until the broker is back).
 pub async fn run_components(
     platform: &Platform,
     components: &[Component],
@@ -136,142 +173,112 @@ pub async fn run_components(
             Component::Gateway,
         ]);
     }
-    let mut servers: Vec<(&'static str, Router, tokio::net::TcpListener)> = Vec::new();
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    let mut local = LocalUpstreams::default();
-    let mut gateway_url: Option<String> = None;
-
-    if components.contains(&Component::Customers) {
-        let password = admin_password.clone().context(
-            "set SHOP_ADMIN_PASSWORD (or --admin-password): the password of admin@shop.local",
-        )?;
-        let started = shop_customers::start(platform, &password)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tasks.extend(started.tasks);
-        let (listener, addr) = bind(&args.bind, args.customers_port).await?;
-        local.customers = Some(local.here(addr, &started.router));
-        servers.push((shop_customers::COMPONENT, started.router, listener));
-    }
-    if components.contains(&Component::Inventory) {
-        let started = shop_inventory::start(platform).await?;
-        let (listener, addr) = bind(&args.bind, args.inventory_port).await?;
-        local.inventory = Some(local.here(addr, &started.router));
-        servers.push((shop_inventory::service::COMPONENT, started.router, listener));
-        tasks.extend(started.tasks);
-    }
-    if components.contains(&Component::Orders) {
-        let config = shop_orders::OrdersConfig {
-            saga_timeout: Duration::from_millis(args.saga_timeout_ms),
-        };
-        let started = shop_orders::start(platform, config).await?;
-        let (listener, addr) = bind(&args.bind, args.orders_port).await?;
-        local.orders = Some(local.here(addr, &started.router));
-        servers.push((shop_orders::COMPONENT, started.router, listener));
-        tasks.extend(started.tasks);
-    }
-    if components.contains(&Component::Payments) {
-        let started = shop_payments::start(platform).await?;
-        let (listener, addr) = bind(&args.bind, args.payments_port).await?;
-        local.payments = Some(local.here(addr, &started.router));
-        servers.push((shop_payments::COMPONENT, started.router, listener));
-        tasks.extend(started.tasks);
-    }
-    if components.contains(&Component::Shipping) {
-        let config = shop_shipping::ShippingConfig {
-            countries: shop_shipping::shipment::SupportedCountries::parse(&args.shipping_countries),
-        };
-        let started = shop_shipping::start(platform, config).await?;
-        let (listener, addr) = bind(&args.bind, args.shipping_port).await?;
-        local.shipping = Some(local.here(addr, &started.router));
-        servers.push((shop_shipping::COMPONENT, started.router, listener));
-        tasks.extend(started.tasks);
-    }
-    if components.contains(&Component::Projector) {
-        let started = shop_projections::start(platform).await?;
-        let (listener, _) = bind(&args.bind, args.projector_port).await?;
-        servers.push((shop_projections::COMPONENT, started.router, listener));
-        tasks.extend(started.tasks);
-    }
-    if components.contains(&Component::ReadApi) {
-        let config = shop_read_api::ReadApiConfig {
-            consistency_wait: Duration::from_millis(args.consistency_wait_ms),
-        };
-        let router = shop_read_api::start(platform, config).await?;
-        let (listener, addr) = bind(&args.bind, args.read_api_port).await?;
-        local.read_api = Some(local.here(addr, &router));
-        servers.push((shop_read_api::COMPONENT, router, listener));
-    }
-    if components.contains(&Component::Gateway) {
-        let upstream = |flag: &Option<String>, here: &Option<String>, port: u16| {
-            flag.clone()
-                .or_else(|| here.clone())
-                .unwrap_or_else(|| format!("http://127.0.0.1:{port}"))
-        };
-        let config = shop_gateway::GatewayConfig {
-            upstreams: shop_gateway::Upstreams {
-                customers: upstream(&args.customers_url, &local.customers, args.customers_port),
-                inventory: upstream(&args.inventory_url, &local.inventory, args.inventory_port),
-                orders: upstream(&args.orders_url, &local.orders, args.orders_port),
-                payments: upstream(&args.payments_url, &local.payments, args.payments_port),
-                shipping: upstream(&args.shipping_url, &local.shipping, args.shipping_port),
-                read_api: upstream(&args.read_api_url, &local.read_api, args.read_api_port),
-            },
-            body_limit: args.gateway_body_limit,
-            cache_ttl: Duration::from_millis(args.gateway_cache_ttl_ms),
-            canaries: args
-                .gateway_canary
-                .split(';')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(shop_gateway::Canary::parse)
-                .collect::<Result<_, _>>()
-                .map_err(anyhow::Error::msg)?,
-            resilience: shop_gateway::Resilience {
-                breaker_failures: args.gateway_breaker_failures.max(1),
-                breaker_cooldown: Duration::from_millis(args.gateway_breaker_cooldown_ms),
-                health_interval: Duration::from_millis(args.gateway_health_interval_ms.max(50)),
-            },
-            rate_limit: std::num::NonZeroU32::new(args.gateway_rate_limit).map(|per_second| {
-                shop_gateway::RateLimit {
-                    per_second,
-                    burst: std::num::NonZeroU32::new(args.gateway_rate_burst).unwrap_or(per_second),
-                }
-            }),
-            upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
-            openapi: Some(std::sync::Arc::new(crate::openapi::document())),
-            in_process: std::mem::take(&mut local.routers),
-        };
-        let router = shop_gateway::router(config, platform.jwt.clone());
-        let (listener, addr) = bind(&args.bind, args.port).await?;
-        gateway_url = Some(format!("http://{addr}"));
-        servers.push((shop_gateway::COMPONENT, router, listener));
-    }
-    if servers.is_empty() {
+    if components.is_empty() {
         bail!("no component to run");
+    }
+    // A missing setting is no dependency to wait for: refused before anything listens.
+    let admin_password = if components.contains(&Component::Customers) {
+        Some(admin_password.context(
+            "set SHOP_ADMIN_PASSWORD (or --admin-password): the password of admin@shop.local",
+        )?)
+    } else {
+        None
+    };
+    let waiting_for = match &platform.database.sqlite_dir {
+        Some(_) => "its database".to_string(),
+        None => format!("PostgreSQL at {}", redact(&platform.database.server_url)),
+    };
+
+    // Every component listens at once.
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut local = LocalUpstreams::default();
+    for component in components.iter().copied() {
+        let Some((name, port)) = listening(component, args) else {
+            continue;
+        };
+        let (listener, addr) = bind(&args.bind, port)
+            .await
+            .with_context(|| format!("{name}: cannot listen on {}:{port}", args.bind))?;
+        let deferred = Deferred::new(format!("waiting for {waiting_for}"));
+        let base = match component {
+            Component::Projector | Component::Gateway => None,
+            _ => Some(local.here(addr, &deferred.router())),
+        };
+        match component {
+            Component::Customers => local.customers = base,
+            Component::Inventory => local.inventory = base,
+            Component::Orders => local.orders = base,
+            Component::Payments => local.payments = base,
+            Component::Shipping => local.shipping = base,
+            Component::ReadApi => local.read_api = base,
+            _ => {}
+        }
+        slots.push(Slot {
+            component,
+            name,
+            listener,
+            deferred,
+        });
+    }
+    let mut gateway_url: Option<String> = None;
+    if let Some(slot) = slots.iter().find(|s| s.component == Component::Gateway) {
+        slot.deferred.started(gateway(platform, args, &mut local)?);
+        gateway_url = Some(format!("http://{}", slot.listener.local_addr()?));
     }
 
     let shutdown = platform.shutdown.clone();
     let mut handles = Vec::new();
-    for (name, router, listener) in servers {
+    let mut starting = Vec::new();
+    for slot in slots {
         // One line per component on stdout, for people and for the tests that start us.
         println!(
-            "shop: {name} listening on http://{}",
-            listener.local_addr()?
+            "shop: {} listening on http://{}",
+            slot.name,
+            slot.listener.local_addr()?
         );
         handles.push(tokio::spawn(serve(
-            listener,
-            router,
+            slot.listener,
+            slot.deferred.router(),
             shutdown.clone(),
-            name,
+            slot.name,
         )));
+        if slot.component != Component::Gateway {
+            starting.push((slot.component, slot.name, slot.deferred));
+        }
     }
-    if let Some(gateway) = &gateway_url {
-        announce(gateway);
-    }
-    println!("shop: ready");
 
-    wait_for_signal().await;
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let startup = async {
+        for (component, name, deferred) in &starting {
+            let mut pause = Duration::from_millis(250);
+            let (router, started) = loop {
+                match start(platform, *component, args, admin_password.as_deref()).await {
+                    Ok(started) => break started,
+                    Err(e) => {
+                        let why = format!("{e:#}");
+                        tracing::warn!(component = name, error = %why, retry_in_ms = pause.as_millis() as u64, "waiting for {waiting_for}");
+                        deferred.waiting(format!("waiting for {waiting_for}: {why}"));
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            deferred.started(router);
+            tasks.extend(started);
+            info!(component = name, "started");
+        }
+    };
+    let stopped_early = tokio::select! {
+        _ = startup => false,
+        _ = wait_for_signal() => true,
+    };
+    if !stopped_early {
+        if let Some(gateway) = &gateway_url {
+            announce(gateway);
+        }
+        println!("shop: ready");
+        wait_for_signal().await;
+    }
     info!("shutting down");
     shutdown.cancel();
     let servers_done = futures::future::join_all(handles);
@@ -284,6 +291,145 @@ pub async fn run_components(
         tracing::warn!("some tasks did not stop within 15 s");
     }
     Ok(())
+}
+
+/// A component's listener, bound before it starts.
+struct Slot {
+    component: Component,
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    deferred: Deferred,
+}
+
+/// A component's name and port (`None`: not a component that listens).
+fn listening(component: Component, args: &ServeOptions) -> Option<(&'static str, u16)> {
+    Some(match component {
+        Component::Customers => (shop_customers::COMPONENT, args.customers_port),
+        Component::Inventory => (shop_inventory::service::COMPONENT, args.inventory_port),
+        Component::Orders => (shop_orders::COMPONENT, args.orders_port),
+        Component::Payments => (shop_payments::COMPONENT, args.payments_port),
+        Component::Shipping => (shop_shipping::COMPONENT, args.shipping_port),
+        Component::Projector => (shop_projections::COMPONENT, args.projector_port),
+        Component::ReadApi => (shop_read_api::COMPONENT, args.read_api_port),
+        Component::Gateway => (shop_gateway::COMPONENT, args.port),
+        Component::All => return None,
+    })
+}
+
+/// Starts one component (not the gateway): its router and background tasks.
+async fn start(
+    platform: &Platform,
+    component: Component,
+    args: &ServeOptions,
+    admin_password: Option<&str>,
+) -> anyhow::Result<(Router, Vec<JoinHandle<()>>)> {
+    let error = |e: shop_eventing::db::DbError| anyhow::anyhow!("{e}");
+    Ok(match component {
+        Component::Customers => {
+            let started = shop_customers::start(platform, admin_password.unwrap_or_default())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (started.router, started.tasks)
+        }
+        Component::Inventory => {
+            let started = shop_inventory::start(platform).await.map_err(error)?;
+            (started.router, started.tasks)
+        }
+        Component::Orders => {
+            let config = shop_orders::OrdersConfig {
+                saga_timeout: Duration::from_millis(args.saga_timeout_ms),
+            };
+            let started = shop_orders::start(platform, config).await.map_err(error)?;
+            (started.router, started.tasks)
+        }
+        Component::Payments => {
+            let started = shop_payments::start(platform).await.map_err(error)?;
+            (started.router, started.tasks)
+        }
+        Component::Shipping => {
+            let config = shop_shipping::ShippingConfig {
+                countries: shop_shipping::shipment::SupportedCountries::parse(
+                    &args.shipping_countries,
+                ),
+            };
+            let started = shop_shipping::start(platform, config)
+                .await
+                .map_err(error)?;
+            (started.router, started.tasks)
+        }
+        Component::Projector => {
+            let started = shop_projections::start(platform).await.map_err(error)?;
+            (started.router, started.tasks)
+        }
+        Component::ReadApi => {
+            let config = shop_read_api::ReadApiConfig {
+                consistency_wait: Duration::from_millis(args.consistency_wait_ms),
+            };
+            let router = shop_read_api::start(platform, config)
+                .await
+                .map_err(error)?;
+            (router, Vec::new())
+        }
+        Component::Gateway | Component::All => bail!("not started this way"),
+    })
+}
+
+/// The gateway's router: it needs no database and no broker.
+fn gateway(
+    platform: &Platform,
+    args: &ServeOptions,
+    local: &mut LocalUpstreams,
+) -> anyhow::Result<Router> {
+    let upstream = |flag: &Option<String>, here: &Option<String>, port: u16| {
+        flag.clone()
+            .or_else(|| here.clone())
+            .unwrap_or_else(|| format!("http://127.0.0.1:{port}"))
+    };
+    let config = shop_gateway::GatewayConfig {
+        upstreams: shop_gateway::Upstreams {
+            customers: upstream(&args.customers_url, &local.customers, args.customers_port),
+            inventory: upstream(&args.inventory_url, &local.inventory, args.inventory_port),
+            orders: upstream(&args.orders_url, &local.orders, args.orders_port),
+            payments: upstream(&args.payments_url, &local.payments, args.payments_port),
+            shipping: upstream(&args.shipping_url, &local.shipping, args.shipping_port),
+            read_api: upstream(&args.read_api_url, &local.read_api, args.read_api_port),
+        },
+        body_limit: args.gateway_body_limit,
+        cache_ttl: Duration::from_millis(args.gateway_cache_ttl_ms),
+        canaries: args
+            .gateway_canary
+            .split(';')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(shop_gateway::Canary::parse)
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?,
+        resilience: shop_gateway::Resilience {
+            breaker_failures: args.gateway_breaker_failures.max(1),
+            breaker_cooldown: Duration::from_millis(args.gateway_breaker_cooldown_ms),
+            health_interval: Duration::from_millis(args.gateway_health_interval_ms.max(50)),
+        },
+        rate_limit: std::num::NonZeroU32::new(args.gateway_rate_limit).map(|per_second| {
+            shop_gateway::RateLimit {
+                per_second,
+                burst: std::num::NonZeroU32::new(args.gateway_rate_burst).unwrap_or(per_second),
+            }
+        }),
+        upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
+        openapi: Some(std::sync::Arc::new(crate::openapi::document())),
+        in_process: std::mem::take(&mut local.routers),
+    };
+    Ok(shop_gateway::router(config, platform.jwt.clone()))
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 #[derive(Default)]

@@ -11,6 +11,7 @@ shop_eventing::on_both_backends!(
     an_order_beyond_the_wallet_is_cancelled_and_its_stock_released,
     an_order_to_an_unserved_country_is_cancelled_refunded_and_released,
     a_customer_cancels_before_shipping_but_not_after,
+    a_cancel_racing_a_dispatch_never_both_take_effect,
     a_payment_published_after_the_deadline_is_refunded,
 );
 
@@ -456,6 +457,108 @@ async fn a_customer_cancels_before_shipping_but_not_after(backend: Dialect) {
     shop.wait_stock(&tea, (7, 0, 3)).await;
     assert_eq!(shop.order(&second).await["status"], "SHIPPED");
 
+    shop.stop().await;
+}
+
+/// SPEC §5 rule 6 and §6 (goods and money agree): a confirmed order's cancel and its
+/// dispatch, sent together or one right after the other, never both take effect. Each
+/// race ends one way: the shipment cancelled, the order cancelled, refunded and released,
+/// and the dispatch refused (409); or the parcel dispatched, the cancellation refused, the
+/// order shipped and nothing refunded. Checked in the answers, the order view and the
+/// event stores.
+async fn a_cancel_racing_a_dispatch_never_both_take_effect(backend: Dialect) {
+    const RACES: usize = 8;
+    let shop = Shop::start(backend, SAGA_ENV).await;
+    let tea = shop.admin.add_product("TEA-1", 100, 100).await;
+    let hanako = shop.customer("Hanako", "JP", 100_000).await;
+    let mut orders = Vec::new();
+    for _ in 0..RACES {
+        orders.push(hanako.place(&[(&tea, 1)]).await);
+    }
+    for order in &orders {
+        shop.wait_order(order, "CONFIRMED").await;
+        shop.wait_history(order, &["ShipmentScheduled@shipping"])
+            .await;
+    }
+    let mut outcomes = Vec::new();
+    for (i, order) in orders.iter().enumerate() {
+        // Together, cancel first, dispatch first, in turn.
+        let (cancel, dispatch) = match i % 3 {
+            0 => tokio::join!(hanako.cancel(order), shop.shipment(order, "dispatch")),
+            1 => {
+                let cancel = hanako.cancel(order).await;
+                (cancel, shop.shipment(order, "dispatch").await)
+            }
+            _ => {
+                let dispatch = shop.shipment(order, "dispatch").await;
+                (hanako.cancel(order).await, dispatch)
+            }
+        };
+        outcomes.push((order.clone(), cancel, dispatch));
+    }
+    let payments = shop.instance.store("payments").await;
+    let inventory = shop.instance.store("inventory").await;
+    let shipping = shop.instance.store("shipping").await;
+    let mut cancelled = 0;
+    let mut shipped = 0;
+    for (order, cancel, dispatch) in &outcomes {
+        assert!(
+            [StatusCode::ACCEPTED, StatusCode::CONFLICT].contains(cancel),
+            "cancel of {order}: {cancel}"
+        );
+        let view = shop
+            .admin
+            .get_until(&format!("/api/orders/{order}"), WAIT, |o| {
+                let decided = o["cancellation"]["state"] != "requested";
+                (o["status"] == "CANCELLED" || o["status"] == "SHIPPED") && decided
+            })
+            .await;
+        let refunded = events_of_order(&payments, order)
+            .await
+            .contains(&"PaymentRefunded".to_string());
+        let released = events_of_order(&inventory, order)
+            .await
+            .contains(&"StockReleased".to_string());
+        let shipment = events_of_order(&shipping, order).await;
+        let left = shipment.contains(&"ShipmentDispatched".to_string());
+        if view["status"] == "CANCELLED" {
+            cancelled += 1;
+            assert_eq!(view["cancel_reason"], "customer_request", "{view:#}");
+            assert_eq!(view["cancellation"]["state"], "accepted", "{view:#}");
+            assert_eq!(
+                *dispatch,
+                StatusCode::CONFLICT,
+                "{order}: the dispatch of a cancelled shipment"
+            );
+            assert!(!left, "{order}: cancelled and dispatched: {shipment:?}");
+            shop.wait_history(
+                order,
+                &["PaymentRefunded@payments", "StockReleased@inventory"],
+            )
+            .await;
+        } else {
+            shipped += 1;
+            assert_eq!(*dispatch, StatusCode::ACCEPTED, "{order}: {view:#}");
+            assert!(left, "{order}: shipped without a dispatch: {shipment:?}");
+            assert!(
+                !refunded && !released,
+                "{order}: shipped, yet refunded or released"
+            );
+            if *cancel == StatusCode::ACCEPTED {
+                assert_eq!(view["cancellation"]["state"], "refused", "{view:#}");
+                assert!(shipment.contains(&"ShipmentCancellationRefused".to_string()));
+            }
+        }
+    }
+    println!("cancel vs dispatch: {cancelled} cancelled, {shipped} shipped of {RACES}");
+    assert_eq!(cancelled + shipped, RACES);
+    // Money and goods add up: each shipped order's units sold and paid, each cancelled
+    // one's returned.
+    let spent = 100 * shipped as i64;
+    shop.wait_figures(&hanako, (100_000 - spent, spent, RACES as i64))
+        .await;
+    shop.wait_stock(&tea, (100 - shipped as i64, 0, shipped as i64))
+        .await;
     shop.stop().await;
 }
 

@@ -65,3 +65,16 @@ CREATE TABLE IF NOT EXISTS applied_versions (
     sequence BIGINT NOT NULL,
     PRIMARY KEY (consumer, source, subject)
 );
+
+-- Each time a consumer found its checkpoint behind the records it read (commits the
+-- database acknowledged and then lost in a crash, or a log position ahead of the
+-- checkpoint): it read again from the checkpoint. Kept so that the mismatch is seen.
+CREATE TABLE IF NOT EXISTS consumer_rewinds (
+    consumer    TEXT        NOT NULL,
+    topic       TEXT        NOT NULL,
+    partition   INTEGER     NOT NULL,
+    -- Where the database said to resume, and the first record read instead.
+    checkpoint  BIGINT      NOT NULL,
+    read_offset BIGINT      NOT NULL,
+    at          TIMESTAMPTZ NOT NULL DEFAULT CURRENT_TIMESTAMP
+);

@@ -41,3 +41,24 @@ CREATE TABLE IF NOT EXISTS outbox (
     position BIGINT PRIMARY KEY
 );
 ALTER TABLE outbox DROP CONSTRAINT IF EXISTS outbox_position_fkey; -- PostgreSQL only
+
+-- The first answer to each request sent with an `Idempotency-Key` (docs/idempotency.md),
+-- per caller. Written in the transaction of the command's events: the key is stored
+-- exactly when the effect is, and a second request with it answers this row again.
+-- Kept at least 24 hours (rows older than that are deleted now and then on write).
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    -- The caller: a customer id, `admin`, or `anonymous`.
+    scope             TEXT        NOT NULL,
+    idempotency_key   TEXT        NOT NULL,
+    -- SHA-256 of a secret, the request's method, path and JSON body (keys sorted).
+    fingerprint       TEXT        NOT NULL,
+    -- The answer: status, JSON body and headers. Written by the same transaction that
+    -- inserts the row, after the command (never seen without them).
+    status            INTEGER,
+    body              TEXT,
+    consistency_token TEXT,
+    location          TEXT,
+    created_at        TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (scope, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_at ON idempotency_keys (created_at);

@@ -52,6 +52,10 @@ struct KeysInner {
     encoding: EncodingKey,
     decoding: DecodingKey,
     ttl_secs: u64,
+    /// A key derived from the secret for the fingerprints of idempotent requests
+    /// ([`crate::idempotency`]): without it, a stored fingerprint of a registration could
+    /// be matched against guessed passwords at SHA-256 speed.
+    fingerprint_key: [u8; 32],
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -74,12 +78,24 @@ impl JwtKeys {
                 encoding: EncodingKey::from_secret(secret.as_bytes()),
                 decoding: DecodingKey::from_secret(secret.as_bytes()),
                 ttl_secs,
+                fingerprint_key: {
+                    use sha2::Digest;
+                    let mut key = sha2::Sha256::new();
+                    key.update(b"shop idempotency fingerprint\0");
+                    key.update(secret.as_bytes());
+                    key.finalize().into()
+                },
             }),
         }
     }
 
     pub fn ttl_secs(&self) -> u64 {
         self.inner.ttl_secs
+    }
+
+    /// The key of request fingerprints ([`crate::idempotency::fingerprint`]).
+    pub(crate) fn fingerprint_key(&self) -> &[u8; 32] {
+        &self.inner.fingerprint_key
     }
 
     /// Issues a token for a subject.

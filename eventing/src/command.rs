@@ -18,12 +18,28 @@ use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore as _};
 use shop_schemas::EventMetadata;
 use tracing::{debug, warn};
 
-use crate::sql::Conn;
+use crate::idempotency::KeyedCommand;
+use crate::sql::{Conn, Pool};
 use crate::store::{EventStore, HookError, TxEventStore};
 
 /// How often a command is re-run after losing an optimistic-concurrency race before the
 /// caller gets a conflict (409).
 pub const CONFLICT_RETRIES: usize = 8;
+
+/// How long a command that commutes ([`CommandBus::commuting`]) is re-run after losing
+/// races, beyond [`CONFLICT_RETRIES`], before the caller gets a conflict.
+pub const COMMUTING_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The longest pause between two attempts of a command (the pause is random, up to 5 ms
+/// times the attempt, up to this).
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The pause before attempt `attempt + 1` of a command that lost a race: random ("full
+/// jitter"), so that the losers of one race do not meet again in the next.
+fn conflict_backoff(attempt: usize) -> Duration {
+    let ceiling = (5 * attempt as u64).clamp(1, MAX_BACKOFF.as_millis() as u64);
+    Duration::from_millis(fastrand::u64(1..=ceiling))
+}
 
 /// Why a command did not append.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +71,8 @@ where
     /// Snapshot every this many events (`None`: replay every event).
     snapshot_every: Option<usize>,
     cache: Option<Arc<AggregateCache<A>>>,
+    /// Which commands commute ([`CommandBus::commuting`]).
+    commutes: Option<fn(&A::Command) -> bool>,
 }
 
 impl<A> CommandBus<A>
@@ -69,7 +87,22 @@ where
             services,
             snapshot_every: None,
             cache: Some(Arc::new(AggregateCache::new(CACHE_CAPACITY))),
+            commutes: None,
         }
+    }
+
+    /// Declares the commands whose effect does not depend on the order they are applied
+    /// in (a deposit, a restock): one that loses an optimistic-concurrency race is re-run
+    /// until it is decided, for up to [`COMMUTING_DEADLINE`], instead of answering a
+    /// conflict after [`CONFLICT_RETRIES`]. Each attempt still decides on a fresh state.
+    pub fn commuting(mut self, commutes: fn(&A::Command) -> bool) -> Self {
+        self.commutes = Some(commutes);
+        self
+    }
+
+    /// The database of the bus's event store.
+    pub fn pool(&self) -> &Pool {
+        self.store.pool()
     }
 
     /// Like [`CommandBus::new`], writing a snapshot every `snapshot_every` events.
@@ -129,6 +162,32 @@ where
         metadata: &EventMetadata,
     ) -> Result<i64, CommandError<A::Error>> {
         let store = self.store(self.store.clone());
+        self.run_with_retries(&store, aggregate_id, command, metadata)
+            .await?;
+        Ok(store.sequence.load(Ordering::Relaxed) as i64)
+    }
+
+    /// Like [`CommandBus::execute_versioned`], under the request's idempotency key if it
+    /// has one: the command then runs in the key's transaction (see
+    /// [`crate::idempotency`]), whose commit stores the events and the key together, or
+    /// neither. A lost concurrency race rolls back to a savepoint and is retried in it.
+    ///
+    /// # Errors
+    /// See [`CommandError`].
+    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, aggregate_id = %aggregate_id))]
+    pub async fn execute_keyed(
+        &self,
+        keyed: &mut KeyedCommand,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<i64, CommandError<A::Error>> {
+        let Some(conn) = keyed.transaction() else {
+            return self
+                .execute_versioned(aggregate_id, command, metadata)
+                .await;
+        };
+        let store = self.store(TxEventStore::new(conn, self.store.hook()));
         self.run_with_retries(&store, aggregate_id, command, metadata)
             .await?;
         Ok(store.sequence.load(Ordering::Relaxed) as i64)
@@ -221,6 +280,7 @@ where
         metadata: &EventMetadata,
     ) -> Result<(), CommandError<A::Error>> {
         let started = Instant::now();
+        let commutes = self.commutes.is_some_and(|commutes| commutes(&command));
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
@@ -230,10 +290,12 @@ where
                 .await
             {
                 Ok(()) => break Ok(()),
-                Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
+                Err(AggregateError::AggregateConflict)
+                    if attempt <= CONFLICT_RETRIES
+                        || (commutes && started.elapsed() < COMMUTING_DEADLINE) =>
+                {
                     debug!(attempt, "concurrency conflict, retrying");
-                    let backoff = Duration::from_millis(fastrand::u64(1..=5 * attempt as u64));
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
                 }
                 // A refusal decided on a cached state stands only if that state is current.
                 Err(AggregateError::UserError(e))
@@ -586,4 +648,24 @@ pub async fn replay<F: std::future::Future>(work: F) -> F::Output {
 /// Whether the current task replays ([`replay`]).
 pub fn replaying() -> bool {
     REPLAYING.try_with(|r| *r).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_random_grows_with_the_attempt_and_is_bounded() {
+        for attempt in 1..=200 {
+            let pause = conflict_backoff(attempt);
+            assert!(pause >= Duration::from_millis(1), "{attempt}: {pause:?}");
+            assert!(
+                pause <= Duration::from_millis(5 * attempt as u64).min(MAX_BACKOFF),
+                "{attempt}: {pause:?}"
+            );
+        }
+        // Losers of one race spread out: not every pause is the same.
+        let pauses: std::collections::HashSet<_> = (0..50).map(|_| conflict_backoff(20)).collect();
+        assert!(pauses.len() > 5);
+    }
 }

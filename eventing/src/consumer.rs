@@ -44,6 +44,10 @@ pub struct HandlerError {
     pub message: String,
     /// Retrying cannot help (bad data): dead-letter at once.
     pub permanent: bool,
+    /// The consumer's database did not answer: not the event's fault, so it counts as no
+    /// attempt; the runner waits for the database and reads the records again from its
+    /// checkpoint.
+    pub unavailable: bool,
 }
 
 impl HandlerError {
@@ -51,6 +55,7 @@ impl HandlerError {
         HandlerError {
             message: message.into(),
             permanent: false,
+            unavailable: false,
         }
     }
 
@@ -58,7 +63,27 @@ impl HandlerError {
         HandlerError {
             message: message.into(),
             permanent: true,
+            unavailable: false,
         }
+    }
+}
+
+/// Whether a database error says the database is out of reach (a lost or refused
+/// connection, a server shutting down or starting) rather than anything about the work.
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 57P01-57P03 (admin or crash
+        // shutdown, cannot connect now), 53300 (too many connections).
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
     }
 }
 
@@ -75,7 +100,10 @@ impl<E: std::error::Error> From<crate::command::CommandError<E>> for HandlerErro
 
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
-        HandlerError::transient(e.to_string())
+        HandlerError {
+            unavailable: database_unavailable(&e),
+            ..HandlerError::transient(e.to_string())
+        }
     }
 }
 
@@ -192,8 +220,6 @@ pub struct ConsumerRunner {
     track_versions: bool,
     /// A saga reaction: it may have imported events to replay ([`Self::replaying_imports`]).
     replays_imports: bool,
-    /// Commits without waiting for the write-ahead log's flush ([`Self::derived`]).
-    derived: bool,
     /// Whether `replay_only` holds events for this consumer (an import), as of the batch
     /// being applied.
     replay_pending: std::sync::atomic::AtomicBool,
@@ -219,7 +245,6 @@ impl ConsumerRunner {
             handler,
             track_versions: false,
             replays_imports: false,
-            derived: false,
             replay_pending: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -231,22 +256,13 @@ impl ConsumerRunner {
         self
     }
 
-    /// What this consumer writes is derived from the log alone (a projection): its
-    /// transactions commit without waiting for the database's write-ahead-log flush
-    /// ([`Pool::begin_derived`]). A crash of the database may lose the last such commits,
-    /// their checkpoints with them, so the records are read and applied again: nothing is
-    /// lost or doubled, and no commit waits for a disk.
-    pub fn derived(mut self) -> Self {
-        self.derived = true;
-        self
-    }
-
+    /// Every transaction commits durably (PostgreSQL's `synchronous_commit` as the
+    /// server sets it, on by default): a commit the database acknowledged survives its
+    /// crash. (Projections once committed without waiting for the flush, to be re-derived
+    /// after a crash; but the log's position had moved on, and the lost events stayed
+    /// lost — issue 22.)
     async fn begin(&self) -> Result<Conn, sqlx::Error> {
-        if self.derived {
-            self.pool.begin_derived().await
-        } else {
-            self.pool.begin().await
-        }
+        self.pool.begin().await
     }
 
     /// A saga reaction: events an import marked for it (`replay_only`) are applied in
@@ -287,10 +303,32 @@ impl ConsumerRunner {
         // Positions applied but not yet committed to the log, and when it last was.
         let mut uncommitted: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut committed_at = std::time::Instant::now();
+        // How far this member has applied each partition it read (or where it was sent
+        // back to): its database's checkpoints must not be behind.
+        let mut read: BTreeMap<(String, i32), i64> = BTreeMap::new();
         loop {
             if lag_measured.elapsed() >= LAG_INTERVAL {
                 lag_measured = std::time::Instant::now();
-                self.measure_lag().await;
+                if let Some(checkpoints) = self.measure_lag().await {
+                    let gaps = self.verify(&checkpoints, &read);
+                    if !gaps.is_empty() {
+                        self.report_gaps(&gaps).await;
+                        let positions: Vec<Position> = gaps
+                            .iter()
+                            .map(|g| Position {
+                                topic: g.topic.clone(),
+                                partition: g.partition,
+                                next_offset: g.checkpoint,
+                            })
+                            .collect();
+                        for p in &positions {
+                            uncommitted.remove(&(p.topic.clone(), p.partition));
+                            read.insert((p.topic.clone(), p.partition), p.next_offset);
+                        }
+                        subscription.seek(&positions)?;
+                        metrics::counter!("consumer_rewinds_total", "consumer" => self.config.name.clone(), "reason" => RewindReason::CheckpointGap.as_str()).increment(1);
+                    }
+                }
             }
             let records = tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -307,9 +345,25 @@ impl ConsumerRunner {
                 }
                 continue;
             }
-            for p in self.process(records).await? {
-                let next = uncommitted.entry((p.topic, p.partition)).or_default();
-                *next = (*next).max(p.next_offset);
+            match self.process(records).await {
+                BatchOutcome::Applied(positions) => {
+                    for p in positions {
+                        read.insert((p.topic.clone(), p.partition), p.next_offset);
+                        let next = uncommitted.entry((p.topic, p.partition)).or_default();
+                        *next = (*next).max(p.next_offset);
+                    }
+                }
+                BatchOutcome::Rewind { positions, reason } => {
+                    for p in &positions {
+                        uncommitted.remove(&(p.topic.clone(), p.partition));
+                        read.insert((p.topic.clone(), p.partition), p.next_offset);
+                    }
+                    if reason == RewindReason::DatabaseUnavailable {
+                        self.wait_for_database(shutdown).await;
+                    }
+                    subscription.seek(&positions)?;
+                    metrics::counter!("consumer_rewinds_total", "consumer" => self.config.name.clone(), "reason" => reason.as_str()).increment(1);
+                }
             }
             if committed_at.elapsed() >= LOG_COMMIT_INTERVAL {
                 commit_to_log(subscription.as_ref(), &mut uncommitted);
@@ -354,14 +408,15 @@ impl ConsumerRunner {
 
     /// Sets `consumer_lag_events{consumer}`: records of its topics between its
     /// checkpoints and the ends of the partitions.
-    async fn measure_lag(&self) {
+    /// Returns the checkpoints it read (`None` when the database did not answer).
+    async fn measure_lag(&self) -> Option<Vec<Position>> {
         let Ok(progress) = progress(&self.pool, &self.config.name).await else {
-            return;
+            return None;
         };
         let mut lag = 0;
         for topic in &self.config.topics {
             let Ok(ends) = self.log.end_offsets(topic).await else {
-                return;
+                return Some(progress.positions);
             };
             for (partition, end) in ends {
                 let next = progress
@@ -374,6 +429,33 @@ impl ConsumerRunner {
         }
         metrics::gauge!("consumer_lag_events", "consumer" => self.config.name.clone())
             .set(lag as f64);
+        Some(progress.positions)
+    }
+
+    /// The partitions this member applied further than its database's checkpoints now
+    /// say: commits the database acknowledged and lost (found even when no record arrives
+    /// to show it — an idle partition after a crash).
+    fn verify(&self, checkpoints: &[Position], read: &BTreeMap<(String, i32), i64>) -> Vec<Gap> {
+        let from_beginning = self.config.start == StartFrom::Beginning;
+        read.iter()
+            .filter_map(|((topic, partition), next)| {
+                let checkpoint = checkpoints
+                    .iter()
+                    .find(|p| &p.topic == topic && p.partition == *partition)
+                    .map(|p| p.next_offset);
+                let checkpoint = match checkpoint {
+                    Some(c) => c,
+                    None if from_beginning => 0,
+                    None => return None,
+                };
+                (*next > checkpoint).then(|| Gap {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    checkpoint,
+                    read_offset: *next,
+                })
+            })
+            .collect()
     }
 
     /// The events not applied before, recorded as applied (the caller's transaction
@@ -403,9 +485,8 @@ impl ConsumerRunner {
             .collect())
     }
 
-    /// Applies a batch; returns the positions to commit to the log.
-    async fn process(&self, records: Vec<LogRecord>) -> Result<Vec<Position>, sqlx::Error> {
-        let positions = next_positions(&records);
+    /// Applies a batch: what to commit to the log, or where to read again.
+    async fn process(&self, records: Vec<LogRecord>) -> BatchOutcome {
         debug!(count = records.len(), "batch");
         // Once its transaction is open, a batch runs to its commit without giving way to
         // the scheduler's fairness budget: every awaited lock (the command bus's, cqrs-es's)
@@ -414,18 +495,161 @@ impl ConsumerRunner {
         // consumers) while holding its transaction — on SQLite, the database's one writer.
         // It still waits, and lets others run, whenever it awaits the database or the log.
         match tokio::task::unconstrained(self.apply_batch(&records)).await {
-            Ok(()) => {}
-            Err(e) => {
+            Ok(()) => return BatchOutcome::Applied(next_positions(&records)),
+            Err(Interrupted::Gaps(gaps)) => return self.rewind_for_gaps(&records, gaps).await,
+            Err(Interrupted::Failed(e)) if e.unavailable || !self.database_answers().await => {
+                return self.rewind_for_database(&records, &e);
+            }
+            Err(Interrupted::Failed(e)) => {
                 debug!(error = %e, count = records.len(), "batch failed; applying record by record");
-                for record in &records {
-                    self.apply_with_retries(record).await?;
-                }
             }
         }
-        Ok(positions)
+        for record in &records {
+            match self.apply_with_retries(record).await {
+                Ok(()) => {}
+                Err(Interrupted::Gaps(gaps)) => return self.rewind_for_gaps(&records, gaps).await,
+                Err(Interrupted::Failed(e)) => return self.rewind_for_database(&records, &e),
+            }
+        }
+        BatchOutcome::Applied(next_positions(&records))
     }
 
-    async fn apply_batch(&self, records: &[LogRecord]) -> Result<(), HandlerError> {
+    /// The database failed under a batch: its partitions are read again from the batch's
+    /// first records once the database answers (those applied meanwhile are behind their
+    /// checkpoint by then, and skipped; a commit the crash took is a gap, found then).
+    fn rewind_for_database(&self, records: &[LogRecord], error: &HandlerError) -> BatchOutcome {
+        warn!(error = %error, "database unavailable; the batch will be read again once it answers");
+        BatchOutcome::Rewind {
+            positions: first_positions(records),
+            reason: RewindReason::DatabaseUnavailable,
+        }
+    }
+
+    /// Some partition's checkpoint is behind the records read of it: commits the database
+    /// acknowledged were lost (a crash of a server that committed without flushing), or
+    /// the log's position ran ahead of the database's. The partitions are read again from
+    /// the checkpoints, and the mismatch is recorded (`consumer_rewinds`, the
+    /// `consumer_rewinds_total` metric, a warning) so that it is seen, not silent.
+    async fn rewind_for_gaps(&self, records: &[LogRecord], gaps: Vec<Gap>) -> BatchOutcome {
+        let mut positions = first_positions(records);
+        for position in &mut positions {
+            if let Some(gap) = gaps
+                .iter()
+                .find(|g| g.topic == position.topic && g.partition == position.partition)
+            {
+                position.next_offset = gap.checkpoint;
+            }
+        }
+        self.report_gaps(&gaps).await;
+        BatchOutcome::Rewind {
+            positions,
+            reason: RewindReason::CheckpointGap,
+        }
+    }
+
+    /// A warning per gap, and a row in `consumer_rewinds`.
+    async fn report_gaps(&self, gaps: &[Gap]) {
+        for gap in gaps {
+            warn!(
+                topic = %gap.topic,
+                partition = gap.partition,
+                checkpoint = gap.checkpoint,
+                read_offset = gap.read_offset,
+                "checkpoint behind the records read (lost commits?): reading again from the checkpoint"
+            );
+        }
+        if let Err(e) = self.record_gaps(gaps).await {
+            warn!(error = %e, "cannot record the checkpoint gap");
+        }
+    }
+
+    async fn record_gaps(&self, gaps: &[Gap]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for gap in gaps {
+            sql::query(
+                "INSERT INTO consumer_rewinds (consumer, topic, partition, checkpoint, read_offset) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&self.config.name)
+            .bind(&gap.topic)
+            .bind(gap.partition)
+            .bind(gap.checkpoint)
+            .bind(gap.read_offset)
+            .execute(&mut tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Whether the consumer's database answers a trivial query within two seconds.
+    async fn database_answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                sql::query("SELECT 1").execute(&self.pool)
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Waits, with a growing pause up to five seconds, until the database answers or
+    /// the consumer is shut down.
+    async fn wait_for_database(&self, shutdown: &CancellationToken) {
+        let mut pause = Duration::from_millis(100);
+        let mut waited = false;
+        while !shutdown.is_cancelled() && !self.database_answers().await {
+            if !waited {
+                warn!("waiting for the database");
+                waited = true;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+        if waited {
+            info!("the database answers again; reading from the checkpoints");
+        }
+    }
+
+    /// The partitions of `records` whose checkpoint is behind the first record read of
+    /// them (see [`Self::rewind_for_gaps`]). A partition without a checkpoint starts at
+    /// the beginning for a consumer that starts there; records the log no longer keeps
+    /// cannot be read again, so a checkpoint older than the log's start is no gap when
+    /// reading resumed at that start.
+    async fn gaps(
+        &self,
+        checkpoints: &BTreeMap<(String, i32), i64>,
+        records: &[LogRecord],
+    ) -> Vec<Gap> {
+        let from_beginning = self.config.start == StartFrom::Beginning;
+        let mut gaps = Vec::new();
+        for first in first_positions(records) {
+            let checkpoint = match checkpoints.get(&(first.topic.clone(), first.partition)) {
+                Some(c) if *c > 0 || from_beginning => *c,
+                None if from_beginning => 0,
+                _ => continue,
+            };
+            if first.next_offset <= checkpoint {
+                continue;
+            }
+            if let Ok(start) = self.log.start_offset(&first.topic, first.partition).await {
+                if first.next_offset <= start {
+                    continue;
+                }
+            }
+            gaps.push(Gap {
+                topic: first.topic,
+                partition: first.partition,
+                checkpoint,
+                read_offset: first.next_offset,
+            });
+        }
+        gaps
+    }
+
+    async fn apply_batch(&self, records: &[LogRecord]) -> Result<(), Interrupted> {
         let events = records
             .iter()
             .map(|r| {
@@ -439,6 +663,10 @@ impl ConsumerRunner {
         }
         let checkpoints =
             load_checkpoints(&mut tx, &self.config.name, records, self.track_versions).await?;
+        let gaps = self.gaps(&checkpoints, records).await;
+        if !gaps.is_empty() {
+            return Err(Interrupted::Gaps(gaps));
+        }
         let ahead: Vec<bool> = records.iter().map(|r| !behind(&checkpoints, r)).collect();
         let candidates: Vec<&CloudEvent> = events
             .iter()
@@ -549,36 +777,48 @@ impl ConsumerRunner {
         Ok(Outcome::Applied)
     }
 
-    /// One record in its own transaction, retried with backoff, then dead-lettered.
-    async fn apply_with_retries(&self, record: &LogRecord) -> Result<(), sqlx::Error> {
+    /// One record in its own transaction, retried with backoff, then dead-lettered. A
+    /// database that does not answer is no attempt: the caller reads the record again
+    /// once it does.
+    async fn apply_with_retries(&self, record: &LogRecord) -> Result<(), Interrupted> {
         let mut backoff = self.config.retry_backoff;
         let mut attempt = 0;
         let error = loop {
             attempt += 1;
             let result = match record.cloud_event() {
-                Err(e) => Err(HandlerError::permanent(format!(
+                Err(e) => Err(Interrupted::Failed(HandlerError::permanent(format!(
                     "not a Shop CloudEvent: {e}"
-                ))),
+                )))),
                 Ok(event) => self.apply_single(record, &event).await,
             };
-            match result {
+            let error = match result {
                 Ok(()) => return Ok(()),
-                Err(e) if e.permanent || attempt >= self.config.max_attempts => break e,
-                Err(e) => {
-                    warn!(error = %e, attempt, topic = %record.topic, partition = record.partition, offset = record.offset, "event failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
+                Err(Interrupted::Gaps(gaps)) => return Err(Interrupted::Gaps(gaps)),
+                Err(Interrupted::Failed(e)) => e,
+            };
+            if error.unavailable || (!error.permanent && !self.database_answers().await) {
+                return Err(Interrupted::Failed(HandlerError {
+                    unavailable: true,
+                    ..error
+                }));
             }
+            if error.permanent || attempt >= self.config.max_attempts {
+                break error;
+            }
+            warn!(error = %error, attempt, topic = %record.topic, partition = record.partition, offset = record.offset, "event failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
         };
-        self.dead_letter(record, &error, attempt).await
+        self.dead_letter(record, &error, attempt)
+            .await
+            .map_err(|e| Interrupted::Failed(e.into()))
     }
 
     async fn apply_single(
         &self,
         record: &LogRecord,
         event: &CloudEvent,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), Interrupted> {
         let mut tx = self.begin().await?;
         let checkpoints = load_checkpoints(
             &mut tx,
@@ -587,6 +827,10 @@ impl ConsumerRunner {
             self.track_versions,
         )
         .await?;
+        let gaps = self.gaps(&checkpoints, std::slice::from_ref(record)).await;
+        if !gaps.is_empty() {
+            return Err(Interrupted::Gaps(gaps));
+        }
         let applied = matches!(
             self.apply(&mut tx, &checkpoints, record, event).await?,
             Outcome::Applied
@@ -693,6 +937,82 @@ fn commit_to_log(subscription: &dyn Subscription, uncommitted: &mut BTreeMap<(St
     if let Err(e) = subscription.commit(&positions) {
         debug!(error = %e, "offset commit failed (the database checkpoint stands)");
     }
+}
+
+/// What became of a batch.
+enum BatchOutcome {
+    /// Applied (events that failed for good dead-lettered): the log may record these
+    /// positions.
+    Applied(Vec<Position>),
+    /// Not (wholly) applied: its partitions are read again from these positions.
+    Rewind {
+        positions: Vec<Position>,
+        reason: RewindReason,
+    },
+}
+
+/// Why a consumer reads records again (`consumer_rewinds_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RewindReason {
+    /// Its database did not answer.
+    DatabaseUnavailable,
+    /// Its checkpoint was behind the records read.
+    CheckpointGap,
+}
+
+impl RewindReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            RewindReason::DatabaseUnavailable => "database_unavailable",
+            RewindReason::CheckpointGap => "checkpoint_gap",
+        }
+    }
+}
+
+/// A partition whose checkpoint is behind the first record read of it.
+#[derive(Debug, Clone)]
+struct Gap {
+    topic: String,
+    partition: i32,
+    checkpoint: i64,
+    read_offset: i64,
+}
+
+/// Why a batch (or a record) stopped before its commit.
+enum Interrupted {
+    Failed(HandlerError),
+    Gaps(Vec<Gap>),
+}
+
+impl From<HandlerError> for Interrupted {
+    fn from(e: HandlerError) -> Self {
+        Interrupted::Failed(e)
+    }
+}
+
+impl From<sqlx::Error> for Interrupted {
+    fn from(e: sqlx::Error) -> Self {
+        Interrupted::Failed(e.into())
+    }
+}
+
+/// The first offset read per partition of these records.
+fn first_positions(records: &[LogRecord]) -> Vec<Position> {
+    let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for r in records {
+        let entry = first
+            .entry((r.topic.clone(), r.partition))
+            .or_insert(r.offset);
+        *entry = (*entry).min(r.offset);
+    }
+    first
+        .into_iter()
+        .map(|((topic, partition), next_offset)| Position {
+            topic,
+            partition,
+            next_offset,
+        })
+        .collect()
 }
 
 /// Whether the consumer's checkpoint is already past this record.
@@ -866,6 +1186,34 @@ pub struct ConsumerProgress {
     pub last_event_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub positions: Vec<Position>,
+    /// How often the consumer found its checkpoint behind the records it read, and the
+    /// last time ([`CheckpointGap`]).
+    pub checkpoint_gaps: i64,
+    pub last_checkpoint_gap: Option<CheckpointGap>,
+}
+
+/// A time a consumer found a partition's checkpoint behind the records it read, and
+/// read again from the checkpoint.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckpointGap {
+    pub topic: String,
+    pub partition: i32,
+    pub checkpoint: i64,
+    pub read_offset: i64,
+    pub at: DateTime<Utc>,
+}
+
+impl ConsumerProgress {
+    /// Whether the consumer is still applying again what its last checkpoint gap made it
+    /// read again (its checkpoint has not reached the record it had read then).
+    pub fn recovering(&self) -> bool {
+        self.last_checkpoint_gap.as_ref().is_some_and(|gap| {
+            self.positions
+                .iter()
+                .find(|p| p.topic == gap.topic && p.partition == gap.partition)
+                .is_none_or(|p| p.next_offset <= gap.read_offset)
+        })
+    }
 }
 
 /// Reads a consumer's progress from its database.
@@ -883,6 +1231,22 @@ pub async fn progress(pool: &Pool, consumer: &str) -> Result<ConsumerProgress, s
         .bind(consumer)
         .fetch_all(pool)
         .await?;
+    let gaps = sql::query(
+        "SELECT topic, partition, checkpoint, read_offset, at FROM consumer_rewinds WHERE consumer = $1 ORDER BY at DESC",
+    )
+    .bind(consumer)
+    .fetch_all(pool)
+    .await?;
+    let last_checkpoint_gap = match gaps.first() {
+        Some(r) => Some(CheckpointGap {
+            topic: r.get("topic")?,
+            partition: r.get("partition")?,
+            checkpoint: r.get("checkpoint")?,
+            read_offset: r.get("read_offset")?,
+            at: r.get("at")?,
+        }),
+        None => None,
+    };
     let (events_applied, last_event_at, last_error) = match &status {
         Some(r) => (
             r.get("events_applied")?,
@@ -895,6 +1259,8 @@ pub async fn progress(pool: &Pool, consumer: &str) -> Result<ConsumerProgress, s
         events_applied,
         last_event_at,
         last_error,
+        checkpoint_gaps: gaps.len() as i64,
+        last_checkpoint_gap,
         positions: rows
             .iter()
             .map(|r| {

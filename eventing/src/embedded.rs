@@ -615,6 +615,15 @@ impl Subscription for EmbeddedSubscription {
         }
     }
 
+    fn seek(&mut self, positions: &[Position]) -> Result<(), LogError> {
+        for p in positions {
+            if let Some(next) = self.positions.get_mut(&(p.topic.clone(), p.partition)) {
+                *next = p.next_offset;
+            }
+        }
+        Ok(())
+    }
+
     fn commit(&self, positions: &[Position]) -> Result<(), LogError> {
         let pool = self.log.pool.clone();
         let group = self.group.clone();

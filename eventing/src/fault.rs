@@ -14,6 +14,11 @@ pub const RELAY_AFTER_PRODUCE: &str = "relay.after_produce";
 /// before it commits: a restart must redo the batch exactly once.
 pub const CONSUMER_MID_BATCH: &str = "consumer.mid_batch";
 
+/// A command under an `Idempotency-Key`, after its events and its key's answer are
+/// written in its transaction, before the commit: a restart must have stored neither,
+/// and the retry under the key must take effect once.
+pub const IDEMPOTENCY_BEFORE_COMMIT: &str = "idempotency.before_commit";
+
 /// The relay never publishes: committed events stay in the outbox until a process
 /// without this point takes over. Simulates a publisher that is slow or cut off, so that
 /// other services see this service's events late (e.g. a payment after a timeout).

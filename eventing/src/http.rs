@@ -177,7 +177,7 @@ where
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> Problem {
+pub(crate) fn json_rejection(rejection: JsonRejection) -> Problem {
     match rejection {
         JsonRejection::JsonDataError(e) => {
             let mut p = Problem::validation(vec![FieldError {
@@ -358,6 +358,90 @@ mod tests {
             Some("abcd"),
         ] {
             assert_eq!(text_field(bad, 3), None, "{bad:?}");
+        }
+    }
+}
+
+/// A component's router that answers before the component has started: while it waits
+/// for its database (or anything else it needs to start), `/health` says it is alive,
+/// `/ready` answers 503 naming what it waits for, and every other route a 503 problem
+/// with `Retry-After`; once started, everything goes to the component's own router. So a
+/// process listens at once, whatever is down, and takes traffic as soon as it can.
+#[derive(Clone)]
+pub struct Deferred {
+    state: Arc<std::sync::RwLock<DeferredState>>,
+}
+
+enum DeferredState {
+    Waiting(String),
+    Started(Router),
+}
+
+impl Deferred {
+    /// Waiting, for the reason given.
+    pub fn new(waiting_for: impl Into<String>) -> Self {
+        Deferred {
+            state: Arc::new(std::sync::RwLock::new(DeferredState::Waiting(
+                waiting_for.into(),
+            ))),
+        }
+    }
+
+    /// Still waiting, for this reason now (`/ready` says it).
+    pub fn waiting(&self, why: impl Into<String>) {
+        if let Ok(mut state) = self.state.write() {
+            if matches!(*state, DeferredState::Waiting(_)) {
+                *state = DeferredState::Waiting(why.into());
+            }
+        }
+    }
+
+    /// Started: from now on `router` serves every request.
+    pub fn started(&self, router: Router) {
+        if let Ok(mut state) = self.state.write() {
+            *state = DeferredState::Started(router);
+        }
+    }
+
+    /// The router to serve: the component's once started, the waiting answers until then.
+    pub fn router(&self) -> Router {
+        let this = self.clone();
+        Router::new().fallback_service(tower::service_fn(move |request: Request| {
+            let this = this.clone();
+            async move {
+                let current = match this.state.read() {
+                    Ok(state) => match &*state {
+                        DeferredState::Started(router) => Ok(router.clone()),
+                        DeferredState::Waiting(why) => Err(why.clone()),
+                    },
+                    Err(_) => Err("starting".to_string()),
+                };
+                match current {
+                    Ok(router) => {
+                        use tower::ServiceExt;
+                        router.oneshot(request).await
+                    }
+                    Err(why) => Ok::<_, std::convert::Infallible>(waiting_answer(
+                        request.uri().path(),
+                        &why,
+                    )),
+                }
+            }
+        }))
+    }
+}
+
+fn waiting_answer(path: &str, why: &str) -> Response {
+    match path {
+        "/health" => Json(serde_json::json!({"status": "starting"})).into_response(),
+        "/ready" => Problem::unavailable(format!("starting: {why}")).into_response(),
+        _ => {
+            let mut response =
+                Problem::unavailable(format!("the service is starting: {why}")).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
         }
     }
 }

@@ -174,6 +174,20 @@ impl EventLog for KafkaLog {
         KafkaLog::ping(self).await
     }
 
+    async fn start_offset(&self, topic: &str, partition: i32) -> Result<i64, LogError> {
+        let producer = self.producer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                .map(|(low, _)| low)
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
     async fn publish(&self, records: Vec<OutgoingRecord>) -> Result<(), LogError> {
         let mut deliveries = Vec::with_capacity(records.len());
         for record in &records {
@@ -469,6 +483,29 @@ impl Subscription for KafkaSubscription {
             }
         }
         Ok(records)
+    }
+
+    fn seek(&mut self, positions: &[Position]) -> Result<(), LogError> {
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(|e| LogError::Other(e.to_string()))?;
+        for p in positions {
+            if assigned.find_partition(&p.topic, p.partition).is_none() {
+                continue;
+            }
+            // librdkafka drops the partition's records fetched before the seek (they carry
+            // an older version of its fetch state), so the next record is `next_offset`'s.
+            self.consumer
+                .seek(
+                    &p.topic,
+                    p.partition,
+                    Offset::Offset(p.next_offset),
+                    Duration::from_secs(5),
+                )
+                .map_err(|e| LogError::Other(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn commit(&self, positions: &[Position]) -> Result<(), LogError> {

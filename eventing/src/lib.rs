@@ -9,6 +9,7 @@
 //!   effect + dedup + checkpoint in one transaction, retries, dead letters.
 //! - [`http`]: the HTTP edge: problem+json errors, JSON extraction, health/ready/metrics,
 //!   serving with graceful shutdown. [`auth`]: JWTs and the extractors that check them.
+//!   [`idempotency`]: `Idempotency-Key` on the commands' routes.
 //! - [`telemetry`]: logging, trace context, metrics recorder. [`fault`]: fault injection
 //!   points used by crash tests.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod embedded;
 pub mod events_api;
 pub mod fault;
 pub mod http;
+pub mod idempotency;
 pub mod kafka;
 pub mod lite;
 pub mod log;

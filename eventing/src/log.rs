@@ -152,6 +152,16 @@ pub trait EventLog: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), LogError> {
         Ok(())
     }
+
+    /// The offset of the first record still kept in one partition (0 unless records were
+    /// deleted). A consumer whose checkpoint is older than this cannot re-read the
+    /// records between, and must start here.
+    ///
+    /// # Errors
+    /// The log is unreachable or the topic is unknown.
+    async fn start_offset(&self, _topic: &str, _partition: i32) -> Result<i64, LogError> {
+        Ok(0)
+    }
 }
 
 /// A group member's view of its partitions.
@@ -169,4 +179,13 @@ pub trait Subscription: Send {
     /// # Errors
     /// The log refused the commit.
     fn commit(&self, positions: &[Position]) -> Result<(), LogError>;
+
+    /// Moves the reading position of assigned partitions back (or forward): the next
+    /// records of each partition start at its `next_offset`, and records read before the
+    /// seek but not yet handed out are dropped. A partition this member no longer holds
+    /// is left alone (its new holder starts from its own checkpoint).
+    ///
+    /// # Errors
+    /// The log refused the seek.
+    fn seek(&mut self, positions: &[Position]) -> Result<(), LogError>;
 }

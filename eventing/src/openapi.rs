@@ -5,8 +5,9 @@
 //! route cannot be served without being documented. [`document`] merges the parts and
 //! adds what every operation shares: the problem responses the edge and the gateway can
 //! give (401 on protected routes; 400, 413, 415 and 422 on routes with a body; 429, 503
-//! and 504 from the gateway), the consistency token on accepted commands, and the
-//! consistency parameters of reads (SPEC §3.6).
+//! and 504 from the gateway), the consistency token on accepted commands, the
+//! `Idempotency-Key` of the commands that create or move something, and the consistency
+//! parameters of reads (SPEC §3.6).
 
 use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -15,6 +16,20 @@ use utoipa::{Modify, PartialSchema};
 
 use crate::consistency::{STATE_HEADER, TOKEN_HEADER};
 use crate::http::{FieldError, Problem, PROBLEM_JSON};
+use crate::idempotency::{HEADER_NAME as IDEMPOTENCY_KEY, MAX_KEY_LENGTH, REPLAYED_HEADER};
+
+/// The operations that take an `Idempotency-Key` (docs/idempotency.md).
+pub const KEYED_OPERATIONS: [(&str, &str); 9] = [
+    ("post", "/api/customers"),
+    ("post", "/api/customers/{id}/wallet/deposits"),
+    ("post", "/api/orders"),
+    ("post", "/api/orders/{order_id}/cancel"),
+    ("post", "/api/products"),
+    ("post", "/api/products/{id}/restock"),
+    ("put", "/api/products/{id}/price"),
+    ("post", "/api/shipments/{order_id}/dispatch"),
+    ("post", "/api/shipments/{order_id}/deliver"),
+];
 
 /// One or more consistency tokens, comma-separated: `service:subject:sequence`.
 const TOKEN_PATTERN: &str = "^(customers|inventory|orders|payments|shipping):[A-Za-z0-9_-]{1,128}:[0-9]+(,(customers|inventory|orders|payments|shipping):[A-Za-z0-9_-]{1,128}:[0-9]+)*$";
@@ -56,6 +71,16 @@ fn add_response(operation: &mut Map<String, Value>, code: &str, description: &st
         .expect("responses is an object");
     if !responses.contains_key(code) {
         responses.insert(code.to_string(), problem_response(description));
+    }
+}
+
+/// Adds `code`, or adds `description` to the one the operation documents.
+fn add_or_extend_response(operation: &mut Map<String, Value>, code: &str, description: &str) {
+    add_response(operation, code, description);
+    let response = &mut operation["responses"][code];
+    let known = response["description"].as_str().unwrap_or("").to_string();
+    if known != description {
+        response["description"] = json!(format!("{known} Or: {description}"));
     }
 }
 
@@ -130,6 +155,9 @@ fn complete_operation(path: &str, method: &str, operation: &mut Map<String, Valu
                 }
             }
         }
+        if KEYED_OPERATIONS.contains(&(method, path)) {
+            complete_keyed(operation);
+        }
     } else if method == "get" {
         push_parameter(
             operation,
@@ -160,6 +188,38 @@ fn complete_operation(path: &str, method: &str, operation: &mut Map<String, Valu
                         "schema": { "type": "string", "enum": ["stale"] }
                     });
                 }
+            }
+        }
+    }
+}
+
+/// The `Idempotency-Key` parameter of a command, its refusals and the replay's header.
+fn complete_keyed(operation: &mut Map<String, Value>) {
+    push_parameter(
+        operation,
+        json!({
+            "name": IDEMPOTENCY_KEY, "in": "header", "required": false,
+            "description": "A key the client chooses for this request (e.g. a UUID), kept at least 24 hours per caller: the same request again with it gets the first answer again (marked `Idempotent-Replayed: true`) and has no second effect; another request with it is refused (422). A refused request stores nothing, its key included.",
+            "schema": { "type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[\\x21-\\x7E]+$" }
+        }),
+    );
+    add_or_extend_response(
+        operation,
+        "400",
+        "A malformed `Idempotency-Key` (1 to 255 visible ASCII characters); `errors` names it.",
+    );
+    add_or_extend_response(
+        operation,
+        "422",
+        "The `Idempotency-Key` was used for another request (method, path or body).",
+    );
+    if let Some(responses) = operation["responses"].as_object_mut() {
+        for (code, response) in responses.iter_mut() {
+            if code.starts_with('2') {
+                response["headers"][REPLAYED_HEADER] = json!({
+                    "description": "`true` when this is the stored first answer to a request with the same `Idempotency-Key`.",
+                    "schema": { "type": "string", "enum": ["true"] }
+                });
             }
         }
     }

@@ -427,30 +427,6 @@ impl Pool {
         })
     }
 
-    /// A transaction for writes derived from the event log (projections): on PostgreSQL
-    /// its commit does not wait for the write-ahead log to reach the disk
-    /// (`synchronous_commit = off`, set in the same round trip as `BEGIN`). Other sessions
-    /// see it at once; a crash of the server may lose it (within about 0.6 s), which only
-    /// writes that are re-derived from the log, checkpoint included, may accept. SQLite:
-    /// as [`Pool::begin`].
-    ///
-    /// # Errors
-    /// No connection could be had.
-    pub async fn begin_derived(&self) -> Result<Conn, sqlx::Error> {
-        match self {
-            Pool::Postgres(pool) => Ok(Conn {
-                inner: Inner::PgTx(
-                    pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
-                        .await?,
-                ),
-                outbox: local_wake(pool),
-                after_commit: Vec::new(),
-                states: HashMap::new(),
-            }),
-            Pool::Sqlite(_) => self.begin().await,
-        }
-    }
-
     /// A connection outside any transaction.
     ///
     /// # Errors

@@ -718,3 +718,135 @@ async fn a_batch_runs_to_its_commit_without_giving_way() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Commits the database acknowledged and then lost — what a PostgreSQL crash did to
+/// projections that committed without waiting for the flush, while their consumers read
+/// on from where the log was — are read and applied again, exactly once, and the gap is
+/// recorded (`consumer_rewinds`, `progress().checkpoint_gaps`). Found three ways: by the
+/// periodic check of the checkpoints against what the member applied, with no record
+/// coming (an idle partition); by the next records, which are past the checkpoint; and
+/// after a restart, whose log position was past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_commits_are_read_again_from_the_checkpoint() {
+    let database = fresh_database("gaps", COUNTER_SCHEMA).await;
+    let name = database.instance().to_string();
+    let pool = database.pool.clone();
+    let (log, topic, dead) = kafka_topics(&name, 1).await;
+    let mut events: Vec<CloudEvent> = Vec::new();
+    let publish = |n: usize, events: &mut Vec<CloudEvent>| {
+        let fresh: Vec<CloudEvent> = (0..n)
+            .map(|i| event(serde_json::json!({ "n": i })))
+            .collect();
+        events.extend(fresh.iter().cloned());
+        let log = log.clone();
+        let topic = topic.clone();
+        async move {
+            let records = fresh
+                .iter()
+                .map(|e| OutgoingRecord::from_cloud_event(&topic, e))
+                .collect();
+            log.publish(records).await.unwrap();
+        }
+    };
+    let start = |shutdown: CancellationToken| {
+        let runner = ConsumerRunner::new(
+            pool.clone(),
+            log.clone(),
+            config("counter", format!("{name}.counter"), &topic, &dead, 100),
+            Arc::new(Counter),
+        );
+        tokio::spawn(runner.run(shutdown))
+    };
+    // What a crash takes: the last commits, from offset `from` on, effects, dedup
+    // records and checkpoint together.
+    let lose_from = |from: usize, events: &[CloudEvent]| {
+        let lost: Vec<Uuid> = events[from..].iter().map(|e| e.id).collect();
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            for id in lost.iter().copied() {
+                sql::query("DELETE FROM applied WHERE event_id = $1")
+                    .bind(id)
+                    .execute(&mut tx)
+                    .await
+                    .unwrap();
+                sql::query("DELETE FROM processed_events WHERE event_id = $1")
+                    .bind(id)
+                    .execute(&mut tx)
+                    .await
+                    .unwrap();
+            }
+            sql::query("UPDATE totals SET n = n - $1")
+                .bind(lost.len() as i64)
+                .execute(&mut tx)
+                .await
+                .unwrap();
+            sql::query("UPDATE consumer_checkpoints SET next_offset = $1")
+                .bind(from as i64)
+                .execute(&mut tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    let gaps = || async {
+        let progress = shop_eventing::consumer::progress(&pool, "counter")
+            .await
+            .unwrap();
+        let last = progress
+            .last_checkpoint_gap
+            .map(|g| (g.checkpoint, g.read_offset));
+        (progress.checkpoint_gaps, last)
+    };
+    let exactly_once = |events: &[CloudEvent]| {
+        let expected: std::collections::BTreeSet<Uuid> = events.iter().map(|e| e.id).collect();
+        let pool = pool.clone();
+        async move {
+            let applied: Vec<Uuid> = sql::query_scalar("SELECT event_id FROM applied")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            assert_eq!(applied.len(), expected.len(), "every event once");
+            assert_eq!(
+                applied
+                    .into_iter()
+                    .collect::<std::collections::BTreeSet<_>>(),
+                expected
+            );
+        }
+    };
+
+    let shutdown = CancellationToken::new();
+    let task = start(shutdown.clone());
+    publish(10, &mut events).await;
+    assert_eq!(counted(&pool, 10).await, 10);
+
+    // An idle partition: the periodic check finds the checkpoint behind.
+    lose_from(6, &events).await;
+    assert_eq!(counted(&pool, 10).await, 10);
+    exactly_once(&events).await;
+    assert_eq!(gaps().await, (1, Some((6, 10))));
+
+    // New records past the checkpoint show the gap at once.
+    lose_from(7, &events).await;
+    publish(5, &mut events).await;
+    assert_eq!(counted(&pool, 15).await, 15);
+    exactly_once(&events).await;
+    assert_eq!(gaps().await.0, 2);
+
+    // A restart reads on from the log's committed position, past the checkpoint.
+    shutdown.cancel();
+    task.await.unwrap();
+    lose_from(13, &events).await;
+    let shutdown = CancellationToken::new();
+    let task = start(shutdown.clone());
+    publish(1, &mut events).await;
+    assert_eq!(counted(&pool, 16).await, 16);
+    exactly_once(&events).await;
+    assert_eq!(gaps().await, (3, Some((13, 15))));
+
+    shutdown.cancel();
+    task.await.unwrap();
+    log.delete_topics(&[topic, dead]).await.ok();
+    database.drop().await;
+}

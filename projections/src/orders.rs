@@ -150,6 +150,10 @@ impl EventHandler for OrdersProjection {
                     OrderEvent::OrderCancelled(e) => (Some("CANCELLED"), Some(e.reason)),
                     OrderEvent::OrderShipped(_) => (Some("SHIPPED"), None),
                     OrderEvent::OrderDelivered(_) => (Some("DELIVERED"), None),
+                    // A cancellation request and its refusal change no status: the view
+                    // reads them from the history.
+                    OrderEvent::OrderCancellationRequested(_)
+                    | OrderEvent::OrderCancellationRefused(_) => (None, None),
                 };
                 if let Some(status) = status {
                     // The latest status wins; a cancellation's reason stays.
@@ -251,6 +255,9 @@ impl EventHandler for OrdersProjection {
             OrderEvent::OrderCancelled(e) => ("CANCELLED", Some(e.reason)),
             OrderEvent::OrderShipped(_) => ("SHIPPED", None),
             OrderEvent::OrderDelivered(_) => ("DELIVERED", None),
+            OrderEvent::OrderCancellationRequested(_) | OrderEvent::OrderCancellationRefused(_) => {
+                return record_history(tx, order_id, event).await;
+            }
         };
         // An order's events come in sequence on its partition, after its OrderPlaced;
         // `version` keeps a replayed older event from moving the status back.

@@ -228,6 +228,12 @@ pub struct Lag {
     /// Records between the consumer's positions and the ends of its partitions.
     pub lag: i64,
     pub positions: Vec<PartitionLag>,
+    /// Times the consumer found its checkpoint behind the records it read (lost commits)
+    /// and read again from it; the last of them.
+    pub checkpoint_gaps: i64,
+    pub last_checkpoint_gap: Option<shop_eventing::consumer::CheckpointGap>,
+    /// Still applying again what its last checkpoint gap made it read again.
+    pub recovering: bool,
 }
 
 /// `consumer`'s lag on `topics`.
@@ -258,7 +264,11 @@ pub async fn lag(
         }
     }
     positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let recovering = progress.recovering();
     Ok(Lag {
+        recovering,
+        checkpoint_gaps: progress.checkpoint_gaps,
+        last_checkpoint_gap: progress.last_checkpoint_gap,
         events_applied: progress.events_applied,
         last_event_at: progress.last_event_at,
         last_error: progress.last_error,
@@ -395,6 +405,10 @@ async fn record_gauges(
         };
         metrics::gauge!("projection_lag_events", "projection" => info.name, "version" => version.to_string())
             .set(mine.lag as f64);
+        metrics::gauge!("projection_checkpoint_gaps", "projection" => info.name, "version" => version.to_string())
+            .set(mine.checkpoint_gaps as f64);
+        metrics::gauge!("projection_recovering", "projection" => info.name, "version" => version.to_string())
+            .set(if mine.recovering { 1.0 } else { 0.0 });
         if let Ok(age) = oldest_unprocessed_age(log.as_ref(), &mine).await {
             metrics::gauge!("projection_oldest_unprocessed_seconds", "projection" => info.name, "version" => version.to_string())
                 .set(age.map_or(0.0, |a| a.as_secs_f64()));
@@ -481,8 +495,7 @@ async fn supervise_once(
                         info.sources,
                         handler.clone(),
                     )
-                    .tracking_versions()
-                    .derived();
+                    .tracking_versions();
                 tokio::spawn(runner.run(stop.clone()))
             })
             .collect();

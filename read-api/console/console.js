@@ -101,6 +101,13 @@ async function renderOrder(id) {
       el("dt", {}, "total"), el("dd", {}, order.total),
       el("dt", {}, "lines"), el("dd", {}, order.lines.map((l) => `${l.quantity} × ${l.name || l.sku || short(l.product_id)} @ ${l.unit_price}`).join(", ")),
       order.cancel_reason ? [el("dt", {}, "cancelled"), el("dd", { class: "error" }, order.cancel_reason)] : null,
+      // A confirmed order's cancellation is a request shipping decides.
+      order.cancellation ? [el("dt", {}, "cancellation"), el("dd", {
+        id: "cancellation",
+        class: order.cancellation.state === "requested" ? "" : (order.cancellation.state === "refused" ? "error" : ""),
+      }, `${order.cancellation.state} (asked ${when(order.cancellation.requested_at)}`
+        + (order.cancellation.decided_at ? `, decided ${when(order.cancellation.decided_at)})` : ", shipping deciding)")
+        + (order.cancellation.state === "refused" ? " — the parcel had already left" : ""))] : null,
       el("dt", {}, "updated"), el("dd", {}, when(order.updated_at))),
     el("h2", {}, "Saga timeline"),
     el("ol", { id: "timeline" }, order.history.map((step) => el("li", {

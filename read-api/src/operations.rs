@@ -107,7 +107,9 @@ pub(crate) struct RebuildView {
 pub(crate) struct ProjectionView {
     name: &'static str,
     /// `rebuilding` while a new version fills beside the live one, `failed` when its last
-    /// event was dead-lettered and it has not applied one since.
+    /// event was dead-lettered and it has not applied one since, `recovering` while it
+    /// applies again what it found missing after its checkpoint (see
+    /// `last_checkpoint_gap`).
     #[schema(example = "live")]
     status: &'static str,
     /// The version reads are served from.
@@ -119,8 +121,25 @@ pub(crate) struct ProjectionView {
     oldest_unprocessed_age_ms: Option<u64>,
     last_event_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
+    /// Times the projection found its checkpoint behind the records it read — commits
+    /// the database had acknowledged and then lost in a crash — and read them again.
+    checkpoint_gaps: i64,
+    last_checkpoint_gap: Option<CheckpointGapView>,
     positions: Vec<PositionView>,
     rebuild: Option<RebuildView>,
+}
+
+/// A time a projection found a partition's checkpoint behind the records it read.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CheckpointGap)]
+pub(crate) struct CheckpointGapView {
+    topic: String,
+    partition: i32,
+    /// Where its database said to resume.
+    checkpoint: i64,
+    /// The first record it had read instead.
+    read_offset: i64,
+    at: DateTime<Utc>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Problem {
@@ -196,6 +215,8 @@ pub(crate) async fn list_projections(
                 "rebuilding"
             } else if failed {
                 "failed"
+            } else if lag.recovering {
+                "recovering"
             } else {
                 "live"
             },
@@ -205,6 +226,14 @@ pub(crate) async fn list_projections(
             oldest_unprocessed_age_ms: age.map(|a| a.as_millis() as u64),
             last_event_at: lag.last_event_at,
             last_error: lag.last_error,
+            checkpoint_gaps: lag.checkpoint_gaps,
+            last_checkpoint_gap: lag.last_checkpoint_gap.map(|g| CheckpointGapView {
+                topic: g.topic,
+                partition: g.partition,
+                checkpoint: g.checkpoint,
+                read_offset: g.read_offset,
+                at: g.at,
+            }),
             positions: lag
                 .positions
                 .into_iter()

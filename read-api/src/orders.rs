@@ -44,6 +44,38 @@ pub(crate) struct HistoryView {
     at: DateTime<Utc>,
 }
 
+/// A cancellation request of a confirmed order and shipping's answer (SPEC §5 rule 6).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderCancellation)]
+pub(crate) struct CancellationView {
+    /// `requested` (shipping has not answered yet), `accepted` (the shipment was
+    /// cancelled, so was the order) or `refused` (the parcel had left; the order goes on).
+    #[schema(example = "requested")]
+    state: &'static str,
+    requested_at: DateTime<Utc>,
+    decided_at: Option<DateTime<Utc>>,
+}
+
+impl CancellationView {
+    /// The request and its outcome, from the order's history.
+    fn from_history(history: &[HistoryView]) -> Option<Self> {
+        let at = |ty: &str| history.iter().find(|h| h.event_type == ty).map(|h| h.at);
+        let requested_at = at("OrderCancellationRequested")?;
+        let (state, decided_at) = if let Some(at) = at("OrderCancellationRefused") {
+            ("refused", Some(at))
+        } else if let Some(at) = at("OrderCancelled") {
+            ("accepted", Some(at))
+        } else {
+            ("requested", None)
+        };
+        Some(CancellationView {
+            state,
+            requested_at,
+            decided_at,
+        })
+    }
+}
+
 /// An order with its lines and saga history (SPEC §3.4).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Order)]
@@ -55,6 +87,9 @@ pub(crate) struct OrderView {
     status: String,
     /// Why the saga or the customer cancelled it.
     cancel_reason: Option<String>,
+    /// A cancellation the customer asked for once the order was confirmed, and its
+    /// outcome; `null` when none was asked for (or the order was cancelled while pending).
+    cancellation: Option<CancellationView>,
     lines: Vec<LineView>,
     total: i64,
     history: Vec<HistoryView>,
@@ -145,8 +180,9 @@ pub(crate) async fn get_order(
                 at: h.get("at")?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(internal)?;
+    let cancellation = CancellationView::from_history(&history);
     let view = (|| -> Result<OrderView, sqlx::Error> {
         Ok(OrderView {
             order_id,
@@ -154,6 +190,7 @@ pub(crate) async fn get_order(
             customer_name: order.get("customer_name")?,
             status: order.get("status")?,
             cancel_reason: order.get("cancel_reason")?,
+            cancellation,
             lines,
             total: order.get("total")?,
             history,

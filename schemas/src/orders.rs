@@ -46,6 +46,26 @@ pub struct OrderCancelled {
     pub reason: String,
 }
 
+/// The customer (or an admin) asked to cancel a confirmed order. Once an order is
+/// confirmed its shipment may be scheduled and dispatched, so shipping decides (SPEC §5
+/// rule 6): `ShipmentCancelled` leads to `OrderCancelled`, `ShipmentCancellationRefused`
+/// to `OrderCancellationRefused`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancellationRequested {
+    pub order_id: Uuid,
+    /// `customer_request`.
+    pub reason: String,
+}
+
+/// Shipping refused the order's cancellation: its parcel had already left. The order
+/// goes on; nothing is refunded or released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancellationRefused {
+    pub order_id: Uuid,
+    /// Shipping's reason, e.g. `already_dispatched`.
+    pub reason: String,
+}
+
 /// The order's shipment left the warehouse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderShipped {
@@ -68,6 +88,8 @@ service_events!(
         OrderCancelled,
         OrderShipped,
         OrderDelivered,
+        OrderCancellationRequested,
+        OrderCancellationRefused,
     ]
 );
 
@@ -80,6 +102,8 @@ impl OrderEvent {
             OrderEvent::OrderCancelled(e) => e.order_id,
             OrderEvent::OrderShipped(e) => e.order_id,
             OrderEvent::OrderDelivered(e) => e.order_id,
+            OrderEvent::OrderCancellationRequested(e) => e.order_id,
+            OrderEvent::OrderCancellationRefused(e) => e.order_id,
         }
     }
 }

@@ -36,7 +36,19 @@ pub struct ShipmentDelivered {
     pub order_id: Uuid,
 }
 
-/// The order was cancelled before dispatch: the shipment will not leave.
+/// Why shipping refuses to cancel a shipment: its parcel has left.
+pub const ALREADY_DISPATCHED: &str = "already_dispatched";
+
+/// Shipping refused an order's cancellation request ([`ALREADY_DISPATCHED`]): the goods
+/// are on their way, so the order is not cancelled and nothing is refunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentCancellationRefused {
+    pub order_id: Uuid,
+    pub reason: String,
+}
+
+/// The shipment will not leave: the order was cancelled before dispatch, or its
+/// cancellation was requested before the parcel left (then the order is cancelled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShipmentCancelled {
     pub order_id: Uuid,
@@ -52,6 +64,7 @@ service_events!(
         ShipmentDispatched,
         ShipmentDelivered,
         ShipmentCancelled,
+        ShipmentCancellationRefused,
     ]
 );
 
@@ -64,6 +77,7 @@ impl ShippingEvent {
             ShippingEvent::ShipmentDispatched(e) => e.order_id,
             ShippingEvent::ShipmentDelivered(e) => e.order_id,
             ShippingEvent::ShipmentCancelled(e) => e.order_id,
+            ShippingEvent::ShipmentCancellationRefused(e) => e.order_id,
         }
     }
 }

@@ -12,15 +12,15 @@ use shop_schemas::inventory::{
     StockReleased, StockReservationRejected, StockReserved, StockShortage,
 };
 use shop_schemas::orders::{
-    OrderCancelled, OrderConfirmed, OrderDelivered, OrderEvent, OrderLine, OrderPlaced,
-    OrderShipped,
+    OrderCancellationRefused, OrderCancellationRequested, OrderCancelled, OrderConfirmed,
+    OrderDelivered, OrderEvent, OrderLine, OrderPlaced, OrderShipped,
 };
 use shop_schemas::payments::{
     FundsDeposited, PaymentCompleted, PaymentDeclined, PaymentEvent, PaymentRefunded,
 };
 use shop_schemas::shipping::{
-    ShipmentCancelled, ShipmentDelivered, ShipmentDispatched, ShipmentFailed, ShipmentScheduled,
-    ShippingEvent,
+    ShipmentCancellationRefused, ShipmentCancelled, ShipmentDelivered, ShipmentDispatched,
+    ShipmentFailed, ShipmentScheduled, ShippingEvent,
 };
 use shop_schemas::{decode_event, event_types, split_event, Service};
 use uuid::Uuid;
@@ -145,6 +145,14 @@ fn samples() -> Vec<(String, Value)> {
             }),
             OrderEvent::OrderShipped(OrderShipped { order_id }),
             OrderEvent::OrderDelivered(OrderDelivered { order_id }),
+            OrderEvent::OrderCancellationRequested(OrderCancellationRequested {
+                order_id,
+                reason: "customer_request".into(),
+            }),
+            OrderEvent::OrderCancellationRefused(OrderCancellationRefused {
+                order_id,
+                reason: "already_dispatched".into(),
+            }),
         ]
         .into_iter()
         .map(split),
@@ -170,6 +178,10 @@ fn samples() -> Vec<(String, Value)> {
             ShippingEvent::ShipmentDispatched(ShipmentDispatched { order_id }),
             ShippingEvent::ShipmentDelivered(ShipmentDelivered { order_id }),
             ShippingEvent::ShipmentCancelled(ShipmentCancelled { order_id }),
+            ShippingEvent::ShipmentCancellationRefused(ShipmentCancellationRefused {
+                order_id,
+                reason: "already_dispatched".into(),
+            }),
         ]
         .into_iter()
         .map(split),

@@ -239,12 +239,36 @@ impl Instance {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Like [`Instance::spawn`], returning once the process printed a line that starts
+    /// with `until` (e.g. `shop: gateway listening on`) rather than `shop: ready`.
+    pub async fn spawn_until(
+        &self,
+        components: &[&str],
+        env: &[(&str, &str)],
+        until: &str,
+    ) -> ShopProcess {
+        self.try_spawn_until(components, env, until, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Like [`Instance::spawn`], with a process that exits or is not ready within
-    /// `timeout` as an error (a component started while its database is down exits).
+    /// `timeout` as an error.
     pub async fn try_spawn(
         &self,
         components: &[&str],
         env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<ShopProcess, String> {
+        self.try_spawn_until(components, env, "shop: ready", timeout)
+            .await
+    }
+
+    async fn try_spawn_until(
+        &self,
+        components: &[&str],
+        env: &[(&str, &str)],
+        until: &str,
         timeout: Duration,
     ) -> Result<ShopProcess, String> {
         let log_path = logs_dir().join(format!(
@@ -314,13 +338,13 @@ impl Instance {
                     log_path.display()
                 ));
             };
-            if line == "shop: ready" {
-                break;
-            }
             if let Some(rest) = line.strip_prefix("shop: ") {
                 if let Some((component, url)) = rest.split_once(" listening on ") {
                     urls.push((component.to_string(), url.to_string()));
                 }
+            }
+            if line.starts_with(until) {
+                break;
             }
         }
         // Keep draining stdout so the child never blocks on a full pipe.

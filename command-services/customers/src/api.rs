@@ -11,6 +11,7 @@ use shop_eventing::auth::{self, JwtKeys, Role, ADMIN_EMAIL, ADMIN_SUBJECT};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::{text_field, ApiJson, Problem, Validation};
+use shop_eventing::idempotency::{KeyedJson, ANONYMOUS};
 use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::customers::Address;
@@ -159,7 +160,7 @@ fn text(value: &Option<String>, max: usize) -> Option<String> {
 async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<RegisterBody>,
+    KeyedJson(body, key): KeyedJson<RegisterBody>,
 ) -> Result<Response, Problem> {
     let name = text(&body.name, 200);
     let email = body
@@ -239,10 +240,15 @@ async fn register(
             country,
         },
     };
+    let mut keyed = match key.begin(&state.pool, ANONYMOUS).await {
+        Ok(keyed) => keyed,
+        Err(answer) => return Ok(answer),
+    };
     state.credentials.stage(customer_id, hash);
     let result = state
         .bus
-        .execute_versioned(
+        .execute_keyed(
+            &mut keyed,
             &customer_id.to_string(),
             command,
             &metadata_from_headers(&headers),
@@ -257,15 +263,17 @@ async fn register(
         CommandError::Unavailable(e) => Problem::internal(&e),
     })?;
     let token = ConsistencyToken::new(Service::Customers, customer_id.to_string(), version);
-    Ok(with_token(
-        (
-            StatusCode::CREATED,
-            [(header::LOCATION, format!("/api/customers/{customer_id}"))],
-            Json(Registered { customer_id }),
-        )
-            .into_response(),
-        &token,
-    ))
+    keyed
+        .answer(with_token(
+            (
+                StatusCode::CREATED,
+                [(header::LOCATION, format!("/api/customers/{customer_id}"))],
+                Json(Registered { customer_id }),
+            )
+                .into_response(),
+            &token,
+        ))
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -7,10 +7,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::{Admin, JwtKeys};
+use shop_eventing::auth::{Admin, JwtKeys, ADMIN_SUBJECT};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{text_field, ApiJson, FieldError, Problem, Validation};
+use shop_eventing::http::{text_field, FieldError, Problem, Validation};
+use shop_eventing::idempotency::{IdempotencyKey, KeyedJson};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
 use utoipa::ToSchema;
@@ -116,7 +117,7 @@ async fn add_product(
     State(state): State<AppState>,
     _admin: Admin,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<AddProductBody>,
+    KeyedJson(body, key): KeyedJson<AddProductBody>,
 ) -> Result<Response, Problem> {
     let mut v = Validation::new();
     v.check(
@@ -148,9 +149,14 @@ async fn add_product(
         price: body.price.unwrap_or_default(),
         stock: body.stock.unwrap_or_default(),
     };
+    let mut keyed = match key.begin(state.bus.pool(), ADMIN_SUBJECT).await {
+        Ok(keyed) => keyed,
+        Err(answer) => return Ok(answer),
+    };
     let version = state
         .bus
-        .execute_versioned(
+        .execute_keyed(
+            &mut keyed,
             &product_id.to_string(),
             command,
             &metadata_from_headers(&headers),
@@ -158,15 +164,17 @@ async fn add_product(
         .await
         .map_err(to_problem)?;
     let token = ConsistencyToken::new(Service::Inventory, product_id.to_string(), version);
-    Ok(with_token(
-        (
-            StatusCode::CREATED,
-            [(header::LOCATION, format!("/api/products/{product_id}"))],
-            Json(ProductAccepted { product_id }),
-        )
-            .into_response(),
-        &token,
-    ))
+    keyed
+        .answer(with_token(
+            (
+                StatusCode::CREATED,
+                [(header::LOCATION, format!("/api/products/{product_id}"))],
+                Json(ProductAccepted { product_id }),
+            )
+                .into_response(),
+            &token,
+        ))
+        .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -202,7 +210,7 @@ async fn restock(
     _admin: Admin,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<RestockBody>,
+    KeyedJson(body, key): KeyedJson<RestockBody>,
 ) -> Result<Response, Problem> {
     let quantity = body.quantity.filter(|q| (1..=MAX_AMOUNT).contains(q));
     let command = quantity.map(|quantity| ProductCommand::Restock { quantity });
@@ -210,6 +218,7 @@ async fn restock(
         &state,
         &id,
         &headers,
+        key,
         command,
         ("quantity", "an integer quantity, 1 or more"),
     )
@@ -250,7 +259,7 @@ async fn change_price(
     _admin: Admin,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<PriceBody>,
+    KeyedJson(body, key): KeyedJson<PriceBody>,
 ) -> Result<Response, Problem> {
     let price = body.price.filter(|p| (0..=MAX_AMOUNT).contains(p));
     let command = price.map(|price| ProductCommand::ChangePrice { price });
@@ -258,6 +267,7 @@ async fn change_price(
         &state,
         &id,
         &headers,
+        key,
         command,
         ("price", "an integer amount in minor units, 0 or more"),
     )
@@ -269,6 +279,7 @@ async fn update_product(
     state: &AppState,
     id: &str,
     headers: &HeaderMap,
+    key: IdempotencyKey,
     command: Option<ProductCommand>,
     (field, rule): (&str, &str),
 ) -> Result<Response, Problem> {
@@ -279,9 +290,14 @@ async fn update_product(
             message: rule.to_string(),
         }])
     })?;
+    let mut keyed = match key.begin(state.bus.pool(), ADMIN_SUBJECT).await {
+        Ok(keyed) => keyed,
+        Err(answer) => return Ok(answer),
+    };
     let version = state
         .bus
-        .execute_versioned(
+        .execute_keyed(
+            &mut keyed,
             &product_id.to_string(),
             command,
             &metadata_from_headers(headers),
@@ -289,10 +305,12 @@ async fn update_product(
         .await
         .map_err(to_problem)?;
     let token = ConsistencyToken::new(Service::Inventory, product_id.to_string(), version);
-    Ok(with_token(
-        (StatusCode::ACCEPTED, Json(ProductAccepted { product_id })).into_response(),
-        &token,
-    ))
+    keyed
+        .answer(with_token(
+            (StatusCode::ACCEPTED, Json(ProductAccepted { product_id })).into_response(),
+            &token,
+        ))
+        .await
 }
 
 fn parse_id(id: &str) -> Result<Uuid, Problem> {

@@ -14,6 +14,7 @@ use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::Service;
 
 use crate::api::{self, AppState};
+use crate::product::ProductCommand;
 use crate::reactions::{ReserveStock, RESERVATIONS, RESERVATIONS_SOURCES};
 
 pub const COMPONENT: &str = "inventory";
@@ -179,7 +180,11 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         .replaying_imports();
     let tasks = platform.spawn_service_tasks(&pool, Service::Inventory, vec![reservations]);
     let state = AppState {
-        bus: Arc::new(CommandBus::with_snapshots(store, (), SNAPSHOT_EVERY)),
+        // Restocks add up whatever their order: a lost race is re-run, not answered 409.
+        bus: Arc::new(
+            CommandBus::with_snapshots(store, (), SNAPSHOT_EVERY)
+                .commuting(|command| matches!(command, ProductCommand::Restock { .. })),
+        ),
         jwt: platform.jwt.clone(),
     };
     let router = platform.component_router(

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{ApiJson, FieldError, Problem};
+use shop_eventing::http::{FieldError, Problem};
+use shop_eventing::idempotency::{IdempotencyKey, KeyedJson};
 use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::orders::OrderLine;
@@ -151,7 +152,7 @@ async fn place_order(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<PlaceBody>,
+    KeyedJson(body, key): KeyedJson<PlaceBody>,
 ) -> Result<Response, Problem> {
     if claims.role != Role::Customer {
         return Err(Problem::forbidden("orders are placed by customers"));
@@ -197,24 +198,30 @@ async fn place_order(
         customer_id,
         lines,
     };
+    let mut keyed = match key.begin(&state.pool, &claims.sub).await {
+        Ok(keyed) => keyed,
+        Err(answer) => return Ok(answer),
+    };
     let version = state
         .bus
-        .execute_versioned(&order_id.to_string(), command, &metadata)
+        .execute_keyed(&mut keyed, &order_id.to_string(), command, &metadata)
         .await
         .map_err(problem)?;
     let token = ConsistencyToken::new(Service::Orders, order_id.to_string(), version);
-    Ok(with_token(
-        (
-            StatusCode::ACCEPTED,
-            [(header::LOCATION, format!("/api/orders/{order_id}"))],
-            Json(OrderAccepted {
-                order_id,
-                status: "PENDING",
-            }),
-        )
-            .into_response(),
-        &token,
-    ))
+    keyed
+        .answer(with_token(
+            (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, format!("/api/orders/{order_id}"))],
+                Json(OrderAccepted {
+                    order_id,
+                    status: "PENDING",
+                }),
+            )
+                .into_response(),
+            &token,
+        ))
+        .await
 }
 
 /// A refused command as the client sees it.
@@ -237,8 +244,12 @@ fn problem(error: CommandError<OrderError>) -> Problem {
     }
 }
 
-/// A customer cancels its own order before it ships (an admin, any order); the saga
-/// refunds and releases what was taken. 409 once shipped or already cancelled.
+/// A customer cancels its own order before it ships (an admin, any order). A pending
+/// order is cancelled at once, and the saga refunds and releases what was taken. A
+/// confirmed order's cancellation is a request that shipping decides (SPEC §5 rule 6):
+/// granted while the parcel has not left (then the order is cancelled and compensated),
+/// refused once it has (the order ships; nothing is refunded) — the order's
+/// `cancellation` and history show which. 409 once shipped or already cancelled.
 #[utoipa::path(
     post,
     path = "/api/orders/{order_id}/cancel",
@@ -246,7 +257,7 @@ fn problem(error: CommandError<OrderError>) -> Problem {
     params(("order_id" = Uuid, Path, description = "The order id")),
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "Cancelled; refund and stock release follow.", body = CancelAccepted),
+        (status = 202, description = "Cancelled (a pending order), or the cancellation requested from shipping (a confirmed one); refund and stock release follow a cancellation.", body = CancelAccepted),
         (status = 404, description = "No such order, or not yours."),
         (status = 409, description = "Already shipped or cancelled."),
     )
@@ -257,6 +268,7 @@ async fn cancel_order(
     Authenticated(claims): Authenticated,
     Path(order_id): Path<String>,
     headers: HeaderMap,
+    key: IdempotencyKey,
 ) -> Result<Response, Problem> {
     let order_id = Uuid::parse_str(&order_id).map_err(|_| Problem::not_found("no such order"))?;
     let customer_id = match claims.role {
@@ -267,9 +279,14 @@ async fn cancel_order(
     };
     let mut metadata = metadata_from_headers(&headers);
     metadata.correlation_id = order_id.to_string();
+    let mut keyed = match key.begin(&state.pool, &claims.sub).await {
+        Ok(keyed) => keyed,
+        Err(answer) => return Ok(answer),
+    };
     let version = state
         .bus
-        .execute_versioned(
+        .execute_keyed(
+            &mut keyed,
             &order_id.to_string(),
             OrderCommand::CancelByCustomer { customer_id },
             &metadata,
@@ -277,8 +294,10 @@ async fn cancel_order(
         .await
         .map_err(problem)?;
     let token = ConsistencyToken::new(Service::Orders, order_id.to_string(), version);
-    Ok(with_token(
-        (StatusCode::ACCEPTED, Json(CancelAccepted { order_id })).into_response(),
-        &token,
-    ))
+    keyed
+        .answer(with_token(
+            (StatusCode::ACCEPTED, Json(CancelAccepted { order_id })).into_response(),
+            &token,
+        ))
+        .await
 }

@@ -63,7 +63,10 @@ impl AppendHook for DeadlineTable {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    OrderEvent::OrderShipped(_) | OrderEvent::OrderDelivered(_) => {}
+                    OrderEvent::OrderShipped(_)
+                    | OrderEvent::OrderDelivered(_)
+                    | OrderEvent::OrderCancellationRequested(_)
+                    | OrderEvent::OrderCancellationRefused(_) => {}
                 }
             }
             Ok(())

@@ -4,8 +4,8 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use shop_schemas::orders::{
-    OrderCancelled, OrderConfirmed, OrderDelivered, OrderEvent, OrderLine, OrderPlaced,
-    OrderShipped,
+    OrderCancellationRefused, OrderCancellationRequested, OrderCancelled, OrderConfirmed,
+    OrderDelivered, OrderEvent, OrderLine, OrderPlaced, OrderShipped,
 };
 use uuid::Uuid;
 
@@ -45,9 +45,16 @@ pub enum OrderCommand {
     },
     /// Stock is reserved and payment completed (the saga's reaction saw both).
     Confirm,
-    /// The customer asks to cancel: allowed until the order ships. `customer_id` is the
-    /// caller (`None` for an admin); another customer's order does not exist for them.
+    /// The customer asks to cancel: allowed until the order ships. A pending order is
+    /// cancelled at once; a confirmed one may have a scheduled shipment, so its
+    /// cancellation is requested and shipping decides (SPEC §5 rule 6). `customer_id` is
+    /// the caller (`None` for an admin); another customer's order does not exist for them.
     CancelByCustomer { customer_id: Option<Uuid> },
+    /// Shipping cancelled the order's shipment before its parcel left (the answer to a
+    /// cancellation request): a confirmed order is cancelled.
+    ShipmentCancelled,
+    /// Shipping refused the cancellation request (the parcel had left).
+    CancellationRefused { reason: String },
     /// A saga step failed or the deadline passed: cancels a pending order (a confirmed one
     /// for `ShippingFailed`); otherwise changes nothing, as the order already moved on.
     CancelBySaga { reason: CancelReason },
@@ -73,6 +80,15 @@ pub enum OrderError {
     AlreadyCancelled,
 }
 
+/// Where a cancellation request of a confirmed order stands (SPEC §5 rule 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cancellation {
+    /// Asked; shipping has not answered yet.
+    Requested,
+    /// Shipping refused: the parcel had left.
+    Refused,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderStatus {
     #[default]
@@ -90,6 +106,9 @@ pub struct Order {
     pub customer_id: Option<Uuid>,
     pub total: i64,
     pub order_id: Option<Uuid>,
+    /// A cancellation request of the confirmed order, and shipping's answer.
+    #[serde(default)]
+    pub cancellation: Option<Cancellation>,
 }
 
 /// The order's total, or `None` when a line is invalid or the sum overflows.
@@ -151,11 +170,32 @@ impl Order {
                 if customer_id.is_some() && customer_id != self.customer_id {
                     return Err(OrderError::NotFound);
                 }
-                match status {
-                    S::Pending | S::Confirmed => cancelled(CancelReason::CustomerRequest),
-                    S::Cancelled => return Err(OrderError::AlreadyCancelled),
+                match (status, self.cancellation) {
+                    // Nothing can be scheduled for a pending order: orders decides alone.
+                    (S::Pending, _) => cancelled(CancelReason::CustomerRequest),
+                    // Shipping may have scheduled (or dispatched) the parcel: it decides.
+                    (S::Confirmed, None) => Some(OrderEvent::OrderCancellationRequested(
+                        OrderCancellationRequested {
+                            order_id,
+                            reason: CancelReason::CustomerRequest.as_str().to_string(),
+                        },
+                    )),
+                    // Asked already: the same request again changes nothing.
+                    (S::Confirmed, Some(Cancellation::Requested)) => None,
+                    (S::Cancelled, _) => return Err(OrderError::AlreadyCancelled),
+                    // Refused (the parcel had left), shipped or delivered.
                     _ => return Err(OrderError::AlreadyShipped),
                 }
+            }
+            (OrderCommand::ShipmentCancelled, S::Confirmed) => {
+                cancelled(CancelReason::CustomerRequest)
+            }
+            (OrderCommand::CancellationRefused { reason }, status)
+                if self.cancellation == Some(Cancellation::Requested) && status != S::Cancelled =>
+            {
+                Some(OrderEvent::OrderCancellationRefused(
+                    OrderCancellationRefused { order_id, reason },
+                ))
             }
             (OrderCommand::CancelBySaga { reason }, S::Confirmed)
                 if reason == CancelReason::ShippingFailed =>
@@ -199,6 +239,14 @@ impl Aggregate for Order {
 
     fn apply(&mut self, event: Self::Event) {
         self.status = match event {
+            OrderEvent::OrderCancellationRequested(_) => {
+                self.cancellation = Some(Cancellation::Requested);
+                return;
+            }
+            OrderEvent::OrderCancellationRefused(_) => {
+                self.cancellation = Some(Cancellation::Refused);
+                return;
+            }
             OrderEvent::OrderPlaced(e) => {
                 self.order_id = Some(e.order_id);
                 self.customer_id = Some(e.customer_id);
@@ -352,14 +400,94 @@ mod tests {
         }
     }
 
+    fn requested() -> OrderEvent {
+        OrderEvent::OrderCancellationRequested(OrderCancellationRequested {
+            order_id: order(),
+            reason: "customer_request".into(),
+        })
+    }
+
+    fn refused() -> OrderEvent {
+        OrderEvent::OrderCancellationRefused(OrderCancellationRefused {
+            order_id: order(),
+            reason: "already_dispatched".into(),
+        })
+    }
+
+    fn given_after(
+        status: OrderStatus,
+        more: Vec<OrderEvent>,
+    ) -> cqrs_es::test::AggregateTestExecutor<Order> {
+        let mut events = at(status);
+        events.extend(more);
+        TestFramework::<Order>::with(()).given(events)
+    }
+
+    #[test]
+    fn a_customer_cancels_a_pending_order_at_once() {
+        given(OrderStatus::Pending)
+            .when(OrderCommand::CancelByCustomer {
+                customer_id: Some(Uuid::from_u128(200)),
+            })
+            .then_expect_events(vec![cancelled(CancelReason::CustomerRequest)]);
+    }
+
+    #[test]
+    fn a_confirmed_orders_cancellation_is_requested_from_shipping() {
+        let owner = Some(Uuid::from_u128(200));
+        given(OrderStatus::Confirmed)
+            .when(OrderCommand::CancelByCustomer { customer_id: owner })
+            .then_expect_events(vec![requested()]);
+        // Asked twice: one request.
+        given_after(OrderStatus::Confirmed, vec![requested()])
+            .when(OrderCommand::CancelByCustomer { customer_id: owner })
+            .then_expect_events(vec![]);
+        // Shipping cancelled the shipment: the order is cancelled, compensations follow.
+        given_after(OrderStatus::Confirmed, vec![requested()])
+            .when(OrderCommand::ShipmentCancelled)
+            .then_expect_events(vec![cancelled(CancelReason::CustomerRequest)]);
+        // Shipping refused (the parcel had left): the order goes on, shipped.
+        given_after(OrderStatus::Confirmed, vec![requested()])
+            .when(OrderCommand::CancellationRefused {
+                reason: "already_dispatched".into(),
+            })
+            .then_expect_events(vec![refused()]);
+        given_after(OrderStatus::Confirmed, vec![requested(), refused()])
+            .when(OrderCommand::Ship)
+            .then_expect_events(vec![OrderEvent::OrderShipped(OrderShipped {
+                order_id: order(),
+            })]);
+        given_after(OrderStatus::Confirmed, vec![requested(), refused()])
+            .when(OrderCommand::CancelByCustomer { customer_id: owner })
+            .then_expect_error(OrderError::AlreadyShipped);
+        // A dispatch that won the race shows before the refusal: shipped, then refused.
+        given_after(OrderStatus::Shipped, vec![requested()])
+            .when(OrderCommand::CancellationRefused {
+                reason: "already_dispatched".into(),
+            })
+            .then_expect_events(vec![refused()]);
+    }
+
+    #[test]
+    fn a_refusal_without_a_request_or_after_a_cancellation_changes_nothing() {
+        for status in [OrderStatus::Confirmed, OrderStatus::Shipped] {
+            given(status)
+                .when(OrderCommand::CancellationRefused {
+                    reason: "already_dispatched".into(),
+                })
+                .then_expect_events(vec![]);
+        }
+        given(OrderStatus::Cancelled)
+            .when(OrderCommand::ShipmentCancelled)
+            .then_expect_events(vec![]);
+        given(OrderStatus::Pending)
+            .when(OrderCommand::ShipmentCancelled)
+            .then_expect_events(vec![]);
+    }
+
     #[test]
     fn a_customer_cancels_until_shipping() {
         let owner = Some(Uuid::from_u128(200));
-        for status in [OrderStatus::Pending, OrderStatus::Confirmed] {
-            given(status)
-                .when(OrderCommand::CancelByCustomer { customer_id: owner })
-                .then_expect_events(vec![cancelled(CancelReason::CustomerRequest)]);
-        }
         for status in [OrderStatus::Shipped, OrderStatus::Delivered] {
             given(status)
                 .when(OrderCommand::CancelByCustomer { customer_id: owner })
@@ -382,6 +510,9 @@ mod tests {
             .when(OrderCommand::CancelByCustomer { customer_id: None })
             .then_expect_error(OrderError::NotFound);
         // An admin may cancel any order.
+        given(OrderStatus::Confirmed)
+            .when(OrderCommand::CancelByCustomer { customer_id: None })
+            .then_expect_events(vec![requested()]);
         given(OrderStatus::Pending)
             .when(OrderCommand::CancelByCustomer { customer_id: None })
             .then_expect_events(vec![cancelled(CancelReason::CustomerRequest)]);

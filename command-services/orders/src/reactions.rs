@@ -55,7 +55,8 @@ pub const SAGA_SOURCES: &[Service] = &[Service::Inventory, Service::Payments, Se
 
 /// The orders service's part of the saga (SPEC §5): confirms an order once stock is
 /// reserved and payment completed (in whichever order the two topics deliver them),
-/// cancels it when a step fails, and follows its shipment.
+/// cancels it when a step fails, follows its shipment, and settles a confirmed order's
+/// cancellation request with shipping's answer.
 pub struct OrderSaga {
     pub bus: Arc<CommandBus<Order>>,
 }
@@ -93,6 +94,14 @@ fn step(event: &CloudEvent) -> Result<Option<(Uuid, Step)>, HandlerError> {
             Some(ShippingEvent::ShipmentDelivered(e)) => {
                 Some((e.order_id, Step::Command(OrderCommand::Deliver)))
             }
+            // Shipping's answer to a cancellation request (SPEC §5 rule 6).
+            Some(ShippingEvent::ShipmentCancelled(e)) => {
+                Some((e.order_id, Step::Command(OrderCommand::ShipmentCancelled)))
+            }
+            Some(ShippingEvent::ShipmentCancellationRefused(e)) => Some((
+                e.order_id,
+                Step::Command(OrderCommand::CancellationRefused { reason: e.reason }),
+            )),
             _ => None,
         },
         _ => None,

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{ApiJson, FieldError, Problem, Validation};
+use shop_eventing::http::{FieldError, Problem, Validation};
+use shop_eventing::idempotency::KeyedJson;
 use shop_eventing::sql::{self, Pool};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
@@ -88,7 +89,7 @@ async fn deposit(
     Authenticated(claims): Authenticated,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<DepositBody>,
+    KeyedJson(body, key): KeyedJson<DepositBody>,
 ) -> Result<Response, Problem> {
     let not_found = || Problem::not_found("no such customer");
     let customer_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
@@ -116,9 +117,14 @@ async fn deposit(
     );
     v.finish()?;
     let amount = body.amount.unwrap_or_default();
+    let mut keyed = match key.begin(&state.pool, &claims.sub).await {
+        Ok(keyed) => keyed,
+        Err(answer) => return Ok(answer),
+    };
     let version = state
         .bus
-        .execute_versioned(
+        .execute_keyed(
+            &mut keyed,
             &customer_id.to_string(),
             WalletCommand::Deposit {
                 customer_id,
@@ -141,15 +147,17 @@ async fn deposit(
             CommandError::Unavailable(e) => Problem::internal(&e),
         })?;
     let token = ConsistencyToken::new(Service::Payments, customer_id.to_string(), version);
-    Ok(with_token(
-        (
-            StatusCode::ACCEPTED,
-            Json(DepositAccepted {
-                customer_id,
-                amount,
-            }),
-        )
-            .into_response(),
-        &token,
-    ))
+    keyed
+        .answer(with_token(
+            (
+                StatusCode::ACCEPTED,
+                Json(DepositAccepted {
+                    customer_id,
+                    amount,
+                }),
+            )
+                .into_response(),
+            &token,
+        ))
+        .await
 }

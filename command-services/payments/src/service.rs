@@ -11,6 +11,7 @@ use shop_schemas::Service;
 
 use crate::api::{self, AppState};
 use crate::reactions::{KnownCustomers, OrderPayments, CHARGES, CHARGES_SOURCES, KNOWN_CUSTOMERS};
+use crate::wallet::WalletCommand;
 
 pub const COMPONENT: &str = "payments";
 const SCHEMA: &str = include_str!("../sql/payments.sql");
@@ -29,11 +30,11 @@ pub async fn start(platform: &Platform) -> Result<Started, DbError> {
         &[Service::Customers],
         Arc::new(KnownCustomers),
     );
-    let bus = Arc::new(CommandBus::with_snapshots(
-        EventStore::new(pool.clone()),
-        (),
-        100,
-    ));
+    // Deposits add up whatever their order: a lost race is re-run, not answered 409.
+    let bus = Arc::new(
+        CommandBus::with_snapshots(EventStore::new(pool.clone()), (), 100)
+            .commuting(|command| matches!(command, WalletCommand::Deposit { .. })),
+    );
     let charges = platform
         .consumer(
             pool.clone(),

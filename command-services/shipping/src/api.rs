@@ -7,10 +7,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
-use shop_eventing::auth::{Admin, JwtKeys};
+use shop_eventing::auth::{Admin, JwtKeys, ADMIN_SUBJECT};
 use shop_eventing::command::{CommandBus, CommandError};
 use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::Problem;
+use shop_eventing::idempotency::IdempotencyKey;
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
 use utoipa::ToSchema;
@@ -73,8 +74,9 @@ async fn dispatch(
     _: Admin,
     Path(order_id): Path<String>,
     headers: HeaderMap,
+    key: IdempotencyKey,
 ) -> Result<Response, Problem> {
-    step(&state, &order_id, &headers, |order_id| {
+    step(&state, &order_id, &headers, key, |order_id| {
         ShipmentCommand::Dispatch { order_id }
     })
     .await
@@ -100,8 +102,9 @@ async fn deliver(
     _: Admin,
     Path(order_id): Path<String>,
     headers: HeaderMap,
+    key: IdempotencyKey,
 ) -> Result<Response, Problem> {
-    step(&state, &order_id, &headers, |order_id| {
+    step(&state, &order_id, &headers, key, |order_id| {
         ShipmentCommand::Deliver { order_id }
     })
     .await
@@ -111,15 +114,25 @@ async fn step(
     state: &AppState,
     order_id: &str,
     headers: &HeaderMap,
+    key: IdempotencyKey,
     command: impl FnOnce(Uuid) -> ShipmentCommand,
 ) -> Result<Response, Problem> {
     let order_id =
         Uuid::parse_str(order_id).map_err(|_| Problem::not_found("no shipment for this order"))?;
     let mut metadata = metadata_from_headers(headers);
     metadata.correlation_id = order_id.to_string();
+    let mut keyed = match key.begin(state.bus.pool(), ADMIN_SUBJECT).await {
+        Ok(keyed) => keyed,
+        Err(answer) => return Ok(answer),
+    };
     let version = state
         .bus
-        .execute_versioned(&order_id.to_string(), command(order_id), &metadata)
+        .execute_keyed(
+            &mut keyed,
+            &order_id.to_string(),
+            command(order_id),
+            &metadata,
+        )
         .await
         .map_err(|e| match e {
             CommandError::Rejected(e @ ShipmentError::NotFound) => {
@@ -133,8 +146,10 @@ async fn step(
             CommandError::Unavailable(e) => Problem::internal(&e),
         })?;
     let token = ConsistencyToken::new(Service::Shipping, order_id.to_string(), version);
-    Ok(with_token(
-        (StatusCode::ACCEPTED, Json(ShipmentAccepted { order_id })).into_response(),
-        &token,
-    ))
+    keyed
+        .answer(with_token(
+            (StatusCode::ACCEPTED, Json(ShipmentAccepted { order_id })).into_response(),
+            &token,
+        ))
+        .await
 }

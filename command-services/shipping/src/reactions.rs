@@ -21,7 +21,9 @@ pub const SHIPMENTS: &str = "shipping.shipments";
 pub const SHIPMENTS_SOURCES: &[Service] = &[Service::Customers, Service::Orders];
 
 /// `OrderConfirmed` → `ShipmentScheduled`, or `ShipmentFailed` for a country shipments
-/// do not go to; `OrderCancelled` → `ShipmentCancelled` for a shipment not yet dispatched.
+/// do not go to; `OrderCancelled` → `ShipmentCancelled` for a shipment not yet dispatched;
+/// `OrderCancellationRequested` → `ShipmentCancelled` before dispatch (the order is then
+/// cancelled), `ShipmentCancellationRefused` after it (SPEC §5 rule 6).
 /// The customer's country comes from `CustomerRegistered` on another topic, which may
 /// arrive after the order: a confirmed order waits in `shipment_requests` until it does.
 pub struct ScheduleShipments {
@@ -57,11 +59,16 @@ impl EventHandler for ScheduleShipments {
             return Ok(());
         };
         let order_id = decoded.order_id();
+        let requested = matches!(decoded, OrderEvent::OrderCancellationRequested(_));
         let (customer_id, confirmed, cancelled) = match decoded {
             OrderEvent::OrderPlaced(e) => (Some(e.customer_id), false, false),
             OrderEvent::OrderConfirmed(_) => (None, true, false),
-            OrderEvent::OrderCancelled(_) => (None, false, true),
-            OrderEvent::OrderShipped(_) | OrderEvent::OrderDelivered(_) => return Ok(()),
+            OrderEvent::OrderCancelled(_) | OrderEvent::OrderCancellationRequested(_) => {
+                (None, false, true)
+            }
+            OrderEvent::OrderShipped(_)
+            | OrderEvent::OrderDelivered(_)
+            | OrderEvent::OrderCancellationRefused(_) => return Ok(()),
         };
         sql::query(
             "INSERT INTO shipment_requests (order_id, customer_id, confirmed, cancelled) VALUES ($1, $2, $3, $4)
@@ -77,7 +84,12 @@ impl EventHandler for ScheduleShipments {
         .execute(&mut *tx)
         .await?;
         if cancelled {
-            let command = ShipmentCommand::Cancel { order_id };
+            // A request is shipping's to decide; a cancelled order's shipment stops.
+            let command = if requested {
+                ShipmentCommand::DecideCancellation { order_id }
+            } else {
+                ShipmentCommand::Cancel { order_id }
+            };
             self.bus
                 .execute_in(
                     tx,

@@ -7,8 +7,8 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use shop_schemas::shipping::{
-    ShipmentCancelled, ShipmentDelivered, ShipmentDispatched, ShipmentFailed, ShipmentScheduled,
-    ShippingEvent,
+    ShipmentCancellationRefused, ShipmentCancelled, ShipmentDelivered, ShipmentDispatched,
+    ShipmentFailed, ShipmentScheduled, ShippingEvent, ALREADY_DISPATCHED,
 };
 use uuid::Uuid;
 
@@ -50,6 +50,14 @@ pub enum ShipmentCommand {
     },
     /// The order was cancelled: a shipment not yet dispatched will not leave.
     Cancel {
+        order_id: Uuid,
+    },
+    /// The customer asked to cancel the confirmed order: shipping is the pivot (SPEC §5
+    /// rule 6). A parcel not yet dispatched — or a shipment not yet scheduled — is
+    /// cancelled, and will never leave; a dispatched one is not, and the request is
+    /// refused. One aggregate decides both this and a dispatch, so they are never both
+    /// effective.
+    DecideCancellation {
         order_id: Uuid,
     },
     Dispatch {
@@ -128,6 +136,22 @@ impl Shipment {
                 }))
             }
             (ShipmentCommand::Cancel { .. }, _) => None,
+            (ShipmentCommand::DecideCancellation { order_id }, S::None | S::Scheduled) => {
+                Some(ShippingEvent::ShipmentCancelled(ShipmentCancelled {
+                    order_id,
+                }))
+            }
+            (ShipmentCommand::DecideCancellation { order_id }, S::Dispatched | S::Delivered) => {
+                Some(ShippingEvent::ShipmentCancellationRefused(
+                    ShipmentCancellationRefused {
+                        order_id,
+                        reason: ALREADY_DISPATCHED.to_string(),
+                    },
+                ))
+            }
+            // Cancelled already (the same request again), or failed (the order is
+            // cancelled for that).
+            (ShipmentCommand::DecideCancellation { .. }, S::Cancelled | S::Failed) => None,
             (ShipmentCommand::Dispatch { order_id }, S::Scheduled) => {
                 Some(ShippingEvent::ShipmentDispatched(ShipmentDispatched {
                     order_id,
@@ -178,6 +202,8 @@ impl Aggregate for Shipment {
 
     fn apply(&mut self, event: Self::Event) {
         self.state = match event {
+            // A refusal changes nothing: the parcel is on its way.
+            ShippingEvent::ShipmentCancellationRefused(_) => return,
             ShippingEvent::ShipmentScheduled(_) => ShipmentState::Scheduled,
             ShippingEvent::ShipmentFailed(_) => ShipmentState::Failed,
             ShippingEvent::ShipmentDispatched(_) => ShipmentState::Dispatched,
@@ -288,6 +314,57 @@ mod tests {
         given(vec![scheduled(), cancelled])
             .when(dispatch())
             .then_expect_error(ShipmentError::NotScheduled);
+    }
+
+    fn decide() -> ShipmentCommand {
+        ShipmentCommand::DecideCancellation { order_id: order() }
+    }
+
+    fn cancelled() -> ShippingEvent {
+        ShippingEvent::ShipmentCancelled(ShipmentCancelled { order_id: order() })
+    }
+
+    #[test]
+    fn a_cancellation_request_before_dispatch_cancels_the_shipment() {
+        given(vec![scheduled()])
+            .when(decide())
+            .then_expect_events(vec![cancelled()]);
+        // Not scheduled yet (the customer's country unknown, say): it never will be.
+        given(vec![])
+            .when(decide())
+            .then_expect_events(vec![cancelled()]);
+        given(vec![cancelled()])
+            .when(schedule("JP"))
+            .then_expect_events(vec![]);
+        // The dispatch that comes after loses.
+        given(vec![scheduled(), cancelled()])
+            .when(ShipmentCommand::Dispatch { order_id: order() })
+            .then_expect_error(ShipmentError::NotScheduled);
+        // Asked again: nothing more.
+        given(vec![scheduled(), cancelled()])
+            .when(decide())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_cancellation_request_after_dispatch_is_refused() {
+        let refused = ShippingEvent::ShipmentCancellationRefused(ShipmentCancellationRefused {
+            order_id: order(),
+            reason: ALREADY_DISPATCHED.into(),
+        });
+        given(vec![scheduled(), dispatched()])
+            .when(decide())
+            .then_expect_events(vec![refused.clone()]);
+        let delivered = ShippingEvent::ShipmentDelivered(ShipmentDelivered { order_id: order() });
+        given(vec![scheduled(), dispatched(), delivered])
+            .when(decide())
+            .then_expect_events(vec![refused.clone()]);
+        // A refusal leaves the parcel where it is: it can still be delivered.
+        given(vec![scheduled(), dispatched(), refused])
+            .when(ShipmentCommand::Deliver { order_id: order() })
+            .then_expect_events(vec![ShippingEvent::ShipmentDelivered(ShipmentDelivered {
+                order_id: order(),
+            })]);
     }
 
     #[test]
