@@ -485,6 +485,14 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
     for order in state.orders.values() {
         *outcomes.entry(order.outcome()).or_default() += 1;
     }
+    let mut races: BTreeMap<String, usize> = BTreeMap::new();
+    for id in ledger.cancels.keys() {
+        let outcome = state
+            .orders
+            .get(id)
+            .map_or("missing".into(), |o| o.outcome());
+        *races.entry(outcome).or_default() += 1;
+    }
     let deposits = ledger.deposits.len();
     let deposits_refused = ledger
         .deposits
@@ -492,7 +500,7 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
         .filter(|d| matches!(d.2, Told::Refused(_) | Told::RefusedOnRetry(_)))
         .count();
     let line = format!(
-        "round {round} seed {seed}: faults {faults:?}; orders {} accepted, {} refused, {} unknown, outcomes {outcomes:?}; {deposits} deposits ({deposits_refused} refused); {} restocks; races {:?}; {} requests retried through an outage; violations {} {by_kind:?}",
+        "round {round} seed {seed}: faults {faults:?}; orders {} accepted, {} refused, {} unknown, outcomes {outcomes:?}; {deposits} deposits ({deposits_refused} refused); {} restocks; races {:?} ending {races:?}; {} requests retried through an outage; violations {} {by_kind:?}",
         ledger.orders_accepted.len(),
         ledger.orders_refused,
         ledger.orders_unknown,
@@ -677,7 +685,12 @@ async fn race_cancel_and_dispatch(
         }
         let cancel_path = format!("/api/orders/{order}/cancel");
         let dispatch_path = format!("/api/shipments/{order}/dispatch");
-        let mode = ["together", "cancel-then-dispatch", "dispatch-then-cancel"][rng.usize(..3)];
+        let mode = [
+            "together",
+            "cancel-then-dispatch",
+            "dispatch-then-cancel",
+            "cancel-pause-dispatch",
+        ][rng.usize(..4)];
         let (cancel, dispatch) = match mode {
             "together" => {
                 tokio::join!(
@@ -687,6 +700,12 @@ async fn race_cancel_and_dispatch(
             }
             "cancel-then-dispatch" => {
                 let cancel = post(&customer, &cancel_path, json!({})).await;
+                (cancel, post(&admin, &dispatch_path, json!({})).await)
+            }
+            "cancel-pause-dispatch" => {
+                // The admin is a moment late: the cancellation may have been decided.
+                let cancel = post(&customer, &cancel_path, json!({})).await;
+                tokio::time::sleep(Duration::from_millis(rng.u64(100..3_000))).await;
                 (cancel, post(&admin, &dispatch_path, json!({})).await)
             }
             _ => {
