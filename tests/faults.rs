@@ -309,6 +309,21 @@ struct RoundSummary {
     violations_by_kind: BTreeMap<String, usize>,
 }
 
+/// The PostgreSQL cluster's system identifier: another `up` in the meantime changes it.
+async fn cluster_identity() -> i64 {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(DATABASE_URL)
+        .await
+        .unwrap_or_else(|e| panic!("faults: cannot connect to {DATABASE_URL}: {e}"));
+    let id = sqlx::query_scalar("SELECT system_identifier FROM pg_control_system()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    id
+}
+
 /// The processes of an instance, by component.
 type Processes = Arc<tokio::sync::Mutex<BTreeMap<String, ShopProcess>>>;
 
@@ -384,6 +399,7 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
         customers.push((Arc::new(client), id));
     }
     instance.wait_for_catalogue(SCARCE as i64 + 1).await;
+    let cluster = cluster_identity().await;
     let shipping = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(3))
@@ -458,6 +474,11 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
         .unwrap()
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
+    assert_eq!(
+        cluster_identity().await,
+        cluster,
+        "faults: the PostgreSQL cluster on 5433 was replaced during the round — another run of scripts/faults-infra.sh (a fault test without the lock?) took it over"
+    );
     let checker = Checker::open(&instance, &sibling).await;
     checker.wait_until_decided(&ledger).await;
     let deadline = Instant::now() + SETTLE;
