@@ -15,7 +15,7 @@
 //! `SHOP_FAULTS_SEED=N` replays a run's choices (a round prints its own seed);
 //! `SHOP_FAULTS_SECONDS=3600` runs faults for an hour, in rounds of
 //! `SHOP_FAULTS_ROUND_SECONDS` (default 120), each on a fresh instance. See
-//! docs/testing-faults.md.
+//! docs/src/testing-faults.md.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on the commands that create or move something (docs/idempotency.md),
+//! `Idempotency-Key` on the commands that create or move something (docs/src/idempotency.md),
 //! on both backends: the same request again under a key gets the first answer again and
 //! has no second effect; another request under it is refused (422); a refused request
 //! stores nothing, its key included; requests racing with one key have one effect.

@@ -7,6 +7,7 @@ shop_eventing::on_both_backends!(
     customers_register_log_in_and_see_only_their_own_account,
     refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_events_and_logs,
     deposits_reach_the_wallet_balance_of_the_customer_view,
+    password_guessing_is_throttled_per_account_and_the_admin_address_is_reserved,
 );
 
 use std::time::Duration;
@@ -320,6 +321,70 @@ async fn deposits_reach_the_wallet_balance_of_the_customer_view(backend: Dialect
     assert_eq!(hanako_view["wallet_balance"], 7500);
 
     pool.close().await;
+    shop.kill().await;
+    instance.cleanup().await;
+}
+
+/// Issue 26: wrong passwords for one account are throttled (after five in a minute every
+/// attempt for it is 429 with `Retry-After`, the right password included), other accounts
+/// are not; `admin@shop.local` cannot be registered as a customer (409, no event).
+async fn password_guessing_is_throttled_per_account_and_the_admin_address_is_reserved(
+    backend: Dialect,
+) {
+    let instance = Instance::on(backend);
+    let shop = instance.spawn(&["all"], &[]).await;
+    let public = Client::new(instance.gateway_url());
+    Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
+    Client::customer(instance.gateway_url(), "Taro", "taro@example.com").await;
+    let login = |email: &str, password: &str| {
+        public.post(
+            "/api/auth/token",
+            json!({"email": email, "password": password}),
+        )
+    };
+    for attempt in 1..=5 {
+        let answer = login("hanako@example.com", "not-her-password").await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}: {answer:?}"
+        );
+    }
+    for password in ["not-her-password", "password-hanako@example.com"] {
+        let answer = login("hanako@example.com", password).await;
+        assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{answer:?}");
+        assert_eq!(answer.content_type, "application/problem+json");
+    }
+    let raw = reqwest::Client::new()
+        .post(format!("{}/api/auth/token", instance.gateway_url()))
+        .json(&json!({"email": "hanako@example.com", "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let wait: u64 = raw.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    let other = login("taro@example.com", "password-taro@example.com").await;
+    assert_eq!(
+        other.status,
+        StatusCode::OK,
+        "another account is not throttled: {other:?}"
+    );
+
+    let admin = public
+        .post("/api/customers", registration("Admin@Shop.Local"))
+        .await;
+    assert_eq!(admin.status, StatusCode::CONFLICT, "{admin:?}");
+    let store = instance.store("customers").await;
+    let registered: i64 =
+        sql::query_scalar("SELECT count(*) FROM events WHERE event_type = 'CustomerRegistered'")
+            .fetch_one(&store)
+            .await
+            .unwrap();
+    assert_eq!(registered, 2, "no event for the refused registration");
     shop.kill().await;
     instance.cleanup().await;
 }

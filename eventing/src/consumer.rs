@@ -1205,13 +1205,13 @@ pub struct CheckpointGap {
 
 impl ConsumerProgress {
     /// Whether the consumer is still applying again what its last checkpoint gap made it
-    /// read again (its checkpoint has not reached the record it had read then).
+    /// read again (its checkpoint has not reached the offset it had read up to then).
     pub fn recovering(&self) -> bool {
         self.last_checkpoint_gap.as_ref().is_some_and(|gap| {
             self.positions
                 .iter()
                 .find(|p| p.topic == gap.topic && p.partition == gap.partition)
-                .is_none_or(|p| p.next_offset <= gap.read_offset)
+                .is_none_or(|p| p.next_offset < gap.read_offset)
         })
     }
 }

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on the commands' routes (docs/idempotency.md; the conventions of
+//! `Idempotency-Key` on the commands' routes (docs/src/idempotency.md; the conventions of
 //! Stripe and of draft-ietf-httpapi-idempotency-key-header).
 //!
 //! A request with a key runs its command in a transaction that first claims the key
@@ -41,8 +41,8 @@ pub const MAX_KEY_LENGTH: usize = 255;
 pub const RETENTION: TimeDelta = TimeDelta::hours(24);
 /// The scope of keys sent without a bearer token (registration).
 pub const ANONYMOUS: &str = "anonymous";
-/// The largest body read under a key (axum's default limit for JSON bodies).
-const BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// The largest answer stored under a key (the commands' answers are a few hundred bytes).
+const ANSWER_LIMIT: usize = 64 * 1024;
 /// One keyed command in this many deletes the expired keys.
 const EXPIRE_EVERY: u32 = 64;
 
@@ -283,23 +283,19 @@ where
         let secret = JwtKeys::from_ref(state);
         // The key is checked first (a bad key is refused whatever the body).
         IdempotencyKey::read(&secret, req.method(), req.uri(), req.headers(), None)?;
-        let (parts, body) = req.into_parts();
-        let bytes: Bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "the body is too large",
-            )
-        })?;
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        // Read as `Json` reads it (the same limit, the same refusal).
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| Problem::bad_request(rejection.body_text()))?;
         let value: Option<Value> = serde_json::from_slice(&bytes).ok();
-        let key = IdempotencyKey::read(
-            &secret,
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            value.as_ref(),
-        )?;
-        let request = Request::from_parts(parts, Body::from(bytes));
+        let key = IdempotencyKey::read(&secret, &method, &uri, &headers, value.as_ref())?;
+        let mut request = Request::new(Body::from(bytes));
+        *request.headers_mut() = headers;
         match Json::<T>::from_request(request, state).await {
             Ok(Json(body)) => Ok(KeyedJson(body, key)),
             Err(rejection) => Err(json_rejection(rejection)),
@@ -342,7 +338,7 @@ impl KeyedCommand {
             return Ok(response);
         }
         let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, BODY_LIMIT)
+        let bytes = axum::body::to_bytes(body, ANSWER_LIMIT)
             .await
             .map_err(|e| Problem::internal(&e))?;
         let header = |name: &str| {
@@ -515,6 +511,17 @@ mod tests {
                 .status,
             422
         );
+        let plain = Request::builder()
+            .method(Method::POST)
+            .uri("/api/orders")
+            .header("Idempotency-Key", "k")
+            .body(Body::from(r#"{"lines": []}"#))
+            .unwrap();
+        let refused = KeyedJson::<Order>::from_request(plain, &JwtKeys::new("secret", 60))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.status, 415);
     }
 
     #[tokio::test]

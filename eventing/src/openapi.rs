@@ -18,7 +18,7 @@ use crate::consistency::{STATE_HEADER, TOKEN_HEADER};
 use crate::http::{FieldError, Problem, PROBLEM_JSON};
 use crate::idempotency::{HEADER_NAME as IDEMPOTENCY_KEY, MAX_KEY_LENGTH, REPLAYED_HEADER};
 
-/// The operations that take an `Idempotency-Key` (docs/idempotency.md).
+/// The operations that take an `Idempotency-Key` (docs/src/idempotency.md).
 pub const KEYED_OPERATIONS: [(&str, &str); 9] = [
     ("post", "/api/customers"),
     ("post", "/api/customers/{id}/wallet/deposits"),

@@ -793,6 +793,8 @@ async fn lost_commits_are_read_again_from_the_checkpoint() {
         let progress = shop_eventing::consumer::progress(&pool, "counter")
             .await
             .unwrap();
+        // Applied again: no longer recovering.
+        assert!(!progress.recovering(), "{progress:?}");
         let last = progress
             .last_checkpoint_gap
             .map(|g| (g.checkpoint, g.read_offset));

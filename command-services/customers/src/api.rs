@@ -223,6 +223,10 @@ async fn register(
     else {
         return Err(Problem::bad_request("invalid registration"));
     };
+    // The admin's address is the admin's: no customer account may take it.
+    if email == ADMIN_EMAIL {
+        return Err(Problem::conflict("the email is already registered"));
+    }
     // Argon2id takes tens of milliseconds of CPU: off the async workers.
     let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
         .await
@@ -300,8 +304,20 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| auth::hash_password(&Uuid::new_v4().to_string()).unwrap_or_default())
 }
 
+/// 429 for a throttled account, with the seconds to wait.
+fn throttled(wait: std::time::Duration) -> Problem {
+    let seconds = wait.as_secs().max(1);
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-attempts",
+        format!("too many wrong passwords for this account; try again in {seconds} s"),
+    )
+    .retry_after(seconds)
+}
+
 /// Exchanges an email and password for a bearer token (public). The admin signs in as
-/// `admin@shop.local`.
+/// `admin@shop.local`. After 5 wrong passwords for one account within a minute, every
+/// attempt for it is refused (429 with `Retry-After`) until the minute has passed.
 #[utoipa::path(
     post,
     path = "/api/auth/token",
@@ -310,6 +326,7 @@ fn decoy_hash() -> &'static str {
     responses(
         (status = 200, description = "A bearer token.", body = TokenResponse),
         (status = 401, description = "Wrong email or password."),
+        (status = 429, description = "Too many wrong passwords for this account; wait `Retry-After` seconds."),
     )
 )]
 #[tracing::instrument(name = "issue_token", skip_all)]
@@ -335,6 +352,11 @@ async fn issue_token(
     if email.chars().any(char::is_control) {
         return Err(Problem::unauthorized("wrong email or password"));
     }
+    // Password guessing: an account with too many recent failures waits.
+    let throttle = crate::throttle::LoginThrottle::global();
+    if let Some(wait) = throttle.check(&email) {
+        return Err(throttled(wait));
+    }
     let (subject, role, hash) = if email == ADMIN_EMAIL {
         (
             ADMIN_SUBJECT.to_string(),
@@ -358,8 +380,10 @@ async fn issue_token(
         .await
         .map_err(|e| Problem::internal(&e))?;
     if !matches || subject.is_empty() {
+        throttle.failed(&email);
         return Err(Problem::unauthorized("wrong email or password"));
     }
+    throttle.succeeded(&email);
     let token = state
         .jwt
         .issue(&subject, role)

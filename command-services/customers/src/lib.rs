@@ -13,5 +13,6 @@ pub mod api;
 pub mod countries;
 pub mod customer;
 pub mod service;
+pub mod throttle;
 
 pub use service::{start, COMPONENT};

@@ -67,7 +67,7 @@ impl EventHandler for ReserveStock {
             }
         }
         let mut stock = Stock::default();
-        let placed: Vec<Uuid> = decoded
+        let mut products: Vec<Uuid> = decoded
             .iter()
             .filter_map(|(e, _)| match e {
                 OrderEvent::OrderPlaced(order) => Some(order.lines.iter().map(|l| l.product_id)),
@@ -75,7 +75,20 @@ impl EventHandler for ReserveStock {
             })
             .flatten()
             .collect();
-        stock.lock(tx, placed).await?;
+        // Commits and releases move the units of the orders' reservations: their rows are
+        // locked with the placements' up front, all in product order, so two members (or
+        // instances) settling orders of the same products in other line orders never
+        // deadlock.
+        let settled: Vec<String> = decoded
+            .iter()
+            .filter_map(|(e, _)| match e {
+                OrderEvent::OrderConfirmed(e) => Some(e.order_id.to_string()),
+                OrderEvent::OrderCancelled(e) => Some(e.order_id.to_string()),
+                _ => None,
+            })
+            .collect();
+        products.extend(reserved_products(tx, settled).await?);
+        stock.lock(tx, products).await?;
         for (order_event, event) in decoded {
             self.apply(tx, &mut stock, order_event, event)
                 .instrument(apply_span(RESERVATIONS, event))
@@ -83,6 +96,22 @@ impl EventHandler for ReserveStock {
         }
         Ok(())
     }
+}
+
+/// The products whose units the reservations of these orders hold (PostgreSQL; SQLite
+/// has one writer at a time, so there is nothing to order).
+async fn reserved_products(tx: &mut Conn, orders: Vec<String>) -> Result<Vec<Uuid>, HandlerError> {
+    if orders.is_empty() || tx.dialect() != sql::Dialect::Postgres {
+        return Ok(Vec::new());
+    }
+    Ok(sql::query_scalar::<Uuid>(
+        "SELECT DISTINCT (line->>'product_id')::uuid FROM events, jsonb_array_elements(data->'lines') AS line
+         WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND event_type = 'StockReserved'",
+    )
+    .bind(<Reservation as cqrs_es::Aggregate>::TYPE)
+    .bind(sql::Arg::TextList(orders))
+    .fetch_all(&mut *tx)
+    .await?)
 }
 
 /// The stock rows a transaction has locked, with their available units as its own

@@ -53,7 +53,9 @@ async fn apply_to_tables(tx: &mut Conn, event: &InventoryEvent) -> Result<(), Ho
                 .await?;
         }
         InventoryEvent::StockReserved(e) => {
-            for line in &e.lines {
+            let mut lines: Vec<&StockLine> = e.lines.iter().collect();
+            lines.sort_by_key(|l| l.product_id);
+            for line in lines {
                 let moved = sql::query(
                     "UPDATE stock SET available = available - $2, reserved = reserved + $2 WHERE product_id = $1 AND available >= $2",
                 )
@@ -87,8 +89,10 @@ async fn apply_to_tables(tx: &mut Conn, event: &InventoryEvent) -> Result<(), Ho
 }
 
 /// Moves each line's units between the columns of `stock` (`set`: an assignment list
-/// over `$2`, the line's quantity).
+/// over `$2`, the line's quantity), in product order like every other lock of `stock`.
 async fn move_units(tx: &mut Conn, lines: &[StockLine], set: &str) -> Result<(), HookError> {
+    let mut lines: Vec<&StockLine> = lines.iter().collect();
+    lines.sort_by_key(|l| l.product_id);
     for line in lines {
         sql::query(&format!("UPDATE stock SET {set} WHERE product_id = $1"))
             .bind(line.product_id)
