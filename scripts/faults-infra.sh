@@ -13,6 +13,9 @@
 #   scripts/faults-infra.sh kafka-kill   SIGKILL the broker
 #   scripts/faults-infra.sh kafka-start  start the broker on its data, wait until it answers
 #
+# One user at a time: `up` replaces whatever cluster and broker a previous run left. The
+# test serializes its runs on this machine with a lock (~/.cache/shop/faults.lock).
+#
 # Environment: SHOP_FAULTS_PG_PORT (5433), SHOP_FAULTS_KAFKA_PORT (9094),
 # SHOP_FAULTS_KAFKA_CONTROLLER_PORT (9095), SHOP_CACHE_DIR (~/.cache/shop).
 set -euo pipefail

@@ -197,6 +197,41 @@ impl Drop for InfraGuard {
     }
 }
 
+/// Holds `~/.cache/shop/faults.lock` (`SHOP_CACHE_DIR`) until dropped, waiting while
+/// another fault run holds it. The lock goes with the process, however it ends.
+async fn exclusive_lock() -> std::fs::File {
+    let dir = std::env::var("SHOP_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+                .join(".cache/shop")
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("faults.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    if file.try_lock().is_err() {
+        println!(
+            "faults: another fault run holds {}; waiting for it",
+            path.display()
+        );
+        let t0 = Instant::now();
+        let file = tokio::task::spawn_blocking(move || {
+            file.lock().unwrap();
+            file
+        })
+        .await
+        .unwrap();
+        println!("faults: waited {:.0} s", t0.elapsed().as_secs_f64());
+        return file;
+    }
+    file
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -220,6 +255,9 @@ async fn faults_and_races_break_no_invariant() {
         "faults: seed {seed} (SHOP_FAULTS_SEED), {total} s of faults (SHOP_FAULTS_SECONDS) in {rounds} round(s), kinds {kinds:?}"
     );
 
+    // One fault run at a time on this machine: the cluster, the broker and their ports
+    // are shared by every checkout (several worktrees run the suite at once).
+    let _lock = exclusive_lock().await;
     let guard = InfraGuard;
     if let Err(e) = infra_script("up").await {
         panic!("the fault test's own PostgreSQL (5433) and Kafka (9094) did not start — run `scripts/infra.sh up` first (it installs PostgreSQL, Java and the Kafka jars):\n{e}");
@@ -269,6 +307,21 @@ struct RoundSummary {
     orders: usize,
     violations: usize,
     violations_by_kind: BTreeMap<String, usize>,
+}
+
+/// The PostgreSQL cluster's system identifier: another `up` in the meantime changes it.
+async fn cluster_identity() -> i64 {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(DATABASE_URL)
+        .await
+        .unwrap_or_else(|e| panic!("faults: cannot connect to {DATABASE_URL}: {e}"));
+    let id = sqlx::query_scalar("SELECT system_identifier FROM pg_control_system()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    id
 }
 
 /// The processes of an instance, by component.
@@ -346,6 +399,7 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
         customers.push((Arc::new(client), id));
     }
     instance.wait_for_catalogue(SCARCE as i64 + 1).await;
+    let cluster = cluster_identity().await;
     let shipping = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(3))
@@ -420,6 +474,11 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
         .unwrap()
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
+    assert_eq!(
+        cluster_identity().await,
+        cluster,
+        "faults: the PostgreSQL cluster on 5433 was replaced during the round — another run of scripts/faults-infra.sh (a fault test without the lock?) took it over"
+    );
     let checker = Checker::open(&instance, &sibling).await;
     checker.wait_until_decided(&ledger).await;
     let deadline = Instant::now() + SETTLE;
@@ -447,6 +506,14 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
     for order in state.orders.values() {
         *outcomes.entry(order.outcome()).or_default() += 1;
     }
+    let mut races: BTreeMap<String, usize> = BTreeMap::new();
+    for id in ledger.cancels.keys() {
+        let outcome = state
+            .orders
+            .get(id)
+            .map_or("missing".into(), |o| o.outcome());
+        *races.entry(outcome).or_default() += 1;
+    }
     let deposits = ledger.deposits.len();
     let deposits_refused = ledger
         .deposits
@@ -454,7 +521,7 @@ async fn run_round(infra: &Infra, round: u64, seed: u64, seconds: u64) -> RoundS
         .filter(|d| matches!(d.2, Told::Refused(_) | Told::RefusedOnRetry(_)))
         .count();
     let line = format!(
-        "round {round} seed {seed}: faults {faults:?}; orders {} accepted, {} refused, {} unknown, outcomes {outcomes:?}; {deposits} deposits ({deposits_refused} refused); {} restocks; races {:?}; {} requests retried through an outage; violations {} {by_kind:?}",
+        "round {round} seed {seed}: faults {faults:?}; orders {} accepted, {} refused, {} unknown, outcomes {outcomes:?}; {deposits} deposits ({deposits_refused} refused); {} restocks; races {:?} ending {races:?}; {} requests retried through an outage; violations {} {by_kind:?}",
         ledger.orders_accepted.len(),
         ledger.orders_refused,
         ledger.orders_unknown,
@@ -639,7 +706,12 @@ async fn race_cancel_and_dispatch(
         }
         let cancel_path = format!("/api/orders/{order}/cancel");
         let dispatch_path = format!("/api/shipments/{order}/dispatch");
-        let mode = ["together", "cancel-then-dispatch", "dispatch-then-cancel"][rng.usize(..3)];
+        let mode = [
+            "together",
+            "cancel-then-dispatch",
+            "dispatch-then-cancel",
+            "cancel-pause-dispatch",
+        ][rng.usize(..4)];
         let (cancel, dispatch) = match mode {
             "together" => {
                 tokio::join!(
@@ -649,6 +721,12 @@ async fn race_cancel_and_dispatch(
             }
             "cancel-then-dispatch" => {
                 let cancel = post(&customer, &cancel_path, json!({})).await;
+                (cancel, post(&admin, &dispatch_path, json!({})).await)
+            }
+            "cancel-pause-dispatch" => {
+                // The admin is a moment late: the cancellation may have been decided.
+                let cancel = post(&customer, &cancel_path, json!({})).await;
+                tokio::time::sleep(Duration::from_millis(rng.u64(100..3_000))).await;
                 (cancel, post(&admin, &dispatch_path, json!({})).await)
             }
             _ => {
