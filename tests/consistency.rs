@@ -116,6 +116,14 @@ async fn a_read_with_the_token_sees_the_command(backend: Dialect) {
     // Not a token at all: a problem, not a wait.
     let (status, problem, _) = get_with_token(&public, "/api/products", "garbage").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    // Issue 26: 1,500 tokens in one anonymous read are refused at once, not waited on.
+    let many: Vec<String> = (0..1_500).map(|i| format!("inventory:p{i}:1")).collect();
+    let (status, problem, _) = get_with_token(&public, "/api/products", &many.join(",")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap_or("").contains("at most"),
+        "{problem}"
+    );
 
     shop.kill().await;
     instance.cleanup().await;

@@ -74,9 +74,15 @@ impl FromStr for ConsistencyToken {
     }
 }
 
+/// The most tokens one read may carry. A command answers one; a client that joins the
+/// tokens of several commands before one read needs a few. Each costs the read a wait
+/// on the read models, so a read with hundreds of them (an anonymous 71 KB header of
+/// 1,500 made one read cost a CPU-second) is refused.
+pub const MAX_TOKENS: usize = 32;
+
 /// The tokens a read carries, from its `X-Consistency-Token` header and its
 /// `consistency` query parameter (both, when both are given). `None`: none; `Some(Err)`:
-/// one is malformed (a 400 for the client).
+/// one is malformed, or there are more than [`MAX_TOKENS`] (a 400 for the client).
 pub fn requested_tokens(
     headers: &axum::http::HeaderMap,
     uri: &axum::http::Uri,
@@ -98,6 +104,12 @@ pub fn requested_tokens(
     }
     let mut tokens = Vec::new();
     for value in values {
+        // Counted before parsing: a huge value costs no more than its commas.
+        if value.split(',').filter(|t| !t.trim().is_empty()).count() + tokens.len() > MAX_TOKENS {
+            return Some(Err(crate::http::Problem::bad_request(format!(
+                "a read carries at most {MAX_TOKENS} consistency tokens"
+            ))));
+        }
         match ConsistencyToken::parse_list(&value) {
             Some(list) if !list.is_empty() => tokens.extend(list),
             _ => {
@@ -310,5 +322,30 @@ mod tests {
         ] {
             assert_eq!(ConsistencyToken::parse_list(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_read_carries_a_bounded_number_of_tokens() {
+        let list = |n: usize| {
+            (0..n)
+                .map(|i| format!("orders:o{i}:1"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let uri: axum::http::Uri = "/api/orders".parse().unwrap();
+        let read = |n: usize| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(TOKEN_HEADER, list(n).parse().unwrap());
+            requested_tokens(&headers, &uri).unwrap()
+        };
+        assert_eq!(read(MAX_TOKENS).unwrap().len(), MAX_TOKENS);
+        let refused = read(1_500).unwrap_err();
+        assert_eq!(refused.status, 400);
+        assert!(refused.detail.contains("at most"), "{}", refused.detail);
+        // Across the header and the query, too.
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(TOKEN_HEADER, list(MAX_TOKENS).parse().unwrap());
+        let uri: axum::http::Uri = "/api/orders?consistency=orders:x:1".parse().unwrap();
+        assert!(requested_tokens(&headers, &uri).unwrap().is_err());
     }
 }
