@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,6 +35,16 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/admin/legacy-routes/{name}",
             get(legacy_read).put(legacy_set).delete(legacy_delete),
         )
+}
+
+/// A read's consistency token (`X-Consistency-Token`, `?consistency=`), which every GET
+/// of the API accepts: the traffic table is no read model, so a well-formed one is
+/// ignored, and a malformed one is a 400 as everywhere else.
+fn check_consistency(headers: &HeaderMap, uri: &Uri) -> Result<(), Problem> {
+    match shop_eventing::consistency::requested_tokens(headers, uri) {
+        Some(Err(problem)) => Err(problem),
+        _ => Ok(()),
+    }
 }
 
 /// The admin's subject, or 401/403.
@@ -135,8 +145,13 @@ fn read_view(state: &AppState, upstream: Upstream) -> Result<Value, Problem> {
     Ok(view(state, upstream, &mut split))
 }
 
-async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+async fn list(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     admin(&state, &headers)?;
+    check_consistency(&headers, &uri)?;
     let upstreams: Vec<Value> = state
         .traffic
         .splits
@@ -159,9 +174,11 @@ async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Respo
 async fn read(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     admin(&state, &headers)?;
+    check_consistency(&headers, &uri)?;
     let upstream = upstream_of(&name)?;
     Ok(with_etag(
         &state,
@@ -392,9 +409,11 @@ fn valid_route_name(name: &str) -> Result<(), Problem> {
 
 async fn legacy_list(
     State(state): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     admin(&state, &headers)?;
+    check_consistency(&headers, &uri)?;
     let routes = state
         .traffic
         .legacy
@@ -411,9 +430,11 @@ async fn legacy_list(
 async fn legacy_read(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     admin(&state, &headers)?;
+    check_consistency(&headers, &uri)?;
     let route = state
         .traffic
         .legacy
