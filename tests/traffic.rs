@@ -176,12 +176,10 @@ async fn canary_weights_change_at_run_time_and_a_failing_canary_rolls_back() {
     )
     .await;
     let instance = Instance::new();
-    // The canary of the read API: a second instance of it (the same process reached under
-    // another name, so the two versions answer alike).
-    let canaries = format!(
-        "read-api=http://localhost:{}@0;orders={failing}@0",
-        instance.ports.read_api
-    );
+    // The canary of the read API: a second `shop serve read-api` process on a port of its
+    // own (started below, once the first process has created the databases).
+    let canary_port = common::free_port();
+    let canaries = format!("read-api=http://127.0.0.1:{canary_port}@0;orders={failing}@0");
     let shop = instance
         .spawn(
             &["all"],
@@ -192,10 +190,34 @@ async fn canary_weights_change_at_run_time_and_a_failing_canary_rolls_back() {
             ],
         )
         .await;
+    let canary_process = instance
+        .spawn(
+            &["read-api"],
+            &[("SHOP_READ_API_PORT", canary_port.to_string().as_str())],
+        )
+        .await;
     let base = instance.gateway_url();
     let admin = Admin::new(&base).await;
     let http = reqwest::Client::new();
     let products = format!("{base}/api/products");
+    // Product reads the canary process served (its own /metrics).
+    let canary_reads = || {
+        let http = http.clone();
+        async move {
+            let text = http
+                .get(format!("http://127.0.0.1:{canary_port}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .filter(|l| l.starts_with("http_requests_total{") && l.contains("/api/products"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
 
     // At start: everything on stable.
     let split = admin.get("/api/admin/traffic/read-api").await;
@@ -218,10 +240,15 @@ async fn canary_weights_change_at_run_time_and_a_failing_canary_rolls_back() {
         .await;
     assert_eq!(set.status, StatusCode::OK, "{set:?}");
     assert_eq!(set.body["versions"][1]["label"], "green");
+    let served_before = canary_reads().await;
     for _ in 0..5 {
         let reply = call(&http, "GET", &products, None, None, None).await;
         assert_eq!((reply.status, version(&reply)), (StatusCode::OK, "canary"));
     }
+    assert!(
+        canary_reads().await >= served_before + 5.0,
+        "the second read-api process did not serve the canary's reads"
+    );
 
     // Bad input: a problem+json 4xx, and nothing changes.
     let before = admin.get("/api/admin/traffic/read-api").await;
@@ -479,6 +506,7 @@ async fn canary_weights_change_at_run_time_and_a_failing_canary_rolls_back() {
     })
     .await;
 
+    canary_process.kill().await;
     shop.kill().await;
     instance.cleanup().await;
 }
