@@ -14,6 +14,13 @@
 //! Public product reads (`GET /api/products…` without a consistency token) are cached
 //! for a short time (`cache_ttl`): a repeat within it is answered here (`x-cache: hit`)
 //! without reaching the read API.
+//!
+//! Traffic control at run time (`traffic`, `admin`): an upstream's canary weight, set,
+//! promoted in steps or rolled back through `/api/admin/traffic/{upstream}` (role admin),
+//! rolled back by itself when its 5xx-or-timeout rate over a sliding window passes a
+//! threshold; clients are assigned sticky by token subject, else address. Strangler-fig
+//! routes (`/api/admin/legacy-routes/{name}`) send a prefix, or a share of its clients, to
+//! a legacy upstream outside Shop with headers added each way.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
