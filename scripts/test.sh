@@ -45,6 +45,9 @@ step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnin
 step "cargo clippy (otlp)" cargo clippy -p shop-eventing --features otlp --locked -- -D warnings
 # The book in docs/ (mdBook from scripts/infra.sh's virtualenv), written to docs/book/.
 step "mdbook build docs" "${SHOP_CACHE_DIR:-$HOME/.cache/shop}/venv/bin/mdbook" build docs
+# The Helm chart (helm lint/template, every object decoded strictly against the Kubernetes
+# API types) and docker-compose.yml; helm and the checker are built once and cached.
+step "kubernetes manifests" scripts/k8s-check.sh
 step "cargo test" cargo test --workspace --all-targets --locked --no-fail-fast "$@" -- --test-threads="${SHOP_TEST_THREADS:-4}"
 # Trace export is an optional feature: its test builds the binary with it.
 if [ "$#" -eq 0 ]; then

@@ -12,6 +12,7 @@ pub fn document() -> serde_json::Value {
             shop_shipping::api::openapi(),
             shop_read_api::openapi(),
             shop_eventing::events_api::openapi(),
+            shop_gateway::openapi(),
         ],
         env!("CARGO_PKG_VERSION"),
     )

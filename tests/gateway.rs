@@ -351,7 +351,8 @@ async fn upstream_instances_are_balanced_skipped_readmitted_and_guarded() {
 }
 
 /// Weighted canary routing: with 10 % to a second version of the read API, 1,000
-/// requests split within a few percent of it.
+/// clients split within a few percent of it, each client staying on its version (the
+/// assignment is sticky by token subject, else by address).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_gets_its_share_of_the_traffic() {
     let instance = Instance::new();
@@ -369,15 +370,36 @@ async fn a_canary_gets_its_share_of_the_traffic() {
         .await;
     let public = Client::new(instance.gateway_url());
     let mut canaries = 0;
-    for _ in 0..1000 {
-        let answer = public
-            .http
-            .get(format!("{}/api/products", public.base))
-            .send()
-            .await
+    let keys = shop_eventing::auth::JwtKeys::new(common::JWT_SECRET, 3600);
+    for i in 0..1000 {
+        let token = keys
+            .issue(
+                &format!("canary-client-{i}"),
+                shop_eventing::auth::Role::Customer,
+            )
             .unwrap();
-        assert_eq!(answer.status(), StatusCode::OK);
-        match answer.headers()["x-upstream-version"].to_str().unwrap() {
+        let mut versions = Vec::new();
+        for _ in 0..if i < 20 { 3 } else { 1 } {
+            let answer = public
+                .http
+                .get(format!("{}/api/products", public.base))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), StatusCode::OK);
+            versions.push(
+                answer.headers()["x-upstream-version"]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert!(
+            versions.iter().all(|v| *v == versions[0]),
+            "client {i}: {versions:?}"
+        );
+        match versions[0].as_str() {
             "canary" => canaries += 1,
             version => assert_eq!(version, "stable"),
         }

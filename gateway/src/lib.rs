@@ -14,6 +14,13 @@
 //! Public product reads (`GET /api/products…` without a consistency token) are cached
 //! for a short time (`cache_ttl`): a repeat within it is answered here (`x-cache: hit`)
 //! without reaching the read API.
+//!
+//! Traffic control at run time (`traffic`, `admin`): an upstream's canary weight, set,
+//! promoted in steps or rolled back through `/api/admin/traffic/{upstream}` (role admin),
+//! rolled back by itself when its 5xx-or-timeout rate over a sliding window passes a
+//! threshold; clients are assigned sticky by token subject, else address. Strangler-fig
+//! routes (`/api/admin/legacy-routes/{name}`) send a prefix, or a share of its clients, to
+//! a legacy upstream outside Shop with headers added each way.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -41,8 +48,12 @@ use std::panic::AssertUnwindSafe;
 use tower::ServiceExt;
 use tracing::warn;
 
+mod admin;
 pub mod balancer;
 mod docs;
+mod openapi;
+pub use openapi::openapi;
+pub mod traffic;
 
 use balancer::Balancer;
 pub use balancer::Resilience;
@@ -129,12 +140,8 @@ impl Canary {
 /// Which version of an upstream answered: `stable` or `canary`.
 pub const ROUTE_HEADER: &str = "x-upstream-version";
 
-/// An upstream's instances, and its canary with its share.
-struct Route {
-    upstream: Upstream,
-    stable: Arc<Balancer>,
-    canary: Option<(Arc<Balancer>, u8)>,
-}
+/// Which version of an upstream answered a strangler-fig route: the legacy system.
+pub const LEGACY_VERSION: &str = "legacy";
 
 /// A cached answer: status, headers and body.
 #[derive(Clone)]
@@ -212,8 +219,8 @@ impl Limiter {
 
 #[derive(Clone)]
 struct AppState {
-    /// Every upstream's instances (and canary).
-    routes: Arc<Vec<Route>>,
+    /// Every upstream's instances, its canary and their weights; the legacy routes.
+    traffic: Arc<traffic::Traffic>,
     cache: Option<moka::sync::Cache<String, Cached>>,
     limiter: Option<Arc<Limiter>>,
     config: Arc<GatewayConfig>,
@@ -292,7 +299,7 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         .build()
         .unwrap_or_default();
     let u = &config.upstreams;
-    let routes: Vec<Route> = [
+    let splits: Vec<(Upstream, traffic::Split)> = [
         (Upstream::Customers, &u.customers),
         (Upstream::Inventory, &u.inventory),
         (Upstream::Orders, &u.orders),
@@ -301,25 +308,27 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         (Upstream::ReadApi, &u.read_api),
     ]
     .into_iter()
-    .map(|(upstream, list)| Route {
-        upstream,
-        stable: Balancer::new(list, config.resilience),
-        canary: config
-            .canaries
-            .iter()
-            .find(|c| c.upstream == upstream)
-            .map(|c| (Balancer::new(&c.instances, config.resilience), c.percent)),
+    .map(|(upstream, list)| {
+        let split = traffic::Split::new(
+            Balancer::new(list, config.resilience),
+            config
+                .canaries
+                .iter()
+                .find(|c| c.upstream == upstream)
+                .map(|c| (Balancer::new(&c.instances, config.resilience), c.percent)),
+        );
+        (upstream, split)
     })
     .collect();
-    for route in &routes {
+    for (_, split) in &splits {
         let interval = config.resilience.health_interval;
-        route.stable.spawn_health_checks(client.clone(), interval);
-        if let Some((canary, _)) = &route.canary {
+        split.stable.spawn_health_checks(client.clone(), interval);
+        if let Some(canary) = &split.canary {
             canary.spawn_health_checks(client.clone(), interval);
         }
     }
     let state = AppState {
-        routes: Arc::new(routes),
+        traffic: Arc::new(traffic::Traffic::new(splits)),
         cache: (!config.cache_ttl.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -359,6 +368,7 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
     });
     let api = docs
         .unwrap_or_default()
+        .merge(admin::routes())
         .route("/console", any(proxy))
         .route("/console/", any(proxy))
         .route("/console/{*rest}", any(proxy))
@@ -373,8 +383,12 @@ fn ready_check(state: AppState) -> ReadyCheck {
         let state = state.clone();
         async move {
             // Ready when some instance of every upstream answers.
-            for route in state.routes.iter() {
-                let (upstream, balancer) = (route.upstream, &route.stable);
+            for (upstream, split) in state.traffic.splits.iter() {
+                let balancer = split
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .stable
+                    .clone();
                 let mut ok = false;
                 for base in balancer.bases() {
                     ok = state
@@ -504,6 +518,9 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
         }
     }
     let path = parts.uri.path();
+    if let Some(legacy) = legacy_route(state, &parts) {
+        return forward_legacy(state, parts, body, legacy).await;
+    }
     let (upstream, public) = match events_context(path, parts.uri.query()) {
         Some(context) => (context?, false),
         None => route(&parts.method, path)
@@ -556,17 +573,33 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             headers.insert(TRACEPARENT_HEADER, value);
         }
     }
-    let route = state
-        .routes
-        .iter()
-        .find(|r| r.upstream == upstream)
+    let split = state
+        .traffic
+        .split(upstream)
         .ok_or_else(|| Problem::internal(&"no route for the upstream"))?;
-    // Weighted canary: its share of requests goes to the second version.
-    let (balancer, version) = match &route.canary {
-        Some((canary, percent)) if fastrand::u8(0..100) < *percent => (canary.clone(), "canary"),
-        _ => (route.stable.clone(), "stable"),
+    // Weighted canary: its share of clients (sticky by token subject, else address) goes
+    // to the second version.
+    let (balancer, canary) = {
+        let split = split.lock().unwrap_or_else(|e| e.into_inner());
+        let client = if split.canary.is_some() && split.weight > 0 {
+            client_of(state, &parts)
+        } else {
+            String::new()
+        };
+        match split.pick(upstream, &client) {
+            Some(canary) => (canary.clone(), Some(canary)),
+            None => (split.stable.clone(), None),
+        }
+    };
+    let version = if canary.is_some() { "canary" } else { "stable" };
+    // The canary's outcomes judge it: a 5xx or a timeout counts against it.
+    let judge = |failed: bool| {
+        if let Some(canary) = &canary {
+            state.traffic.record(upstream, canary, failed);
+        }
     };
     if let Err(open_for) = balancer.breaker().allow() {
+        judge(true);
         return Ok(circuit_open(upstream, open_for));
     }
     // Only requests that may safely run twice go to a second instance.
@@ -601,6 +634,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             }
             Err(Failed::BrokeOff) => {
                 balancer.breaker().success();
+                judge(true);
                 return Err(Problem::new(
                     StatusCode::BAD_GATEWAY,
                     "upstream-unavailable",
@@ -625,6 +659,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
         }
         (None, failure) => {
             balancer.breaker().failure();
+            judge(true);
             return Err(if failure == Some(true) {
                 Problem::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -640,6 +675,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             });
         }
     };
+    judge(status.is_server_error());
     if let Some((cache, key)) = cache_key.filter(|_| status.is_success()) {
         // The request id belongs to one request: a hit gets its own (the edge layers set
         // it on the way out), not the id of the request that filled the cache.
@@ -659,6 +695,117 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
     response
         .headers_mut()
         .insert(ROUTE_HEADER, HeaderValue::from_static(version));
+    Ok(response)
+}
+
+/// The strangler-fig route this request takes, if any: the longest matching prefix, and
+/// the client's bucket within its share.
+fn legacy_route(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+) -> Option<traffic::LegacyRoute> {
+    let path = parts.uri.path();
+    let route = {
+        let routes = state
+            .traffic
+            .legacy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        routes
+            .values()
+            .filter(|r| r.matches(path))
+            .max_by_key(|r| r.prefix.len())
+            .cloned()?
+    };
+    let taken = route.percent >= 100
+        || (route.percent > 0 && {
+            let client = client_of(state, parts);
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&(&route.prefix, &client), &mut hasher);
+            (std::hash::Hasher::finish(&hasher) % 100) < u64::from(route.percent)
+        });
+    taken.then_some(route)
+}
+
+/// Forwards a request to a legacy upstream outside Shop, with the route's headers added
+/// each way. The legacy system checks its own credentials: the token goes on unchanged.
+async fn forward_legacy(
+    state: &AppState,
+    parts: axum::http::request::Parts,
+    body: Body,
+    route: traffic::LegacyRoute,
+) -> Result<Response, Problem> {
+    tracing::Span::current().record("upstream", "legacy");
+    let body = to_bytes(body, state.config.body_limit).await.map_err(|_| {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!(
+                "the request body is larger than {} bytes",
+                state.config.body_limit
+            ),
+        )
+    })?;
+    let mut headers = forwardable_headers(&parts.headers);
+    for (name, value) in &route.request_headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let call = Call {
+        method: &parts.method,
+        path_and_query: &path_and_query,
+        headers: &headers,
+        body,
+        timeout: state.config.upstream_timeout,
+    };
+    let base = route.upstream.trim_end_matches('/');
+    let answer = call
+        .over_http(&state.client, base)
+        .await
+        .map_err(|failed| match failed {
+            Failed::Unreachable { timeout: true, .. } => Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "the legacy upstream did not answer in time",
+            ),
+            Failed::Unreachable { error, .. } => {
+                warn!(%error, url = %format!("{base}{path_and_query}"), "legacy upstream failed");
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-unavailable",
+                    "the legacy upstream is unavailable",
+                )
+            }
+            Failed::BrokeOff => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-unavailable",
+                "the legacy upstream broke off its answer",
+            ),
+        })?;
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    for (name, value) in &route.response_headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+        .headers_mut()
+        .insert(ROUTE_HEADER, HeaderValue::from_static(LEGACY_VERSION));
     Ok(response)
 }
 
