@@ -14,7 +14,7 @@ use shop_eventing::embedded::EmbeddedLog;
 use shop_eventing::platform::Platform;
 use shop_eventing::CancellationToken;
 
-use crate::cli::{Common, Component, DevArgs};
+use crate::args::{Common, Component, DevArgs};
 use crate::serve::{all_topics, consumer_tuning, relay_tuning, run_components};
 
 /// The embedded event log's file in the data directory.

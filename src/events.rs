@@ -7,13 +7,11 @@
 //! more extension attributes an import needs: `aggregatetype` and `eventversion`.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shop_eventing::auth::JwtKeys;
 use shop_eventing::db::DatabaseConfig;
@@ -24,60 +22,7 @@ use shop_eventing::CancellationToken;
 use shop_schemas::{CloudEvent, EventMetadata, Service};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::cli::Common;
-
-/// Where the event stores are.
-#[derive(Debug, Clone, Args)]
-pub struct StoreTarget {
-    /// A `shop dev` data directory (embedded storage) instead of PostgreSQL.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct EventsArgs {
-    /// customers, inventory, orders, payments or shipping.
-    pub service: Service,
-    /// Only this aggregate's events (in sequence order).
-    #[arg(long)]
-    pub aggregate: Option<String>,
-    /// Start after this store position.
-    #[arg(long, default_value_t = 0)]
-    pub from_position: i64,
-    /// Keep printing new events until Ctrl-C.
-    #[arg(long)]
-    pub follow: bool,
-    /// One CloudEvent (structured JSON) per line.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub target: StoreTarget,
-}
-
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// Write here instead of standard output.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Services to export (default: all).
-    pub services: Vec<Service>,
-    /// No progress bars and no summary on standard error.
-    #[arg(long, short)]
-    pub quiet: bool,
-    #[command(flatten)]
-    pub target: StoreTarget,
-}
-
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// JSON Lines of CloudEvents, as `shop export` writes them.
-    pub file: PathBuf,
-    /// No progress bars and no summary on standard error.
-    #[arg(long, short)]
-    pub quiet: bool,
-    #[command(flatten)]
-    pub target: StoreTarget,
-}
+use crate::args::{Common, EventsArgs, ExportArgs, ImportArgs, StoreTarget};
 
 /// Where the target instance's databases are.
 fn database_config(common: &Common, target: &StoreTarget) -> DatabaseConfig {

@@ -16,7 +16,7 @@ use shop_eventing::CancellationToken;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::cli::{Common, Component, ServeArgs, ServeOptions};
+use crate::args::{Common, Component, ServeArgs, ServeOptions};
 
 /// The Kafka client from the common flags.
 pub fn kafka(common: &Common) -> anyhow::Result<Arc<KafkaLog>> {

@@ -2,7 +2,7 @@
 
 use shop_eventing::log::EventLog;
 
-use crate::cli::{Common, TopicsAction, TopicsArgs};
+use crate::args::{Common, TopicsAction, TopicsArgs};
 
 pub async fn run(common: &Common, args: TopicsArgs) -> anyhow::Result<()> {
     let log: std::sync::Arc<dyn EventLog> = match &args.data_dir {

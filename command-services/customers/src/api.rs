@@ -22,8 +22,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::countries::is_country;
+use crate::credentials::Credentials;
 use crate::customer::{Customer, CustomerCommand, CustomerError};
-use crate::service::Credentials;
 
 /// Shortest accepted password (SPEC §3.1); the longest bounds hashing work.
 pub const MIN_PASSWORD: usize = 8;

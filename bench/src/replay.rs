@@ -49,14 +49,14 @@ pub async fn run(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
     platform.shutdown = platform.shutdown.child_token();
     platform
         .log
-        .ensure_topics(&crate::serve::all_topics(&platform.topic_prefix))
+        .ensure_topics(&crate::system::all_topics(&platform.topic_prefix))
         .await?;
     measure(&platform, orders).await
 }
 
 /// The topics of the replay stage (`shop bench` deletes them afterwards).
 pub fn topics(prefix: &str) -> Vec<String> {
-    crate::serve::all_topics(&format!("{prefix}replay."))
+    crate::system::all_topics(&format!("{prefix}replay."))
 }
 
 async fn measure(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {

@@ -19,7 +19,7 @@ use shop_eventing::platform::Platform;
 use shop_eventing::sql::{self, Pool, RowSet};
 use uuid::Uuid;
 
-use crate::bench_e2e::{busy_percent, cpu_ticks, percentile, E2eRun, StepLatency};
+use crate::e2e::{busy_percent, cpu_ticks, percentile, E2eRun, StepLatency};
 
 /// The name the floor's rows carry in the end-to-end table and JSON.
 pub const BACKEND: &str = "floor";
