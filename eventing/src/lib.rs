@@ -9,7 +9,8 @@
 //!   effect + dedup + checkpoint in one transaction, retries, dead letters.
 //! - [`http`]: the HTTP edge: problem+json errors, JSON extraction, health/ready/metrics,
 //!   serving with graceful shutdown. [`auth`]: JWTs and the extractors that check them.
-//!   [`idempotency`]: `Idempotency-Key` on the commands' routes.
+//!   [`idempotency`]: `Idempotency-Key` on the commands' routes. [`refusal`]: the one
+//!   mapping of command errors to problem+json.
 //! - [`telemetry`]: logging, trace context, metrics recorder. [`fault`]: fault injection
 //!   points used by crash tests.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod lite;
 pub mod log;
 pub mod openapi;
 pub mod platform;
+pub mod refusal;
 pub mod relay;
 pub mod sql;
 pub mod store;
