@@ -263,7 +263,7 @@ async fn measure(
     // outbox fills for the publish stage.
     let paused_relay = pool
         .as_postgres()
-        .map(shop_eventing::relay::LocalRelay::register);
+        .map(shop_eventing::signal::LocalListener::register);
     // Append with one client (a quarter of the commands), then with `clients`: commands
     // through the aggregate and the event store, each beside raw inserts of the same rows
     // by as many clients.

@@ -4,7 +4,8 @@
 //! - [`store`]: the event store (cqrs-es persistence over PostgreSQL) with its outbox.
 //! - [`log`]: the event-log abstraction (append to topics, consume as a group) and its
 //!   Kafka implementation in [`kafka`].
-//! - [`relay`]: the outbox relay, one active per service.
+//! - [`relay`]: the outbox relay, one active per service, woken by [`signal`] (the SQL
+//!   layer's in-process notification of commits) or `NOTIFY`.
 //! - [`consumer`]: the consumer runner shared by projectors and saga reactions:
 //!   effect + dedup + checkpoint in one transaction, retries, dead letters.
 //! - [`http`]: the HTTP edge: problem+json errors, JSON extraction, health/ready/metrics,
@@ -15,6 +16,7 @@
 //!   points used by crash tests.
 #![forbid(unsafe_code)]
 
+mod arg;
 pub mod auth;
 pub mod command;
 pub mod consistency;
@@ -32,6 +34,7 @@ pub mod openapi;
 pub mod platform;
 pub mod refusal;
 pub mod relay;
+pub mod signal;
 pub mod sql;
 pub mod store;
 pub mod telemetry;

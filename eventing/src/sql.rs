@@ -26,7 +26,9 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+pub use crate::arg::{sqlite_time, Arg};
 use crate::lite::{self, LiteDb, LiteRow, LiteTx};
+use crate::signal::{local_listener, CommitSignal};
 
 /// Which backend runs a statement; the spelling of what differs between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,13 +371,14 @@ pub enum Pool {
     Sqlite(LitePool),
 }
 
-/// An SQLite pool with what PostgreSQL gives for free: a wake-up for the outbox relay
-/// (instead of `LISTEN/NOTIFY`) and the relay's leadership (instead of an advisory lock).
+/// An SQLite pool with what PostgreSQL gives for free: the in-process notification of
+/// its commits (instead of `LISTEN/NOTIFY`) and a lock whose holder leads (instead of an
+/// advisory lock).
 #[derive(Debug, Clone)]
 pub struct LitePool {
     pub db: Arc<LiteDb>,
-    pub outbox: Arc<crate::relay::OutboxSignal>,
-    pub relay_lock: Arc<tokio::sync::Mutex<()>>,
+    pub signal: Arc<CommitSignal>,
+    pub advisory_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl From<PgPool> for Pool {
@@ -388,8 +391,8 @@ impl From<Arc<LiteDb>> for Pool {
     fn from(db: Arc<LiteDb>) -> Self {
         Pool::Sqlite(LitePool {
             db,
-            outbox: Arc::new(crate::relay::OutboxSignal::default()),
-            relay_lock: Arc::new(tokio::sync::Mutex::new(())),
+            signal: Arc::new(CommitSignal::default()),
+            advisory_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 }
@@ -411,18 +414,18 @@ impl Pool {
         Ok(match self {
             Pool::Postgres(pool) => Conn {
                 inner: Inner::PgTx(pool.begin().await?),
-                outbox: local_wake(pool),
+                signal: local_signal(pool),
                 after_commit: Vec::new(),
-                states: HashMap::new(),
+                locals: HashMap::new(),
             },
             Pool::Sqlite(lite) => Conn {
                 inner: Inner::LiteTx(lite.db.begin().await?),
-                outbox: Some(OutboxWake {
-                    notify: lite.outbox.clone(),
+                signal: Some(PendingSignal {
+                    signal: lite.signal.clone(),
                     pending: false,
                 }),
                 after_commit: Vec::new(),
-                states: HashMap::new(),
+                locals: HashMap::new(),
             },
         })
     }
@@ -435,18 +438,18 @@ impl Pool {
         Ok(match self {
             Pool::Postgres(pool) => Conn {
                 inner: Inner::Pg(pool.acquire().await?),
-                outbox: local_wake(pool),
+                signal: local_signal(pool),
                 after_commit: Vec::new(),
-                states: HashMap::new(),
+                locals: HashMap::new(),
             },
             Pool::Sqlite(lite) => Conn {
                 inner: Inner::Lite(lite.db.clone()),
-                outbox: Some(OutboxWake {
-                    notify: lite.outbox.clone(),
+                signal: Some(PendingSignal {
+                    signal: lite.signal.clone(),
                     pending: false,
                 }),
                 after_commit: Vec::new(),
-                states: HashMap::new(),
+                locals: HashMap::new(),
             },
         })
     }
@@ -467,7 +470,7 @@ impl Pool {
         }
     }
 
-    /// The SQLite pool with its relay wake-up and lock.
+    /// The SQLite pool with its commit signal and advisory lock.
     pub fn as_sqlite(&self) -> Option<&LitePool> {
         match self {
             Pool::Sqlite(lite) => Some(lite),
@@ -476,16 +479,18 @@ impl Pool {
     }
 }
 
+/// The in-process signal of a connection's database, and whether this transaction asked
+/// for it ([`Conn::notify_on_commit`]).
 #[derive(Debug)]
-struct OutboxWake {
-    notify: Arc<crate::relay::OutboxSignal>,
+struct PendingSignal {
+    signal: Arc<CommitSignal>,
     pending: bool,
 }
 
-/// The in-process wake-up of the relay active here for `pool`'s database, if any.
-fn local_wake(pool: &PgPool) -> Option<OutboxWake> {
-    crate::relay::local_relay(pool).map(|notify| OutboxWake {
-        notify,
+/// The signal of the listener in this process for `pool`'s database, if any.
+fn local_signal(pool: &PgPool) -> Option<PendingSignal> {
+    local_listener(pool).map(|signal| PendingSignal {
+        signal,
         pending: false,
     })
 }
@@ -495,24 +500,24 @@ fn local_wake(pool: &PgPool) -> Option<OutboxWake> {
 #[derive(Debug)]
 pub struct Conn {
     inner: Inner,
-    outbox: Option<OutboxWake>,
+    signal: Option<PendingSignal>,
     /// Work to do once the transaction has committed (e.g. caching the state an append
     /// produced); dropped with a rollback.
     after_commit: Vec<AfterCommit>,
-    /// Aggregate states appended in this transaction and not committed yet, by aggregate
-    /// type and id: a later command of the same transaction starts from them.
-    states: HashMap<String, (Box<dyn std::any::Any + Send>, usize)>,
+    /// Values the layers above keep for as long as this connection or transaction lives
+    /// ([`Conn::transaction_local`]), one per type.
+    locals: HashMap<std::any::TypeId, Box<dyn std::any::Any + Send>>,
 }
 
 /// See [`Conn::after_commit`].
 struct AfterCommit(Box<dyn FnOnce() + Send>);
 
-/// What follows a commit: the relay's wake-up if an append asked for it
-/// ([`Conn::notify_outbox`]), then the work waiting for the commit.
-fn after_commit_work(outbox: Option<OutboxWake>, after_commit: Vec<AfterCommit>) {
-    if let Some(wake) = outbox {
-        if wake.pending {
-            wake.notify.committed();
+/// What follows a commit: the in-process notification if the transaction asked for it
+/// ([`Conn::notify_on_commit`]), then the work waiting for the commit.
+fn after_commit_work(signal: Option<PendingSignal>, after_commit: Vec<AfterCommit>) {
+    if let Some(signal) = signal {
+        if signal.pending {
+            signal.signal.committed();
         }
     }
     for work in after_commit {
@@ -543,8 +548,8 @@ impl Conn {
         }
     }
 
-    /// Commits the transaction (a no-op outside one), then wakes the outbox relay if an
-    /// append asked for it ([`Conn::notify_outbox`]).
+    /// Commits the transaction (a no-op outside one), then notifies the in-process
+    /// listener if the transaction asked for it ([`Conn::notify_on_commit`]).
     ///
     /// # Errors
     /// The commit failed; nothing was stored.
@@ -554,7 +559,7 @@ impl Conn {
             Inner::LiteTx(tx) => tx.commit()?,
             Inner::Pg(_) | Inner::PgOwned(_) | Inner::Lite(_) => {}
         }
-        after_commit_work(self.outbox, self.after_commit);
+        after_commit_work(self.signal, self.after_commit);
         Ok(())
     }
 
@@ -569,29 +574,26 @@ impl Conn {
         }
     }
 
-    /// The state and sequence an append of this transaction left for `key` (aggregate
-    /// type and id), if any.
-    pub fn uncommitted_state<T: Clone + 'static>(&self, key: &str) -> Option<(T, usize)> {
-        let (state, sequence) = self.states.get(key)?;
-        Some((state.downcast_ref::<T>()?.clone(), *sequence))
+    /// Whether this connection is inside a transaction.
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.inner, Inner::PgTx(_) | Inner::LiteTx(_))
     }
 
-    /// Records the state an append of this transaction produced (`Some`), or forgets it
-    /// (`None`: a conflict showed it stale). Outside a transaction there is nothing to
-    /// remember: the append is committed.
-    pub fn set_uncommitted_state<T: Send + 'static>(
-        &mut self,
-        key: String,
-        state: Option<(T, usize)>,
-    ) {
-        match (state, &self.inner) {
-            (Some((state, sequence)), Inner::PgTx(_) | Inner::LiteTx(_)) => {
-                self.states.insert(key, (Box::new(state), sequence));
-            }
-            _ => {
-                self.states.remove(&key);
-            }
-        }
+    /// This connection's value of type `T` (created empty at first use), dropped with
+    /// the connection: what a layer above keeps for the length of a transaction.
+    pub fn transaction_local<T: Default + Send + 'static>(&mut self) -> &mut T {
+        self.locals
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()))
+            .downcast_mut::<T>()
+            .expect("keyed by its type")
+    }
+
+    /// This connection's value of type `T`, if one was created.
+    pub fn transaction_local_ref<T: 'static>(&self) -> Option<&T> {
+        self.locals
+            .get(&std::any::TypeId::of::<T>())?
+            .downcast_ref::<T>()
     }
 
     /// Rolls the transaction back (dropping it does too).
@@ -606,22 +608,23 @@ impl Conn {
         }
     }
 
-    /// Whether [`Conn::notify_outbox`] wakes the relay in this process (SQLite, or a
-    /// PostgreSQL database whose active relay runs here) rather than with `NOTIFY`.
-    pub fn wakes_relay_in_process(&self) -> bool {
-        self.outbox.is_some()
+    /// Whether [`Conn::notify_on_commit`] notifies a listener in this process (SQLite, or
+    /// a PostgreSQL database with a [`LocalListener`](crate::signal::LocalListener) here)
+    /// rather than with `NOTIFY`.
+    pub fn notifies_in_process(&self) -> bool {
+        self.signal.is_some()
     }
 
-    /// Wakes the outbox relay once this transaction commits: in-process when it runs in
-    /// this process ([`Conn::wakes_relay_in_process`]), else `NOTIFY outbox` (delivered
-    /// at commit).
+    /// Notifies `channel`'s listener once this transaction commits: in-process when it
+    /// runs in this process ([`Conn::notifies_in_process`]), else `NOTIFY channel`
+    /// (delivered at commit).
     ///
     /// # Errors
     /// The notification could not be queued.
-    pub async fn notify_outbox(&mut self, channel: &str) -> Result<(), sqlx::Error> {
-        // SQLite connections always carry the in-process wake-up.
-        match &mut self.outbox {
-            Some(wake) => wake.pending = true,
+    pub async fn notify_on_commit(&mut self, channel: &str) -> Result<(), sqlx::Error> {
+        // SQLite connections always carry their pool's signal.
+        match &mut self.signal {
+            Some(signal) => signal.pending = true,
             None => {
                 query("SELECT pg_notify($1, '')")
                     .bind(channel)
@@ -633,14 +636,14 @@ impl Conn {
     }
 
     /// A PostgreSQL connection its owner keeps between uses, detached from `pool` (see
-    /// [`Conn::commit_keeping`]), outside any transaction; appends on it wake the relay
-    /// as `pool`'s do.
+    /// [`Conn::commit_keeping`]), outside any transaction; its notifications reach the
+    /// listener as `pool`'s do.
     pub fn kept(conn: PgConnection, pool: &PgPool) -> Conn {
         Conn {
             inner: Inner::PgOwned(Box::new(conn)),
-            outbox: local_wake(pool),
+            signal: local_signal(pool),
             after_commit: Vec::new(),
-            states: HashMap::new(),
+            locals: HashMap::new(),
         }
     }
 
@@ -652,25 +655,25 @@ impl Conn {
     pub async fn commit_keeping(self) -> Result<Option<PgConnection>, sqlx::Error> {
         let Conn {
             inner,
-            outbox,
+            signal,
             after_commit,
-            states,
+            locals,
         } = self;
         let conn = match inner {
             Inner::PgOwned(conn) => *conn,
             inner => {
                 let conn = Conn {
                     inner,
-                    outbox,
+                    signal,
                     after_commit,
-                    states,
+                    locals,
                 };
                 conn.commit().await?;
                 return Ok(None);
             }
         };
         // Outside a transaction: nothing to commit; what follows a commit, as there.
-        after_commit_work(outbox, after_commit);
+        after_commit_work(signal, after_commit);
         Ok(Some(conn))
     }
 
@@ -689,9 +692,9 @@ impl Conn {
     pub fn detached(conn: PgConnection) -> Conn {
         Conn {
             inner: Inner::PgOwned(Box::new(conn)),
-            outbox: None,
+            signal: None,
             after_commit: Vec::new(),
-            states: HashMap::new(),
+            locals: HashMap::new(),
         }
     }
 
@@ -739,126 +742,6 @@ impl<'a> Executor<'a> for &'a mut Conn {
     fn target(self) -> Target<'a> {
         Conn::target(self)
     }
-}
-
-/// A value bound to a placeholder.
-#[derive(Debug, Clone)]
-pub enum Arg {
-    I64(Option<i64>),
-    I32(Option<i32>),
-    F64(Option<f64>),
-    Bool(Option<bool>),
-    Text(Option<String>),
-    Bytes(Option<Vec<u8>>),
-    Uuid(Option<Uuid>),
-    Time(Option<DateTime<Utc>>),
-    Json(Option<Value>),
-    /// A list for [`Dialect::in_list`].
-    UuidList(Vec<Uuid>),
-    I64List(Vec<i64>),
-    TextList(Vec<String>),
-    /// A column of a [`RowSet`] (PostgreSQL arrays with NULLs).
-    OptUuidList(Vec<Option<Uuid>>),
-    OptI64List(Vec<Option<i64>>),
-    OptTextList(Vec<Option<String>>),
-    OptTimeList(Vec<Option<DateTime<Utc>>>),
-}
-
-impl Arg {
-    /// A list of UUIDs for [`Dialect::in_list`].
-    pub fn list(ids: &[Uuid]) -> Arg {
-        Arg::UuidList(ids.to_vec())
-    }
-}
-
-macro_rules! into_arg {
-    ($($ty:ty => $variant:ident $(($conv:expr))?),* $(,)?) => {
-        $(
-            impl From<$ty> for Arg {
-                fn from(v: $ty) -> Arg {
-                    Arg::$variant(Some(into_arg!(@conv v $(, $conv)?)))
-                }
-            }
-            impl From<Option<$ty>> for Arg {
-                fn from(v: Option<$ty>) -> Arg {
-                    Arg::$variant(v.map(|v| into_arg!(@conv v $(, $conv)?)))
-                }
-            }
-        )*
-    };
-    (@conv $v:ident) => { $v };
-    (@conv $v:ident, $conv:expr) => { $conv($v) };
-}
-
-into_arg! {
-    i64 => I64,
-    i32 => I32,
-    f64 => F64,
-    bool => Bool,
-    String => Text,
-    Vec<u8> => Bytes,
-    Uuid => Uuid,
-    DateTime<Utc> => Time,
-    Value => Json,
-}
-
-impl From<&str> for Arg {
-    fn from(v: &str) -> Arg {
-        Arg::Text(Some(v.to_string()))
-    }
-}
-
-impl From<&String> for Arg {
-    fn from(v: &String) -> Arg {
-        Arg::Text(Some(v.clone()))
-    }
-}
-
-impl From<Option<&str>> for Arg {
-    fn from(v: Option<&str>) -> Arg {
-        Arg::Text(v.map(str::to_string))
-    }
-}
-
-impl From<&[Uuid]> for Arg {
-    fn from(v: &[Uuid]) -> Arg {
-        Arg::UuidList(v.to_vec())
-    }
-}
-
-impl From<&Vec<Uuid>> for Arg {
-    fn from(v: &Vec<Uuid>) -> Arg {
-        Arg::UuidList(v.clone())
-    }
-}
-
-impl From<Vec<Uuid>> for Arg {
-    fn from(v: Vec<Uuid>) -> Arg {
-        Arg::UuidList(v)
-    }
-}
-
-impl From<&Vec<i64>> for Arg {
-    fn from(v: &Vec<i64>) -> Arg {
-        Arg::I64List(v.clone())
-    }
-}
-
-impl From<&[&str]> for Arg {
-    fn from(v: &[&str]) -> Arg {
-        Arg::TextList(v.iter().map(|s| s.to_string()).collect())
-    }
-}
-
-impl From<Vec<String>> for Arg {
-    fn from(v: Vec<String>) -> Arg {
-        Arg::TextList(v)
-    }
-}
-
-/// SQLite's text form of a timestamp: fixed width, so text order is time order.
-pub fn sqlite_time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 fn parse_sqlite_time(text: &str) -> Result<DateTime<Utc>, sqlx::Error> {

@@ -836,7 +836,7 @@ async fn append(
             }
             // The relay active in this process is woken directly once the append commits;
             // one elsewhere (or none yet) by NOTIFY.
-            let local = tx.wakes_relay_in_process();
+            let local = tx.notifies_in_process();
             let inline = match work {
                 HookWork::Inline(inline) => Some(inline),
                 _ => None,
@@ -851,7 +851,7 @@ async fn append(
             }
             let positions: Vec<i64> = query.fetch_all(&mut *tx).await.map_err(lost_race)?;
             if local {
-                tx.notify_outbox(OUTBOX_CHANNEL)
+                tx.notify_on_commit(OUTBOX_CHANNEL)
                     .await
                     .map_err(connection_error)?;
             }
@@ -888,7 +888,7 @@ async fn append(
                     .await
                     .map_err(connection_error)?;
             }
-            tx.notify_outbox(OUTBOX_CHANNEL)
+            tx.notify_on_commit(OUTBOX_CHANNEL)
                 .await
                 .map_err(connection_error)?;
         }
@@ -1086,27 +1086,51 @@ impl EventStore {
     }
 }
 
+/// Aggregate states appended in a transaction and not committed yet, by aggregate type
+/// and id: a later command of the same transaction starts from them. Kept with the
+/// transaction's connection ([`Conn::transaction_local`]), so they go with it.
+#[derive(Default)]
+struct UncommittedStates(std::collections::HashMap<String, (Box<dyn std::any::Any + Send>, usize)>);
+
 impl TxEventStore<'_> {
     /// Runs `work` once the owner's transaction commits ([`Conn::after_commit`]).
     pub(crate) async fn after_commit(&self, work: impl FnOnce() + Send + 'static) {
         self.conn.lock().await.after_commit(work);
     }
 
-    /// See [`Conn::uncommitted_state`].
+    /// The state and sequence an append of this transaction left for `key` (aggregate
+    /// type and id), if any.
     pub(crate) async fn uncommitted_state<T: Clone + 'static>(
         &self,
         key: &str,
     ) -> Option<(T, usize)> {
-        self.conn.lock().await.uncommitted_state(key)
+        let conn = self.conn.lock().await;
+        let (state, sequence) = conn
+            .transaction_local_ref::<UncommittedStates>()?
+            .0
+            .get(key)?;
+        Some((state.downcast_ref::<T>()?.clone(), *sequence))
     }
 
-    /// See [`Conn::set_uncommitted_state`].
+    /// Records the state an append of this transaction produced (`Some`), or forgets it
+    /// (`None`: a conflict showed it stale). Outside a transaction there is nothing to
+    /// remember: the append is committed.
     pub(crate) async fn set_uncommitted_state<T: Send + 'static>(
         &self,
         key: String,
         state: Option<(T, usize)>,
     ) {
-        self.conn.lock().await.set_uncommitted_state(key, state);
+        let mut conn = self.conn.lock().await;
+        let in_transaction = conn.in_transaction();
+        let states = &mut conn.transaction_local::<UncommittedStates>().0;
+        match state {
+            Some((state, sequence)) if in_transaction => {
+                states.insert(key, (Box::new(state), sequence));
+            }
+            _ => {
+                states.remove(&key);
+            }
+        }
     }
 
     async fn append(
