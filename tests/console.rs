@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::Instance;
-use shop_eventing::sql::Dialect;
+use shop_sql::Dialect;
 
-shop_eventing::on_both_backends!(the_console_shows_a_saga_and_the_projections);
+shop_sql::on_both_backends!(the_console_shows_a_saga_and_the_projections);
 
 fn chromium() -> PathBuf {
     if let Some(path) = std::env::var_os("SHOP_CHROMIUM") {

@@ -144,7 +144,7 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
                         "shipping",
                         "read",
                     ] {
-                        shop_eventing::db::drop_database(
+                        shop_sql::db::drop_database(
                             &database_url,
                             &format!("{instance}_{component}"),
                         )

@@ -19,8 +19,8 @@ use anyhow::Context;
 use serde_json::json;
 use shop_eventing::auth::JwtKeys;
 use shop_eventing::command::CommandBus;
-use shop_eventing::log::{EventLog, OutgoingRecord};
 use shop_inventory::product::{Product, ProductCommand};
+use shop_log::{EventLog, OutgoingRecord};
 use shop_schemas::{EventMetadata, Service};
 use uuid::Uuid;
 
@@ -86,7 +86,7 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
     // Clean up whatever happened.
     platform.shutdown.cancel();
     for component in ["inventory", "read", "peer", "floor"] {
-        shop_eventing::db::drop_database(
+        shop_sql::db::drop_database(
             &common.database_url,
             &platform.database.database_name(component),
         )
@@ -127,7 +127,7 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         args.events,
         args.products,
         args.clients,
-        shop_eventing::db::redact(&common.database_url),
+        shop_sql::db::redact(&common.database_url),
         common.kafka_brokers
     );
     println!(
@@ -263,7 +263,7 @@ async fn measure(
     // outbox fills for the publish stage.
     let paused_relay = pool
         .as_postgres()
-        .map(shop_eventing::signal::LocalListener::register);
+        .map(shop_sql::signal::LocalListener::register);
     // Append with one client (a quarter of the commands), then with `clients`: commands
     // through the aggregate and the event store, each beside raw inserts of the same rows
     // by as many clients.
@@ -478,7 +478,7 @@ async fn raw_append(
 
 /// Restocks of a product with `length` events against restocks of a new product: one
 /// client, a bus without its aggregate cache, so every command loads from the store.
-async fn long_stream(pool: &shop_eventing::sql::Pool, length: usize) -> anyhow::Result<Stage> {
+async fn long_stream(pool: &shop_sql::Pool, length: usize) -> anyhow::Result<Stage> {
     let bus = CommandBus::<Product>::with_snapshots(
         shop_inventory::service::event_store(pool.clone()),
         (),
@@ -558,7 +558,7 @@ async fn peer_append(
     platform: &shop_eventing::platform::Platform,
     args: &BenchArgs,
 ) -> anyhow::Result<f64> {
-    let pool = shop_eventing::db::open(&platform.database, "peer", &[PEER_SCHEMA]).await?;
+    let pool = shop_sql::db::open(&platform.database, "peer", &[PEER_SCHEMA]).await?;
     let pg = pool
         .as_postgres()
         .context("the bench runs on PostgreSQL")?

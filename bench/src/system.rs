@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use shop_eventing::auth::JwtKeys;
-use shop_eventing::db::DatabaseConfig;
-use shop_eventing::kafka::{KafkaConfig, KafkaLog};
-use shop_eventing::log::EventLog;
 use shop_eventing::platform::{ConsumerTuning, Platform, RelayTuning};
 use shop_eventing::CancellationToken;
+use shop_log::kafka::{KafkaConfig, KafkaLog};
+use shop_log::EventLog;
+use shop_sql::db::DatabaseConfig;
 
 use crate::cli::Common;
 

@@ -19,8 +19,8 @@ use shop_schemas::EventMetadata;
 use tracing::{debug, warn};
 
 use crate::idempotency::KeyedCommand;
-use crate::sql::{Conn, Pool};
 use crate::store::{EventStore, HookError, TxEventStore};
+use shop_sql::{Conn, Pool};
 
 /// How often a command is re-run after losing an optimistic-concurrency race before the
 /// caller gets a conflict (409).

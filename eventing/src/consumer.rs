@@ -18,10 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::fault;
-use crate::log::{
-    EventLog, LogError, LogRecord, OutgoingRecord, Position, StartFrom, Subscription,
-};
-use crate::sql::{self, Conn, Dialect, Pool};
+use shop_log::{EventLog, LogError, LogRecord, OutgoingRecord, Position, StartFrom, Subscription};
+use shop_sql::{self as sql, Conn, Dialect, Pool};
 
 /// How often a consumer measures its lag (`consumer_lag_events`).
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
@@ -34,7 +32,7 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// database in `shop dev`) for every few events.
 const LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The consumer tables; apply with [`crate::db::open`] in the consumer's database.
+/// The consumer tables; apply with [`shop_sql::db::open`] in the consumer's database.
 pub const SCHEMA: &str = include_str!("../sql/consumer.sql");
 
 /// Why a handler could not apply an event.

@@ -16,26 +16,18 @@
 //!   points used by crash tests.
 #![forbid(unsafe_code)]
 
-mod arg;
 pub mod auth;
 pub mod command;
 pub mod consistency;
 pub mod consumer;
-pub mod db;
-pub mod embedded;
 pub mod events_api;
 pub mod fault;
 pub mod http;
 pub mod idempotency;
-pub mod kafka;
-pub mod lite;
-pub mod log;
 pub mod openapi;
 pub mod platform;
 pub mod refusal;
 pub mod relay;
-pub mod signal;
-pub mod sql;
 pub mod store;
 pub mod telemetry;
 

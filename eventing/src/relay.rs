@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::fault;
-use crate::log::{EventLog, OutgoingRecord};
-use crate::signal::{CommitSignal, LocalListener};
-use crate::sql::{self, Conn, Dialect, LitePool, Pool};
 use crate::store::{StoredEvent, EVENT_COLUMNS, OUTBOX_CHANNEL};
+use shop_log::{EventLog, OutgoingRecord};
+use shop_sql::signal::{CommitSignal, LocalListener};
+use shop_sql::{self as sql, Conn, Dialect, LitePool, Pool};
 
 /// Relay settings.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! The event store: cqrs-es's persistence over PostgreSQL or SQLite ([`crate::sql`]),
+//! The event store: cqrs-es's persistence over PostgreSQL or SQLite ([`shop_sql`]),
 //! with the outbox.
 //!
 //! One transaction per command appends the events (unique `(aggregate_type,
@@ -21,9 +21,9 @@ use shop_schemas::{CloudEvent, EventMetadata, Service};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::sql::{self, Conn, Pool};
+use shop_sql::{self as sql, Conn, Pool};
 
-/// The event-store tables; apply with [`crate::db::open`].
+/// The event-store tables; apply with [`shop_sql::db::open`].
 pub const SCHEMA: &str = include_str!("../sql/event_store.sql");
 
 /// The channel the relay listens on; every append notifies it.
@@ -198,7 +198,7 @@ impl StoredEvent {
 
 pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at";
 
-/// The event repository for cqrs-es on either backend ([`crate::sql`]), with outbox and
+/// The event repository for cqrs-es on either backend ([`shop_sql`]), with outbox and
 /// append hook.
 #[derive(Clone)]
 pub struct EventStore {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use shop_eventing::consumer::{ConsumerConfig, ConsumerRunner, EventHandler, HandlerError, SCHEMA};
-use shop_eventing::kafka::{KafkaConfig, KafkaLog};
-use shop_eventing::log::{EventLog, OutgoingRecord, StartFrom};
-use shop_eventing::sql::{self, Conn};
 use shop_eventing::CancellationToken;
+use shop_log::kafka::{KafkaConfig, KafkaLog};
+use shop_log::{EventLog, OutgoingRecord, StartFrom};
 use shop_schemas::CloudEvent;
+use shop_sql::{self as sql, Conn};
 use uuid::Uuid;
 
 mod common;
@@ -383,11 +383,11 @@ async fn embedded(
 ) -> (
     std::path::PathBuf,
     sql::Pool,
-    Arc<shop_eventing::embedded::EmbeddedLog>,
+    Arc<shop_log::embedded::EmbeddedLog>,
 ) {
     let dir = std::env::temp_dir().join(format!("shop-{name}-{}", Uuid::new_v4().simple()));
-    let database = shop_eventing::db::open(
-        &shop_eventing::db::DatabaseConfig {
+    let database = shop_sql::db::open(
+        &shop_sql::db::DatabaseConfig {
             server_url: String::new(),
             instance: "dev".into(),
             max_connections: 1,
@@ -399,7 +399,7 @@ async fn embedded(
     .await
     .unwrap();
     let log = Arc::new(
-        shop_eventing::embedded::EmbeddedLog::open(&dir.join("log.db"), 1)
+        shop_log::embedded::EmbeddedLog::open(&dir.join("log.db"), 1)
             .await
             .unwrap(),
     );

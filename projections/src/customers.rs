@@ -4,11 +4,11 @@
 
 use async_trait::async_trait;
 use shop_eventing::consumer::{decode, EventHandler, HandlerError};
-use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::{CloudEvent, Service};
+use shop_sql::{self as sql, Conn, RowSet};
 use std::collections::HashMap;
 use uuid::Uuid;
 

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use shop_eventing::consumer::{EventHandler, HandlerError};
-use shop_eventing::sql::{self, Conn, RowSet};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::{CloudEvent, Service};
+use shop_sql::{self as sql, Conn, RowSet};
 use std::collections::HashMap;
 use uuid::Uuid;
 

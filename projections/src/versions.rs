@@ -17,11 +17,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shop_eventing::consumer::{EventHandler, HandlerError};
-use shop_eventing::log::EventLog;
 use shop_eventing::platform::Platform;
-use shop_eventing::sql::{self, Conn, Pool, Renames};
 use shop_eventing::CancellationToken;
+use shop_log::EventLog;
 use shop_schemas::CloudEvent;
+use shop_sql::{self as sql, Conn, Pool, Renames};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -469,7 +469,7 @@ async fn supervise_once(
         }
         if *version > 1 {
             let script = renames(info, *version).apply(info.schema).into_owned();
-            shop_eventing::db::run_script(pool, &script).await?;
+            shop_sql::db::run_script(pool, &script).await?;
         }
         let handler = crate::handler(info);
         let handler: Arc<dyn EventHandler> = if *version > 1 {

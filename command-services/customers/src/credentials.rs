@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use shop_eventing::sql::{self, Conn};
 use shop_eventing::store::{AppendHook, HookError, StoredEvent};
+use shop_sql::{self as sql, Conn};
 use uuid::Uuid;
 
 /// Writes `customer_credentials` inside the append transaction of `CustomerRegistered`.

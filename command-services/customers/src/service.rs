@@ -56,13 +56,12 @@ pub async fn start(
 ///
 /// # Errors
 /// The database is unreachable.
-pub async fn import_store(platform: &Platform) -> Result<EventStore, shop_eventing::db::DbError> {
+pub async fn import_store(platform: &Platform) -> Result<EventStore, shop_sql::db::DbError> {
     let pool = platform
         .open_command_database(Service::Customers, SCHEMA)
         .await?;
     let secret = format!("{}{}", Uuid::new_v4(), Uuid::new_v4());
-    let hash = auth::hash_password(&secret).map_err(|e| {
-        shop_eventing::db::DbError::Sql(sqlx::Error::Protocol(format!("hashing: {e}")))
-    })?;
+    let hash = auth::hash_password(&secret)
+        .map_err(|e| shop_sql::db::DbError::Sql(sqlx::Error::Protocol(format!("hashing: {e}"))))?;
     Ok(EventStore::new(pool).with_hook(Arc::new(ImportedCredentials { hash })))
 }

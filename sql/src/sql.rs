@@ -1312,12 +1312,12 @@ macro_rules! on_both_backends {
             mod $scenario {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$scenario($crate::sql::Dialect::Postgres).await;
+                    super::$scenario($crate::Dialect::Postgres).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$scenario($crate::sql::Dialect::Sqlite).await;
+                    super::$scenario($crate::Dialect::Sqlite).await;
                 }
             }
         )*
