@@ -448,6 +448,7 @@ fn is_lost_connection(e: &PersistenceError) -> bool {
     }
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(aggregate_id = %aggregate_id, after))]
 async fn select(
     conn: &mut Conn,
     aggregate_type: &str,
@@ -470,6 +471,7 @@ async fn select(
         .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(aggregate_id = %aggregate_id))]
 async fn snapshot(
     conn: &mut Conn,
     aggregate_type: &str,
@@ -530,6 +532,7 @@ impl AppendFailure {
 
 /// Appends in a transaction of its own; on PostgreSQL, an append without hook work or
 /// snapshot is one statement on its own (events, outbox rows and the relay's wake-up).
+#[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
 async fn append_new(
     pool: &Pool,
     hook: Option<&dyn AppendHook>,
@@ -654,6 +657,7 @@ async fn write_groups(
     }
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(appends = group.len()))]
 async fn write_group(pool: &Pool, hook: Option<&dyn AppendHook>, group: Vec<Pending>) {
     if group.len() > 1 {
         let events: Vec<SerializedEvent> = group
@@ -693,6 +697,7 @@ async fn write_group(pool: &Pool, hook: Option<&dyn AppendHook>, group: Vec<Pend
 
 /// Appends inside the caller's transaction (a reaction's) under a savepoint: a lost race
 /// rolls back only this append and leaves the caller's transaction usable.
+#[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
 async fn append_nested(
     conn: &mut Conn,
     hook: Option<&dyn AppendHook>,
@@ -982,6 +987,7 @@ impl EventStore {
         outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
     async fn append_alone(
         &self,
         events: &[SerializedEvent],
@@ -1018,6 +1024,7 @@ impl EventStore {
 
     /// A single-statement append on the kept connection (opened from the pool when there
     /// is none, tested when idle a while), kept again once it succeeded.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn append_on_kept(
         &self,
         pool: &sqlx::PgPool,

@@ -55,14 +55,6 @@ impl Dialect {
         }
     }
 
-    /// The larger of two values.
-    pub fn greatest(self) -> &'static str {
-        match self {
-            Dialect::Postgres => "GREATEST",
-            Dialect::Sqlite => "MAX",
-        }
-    }
-
     /// A table `alias` of the rows of a [`RowSet`] bound from `$n` on
     /// ([`RowSet::into_args`]), with the given `(column, PostgreSQL type)`s: one
     /// statement writes a whole batch.
@@ -467,14 +459,6 @@ impl Pool {
         match self {
             Pool::Postgres(pool) => Some(pool),
             Pool::Sqlite(_) => None,
-        }
-    }
-
-    /// The SQLite pool with its commit signal and advisory lock.
-    pub fn as_sqlite(&self) -> Option<&LitePool> {
-        match self {
-            Pool::Sqlite(lite) => Some(lite),
-            Pool::Postgres(_) => None,
         }
     }
 }
