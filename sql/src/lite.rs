@@ -540,7 +540,7 @@ fn mismatch(wanted: &str, got: &SqlValue) -> sqlx::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::{self, Pool};
+    use crate::{sql, Pool};
 
     fn temp_db() -> (PathBuf, Pool) {
         let dir = std::env::temp_dir().join(format!("shop-lite-{}", uuid::Uuid::new_v4().simple()));
