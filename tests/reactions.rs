@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use shop_eventing::command::CommandBus;
-use shop_eventing::consumer::EventHandler;
+use shop_eventing::handler::EventHandler;
 use shop_eventing::store::EventStore;
 use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
 use shop_schemas::inventory::{InventoryEvent, StockLine, StockReservationRejected, StockReserved};

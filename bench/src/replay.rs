@@ -247,7 +247,7 @@ async fn caught_up(read: &shop_sql::Pool, counts: &[(String, usize)]) -> anyhow:
     let deadline = Instant::now() + Duration::from_secs(600);
     for (consumer, count) in counts {
         loop {
-            let progress = shop_eventing::consumer::progress(read, consumer).await?;
+            let progress = shop_eventing::checkpoint::progress(read, consumer).await?;
             if progress.events_applied >= *count as i64 {
                 break;
             }

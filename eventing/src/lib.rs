@@ -8,6 +8,8 @@
 //!   in-process notification of commits (`shop_sql::signal`) or `NOTIFY`.
 //! - [`consumer`]: the consumer runner shared by projectors and saga reactions:
 //!   effect + dedup + checkpoint in one transaction, retries, dead letters.
+//!   [`handler`]: what it applies events with; [`checkpoint`]: its checkpoints and
+//!   progress.
 //! - [`http`]: the HTTP edge: problem+json errors, JSON extraction, health/ready/metrics,
 //!   serving with graceful shutdown. [`auth`]: JWTs and the extractors that check them.
 //!   [`idempotency`]: `Idempotency-Key` on the commands' routes. [`refusal`]: the one
@@ -19,11 +21,13 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod checkpoint;
 pub mod command;
 pub mod consistency;
 pub mod consumer;
 pub mod events_api;
 pub mod fault;
+pub mod handler;
 pub mod http;
 pub mod idempotency;
 pub mod openapi;

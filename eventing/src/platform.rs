@@ -9,7 +9,8 @@ use shop_sql::{self as sql, Pool};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::JwtKeys;
-use crate::consumer::{ConsumerConfig, ConsumerRunner, EventHandler};
+use crate::consumer::{ConsumerConfig, ConsumerRunner};
+use crate::handler::EventHandler;
 use crate::http::{ops_router, with_edge_layers, ReadyCheck};
 use crate::relay::{Relay, RelayConfig};
 use axum::Router;

@@ -3,7 +3,7 @@
 //! them into the customer view of SPEC §3.2.
 
 use async_trait::async_trait;
-use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::handler::{decode, EventHandler, HandlerError};
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::payments::PaymentEvent;

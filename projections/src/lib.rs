@@ -11,7 +11,7 @@ pub mod products;
 pub mod versions;
 
 use axum::Router;
-use shop_eventing::consumer::EventHandler;
+use shop_eventing::handler::EventHandler;
 use shop_eventing::platform::{Platform, Started};
 use shop_sql::db::{self, DbError};
 use shop_sql::Pool;

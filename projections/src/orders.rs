@@ -1,7 +1,7 @@
 //! The order view: status, priced lines and the history of saga steps by service.
 
 use async_trait::async_trait;
-use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::handler::{decode, EventHandler, HandlerError};
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::orders::{OrderEvent, OrderPlaced};
 use shop_schemas::payments::PaymentEvent;

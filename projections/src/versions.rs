@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shop_eventing::consumer::{EventHandler, HandlerError};
+use shop_eventing::handler::{EventHandler, HandlerError};
 use shop_eventing::platform::Platform;
 use shop_eventing::CancellationToken;
 use shop_log::EventLog;
@@ -231,7 +231,7 @@ pub struct Lag {
     /// Times the consumer found its checkpoint behind the records it read (lost commits)
     /// and read again from it; the last of them.
     pub checkpoint_gaps: i64,
-    pub last_checkpoint_gap: Option<shop_eventing::consumer::CheckpointGap>,
+    pub last_checkpoint_gap: Option<shop_eventing::checkpoint::CheckpointGap>,
     /// Still applying again what its last checkpoint gap made it read again.
     pub recovering: bool,
 }
@@ -246,7 +246,7 @@ pub async fn lag(
     consumer: &str,
     topics: &[String],
 ) -> Result<Lag, Box<dyn std::error::Error + Send + Sync>> {
-    let progress = shop_eventing::consumer::progress(pool, consumer).await?;
+    let progress = shop_eventing::checkpoint::progress(pool, consumer).await?;
     let mut positions = Vec::new();
     for topic in topics {
         for (partition, end_offset) in log.end_offsets(topic).await? {

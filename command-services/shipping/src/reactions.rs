@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
-use shop_eventing::consumer::{decode, EventHandler, HandlerError};
+use shop_eventing::handler::{decode, EventHandler, HandlerError};
 use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
