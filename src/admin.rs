@@ -3,37 +3,12 @@
 //! to the processes that own the data (the projector fills a rebuilt version; the read
 //! API re-drives a dead letter).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use serde_json::{json, Value};
 
-/// Where the running system is, and how to sign in as its admin.
-#[derive(Debug, Clone, Args)]
-pub struct AdminTarget {
-    /// The gateway's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "SHOP_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub url: String,
-    /// The admin password (default: `SHOP_ADMIN_PASSWORD`, else the one `shop dev`
-    /// generated in `--data-dir`).
-    #[arg(
-        long,
-        global = true,
-        env = "SHOP_ADMIN_PASSWORD",
-        hide_env_values = true
-    )]
-    pub admin_password: Option<String>,
-    /// A `shop dev` data directory to read the generated admin password from.
-    #[arg(long, global = true, env = "SHOP_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-}
+use crate::args::AdminTarget;
 
 /// A signed-in admin client of the gateway.
 pub struct AdminClient {

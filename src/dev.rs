@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use shop_eventing::auth::{JwtKeys, ADMIN_EMAIL};
-use shop_eventing::db::DatabaseConfig;
-use shop_eventing::embedded::EmbeddedLog;
 use shop_eventing::platform::Platform;
 use shop_eventing::CancellationToken;
+use shop_log::embedded::EmbeddedLog;
+use shop_sql::db::DatabaseConfig;
 
-use crate::cli::{Common, Component, DevArgs};
+use crate::args::{Common, Component, DevArgs};
 use crate::serve::{all_topics, consumer_tuning, relay_tuning, run_components};
 
 /// The embedded event log's file in the data directory.

@@ -1,41 +1,11 @@
 //! `shop dlq list|retry`: the events consumers gave up on (`GET /api/dlq`), and their
 //! re-drive once the cause is fixed (`POST /api/dlq/{id}/retry`).
 
-use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::admin::{AdminClient, AdminTarget};
-
-#[derive(Debug, Args)]
-pub struct DlqArgs {
-    #[command(subcommand)]
-    pub action: DlqAction,
-    #[command(flatten)]
-    pub target: AdminTarget,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DlqAction {
-    /// Every dead letter with its consumer, event and error.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Only the ones not re-driven yet.
-        #[arg(long)]
-        pending: bool,
-    },
-    /// Publish dead letters to their topic again (same event id: consumers that applied
-    /// it skip it; the one that gave up applies it).
-    Retry {
-        /// Dead-letter ids (`<partition>-<offset>`, as `list` shows them).
-        ids: Vec<String>,
-        /// Every dead letter not re-driven yet.
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
-    },
-}
+use crate::admin::AdminClient;
+use crate::args::{DlqAction, DlqArgs};
 
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let client = AdminClient::connect(&args.target).await?;

@@ -7,77 +7,22 @@
 //! more extension attributes an import needs: `aggregatetype` and `eventversion`.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shop_eventing::auth::JwtKeys;
-use shop_eventing::db::DatabaseConfig;
 use shop_eventing::platform::Platform;
-use shop_eventing::sql::{self, Pool};
 use shop_eventing::store::{EventStore, StoredEvent};
 use shop_eventing::CancellationToken;
 use shop_schemas::{CloudEvent, EventMetadata, Service};
+use shop_sql::db::DatabaseConfig;
+use shop_sql::{self as sql, Pool};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::cli::Common;
-
-/// Where the event stores are.
-#[derive(Debug, Clone, Args)]
-pub struct StoreTarget {
-    /// A `shop dev` data directory (embedded storage) instead of PostgreSQL.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct EventsArgs {
-    /// customers, inventory, orders, payments or shipping.
-    pub service: Service,
-    /// Only this aggregate's events (in sequence order).
-    #[arg(long)]
-    pub aggregate: Option<String>,
-    /// Start after this store position.
-    #[arg(long, default_value_t = 0)]
-    pub from_position: i64,
-    /// Keep printing new events until Ctrl-C.
-    #[arg(long)]
-    pub follow: bool,
-    /// One CloudEvent (structured JSON) per line.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub target: StoreTarget,
-}
-
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// Write here instead of standard output.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Services to export (default: all).
-    pub services: Vec<Service>,
-    /// No progress bars and no summary on standard error.
-    #[arg(long, short)]
-    pub quiet: bool,
-    #[command(flatten)]
-    pub target: StoreTarget,
-}
-
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// JSON Lines of CloudEvents, as `shop export` writes them.
-    pub file: PathBuf,
-    /// No progress bars and no summary on standard error.
-    #[arg(long, short)]
-    pub quiet: bool,
-    #[command(flatten)]
-    pub target: StoreTarget,
-}
+use crate::args::{Common, EventsArgs, ExportArgs, ImportArgs, StoreTarget};
 
 /// Where the target instance's databases are.
 fn database_config(common: &Common, target: &StoreTarget) -> DatabaseConfig {
@@ -100,9 +45,9 @@ fn database_config(common: &Common, target: &StoreTarget) -> DatabaseConfig {
 /// The platform of the target instance, for `shop import` (which writes through each
 /// service's store; the log is not used: starting the instance publishes the outbox).
 async fn platform(common: &Common, target: &StoreTarget) -> anyhow::Result<Platform> {
-    let log: Arc<dyn shop_eventing::log::EventLog> = match &target.data_dir {
+    let log: Arc<dyn shop_log::EventLog> = match &target.data_dir {
         Some(dir) => Arc::new(
-            shop_eventing::embedded::EmbeddedLog::open(
+            shop_log::embedded::EmbeddedLog::open(
                 &dir.join(crate::dev::LOG_FILE),
                 common.topic_partitions,
             )
@@ -131,7 +76,7 @@ async fn read_store(config: &DatabaseConfig, service: Service) -> anyhow::Result
             if !file.exists() {
                 bail!("no {component} store at {}", file.display());
             }
-            let db = shop_eventing::lite::LiteDb::open(&file, true)
+            let db = shop_sql::lite::LiteDb::open(&file, true)
                 .with_context(|| format!("cannot open {}", file.display()))?;
             Ok(db.into())
         }
@@ -463,7 +408,7 @@ pub async fn import(common: &Common, args: ImportArgs) -> anyhow::Result<()> {
     //    issuing commands (their outcomes are in the history already).
     for (service, store, _) in &stores {
         let pool = store.pool();
-        shop_eventing::db::run_script(pool, shop_eventing::consumer::SCHEMA).await?;
+        shop_sql::db::run_script(pool, shop_eventing::consumer::SCHEMA).await?;
         for (consumer, sources) in saga_consumers(*service) {
             let mut tx = pool.begin().await?;
             for (_, events) in by_service.iter().filter(|(s, _)| sources.contains(s)) {

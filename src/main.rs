@@ -3,10 +3,8 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod args;
 mod bench;
-mod bench_e2e;
-mod bench_floor;
-mod bench_replay;
 mod cli;
 mod dev;
 mod dlq;

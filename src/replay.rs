@@ -7,33 +7,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::admin::{AdminClient, AdminTarget};
-
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// `products`, `customers`, `orders`, or `all`.
-    pub projection: String,
-    /// Start over from the beginning of the log (the only mode: a rebuild always
-    /// starts at offset 0).
-    #[arg(long, default_value_t = true)]
-    pub from_beginning: bool,
-    /// Return once the rebuild is started instead of following it.
-    #[arg(long)]
-    pub no_wait: bool,
-    /// Give up following after this many seconds (the rebuild goes on).
-    #[arg(long, default_value_t = 600)]
-    pub timeout: u64,
-    /// Print the outcome as JSON (no progress bars).
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub target: AdminTarget,
-}
+use crate::admin::AdminClient;
+use crate::args::ReplayArgs;
 
 struct Tracked {
     name: String,

@@ -7,16 +7,16 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use axum::Router;
 use shop_eventing::auth::JwtKeys;
-use shop_eventing::db::DatabaseConfig;
 use shop_eventing::http::{bind, serve, Deferred};
-use shop_eventing::kafka::{KafkaConfig, KafkaLog};
-use shop_eventing::log::EventLog;
 use shop_eventing::platform::{ConsumerTuning, Platform, RelayTuning};
 use shop_eventing::CancellationToken;
+use shop_log::kafka::{KafkaConfig, KafkaLog};
+use shop_log::EventLog;
+use shop_sql::db::DatabaseConfig;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::cli::{Common, Component, ServeArgs, ServeOptions};
+use crate::args::{Common, Component, ServeArgs, ServeOptions};
 
 /// The Kafka client from the common flags.
 pub fn kafka(common: &Common) -> anyhow::Result<Arc<KafkaLog>> {
@@ -323,7 +323,7 @@ async fn start(
     args: &ServeOptions,
     admin_password: Option<&str>,
 ) -> anyhow::Result<(Router, Vec<JoinHandle<()>>)> {
-    let error = |e: shop_eventing::db::DbError| anyhow::anyhow!("{e}");
+    let error = |e: shop_sql::db::DbError| anyhow::anyhow!("{e}");
     Ok(match component {
         Component::Customers => {
             let started = shop_customers::start(platform, admin_password.unwrap_or_default())

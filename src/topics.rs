@@ -1,8 +1,8 @@
 //! `shop topics ensure|list`, on Kafka or on a `shop dev` data directory's embedded log.
 
-use shop_eventing::log::EventLog;
+use shop_log::EventLog;
 
-use crate::cli::{Common, TopicsAction, TopicsArgs};
+use crate::args::{Common, TopicsAction, TopicsArgs};
 
 pub async fn run(common: &Common, args: TopicsArgs) -> anyhow::Result<()> {
     let log: std::sync::Arc<dyn EventLog> = match &args.data_dir {
@@ -14,7 +14,7 @@ pub async fn run(common: &Common, args: TopicsArgs) -> anyhow::Result<()> {
                 file.display()
             );
             std::sync::Arc::new(
-                shop_eventing::embedded::EmbeddedLog::open(&file, common.topic_partitions).await?,
+                shop_log::embedded::EmbeddedLog::open(&file, common.topic_partitions).await?,
             )
         }
         None => crate::serve::kafka(common)?,

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::Dialect;
+use shop_sql::Dialect;
 
-shop_eventing::on_both_backends!(the_api_keeps_its_document);
+shop_sql::on_both_backends!(the_api_keeps_its_document);
 
 /// The routes SPEC §3 names; the document must have each (it may have more).
 const SPEC_ROUTES: &[(&str, &str)] = &[

@@ -3,7 +3,7 @@
 
 mod common;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     admin_manages_the_catalogue_and_the_read_api_follows,
     refused_requests_answer_problems_and_store_nothing,
     racing_commands_on_one_product_are_serialized,
@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::json;
-use shop_eventing::sql::{self, Dialect};
+use shop_sql::{self as sql, Dialect};
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use common::{Answer, Client, Instance, ShopProcess};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::{self, Dialect, Pool};
+use shop_sql::{self as sql, Dialect, Pool};
 
 const COMPONENTS: &[&str] = &[
     "customers",
@@ -77,7 +77,7 @@ struct Buyer {
     deposited: i64,
 }
 
-shop_eventing::on_both_backends!(orders_survive_a_killed_process_and_every_invariant_holds);
+shop_sql::on_both_backends!(orders_survive_a_killed_process_and_every_invariant_holds);
 
 /// On PostgreSQL + Kafka one service process of eight is killed; on the embedded
 /// backend the one `shop dev` process is (and restarted on the same data directory).

@@ -8,9 +8,9 @@ mod common;
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::Dialect;
+use shop_sql::Dialect;
 
-shop_eventing::on_both_backends!(a_read_with_the_token_sees_the_command);
+shop_sql::on_both_backends!(a_read_with_the_token_sees_the_command);
 
 /// `GET path` with the token in a header; the answer and its `X-Consistency` header.
 async fn get_with_token(

@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::{self, Dialect};
+use shop_sql::{self as sql, Dialect};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-shop_eventing::on_both_backends!(an_operator_uses_the_console);
+shop_sql::on_both_backends!(an_operator_uses_the_console);
 
 fn chromium() -> PathBuf {
     if let Some(path) = std::env::var_os("SHOP_CHROMIUM") {

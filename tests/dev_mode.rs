@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{Client, Instance, ShopProcess};
 use reqwest::StatusCode;
 use serde_json::json;
-use shop_eventing::sql::Dialect;
+use shop_sql::Dialect;
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::Value;
-use shop_eventing::sql::{self, Dialect};
+use shop_sql::{self as sql, Dialect};
 
-shop_eventing::on_both_backends!(a_poison_event_is_dead_lettered_and_retried);
+shop_sql::on_both_backends!(a_poison_event_is_dead_lettered_and_retried);
 
 async fn shop(base: &str, args: &[&str]) -> String {
     common::shop_admin_command(base, args).await

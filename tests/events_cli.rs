@@ -14,10 +14,10 @@ use std::time::Duration;
 use common::{shop_on_stores, shop_store_command, Client, Instance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::Dialect;
+use shop_sql::Dialect;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     an_orders_events_are_cloud_events_in_order,
     the_api_pages_through_a_store_and_follow_prints_new_events,
 );

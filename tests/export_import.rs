@@ -17,9 +17,9 @@ use std::time::Duration;
 use common::{shop_on_stores, shop_store_command, Client, Instance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::{self, Dialect};
+use shop_sql::{self as sql, Dialect};
 
-shop_eventing::on_both_backends!(export_then_import_gives_the_same_system);
+shop_sql::on_both_backends!(export_then_import_gives_the_same_system);
 
 const SERVICES: [&str; 5] = ["customers", "inventory", "orders", "payments", "shipping"];
 

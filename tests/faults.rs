@@ -1038,8 +1038,8 @@ struct State {
 struct Checker {
     stores: BTreeMap<String, sqlx::PgPool>,
     read: sqlx::PgPool,
-    rebuilt: shop_eventing::sql::Pool,
-    live: shop_eventing::sql::Pool,
+    rebuilt: shop_sql::Pool,
+    live: shop_sql::Pool,
     brokers: String,
     topic_prefix: String,
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::{Client, Instance};
 use reqwest::StatusCode;
-use shop_eventing::sql::Dialect;
+use shop_sql::Dialect;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     each_client_has_its_own_rate_limit,
     a_repeat_product_read_comes_from_the_cache,
     an_oversized_body_is_refused_and_requests_carry_their_trace,
@@ -69,12 +69,11 @@ async fn an_oversized_body_is_refused_and_requests_carry_their_trace(backend: Di
     assert!(!request_id.is_empty());
 
     let store = instance.store("inventory").await;
-    let metadata: Vec<String> = shop_eventing::sql::query_scalar(
-        "SELECT CAST(metadata AS TEXT) FROM events ORDER BY position",
-    )
-    .fetch_all(&store)
-    .await
-    .unwrap();
+    let metadata: Vec<String> =
+        shop_sql::query_scalar("SELECT CAST(metadata AS TEXT) FROM events ORDER BY position")
+            .fetch_all(&store)
+            .await
+            .unwrap();
     assert_eq!(metadata.len(), 1, "{metadata:?}");
     assert!(
         metadata[0].contains(trace_id),

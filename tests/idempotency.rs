@@ -8,7 +8,7 @@
 
 mod common;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     a_retried_order_is_placed_and_charged_once,
     every_command_that_creates_or_moves_takes_a_key,
 );
@@ -19,7 +19,7 @@ use common::{Client, Instance};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::{self, Dialect, Pool};
+use shop_sql::{self as sql, Dialect, Pool};
 
 const WAIT: Duration = Duration::from_secs(60);
 const KEY: &str = "Idempotency-Key";

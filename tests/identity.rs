@@ -3,7 +3,7 @@
 
 mod common;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     customers_register_log_in_and_see_only_their_own_account,
     refused_registrations_and_logins_store_nothing_and_secrets_stay_out_of_events_and_logs,
     deposits_reach_the_wallet_balance_of_the_customer_view,
@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::json;
-use shop_eventing::sql::{self, Dialect};
+use shop_sql::{self as sql, Dialect};
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::Instance;
-use shop_eventing::sql::Dialect;
+use shop_sql::Dialect;
 
-shop_eventing::on_both_backends!(every_process_exposes_the_listed_metrics);
+shop_sql::on_both_backends!(every_process_exposes_the_listed_metrics);
 
 const LISTED: &[&str] = &[
     "http_requests_total",

@@ -3,7 +3,7 @@
 
 mod common;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     a_customer_places_an_order_priced_at_placement,
     refused_orders_name_each_bad_line_and_store_nothing,
     inventory_reserves_every_line_or_none,
@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::json;
-use shop_eventing::sql::{self, Dialect};
+use shop_sql::{self as sql, Dialect};
 
 const WAIT: Duration = Duration::from_secs(60);
 

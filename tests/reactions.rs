@@ -12,18 +12,18 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use shop_eventing::command::CommandBus;
-use shop_eventing::consumer::EventHandler;
-use shop_eventing::db::{self, DatabaseConfig};
-use shop_eventing::sql::{self, Dialect, Pool};
+use shop_eventing::handler::EventHandler;
 use shop_eventing::store::EventStore;
 use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
 use shop_schemas::inventory::{InventoryEvent, StockLine, StockReservationRejected, StockReserved};
 use shop_schemas::orders::{OrderCancelled, OrderConfirmed, OrderEvent, OrderLine, OrderPlaced};
 use shop_schemas::payments::{PaymentCompleted, PaymentDeclined, PaymentEvent};
 use shop_schemas::{CloudEvent, EventMetadata, Service};
+use shop_sql::db::{self, DatabaseConfig};
+use shop_sql::{self as sql, Dialect, Pool};
 use uuid::Uuid;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     the_orders_saga_decides_once_whatever_the_order,
     inventory_moves_each_order_s_units_once,
     the_stock_table_follows_every_move,

@@ -13,9 +13,9 @@ use std::time::Duration;
 use common::{Client, Instance};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::{self, Dialect};
+use shop_sql::{self as sql, Dialect};
 
-shop_eventing::on_both_backends!(a_rebuild_keeps_reads_up_and_ends_equal);
+shop_sql::on_both_backends!(a_rebuild_keeps_reads_up_and_ends_equal);
 
 /// `shop replay all --json` against the gateway; its outcome.
 async fn replay_all(base: &str) -> Vec<Value> {

@@ -5,7 +5,7 @@
 
 mod common;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     an_order_is_confirmed_shipped_and_delivered,
     an_order_beyond_the_stock_is_cancelled_out_of_stock,
     an_order_beyond_the_wallet_is_cancelled_and_its_stock_released,
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::{eventually, Client, Instance, ShopProcess};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::{self, Dialect, Pool};
+use shop_sql::{self as sql, Dialect, Pool};
 
 const WAIT: Duration = Duration::from_secs(60);
 

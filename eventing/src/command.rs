@@ -19,8 +19,8 @@ use shop_schemas::EventMetadata;
 use tracing::{debug, warn};
 
 use crate::idempotency::KeyedCommand;
-use crate::sql::{Conn, Pool};
 use crate::store::{EventStore, HookError, TxEventStore};
+use shop_sql::{Conn, Pool};
 
 /// How often a command is re-run after losing an optimistic-concurrency race before the
 /// caller gets a conflict (409).
@@ -138,7 +138,6 @@ where
     ///
     /// # Errors
     /// See [`CommandError`].
-    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, aggregate_id = %aggregate_id))]
     pub async fn execute(
         &self,
         aggregate_id: &str,
@@ -155,7 +154,18 @@ where
     ///
     /// # Errors
     /// See [`CommandError`].
+    #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, aggregate_id = %aggregate_id))]
     pub async fn execute_versioned(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<i64, CommandError<A::Error>> {
+        self.execute_alone(aggregate_id, command, metadata).await
+    }
+
+    /// [`CommandBus::execute_versioned`] inside the caller's span.
+    async fn execute_alone(
         &self,
         aggregate_id: &str,
         command: A::Command,
@@ -183,9 +193,7 @@ where
         metadata: &EventMetadata,
     ) -> Result<i64, CommandError<A::Error>> {
         let Some(conn) = keyed.transaction() else {
-            return self
-                .execute_versioned(aggregate_id, command, metadata)
-                .await;
+            return self.execute_alone(aggregate_id, command, metadata).await;
         };
         let store = self.store(TxEventStore::new(conn, self.store.hook()));
         self.run_with_retries(&store, aggregate_id, command, metadata)
@@ -493,6 +501,7 @@ where
             .collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(aggregate_id = %aggregate_id))]
     async fn load_aggregate(
         &self,
         aggregate_id: &str,
@@ -550,6 +559,7 @@ where
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
     async fn commit(
         &self,
         events: Vec<A::Event>,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use shop_schemas::Service;
 
-use crate::sql::{self, Pool};
+use shop_sql::{self as sql, Pool};
 
 /// The response header carrying a command's token, and the request header a read sends.
 pub const TOKEN_HEADER: &str = "x-consistency-token";

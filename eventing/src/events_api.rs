@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 
 use crate::auth::{Admin, JwtKeys};
 use crate::http::{Problem, StrictQuery};
-use crate::sql::Pool;
 use crate::store::EventStore;
+use shop_sql::Pool;
 
 #[derive(Clone)]
 struct EventsState {

@@ -21,7 +21,8 @@ use tower_http::trace::TraceLayer;
 use tracing::{error, info, Span};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
-pub const REQUEST_ID: &str = "x-request-id";
+/// The request id header (defined with the other propagated headers in telemetry).
+pub use crate::telemetry::REQUEST_ID;
 
 /// One bad field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::JwtKeys;
 use crate::consistency::TOKEN_HEADER;
 use crate::http::{json_rejection, FieldError, Problem};
-use crate::sql::{self, Conn, Pool};
+use shop_sql::{self as sql, Conn, Pool};
 
 /// The request header carrying the key (`Idempotency-Key`).
 pub const HEADER: &str = "idempotency-key";

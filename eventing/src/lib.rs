@@ -1,36 +1,39 @@
-//! Event plumbing shared by every Shop component, with no domain knowledge.
+//! The event-sourcing core shared by every Shop component, with no domain knowledge. It
+//! is written against the SQL layer (`shop-sql`) and the event log (`shop-log`) and never
+//! asks which backend runs them.
 //!
-//! - [`db`]: databases per component (create, connect, apply schema).
-//! - [`store`]: the event store (cqrs-es persistence over PostgreSQL) with its outbox.
-//! - [`log`]: the event-log abstraction (append to topics, consume as a group) and its
-//!   Kafka implementation in [`kafka`].
-//! - [`relay`]: the outbox relay, one active per service.
+//! - [`store`]: the event store (cqrs-es persistence over PostgreSQL or SQLite) with its
+//!   outbox. [`command`]: command execution.
+//! - [`relay`]: the outbox relay, one active per service, woken by the SQL layer's
+//!   in-process notification of commits (`shop_sql::signal`) or `NOTIFY`.
 //! - [`consumer`]: the consumer runner shared by projectors and saga reactions:
 //!   effect + dedup + checkpoint in one transaction, retries, dead letters.
+//!   [`handler`]: what it applies events with; [`checkpoint`]: its checkpoints and
+//!   progress.
 //! - [`http`]: the HTTP edge: problem+json errors, JSON extraction, health/ready/metrics,
 //!   serving with graceful shutdown. [`auth`]: JWTs and the extractors that check them.
-//!   [`idempotency`]: `Idempotency-Key` on the commands' routes.
-//! - [`telemetry`]: logging, trace context, metrics recorder. [`fault`]: fault injection
-//!   points used by crash tests.
+//!   [`idempotency`]: `Idempotency-Key` on the commands' routes. [`refusal`]: the one
+//!   mapping of command errors to problem+json.
+//! - [`consistency`]: read-your-writes tokens; [`events_api`]: `GET /api/events`;
+//!   [`openapi`]: the document's assembly.
+//! - [`platform`]: what every component is built from. [`telemetry`]: logging, trace
+//!   context, metrics recorder. [`fault`]: fault injection points used by crash tests.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod checkpoint;
 pub mod command;
 pub mod consistency;
 pub mod consumer;
-pub mod db;
-pub mod embedded;
 pub mod events_api;
 pub mod fault;
+pub mod handler;
 pub mod http;
 pub mod idempotency;
-pub mod kafka;
-pub mod lite;
-pub mod log;
 pub mod openapi;
 pub mod platform;
+pub mod refusal;
 pub mod relay;
-pub mod sql;
 pub mod store;
 pub mod telemetry;
 

@@ -4,18 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sql::{self, Pool};
 use futures::FutureExt;
+use shop_sql::{self as sql, Pool};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::JwtKeys;
-use crate::consumer::{ConsumerConfig, ConsumerRunner, EventHandler};
-use crate::db::DatabaseConfig;
-use crate::db::DbError;
+use crate::consumer::{ConsumerConfig, ConsumerRunner};
+use crate::handler::EventHandler;
 use crate::http::{ops_router, with_edge_layers, ReadyCheck};
-use crate::log::{EventLog, StartFrom};
 use crate::relay::{Relay, RelayConfig};
 use axum::Router;
+use shop_log::{EventLog, StartFrom};
+use shop_sql::db::DatabaseConfig;
+use shop_sql::db::DbError;
 use tokio::task::JoinHandle;
 
 /// Consumer tuning shared by projectors and reactions.
@@ -164,7 +165,7 @@ impl Platform {
             crate::consumer::SCHEMA,
             private_schema,
         ];
-        crate::db::open(&self.database, service.name(), &schema).await
+        shop_sql::db::open(&self.database, service.name(), &schema).await
     }
 
     /// Starts a command service's background work: its outbox relay and its reactions.

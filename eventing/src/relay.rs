@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::fault;
-use crate::log::{EventLog, OutgoingRecord};
-use crate::sql::{self, Conn, Dialect, LitePool, Pool};
 use crate::store::{StoredEvent, EVENT_COLUMNS, OUTBOX_CHANNEL};
+use shop_log::{EventLog, OutgoingRecord};
+use shop_sql::signal::{CommitSignal, LocalListener};
+use shop_sql::{self as sql, Conn, Dialect, LitePool, Pool};
 
 /// Relay settings.
 #[derive(Debug, Clone)]
@@ -117,14 +118,14 @@ impl Relay {
         info!("relay active");
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(OUTBOX_CHANNEL).await?;
-        // Appends in this process wake it directly, without NOTIFY ([`local_relay`]).
-        let local = LocalRelay::register(pool);
+        // Appends in this process wake it directly, without NOTIFY.
+        let local = LocalListener::register(pool);
         let topic = self.config.service.topic(&self.config.topic_prefix);
         let mut looks = Looks::new();
         loop {
             // Registered before looking, so a commit in between is not missed.
-            let woken = local.wake.notify.notified();
-            if looks.due(&local.wake) {
+            let woken = local.signal().notified();
+            if looks.due(local.signal()) {
                 let published = self.publish_batch(&mut conn, &topic).await?;
                 if published as i64 >= self.config.batch_size {
                     looks.force();
@@ -151,15 +152,15 @@ impl Relay {
     ) -> Result<(), sqlx::Error> {
         let _leader = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            guard = lite.relay_lock.lock() => guard,
+            guard = lite.advisory_lock.lock() => guard,
         };
         info!("relay active");
         let topic = self.config.service.topic(&self.config.topic_prefix);
         let mut looks = Looks::new();
         loop {
             // Registered before looking, so a commit in between is not missed.
-            let woken = lite.outbox.notify.notified();
-            if looks.due(&lite.outbox) {
+            let woken = lite.signal.notified();
+            if looks.due(&lite.signal) {
                 let mut conn = self.pool.acquire().await?;
                 let published = self.publish_batch(&mut conn, &topic).await?;
                 drop(conn);
@@ -261,40 +262,9 @@ pub async fn backlog(pool: &Pool) -> Result<i64, sqlx::Error> {
         .await
 }
 
-/// The active relays of this process, by database: an append to one of those databases
-/// wakes its relay in-process instead of with `NOTIFY`, which serialises every committing
-/// transaction on the server's notification queue lock.
-static LOCAL_RELAYS: std::sync::Mutex<Vec<(RelayDatabase, Arc<OutboxSignal>)>> =
-    std::sync::Mutex::new(Vec::new());
-
-/// The in-process wake-up of a relay: commits that wrote outbox rows count themselves and
-/// wake it. The count lets the relay tell a wake-up for rows it has already published (a
-/// stored permit of a commit it read in its last batch) from new ones, and skip the
-/// empty look — half of the relay's queries in `shop dev` were such looks.
-#[derive(Debug, Default)]
-pub struct OutboxSignal {
-    notify: tokio::sync::Notify,
-    commits: std::sync::atomic::AtomicU64,
-}
-
-impl OutboxSignal {
-    /// Called after a commit that wrote outbox rows.
-    pub fn committed(&self) {
-        self.commits
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.notify.notify_waiters();
-        self.notify.notify_one();
-    }
-
-    /// Commits counted so far.
-    fn commits(&self) -> u64 {
-        self.commits.load(std::sync::atomic::Ordering::Acquire)
-    }
-}
-
 /// When a relay looks at its outbox: after a commit it has not looked after yet.
 struct Looks {
-    /// [`OutboxSignal::commits`] when the relay last looked; `None`: look next time.
+    /// [`CommitSignal::commits`] when the relay last looked; `None`: look next time.
     seen: Option<u64>,
 }
 
@@ -306,7 +276,7 @@ impl Looks {
     /// Whether to look now: a commit was counted since the last look (or a look is
     /// due anyway). Call it after registering for the next wake-up, so that a commit
     /// counted after this check wakes the relay again.
-    fn due(&mut self, signal: &OutboxSignal) -> bool {
+    fn due(&mut self, signal: &CommitSignal) -> bool {
         let now = signal.commits();
         let due = self.seen != Some(now);
         self.seen = Some(now);
@@ -320,75 +290,6 @@ impl Looks {
     }
 }
 
-/// A database as its pool's options name it: host, port, database name.
-#[derive(Debug, Clone, PartialEq)]
-struct RelayDatabase {
-    host: String,
-    port: u16,
-    database: String,
-}
-
-impl RelayDatabase {
-    fn of(pool: &PgPool) -> Self {
-        let options = pool.connect_options();
-        RelayDatabase {
-            host: options.get_host().to_string(),
-            port: options.get_port(),
-            database: options.get_database().unwrap_or_default().to_string(),
-        }
-    }
-
-    /// Compared without allocating: this runs at every transaction's start.
-    fn is(&self, pool: &PgPool) -> bool {
-        let options = pool.connect_options();
-        self.port == options.get_port()
-            && self.host == options.get_host()
-            && self.database == options.get_database().unwrap_or_default()
-    }
-}
-
-/// The wake-up of the relay active in this process for `pool`'s database, if any.
-pub fn local_relay(pool: &PgPool) -> Option<Arc<OutboxSignal>> {
-    LOCAL_RELAYS
-        .lock()
-        .expect("relay registry")
-        .iter()
-        .find(|(database, _)| database.is(pool))
-        .map(|(_, wake)| wake.clone())
-}
-
-/// This process's active relay of a database, registered while it leads (or, for
-/// `shop bench`, while a relay is held paused).
-pub struct LocalRelay {
-    database: RelayDatabase,
-    wake: Arc<OutboxSignal>,
-}
-
-impl LocalRelay {
-    pub fn register(pool: &PgPool) -> Self {
-        let relay = LocalRelay {
-            database: RelayDatabase::of(pool),
-            wake: Arc::new(OutboxSignal::default()),
-        };
-        LOCAL_RELAYS
-            .lock()
-            .expect("relay registry")
-            .push((relay.database.clone(), relay.wake.clone()));
-        relay
-    }
-}
-
-impl Drop for LocalRelay {
-    fn drop(&mut self) {
-        let mut relays = LOCAL_RELAYS.lock().expect("relay registry");
-        if let Some(index) = relays.iter().position(|(database, wake)| {
-            *database == self.database && Arc::ptr_eq(wake, &self.wake)
-        }) {
-            relays.remove(index);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,7 +299,7 @@ mod tests {
     /// stored permit of a commit it already read) is not a look.
     #[test]
     fn a_relay_looks_only_after_a_commit_it_has_not_looked_after() {
-        let signal = OutboxSignal::default();
+        let signal = CommitSignal::default();
         let mut looks = Looks::new();
         assert!(looks.due(&signal), "the first look");
         assert!(!looks.due(&signal), "nothing committed since");
@@ -413,9 +314,9 @@ mod tests {
     /// A commit counted after the check wakes a waiter registered before it.
     #[tokio::test]
     async fn a_commit_after_the_check_wakes_the_relay() {
-        let signal = Arc::new(OutboxSignal::default());
+        let signal = Arc::new(CommitSignal::default());
         let mut looks = Looks::new();
-        let woken = signal.notify.notified();
+        let woken = signal.notified();
         assert!(looks.due(&signal));
         let committer = signal.clone();
         tokio::spawn(async move { committer.committed() });

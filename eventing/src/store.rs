@@ -1,4 +1,4 @@
-//! The event store: cqrs-es's persistence over PostgreSQL or SQLite ([`crate::sql`]),
+//! The event store: cqrs-es's persistence over PostgreSQL or SQLite ([`shop_sql`]),
 //! with the outbox.
 //!
 //! One transaction per command appends the events (unique `(aggregate_type,
@@ -21,9 +21,9 @@ use shop_schemas::{CloudEvent, EventMetadata, Service};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::sql::{self, Conn, Pool};
+use shop_sql::{self as sql, Conn, Pool};
 
-/// The event-store tables; apply with [`crate::db::open`].
+/// The event-store tables; apply with [`shop_sql::db::open`].
 pub const SCHEMA: &str = include_str!("../sql/event_store.sql");
 
 /// The channel the relay listens on; every append notifies it.
@@ -198,7 +198,7 @@ impl StoredEvent {
 
 pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at";
 
-/// The event repository for cqrs-es on either backend ([`crate::sql`]), with outbox and
+/// The event repository for cqrs-es on either backend ([`shop_sql`]), with outbox and
 /// append hook.
 #[derive(Clone)]
 pub struct EventStore {
@@ -448,6 +448,7 @@ fn is_lost_connection(e: &PersistenceError) -> bool {
     }
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(aggregate_id = %aggregate_id, after))]
 async fn select(
     conn: &mut Conn,
     aggregate_type: &str,
@@ -470,6 +471,7 @@ async fn select(
         .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(aggregate_id = %aggregate_id))]
 async fn snapshot(
     conn: &mut Conn,
     aggregate_type: &str,
@@ -530,6 +532,7 @@ impl AppendFailure {
 
 /// Appends in a transaction of its own; on PostgreSQL, an append without hook work or
 /// snapshot is one statement on its own (events, outbox rows and the relay's wake-up).
+#[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
 async fn append_new(
     pool: &Pool,
     hook: Option<&dyn AppendHook>,
@@ -654,6 +657,7 @@ async fn write_groups(
     }
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(appends = group.len()))]
 async fn write_group(pool: &Pool, hook: Option<&dyn AppendHook>, group: Vec<Pending>) {
     if group.len() > 1 {
         let events: Vec<SerializedEvent> = group
@@ -693,6 +697,7 @@ async fn write_group(pool: &Pool, hook: Option<&dyn AppendHook>, group: Vec<Pend
 
 /// Appends inside the caller's transaction (a reaction's) under a savepoint: a lost race
 /// rolls back only this append and leaves the caller's transaction usable.
+#[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
 async fn append_nested(
     conn: &mut Conn,
     hook: Option<&dyn AppendHook>,
@@ -836,7 +841,7 @@ async fn append(
             }
             // The relay active in this process is woken directly once the append commits;
             // one elsewhere (or none yet) by NOTIFY.
-            let local = tx.wakes_relay_in_process();
+            let local = tx.notifies_in_process();
             let inline = match work {
                 HookWork::Inline(inline) => Some(inline),
                 _ => None,
@@ -851,7 +856,7 @@ async fn append(
             }
             let positions: Vec<i64> = query.fetch_all(&mut *tx).await.map_err(lost_race)?;
             if local {
-                tx.notify_outbox(OUTBOX_CHANNEL)
+                tx.notify_on_commit(OUTBOX_CHANNEL)
                     .await
                     .map_err(connection_error)?;
             }
@@ -888,7 +893,7 @@ async fn append(
                     .await
                     .map_err(connection_error)?;
             }
-            tx.notify_outbox(OUTBOX_CHANNEL)
+            tx.notify_on_commit(OUTBOX_CHANNEL)
                 .await
                 .map_err(connection_error)?;
         }
@@ -982,6 +987,7 @@ impl EventStore {
         outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
     async fn append_alone(
         &self,
         events: &[SerializedEvent],
@@ -1018,6 +1024,7 @@ impl EventStore {
 
     /// A single-statement append on the kept connection (opened from the pool when there
     /// is none, tested when idle a while), kept again once it succeeded.
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn append_on_kept(
         &self,
         pool: &sqlx::PgPool,
@@ -1086,27 +1093,51 @@ impl EventStore {
     }
 }
 
+/// Aggregate states appended in a transaction and not committed yet, by aggregate type
+/// and id: a later command of the same transaction starts from them. Kept with the
+/// transaction's connection ([`Conn::transaction_local`]), so they go with it.
+#[derive(Default)]
+struct UncommittedStates(std::collections::HashMap<String, (Box<dyn std::any::Any + Send>, usize)>);
+
 impl TxEventStore<'_> {
     /// Runs `work` once the owner's transaction commits ([`Conn::after_commit`]).
     pub(crate) async fn after_commit(&self, work: impl FnOnce() + Send + 'static) {
         self.conn.lock().await.after_commit(work);
     }
 
-    /// See [`Conn::uncommitted_state`].
+    /// The state and sequence an append of this transaction left for `key` (aggregate
+    /// type and id), if any.
     pub(crate) async fn uncommitted_state<T: Clone + 'static>(
         &self,
         key: &str,
     ) -> Option<(T, usize)> {
-        self.conn.lock().await.uncommitted_state(key)
+        let conn = self.conn.lock().await;
+        let (state, sequence) = conn
+            .transaction_local_ref::<UncommittedStates>()?
+            .0
+            .get(key)?;
+        Some((state.downcast_ref::<T>()?.clone(), *sequence))
     }
 
-    /// See [`Conn::set_uncommitted_state`].
+    /// Records the state an append of this transaction produced (`Some`), or forgets it
+    /// (`None`: a conflict showed it stale). Outside a transaction there is nothing to
+    /// remember: the append is committed.
     pub(crate) async fn set_uncommitted_state<T: Send + 'static>(
         &self,
         key: String,
         state: Option<(T, usize)>,
     ) {
-        self.conn.lock().await.set_uncommitted_state(key, state);
+        let mut conn = self.conn.lock().await;
+        let in_transaction = conn.in_transaction();
+        let states = &mut conn.transaction_local::<UncommittedStates>().0;
+        match state {
+            Some((state, sequence)) if in_transaction => {
+                states.insert(key, (Box::new(state), sequence));
+            }
+            _ => {
+                states.remove(&key);
+            }
+        }
     }
 
     async fn append(

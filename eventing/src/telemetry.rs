@@ -15,6 +15,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+/// The header that carries a request's id (set by the edge, echoed in responses).
+pub const REQUEST_ID: &str = "x-request-id";
 /// The header that carries the correlation id over HTTP (`ce_correlationid` on Kafka).
 pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 /// W3C trace context header.
@@ -288,8 +290,7 @@ pub fn metadata_from_headers(headers: &axum::http::HeaderMap) -> shop_schemas::E
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let request_id =
-        get(crate::http::REQUEST_ID).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let request_id = get(REQUEST_ID).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     shop_schemas::EventMetadata {
         correlation_id: get(CORRELATION_ID_HEADER).unwrap_or_else(|| request_id.clone()),
         causation_id: request_id,

@@ -3,13 +3,13 @@
 //! inside a transaction, from the states its earlier commands left, which go with it.
 
 use shop_eventing::command::{CommandBus, CommandError};
-use shop_eventing::sql::{self, Dialect};
 use shop_eventing::store::{EventStore, SCHEMA};
 use shop_schemas::EventMetadata;
+use shop_sql::{self as sql, Dialect};
 
 mod common;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     a_snapshot_loads_the_state_a_full_replay_gives,
     a_stale_cached_aggregate_never_decides,
     concurrent_commands_each_get_their_own_outcome,

@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use shop_eventing::consumer::{ConsumerConfig, ConsumerRunner, EventHandler, HandlerError, SCHEMA};
-use shop_eventing::kafka::{KafkaConfig, KafkaLog};
-use shop_eventing::log::{EventLog, OutgoingRecord, StartFrom};
-use shop_eventing::sql::{self, Conn};
+use shop_eventing::consumer::{ConsumerConfig, ConsumerRunner, SCHEMA};
+use shop_eventing::handler::{EventHandler, HandlerError};
 use shop_eventing::CancellationToken;
+use shop_log::kafka::{KafkaConfig, KafkaLog};
+use shop_log::{EventLog, OutgoingRecord, StartFrom};
 use shop_schemas::CloudEvent;
+use shop_sql::{self as sql, Conn};
 use uuid::Uuid;
 
 mod common;
@@ -142,7 +143,7 @@ async fn duplicates_apply_once_failures_retry_then_dead_letter() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let progress = shop_eventing::consumer::progress(&pool, "recorder")
+        let progress = shop_eventing::checkpoint::progress(&pool, "recorder")
             .await
             .unwrap();
         // Status and checkpoints are read one after the other: wait for both.
@@ -286,7 +287,7 @@ async fn overlapping_members_apply_each_event_once(track_versions: bool) {
         tokio::spawn(runner.run(shutdown))
     };
     let applied = || async {
-        shop_eventing::consumer::progress(&pool, "counter")
+        shop_eventing::checkpoint::progress(&pool, "counter")
             .await
             .unwrap()
             .events_applied
@@ -383,11 +384,11 @@ async fn embedded(
 ) -> (
     std::path::PathBuf,
     sql::Pool,
-    Arc<shop_eventing::embedded::EmbeddedLog>,
+    Arc<shop_log::embedded::EmbeddedLog>,
 ) {
     let dir = std::env::temp_dir().join(format!("shop-{name}-{}", Uuid::new_v4().simple()));
-    let database = shop_eventing::db::open(
-        &shop_eventing::db::DatabaseConfig {
+    let database = shop_sql::db::open(
+        &shop_sql::db::DatabaseConfig {
             server_url: String::new(),
             instance: "dev".into(),
             max_connections: 1,
@@ -399,7 +400,7 @@ async fn embedded(
     .await
     .unwrap();
     let log = Arc::new(
-        shop_eventing::embedded::EmbeddedLog::open(&dir.join("log.db"), 1)
+        shop_log::embedded::EmbeddedLog::open(&dir.join("log.db"), 1)
             .await
             .unwrap(),
     );
@@ -481,7 +482,7 @@ async fn republished_events_apply_once(
     let at_end = || async {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let progress = shop_eventing::consumer::progress(&database, "counter")
+            let progress = shop_eventing::checkpoint::progress(&database, "counter")
                 .await
                 .unwrap();
             if progress
@@ -790,7 +791,7 @@ async fn lost_commits_are_read_again_from_the_checkpoint() {
         }
     };
     let gaps = || async {
-        let progress = shop_eventing::consumer::progress(&pool, "counter")
+        let progress = shop_eventing::checkpoint::progress(&pool, "counter")
             .await
             .unwrap();
         // Applied again: no longer recovering.

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shop_eventing::embedded::EmbeddedLog;
-use shop_eventing::log::{EventLog, LogRecord, OutgoingRecord, Position, StartFrom, Subscription};
+use shop_log::embedded::EmbeddedLog;
+use shop_log::{EventLog, LogRecord, OutgoingRecord, Position, StartFrom, Subscription};
 
 /// A log file in a fresh directory, removed by [`Dir::drop`].
 struct Dir(PathBuf);

@@ -1,6 +1,6 @@
 //! The event store against a real PostgreSQL server (a fresh database per test).
 
-use shop_eventing::sql::{self, Dialect};
+use shop_sql::{self as sql, Dialect};
 use std::sync::Arc;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
@@ -9,7 +9,7 @@ use shop_eventing::store::{EventStore, SCHEMA};
 
 mod common;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     appends_are_read_back_with_outbox_rows,
     racing_appends_of_one_sequence_conflict_and_store_nothing_of_the_loser
 );

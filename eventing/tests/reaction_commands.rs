@@ -1,7 +1,7 @@
 //! Commands executed inside a caller's transaction (how saga reactions append): their
 //! events commit or roll back with it, and a lost race leaves it usable.
 
-use shop_eventing::sql::{self, Dialect};
+use shop_sql::{self as sql, Dialect};
 use std::sync::Arc;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
@@ -12,7 +12,7 @@ use shop_schemas::EventMetadata;
 
 mod common;
 
-shop_eventing::on_both_backends!(
+shop_sql::on_both_backends!(
     events_commit_and_roll_back_with_the_callers_transaction,
     a_lost_race_inside_a_transaction_rolls_back_only_itself,
     a_replayed_reaction_issues_no_command,

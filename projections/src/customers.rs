@@ -3,12 +3,12 @@
 //! them into the customer view of SPEC §3.2.
 
 use async_trait::async_trait;
-use shop_eventing::consumer::{decode, EventHandler, HandlerError};
-use shop_eventing::sql::{self, Conn, RowSet};
+use shop_eventing::handler::{decode, EventHandler, HandlerError};
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::{CloudEvent, Service};
+use shop_sql::{self as sql, Conn, RowSet};
 use std::collections::HashMap;
 use uuid::Uuid;
 

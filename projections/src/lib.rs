@@ -11,10 +11,10 @@ pub mod products;
 pub mod versions;
 
 use axum::Router;
-use shop_eventing::consumer::EventHandler;
-use shop_eventing::db::{self, DbError};
+use shop_eventing::handler::EventHandler;
 use shop_eventing::platform::{Platform, Started};
-use shop_eventing::sql::Pool;
+use shop_sql::db::{self, DbError};
+use shop_sql::Pool;
 use std::sync::Arc;
 
 /// The read-model database's component name (`<instance>_read`).

@@ -1,13 +1,13 @@
 //! The order view: status, priced lines and the history of saga steps by service.
 
 use async_trait::async_trait;
-use shop_eventing::consumer::{decode, EventHandler, HandlerError};
-use shop_eventing::sql::{self, Conn, RowSet};
+use shop_eventing::handler::{decode, EventHandler, HandlerError};
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::orders::{OrderEvent, OrderPlaced};
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::shipping::ShippingEvent;
 use shop_schemas::{CloudEvent, Service};
+use shop_sql::{self as sql, Conn, RowSet};
 use std::collections::HashMap;
 use uuid::Uuid;
 

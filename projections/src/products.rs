@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use shop_eventing::consumer::{EventHandler, HandlerError};
-use shop_eventing::sql::{self, Conn, RowSet};
+use shop_eventing::handler::{EventHandler, HandlerError};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::{CloudEvent, Service};
+use shop_sql::{self as sql, Conn, RowSet};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -73,7 +73,7 @@ impl EventHandler for ProductsProjection {
         };
         for event in events {
             let Some(decoded) =
-                shop_eventing::consumer::decode::<InventoryEvent>(Service::Inventory, event)?
+                shop_eventing::handler::decode::<InventoryEvent>(Service::Inventory, event)?
             else {
                 continue;
             };
@@ -166,7 +166,7 @@ impl EventHandler for ProductsProjection {
 
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let Some(decoded) =
-            shop_eventing::consumer::decode::<InventoryEvent>(Service::Inventory, event)?
+            shop_eventing::handler::decode::<InventoryEvent>(Service::Inventory, event)?
         else {
             return Ok(());
         };

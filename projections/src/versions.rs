@@ -16,12 +16,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shop_eventing::consumer::{EventHandler, HandlerError};
-use shop_eventing::log::EventLog;
+use shop_eventing::handler::{EventHandler, HandlerError};
 use shop_eventing::platform::Platform;
-use shop_eventing::sql::{self, Conn, Pool, Renames};
 use shop_eventing::CancellationToken;
+use shop_log::EventLog;
 use shop_schemas::CloudEvent;
+use shop_sql::{self as sql, Conn, Pool, Renames};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -231,7 +231,7 @@ pub struct Lag {
     /// Times the consumer found its checkpoint behind the records it read (lost commits)
     /// and read again from it; the last of them.
     pub checkpoint_gaps: i64,
-    pub last_checkpoint_gap: Option<shop_eventing::consumer::CheckpointGap>,
+    pub last_checkpoint_gap: Option<shop_eventing::checkpoint::CheckpointGap>,
     /// Still applying again what its last checkpoint gap made it read again.
     pub recovering: bool,
 }
@@ -246,7 +246,7 @@ pub async fn lag(
     consumer: &str,
     topics: &[String],
 ) -> Result<Lag, Box<dyn std::error::Error + Send + Sync>> {
-    let progress = shop_eventing::consumer::progress(pool, consumer).await?;
+    let progress = shop_eventing::checkpoint::progress(pool, consumer).await?;
     let mut positions = Vec::new();
     for topic in topics {
         for (partition, end_offset) in log.end_offsets(topic).await? {
@@ -469,7 +469,7 @@ async fn supervise_once(
         }
         if *version > 1 {
             let script = renames(info, *version).apply(info.schema).into_owned();
-            shop_eventing::db::run_script(pool, &script).await?;
+            shop_sql::db::run_script(pool, &script).await?;
         }
         let handler = crate::handler(info);
         let handler: Arc<dyn EventHandler> = if *version > 1 {

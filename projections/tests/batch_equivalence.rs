@@ -4,12 +4,12 @@
 
 use chrono::{SubsecRound, Utc};
 use serde::Serialize;
-use shop_eventing::db::{self, DatabaseConfig};
-use shop_eventing::sql::{self, Pool};
 use shop_eventing::store::StoredEvent;
 use shop_projections::PROJECTIONS;
 use shop_schemas::{customers, inventory, orders, payments, shipping};
 use shop_schemas::{CloudEvent, EventMetadata, Service};
+use shop_sql::db::{self, DatabaseConfig};
+use shop_sql::{self as sql, Pool};
 use std::collections::HashMap;
 use uuid::Uuid;
 

@@ -13,9 +13,9 @@ use shop_eventing::consistency::{
     requested_tokens, wait_until_applied, ConsistencyToken, STATE_HEADER,
 };
 use shop_eventing::http::Problem;
-use shop_eventing::sql::Pool;
 use shop_projections::versions::LiveVersions;
 use shop_projections::PROJECTIONS;
+use shop_sql::Pool;
 
 /// What the middleware needs.
 #[derive(Clone)]

@@ -12,16 +12,16 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use shop_eventing::auth::Admin;
 use shop_eventing::http::Problem;
-use shop_eventing::log::{EventLog, LogRecord, OutgoingRecord};
-use shop_eventing::sql::{Pool, Renames};
+use shop_log::{EventLog, LogRecord, OutgoingRecord};
 use shop_projections::versions::{self, LiveVersions, RebuildError};
 use shop_projections::PROJECTIONS;
+use shop_sql::{Pool, Renames};
 use utoipa::ToSchema;
 
 use crate::{AppState, NoParams, ReadQuery};
 
 /// The live version of each projection, re-read at most every 250 ms: every read runs
-/// on the live version's tables ([`shop_eventing::sql::with_renames`]).
+/// on the live version's tables ([`shop_sql::with_renames`]).
 pub(crate) struct LiveTables {
     pool: Pool,
     current: Mutex<(Instant, Arc<LiveVersions>, Arc<Renames>)>,
@@ -77,7 +77,7 @@ pub(crate) async fn on_live_tables(
 ) -> axum::response::Response {
     let (live, renames) = tables.get().await;
     request.extensions_mut().insert(live);
-    shop_eventing::sql::with_renames(renames, next.run(request)).await
+    shop_sql::with_renames(renames, next.run(request)).await
 }
 
 /// A partition of a projection against the log.

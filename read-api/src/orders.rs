@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Authenticated, Claims, Role};
 use shop_eventing::http::Problem;
-use shop_eventing::sql;
+use shop_sql as sql;
 use utoipa::ToSchema;
 use uuid::Uuid;
 

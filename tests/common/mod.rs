@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::sql::{self, Dialect, Pool};
+use shop_sql::{self as sql, Dialect, Pool};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -358,16 +358,15 @@ impl Instance {
     }
 
     /// A connection pool to one of this instance's databases, on either backend (for
-    /// checks written once for both: `shop_eventing::sql`).
+    /// checks written once for both: `shop_sql`).
     pub async fn store(&self, component: &str) -> Pool {
         match self.backend {
             Dialect::Postgres => self.pool(component).await.into(),
-            Dialect::Sqlite => shop_eventing::lite::LiteDb::open(
-                &self.data_dir.join(format!("{component}.db")),
-                false,
-            )
-            .unwrap()
-            .into(),
+            Dialect::Sqlite => {
+                shop_sql::lite::LiteDb::open(&self.data_dir.join(format!("{component}.db")), false)
+                    .unwrap()
+                    .into()
+            }
         }
     }
 
@@ -444,7 +443,7 @@ impl Instance {
             std::fs::remove_dir_all(&self.data_dir).ok();
             return;
         }
-        let kafka = shop_eventing::kafka::KafkaLog::new(shop_eventing::kafka::KafkaConfig {
+        let kafka = shop_log::kafka::KafkaLog::new(shop_log::kafka::KafkaConfig {
             brokers: self.infra.kafka_brokers.clone(),
             ..Default::default()
         })
@@ -463,7 +462,7 @@ impl Instance {
             "payments",
             "shipping",
         ] {
-            shop_eventing::db::drop_database(&self.infra.database_url, &self.database(component))
+            shop_sql::db::drop_database(&self.infra.database_url, &self.database(component))
                 .await
                 .ok();
         }

@@ -8,22 +8,23 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{self, JwtKeys, Role, ADMIN_EMAIL, ADMIN_SUBJECT};
-use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::command::CommandBus;
 use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::{text_field, ApiJson, Problem, Validation};
 use shop_eventing::idempotency::{KeyedJson, ANONYMOUS};
-use shop_eventing::sql::{self, Pool};
+use shop_eventing::refusal::{Refusal, RefusalKind};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::customers::Address;
 use shop_schemas::Service;
+use shop_sql::{self as sql, Pool};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::countries::is_country;
+use crate::credentials::Credentials;
 use crate::customer::{Customer, CustomerCommand, CustomerError};
-use crate::service::Credentials;
 
 /// Shortest accepted password (SPEC §3.1); the longest bounds hashing work.
 pub const MIN_PASSWORD: usize = 8;
@@ -259,13 +260,7 @@ async fn register(
         )
         .await;
     state.credentials.discard(customer_id);
-    let version = result.map_err(|e| match e {
-        CommandError::Taken(_) => Problem::conflict("the email is already registered"),
-        CommandError::Rejected(CustomerError::AlreadyRegistered) | CommandError::Conflict => {
-            Problem::conflict("the customer is already registered")
-        }
-        CommandError::Unavailable(e) => Problem::internal(&e),
-    })?;
+    let version = result.map_err(Problem::from)?;
     let token = ConsistencyToken::new(Service::Customers, customer_id.to_string(), version);
     keyed
         .answer(with_token(
@@ -393,6 +388,25 @@ async fn issue_token(
         token_type: "Bearer",
         expires_in: state.jwt.ttl_secs(),
     }))
+}
+
+impl Refusal for CustomerError {
+    fn kind(&self) -> RefusalKind {
+        match self {
+            CustomerError::AlreadyRegistered => RefusalKind::Conflict,
+        }
+    }
+
+    /// Two registrations raced for the same fresh id: the loser is told what the winner
+    /// did.
+    fn changed_concurrently() -> &'static str {
+        "the customer is already registered"
+    }
+
+    /// The only unique key the customers service keeps is the email.
+    fn taken(_what: &str) -> String {
+        "the email is already registered".into()
+    }
 }
 
 #[cfg(test)]

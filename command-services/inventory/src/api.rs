@@ -8,10 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Admin, JwtKeys, ADMIN_SUBJECT};
-use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::command::CommandBus;
 use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::{text_field, FieldError, Problem, Validation};
 use shop_eventing::idempotency::{IdempotencyKey, KeyedJson};
+use shop_eventing::refusal::{Refusal, RefusalKind};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
 use utoipa::ToSchema;
@@ -162,7 +163,7 @@ async fn add_product(
             &metadata_from_headers(&headers),
         )
         .await
-        .map_err(to_problem)?;
+        .map_err(Problem::from)?;
     let token = ConsistencyToken::new(Service::Inventory, product_id.to_string(), version);
     keyed
         .answer(with_token(
@@ -303,7 +304,7 @@ async fn update_product(
             &metadata_from_headers(headers),
         )
         .await
-        .map_err(to_problem)?;
+        .map_err(Problem::from)?;
     let token = ConsistencyToken::new(Service::Inventory, product_id.to_string(), version);
     keyed
         .answer(with_token(
@@ -318,27 +319,18 @@ fn parse_id(id: &str) -> Result<Uuid, Problem> {
         .map_err(|_| Problem::bad_request(format!("{id:?} is not a product id (UUID)")))
 }
 
-fn to_problem(error: CommandError<ProductError>) -> Problem {
-    match error {
-        CommandError::Rejected(ProductError::NotFound) => Problem::not_found("no such product"),
-        CommandError::Rejected(ProductError::AlreadyExists) => {
-            Problem::conflict("the product already exists")
+impl Refusal for ProductError {
+    fn kind(&self) -> RefusalKind {
+        match self {
+            ProductError::NotFound => RefusalKind::NotFound,
+            ProductError::AlreadyExists => RefusalKind::Conflict,
+            ProductError::InvalidPrice => RefusalKind::Invalid { field: "price" },
+            ProductError::InvalidQuantity => RefusalKind::Invalid { field: "quantity" },
+            ProductError::InvalidStock => RefusalKind::Invalid { field: "stock" },
         }
-        CommandError::Rejected(
-            e @ (ProductError::InvalidPrice
-            | ProductError::InvalidQuantity
-            | ProductError::InvalidStock),
-        ) => Problem::validation(vec![FieldError {
-            field: match e {
-                ProductError::InvalidPrice => "price",
-                ProductError::InvalidQuantity => "quantity",
-                _ => "stock",
-            }
-            .into(),
-            message: e.to_string(),
-        }]),
-        CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
-        CommandError::Conflict => Problem::conflict("the product was changed concurrently; retry"),
-        CommandError::Unavailable(e) => Problem::internal(&e),
+    }
+
+    fn changed_concurrently() -> &'static str {
+        "the product was changed concurrently; retry"
     }
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
-use shop_eventing::consumer::{apply_span, decode, EventHandler, HandlerError};
-use shop_eventing::sql::{self, Conn};
+use shop_eventing::handler::{apply_span, decode, EventHandler, HandlerError};
 use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::inventory::{StockLine, StockShortage};
 use shop_schemas::orders::{OrderEvent, OrderPlaced};
 use shop_schemas::{CloudEvent, Service};
+use shop_sql::{self as sql, Conn};
 use tracing::Instrument;
 use uuid::Uuid;
 

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use shop_eventing::command::CommandBus;
-use shop_eventing::db::DbError;
 use shop_eventing::platform::{Platform, Started};
-use shop_eventing::sql::{self, Conn};
 use shop_eventing::store::{AppendHook, EventStore, HookError, InlineHook, StoredEvent};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::Service;
+use shop_sql::db::DbError;
+use shop_sql::{self as sql, Conn};
 
 use crate::api::{self, AppState};
 use crate::product::ProductCommand;
@@ -151,14 +151,14 @@ impl AppendHook for InventoryTables {
 ///
 /// # Errors
 /// The database is unreachable.
-pub async fn open_database(platform: &Platform) -> Result<shop_eventing::sql::Pool, DbError> {
+pub async fn open_database(platform: &Platform) -> Result<shop_sql::Pool, DbError> {
     platform
         .open_command_database(Service::Inventory, SCHEMA)
         .await
 }
 
 /// The service's event store: the shared store with the SKU index hook.
-pub fn event_store(pool: shop_eventing::sql::Pool) -> EventStore {
+pub fn event_store(pool: shop_sql::Pool) -> EventStore {
     EventStore::new(pool).with_hook(Arc::new(InventoryTables))
 }
 

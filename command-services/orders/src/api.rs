@@ -9,14 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
-use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::command::CommandBus;
 use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::{FieldError, Problem};
 use shop_eventing::idempotency::{IdempotencyKey, KeyedJson};
-use shop_eventing::sql::{self, Pool};
+use shop_eventing::refusal::{Refusal, RefusalKind};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::orders::OrderLine;
 use shop_schemas::Service;
+use shop_sql::{self as sql, Pool};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -206,7 +207,7 @@ async fn place_order(
         .bus
         .execute_keyed(&mut keyed, &order_id.to_string(), command, &metadata)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     let token = ConsistencyToken::new(Service::Orders, order_id.to_string(), version);
     keyed
         .answer(with_token(
@@ -225,22 +226,19 @@ async fn place_order(
 }
 
 /// A refused command as the client sees it.
-fn problem(error: CommandError<OrderError>) -> Problem {
-    match error {
-        CommandError::Rejected(e @ OrderError::InvalidLines) => {
-            Problem::validation(vec![field_error("lines".into(), &e.to_string())])
-        }
-        CommandError::Rejected(e @ OrderError::NotFound) => Problem::not_found(e.to_string()),
-        CommandError::Rejected(
-            e @ (OrderError::AlreadyPlaced
+impl Refusal for OrderError {
+    fn kind(&self) -> RefusalKind {
+        match self {
+            OrderError::InvalidLines => RefusalKind::Invalid { field: "lines" },
+            OrderError::NotFound => RefusalKind::NotFound,
+            OrderError::AlreadyPlaced
             | OrderError::AlreadyShipped
-            | OrderError::AlreadyCancelled),
-        ) => Problem::conflict(e.to_string()),
-        CommandError::Conflict => {
-            Problem::conflict("the order was changed concurrently; retry the request")
+            | OrderError::AlreadyCancelled => RefusalKind::Conflict,
         }
-        CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
-        CommandError::Unavailable(e) => Problem::internal(&e),
+    }
+
+    fn changed_concurrently() -> &'static str {
+        "the order was changed concurrently; retry the request"
     }
 }
 
@@ -292,7 +290,7 @@ async fn cancel_order(
             &metadata,
         )
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     let token = ConsistencyToken::new(Service::Orders, order_id.to_string(), version);
     keyed
         .answer(with_token(

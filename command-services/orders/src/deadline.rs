@@ -15,11 +15,11 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use shop_eventing::command::CommandBus;
-use shop_eventing::sql::{self, Conn, Pool};
 use shop_eventing::store::{AppendHook, HookError, StoredEvent};
 use shop_eventing::CancellationToken;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::EventMetadata;
+use shop_sql::{self as sql, Conn, Pool};
 use tracing::{info, warn};
 use uuid::Uuid;
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_eventing::command::CommandBus;
-use shop_eventing::db::DbError;
 use shop_eventing::platform::{Platform, Started};
 use shop_eventing::store::EventStore;
 use shop_schemas::Service;
+use shop_sql::db::DbError;
 
 use crate::api::{self, AppState};
 use crate::deadline::{self, DeadlineTable};

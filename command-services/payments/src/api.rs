@@ -8,13 +8,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shop_eventing::auth::{Authenticated, JwtKeys, Role};
-use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::command::CommandBus;
 use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{FieldError, Problem, Validation};
+use shop_eventing::http::{Problem, Validation};
 use shop_eventing::idempotency::KeyedJson;
-use shop_eventing::sql::{self, Pool};
+use shop_eventing::refusal::{Refusal, RefusalKind};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
+use shop_sql::{self as sql, Pool};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -133,19 +134,7 @@ async fn deposit(
             &metadata_from_headers(&headers),
         )
         .await
-        .map_err(|e| match e {
-            CommandError::Rejected(
-                e @ (WalletError::InvalidAmount | WalletError::BalanceLimit),
-            ) => Problem::validation(vec![FieldError {
-                field: "amount".into(),
-                message: e.to_string(),
-            }]),
-            CommandError::Conflict => {
-                Problem::conflict("the wallet was changed concurrently; retry")
-            }
-            CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
-            CommandError::Unavailable(e) => Problem::internal(&e),
-        })?;
+        .map_err(Problem::from)?;
     let token = ConsistencyToken::new(Service::Payments, customer_id.to_string(), version);
     keyed
         .answer(with_token(
@@ -160,4 +149,18 @@ async fn deposit(
             &token,
         ))
         .await
+}
+
+impl Refusal for WalletError {
+    fn kind(&self) -> RefusalKind {
+        match self {
+            WalletError::InvalidAmount | WalletError::BalanceLimit => {
+                RefusalKind::Invalid { field: "amount" }
+            }
+        }
+    }
+
+    fn changed_concurrently() -> &'static str {
+        "the wallet was changed concurrently; retry"
+    }
 }

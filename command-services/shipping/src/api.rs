@@ -8,10 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
 use shop_eventing::auth::{Admin, JwtKeys, ADMIN_SUBJECT};
-use shop_eventing::command::{CommandBus, CommandError};
+use shop_eventing::command::CommandBus;
 use shop_eventing::consistency::{with_token, ConsistencyToken};
 use shop_eventing::http::Problem;
 use shop_eventing::idempotency::IdempotencyKey;
+use shop_eventing::refusal::{Refusal, RefusalKind};
 use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
 use utoipa::ToSchema;
@@ -134,17 +135,7 @@ async fn step(
             &metadata,
         )
         .await
-        .map_err(|e| match e {
-            CommandError::Rejected(e @ ShipmentError::NotFound) => {
-                Problem::not_found(e.to_string())
-            }
-            CommandError::Rejected(e) => Problem::conflict(e.to_string()),
-            CommandError::Conflict => {
-                Problem::conflict("the shipment was changed concurrently; retry the request")
-            }
-            CommandError::Taken(what) => Problem::conflict(format!("{what} is already taken")),
-            CommandError::Unavailable(e) => Problem::internal(&e),
-        })?;
+        .map_err(Problem::from)?;
     let token = ConsistencyToken::new(Service::Shipping, order_id.to_string(), version);
     keyed
         .answer(with_token(
@@ -152,4 +143,20 @@ async fn step(
             &token,
         ))
         .await
+}
+
+impl Refusal for ShipmentError {
+    fn kind(&self) -> RefusalKind {
+        match self {
+            ShipmentError::NotFound => RefusalKind::NotFound,
+            ShipmentError::NotScheduled
+            | ShipmentError::AlreadyDispatched
+            | ShipmentError::NotDispatched
+            | ShipmentError::AlreadyDelivered => RefusalKind::Conflict,
+        }
+    }
+
+    fn changed_concurrently() -> &'static str {
+        "the shipment was changed concurrently; retry the request"
+    }
 }

@@ -4,8 +4,8 @@
 
 use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
-use shop_eventing::db::{self, DatabaseConfig};
-use shop_eventing::sql::{self, Dialect, Pool};
+use shop_sql::db::{self, DatabaseConfig};
+use shop_sql::{self as sql, Dialect, Pool};
 
 /// A database of its own for one test; [`TestDatabase::drop`] removes it.
 pub struct TestDatabase {

@@ -1,17 +1,91 @@
-//! `shop bench` runs end to end on a small size and reports every stage with its
+//! `shop-bench` runs end to end on a small size and reports every stage with its
 //! baseline. (Figures are read by people from the command's output; no test asserts a
 //! speed.)
 
-mod common;
+use std::path::{Path, PathBuf};
+
+/// PostgreSQL and Kafka of the tests, which must be reachable.
+struct Infra {
+    database_url: String,
+    kafka_brokers: String,
+}
+
+fn infra() -> Infra {
+    let database_url = std::env::var("SHOP_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let kafka_brokers =
+        std::env::var("SHOP_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let pg_host = database_url
+        .rsplit('@')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_string();
+    assert!(
+        reachable(&pg_host),
+        "PostgreSQL is not reachable at {pg_host}. Start it with `scripts/infra.sh up` (or set SHOP_TEST_DATABASE_URL)."
+    );
+    let first_broker = kafka_brokers
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reachable(&first_broker),
+        "Kafka is not reachable at {first_broker}. Start it with `scripts/infra.sh up` (or set SHOP_TEST_KAFKA_BROKERS)."
+    );
+    Infra {
+        database_url,
+        kafka_brokers,
+    }
+}
+
+fn reachable(address: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+        })
+}
+
+/// Builds the `shop` binary beside `shop-bench` (same target directory and profile): the
+/// end-to-end stage runs the system as that binary.
+fn build_shop_beside(bench: &Path) {
+    let dir = bench.parent().expect("shop-bench has a directory");
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(name) => name.to_string(),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "shop",
+            "--bin",
+            "shop",
+            "--profile",
+        ])
+        .arg(&profile)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p shop failed");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_reports_each_stage_beside_its_baseline() {
-    let infra = common::infra();
+    let infra = infra();
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_shop-bench"));
+    build_shop_beside(&bench);
     let json_path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("bench-{}.json", uuid::Uuid::new_v4().simple()));
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+    let output = tokio::process::Command::new(&bench)
         .args([
-            "bench",
             "--events",
             "300",
             "--products",

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::lite::LiteDb;
 use crate::log::{
     EventLog, LogError, LogRecord, OutgoingRecord, Position, StartFrom, Subscription, TopicInfo,
 };
-use crate::sql::{self, Pool};
+use shop_sql::lite::LiteDb;
+use shop_sql::{self as sql, Pool};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS topics (

@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shop_eventing::log::{OutgoingRecord, StartFrom};
 use shop_eventing::platform::Platform;
-use shop_eventing::sql::{self, Pool, RowSet};
+use shop_log::{OutgoingRecord, StartFrom};
+use shop_sql::{self as sql, Pool, RowSet};
 use uuid::Uuid;
 
-use crate::bench_e2e::{busy_percent, cpu_ticks, percentile, E2eRun, StepLatency};
+use crate::e2e::{busy_percent, cpu_ticks, percentile, E2eRun, StepLatency};
 
 /// The name the floor's rows carry in the end-to-end table and JSON.
 pub const BACKEND: &str = "floor";
@@ -66,7 +66,7 @@ pub fn topics(prefix: &str, rate: f64) -> Vec<String> {
 /// # Errors
 /// Kafka or PostgreSQL fail.
 pub async fn run(platform: &Platform, rates: &[f64], seconds: u64) -> anyhow::Result<Vec<E2eRun>> {
-    let pool = shop_eventing::db::open(&platform.database, "floor", &[SCHEMA]).await?;
+    let pool = shop_sql::db::open(&platform.database, "floor", &[SCHEMA]).await?;
     let mut runs = Vec::new();
     for rate in rates {
         runs.push(one_load(platform, &pool, *rate, seconds).await?);

@@ -29,7 +29,7 @@ pub struct E2eRun {
     pub p99_ms: f64,
     pub p999_ms: f64,
     /// Peak resident set of the system's process (VmHWM), in MiB; `None` for the floor
-    /// ([`crate::bench_floor`]), which runs in the bench's own process.
+    /// ([`crate::floor`]), which runs in the bench's own process.
     pub peak_rss_mib: Option<f64>,
     /// How busy the machine's CPUs were while the orders were sent (all processes,
     /// the bench's own included), in percent; `None` where `/proc/stat` is not there.
@@ -65,9 +65,23 @@ fn free_port() -> u16 {
         .unwrap_or(18_080)
 }
 
+/// The `shop` binary in the directory of the running `shop-bench` (cargo builds both
+/// into the same one).
+fn shop_executable() -> anyhow::Result<std::path::PathBuf> {
+    let bench = std::env::current_exe()?;
+    let shop = bench.with_file_name(format!("shop{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        shop.is_file(),
+        "{} not found: the end-to-end stage runs the `shop` binary beside shop-bench; build \
+         it with `cargo build --release -p shop` (or skip the stage with --e2e-rates 0)",
+        shop.display()
+    );
+    Ok(shop)
+}
+
 /// Starts the system in its own process and waits for `shop: ready`.
 async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System> {
-    let exe = std::env::current_exe()?;
+    let exe = shop_executable()?;
     let port = free_port();
     let instance = format!(
         "benche2e{}",
@@ -111,7 +125,7 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
         .stderr(std::fs::File::create(&log_path)?)
         .kill_on_drop(true);
     let database_url = common.database_url.clone();
-    let kafka = crate::serve::kafka(common).ok();
+    let kafka = crate::system::kafka(common).ok();
     let cleanup: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send> =
         Box::new(move || {
             Box::pin(async move {
@@ -119,7 +133,7 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
                     std::fs::remove_dir_all(&data_dir).ok();
                 } else {
                     if let Some(kafka) = kafka {
-                        let topics = crate::serve::all_topics(&format!("{instance}."));
+                        let topics = crate::system::all_topics(&format!("{instance}."));
                         kafka.delete_topics(&topics).await.ok();
                     }
                     for component in [
@@ -130,7 +144,7 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
                         "shipping",
                         "read",
                     ] {
-                        shop_eventing::db::drop_database(
+                        shop_sql::db::drop_database(
                             &database_url,
                             &format!("{instance}_{component}"),
                         )

@@ -1,6 +1,6 @@
 //! The event-log abstraction: append records to topics, consume topics as a group with
-//! positions. Kafka implements it in production ([`crate::kafka`]); `shop dev` will use an
-//! embedded log. Domain code, sagas and projectors only see this trait.
+//! positions. Kafka implements it in production ([`crate::kafka`]), the embedded log in
+//! `shop dev` ([`crate::embedded`]). Domain code, sagas and projectors only see this trait.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -25,7 +25,7 @@ use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::sql::Arg;
+use crate::arg::Arg;
 
 /// Idle reader connections kept per database.
 const IDLE_READERS: usize = 8;
@@ -372,7 +372,7 @@ fn execute(
 }
 
 fn bind(statement: &mut rusqlite::Statement<'_>, index: usize, arg: Arg) -> rusqlite::Result<()> {
-    use crate::sql::sqlite_time;
+    use crate::arg::sqlite_time;
     match arg {
         Arg::I64(v) => statement.raw_bind_parameter(index, v),
         Arg::I32(v) => statement.raw_bind_parameter(index, v),
@@ -540,7 +540,7 @@ fn mismatch(wanted: &str, got: &SqlValue) -> sqlx::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::{self, Pool};
+    use crate::{sql, Pool};
 
     fn temp_db() -> (PathBuf, Pool) {
         let dir = std::env::temp_dir().join(format!("shop-lite-{}", uuid::Uuid::new_v4().simple()));

@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tracing::info;
 
 use crate::lite::LiteDb;
-use crate::sql::Pool;
+use crate::Pool;
 
 /// Where a component's database lives.
 #[derive(Debug, Clone)]
@@ -179,12 +179,12 @@ pub async fn apply_schema(pool: &PgPool, scripts: &[&str]) -> Result<(), DbError
 ///
 /// # Errors
 /// A statement fails; nothing is applied.
-pub async fn run_script(pool: &crate::sql::Pool, script: &str) -> Result<(), DbError> {
+pub async fn run_script(pool: &crate::Pool, script: &str) -> Result<(), DbError> {
     // Statement by statement through `sql` (our scripts have no `;` inside a statement):
     // sqlx's raw multi-statement scripts do not make `Send` futures.
     let script = match pool.dialect() {
-        crate::sql::Dialect::Postgres => script.to_string(),
-        crate::sql::Dialect::Sqlite => sqlite_schema(script),
+        crate::Dialect::Postgres => script.to_string(),
+        crate::Dialect::Sqlite => sqlite_schema(script),
     };
     let code: String = script
         .lines()
@@ -198,7 +198,7 @@ pub async fn run_script(pool: &crate::sql::Pool, script: &str) -> Result<(), DbE
         .map(String::from)
         .collect();
     let mut tx = pool.begin().await?;
-    if pool.dialect() == crate::sql::Dialect::Postgres {
+    if pool.dialect() == crate::Dialect::Postgres {
         crate::sql::query("SELECT pg_advisory_xact_lock(7242001)")
             .execute(&mut tx)
             .await?;

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use serde::Serialize;
-use shop_eventing::log::{OutgoingRecord, StartFrom};
 use shop_eventing::platform::Platform;
-use shop_eventing::sql::{Pool, RowSet};
 use shop_eventing::store::StoredEvent;
+use shop_log::{OutgoingRecord, StartFrom};
 use shop_schemas::{customers, inventory, orders, payments, shipping};
 use shop_schemas::{EventMetadata, Service};
+use shop_sql::{Pool, RowSet};
 use uuid::Uuid;
 
 /// Replay throughput of the projector and of the plain consumers, in events per second.
@@ -49,14 +49,14 @@ pub async fn run(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
     platform.shutdown = platform.shutdown.child_token();
     platform
         .log
-        .ensure_topics(&crate::serve::all_topics(&platform.topic_prefix))
+        .ensure_topics(&crate::system::all_topics(&platform.topic_prefix))
         .await?;
     measure(&platform, orders).await
 }
 
 /// The topics of the replay stage (`shop bench` deletes them afterwards).
 pub fn topics(prefix: &str) -> Vec<String> {
-    crate::serve::all_topics(&format!("{prefix}replay."))
+    crate::system::all_topics(&format!("{prefix}replay."))
 }
 
 async fn measure(platform: &Platform, orders: usize) -> anyhow::Result<Replay> {
@@ -174,7 +174,7 @@ async fn write_floor(
     let mut tables = Vec::new();
     for (consumer, _, _) in reads {
         let table = format!("bench_floor_{}", consumer.replace('.', "_"));
-        shop_eventing::db::run_script(
+        shop_sql::db::run_script(
             read,
             &format!(
                 "CREATE TABLE {table} (event_id UUID PRIMARY KEY, subject TEXT NOT NULL,
@@ -243,14 +243,11 @@ async fn write_floor(
 }
 
 /// Waits until each consumer has applied its count of events (ten minutes at most).
-async fn caught_up(
-    read: &shop_eventing::sql::Pool,
-    counts: &[(String, usize)],
-) -> anyhow::Result<()> {
+async fn caught_up(read: &shop_sql::Pool, counts: &[(String, usize)]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     for (consumer, count) in counts {
         loop {
-            let progress = shop_eventing::consumer::progress(read, consumer).await?;
+            let progress = shop_eventing::checkpoint::progress(read, consumer).await?;
             if progress.events_applied >= *count as i64 {
                 break;
             }

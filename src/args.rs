@@ -1,0 +1,399 @@
+//! The arguments of every subcommand and the settings they share, with their environment
+//! variables: the one documented place for every setting. The subcommands' modules read
+//! them; this module imports none of them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use shop_eventing::telemetry::LogFormat;
+use shop_schemas::Service;
+
+/// Settings every subcommand shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// PostgreSQL server URL (any existing database; each component creates its own).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Instance name: each component's database is `<instance>_<component>`, and consumer
+    /// groups are `<instance>.<consumer>`. Lets several deployments share one server.
+    #[arg(long, global = true, env = "SHOP_INSTANCE", default_value = "shop")]
+    pub instance: String,
+    /// Connections per database pool.
+    #[arg(long, global = true, env = "SHOP_DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub kafka_brokers: String,
+    /// Prefix of every topic name (e.g. `staging.` gives `staging.orders.events`).
+    #[arg(long, global = true, env = "SHOP_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Partitions of topics created by `shop topics ensure` and at start-up.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_TOPIC_PARTITIONS",
+        default_value_t = 6
+    )]
+    pub topic_partitions: i32,
+    /// Replication factor of created topics.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_TOPIC_REPLICATION",
+        default_value_t = 1
+    )]
+    pub topic_replication: i32,
+    /// Kafka consumer session timeout: how long a dead member keeps its partitions.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub kafka_session_timeout_ms: u32,
+    /// Log line format.
+    #[arg(long, global = true, env = "SHOP_LOG_FORMAT", default_value = "text", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, global = true, env = "SHOP_LOG", default_value = "info")]
+    pub log: String,
+    /// Export spans over OTLP/HTTP to this collector (e.g. `http://127.0.0.1:4318`);
+    /// needs a build with `--features otlp`.
+    #[arg(long, global = true, env = "SHOP_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Fault injection points (crash tests only), comma-separated.
+    #[arg(long, global = true, env = "SHOP_FAULT_INJECT", hide = true)]
+    pub fault_inject: Option<String>,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
+}
+
+/// A component `shop serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Component {
+    All,
+    Customers,
+    Inventory,
+    Orders,
+    Payments,
+    Shipping,
+    Projector,
+    ReadApi,
+    Gateway,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Components to run in this process (`all` for every one).
+    #[arg(value_enum, required = true)]
+    pub components: Vec<Component>,
+    #[command(flatten)]
+    pub options: ServeOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the embedded event log, the databases (one SQLite file per component) and
+    /// the generated admin password and JWT secret live.
+    #[arg(long, env = "SHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub options: ServeOptions,
+}
+
+/// What `shop serve` and `shop dev` share: ports, upstreams, secrets, tuning.
+#[derive(Debug, Clone, Args)]
+pub struct ServeOptions {
+    /// Address the HTTP servers bind to.
+    #[arg(long, env = "SHOP_BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    /// The gateway's port (0 picks a free one).
+    #[arg(long, env = "SHOP_PORT", default_value_t = 8080)]
+    pub port: u16,
+    #[arg(long, env = "SHOP_CUSTOMERS_PORT", default_value_t = 8081)]
+    pub customers_port: u16,
+    #[arg(long, env = "SHOP_INVENTORY_PORT", default_value_t = 8082)]
+    pub inventory_port: u16,
+    #[arg(long, env = "SHOP_ORDERS_PORT", default_value_t = 8083)]
+    pub orders_port: u16,
+    #[arg(long, env = "SHOP_PAYMENTS_PORT", default_value_t = 8084)]
+    pub payments_port: u16,
+    #[arg(long, env = "SHOP_SHIPPING_PORT", default_value_t = 8085)]
+    pub shipping_port: u16,
+    #[arg(long, env = "SHOP_READ_API_PORT", default_value_t = 8090)]
+    pub read_api_port: u16,
+    /// The projector's health/metrics port.
+    #[arg(long, env = "SHOP_PROJECTOR_PORT", default_value_t = 8091)]
+    pub projector_port: u16,
+    /// The gateway's customers upstream (default: in this process, or 127.0.0.1 and its port).
+    #[arg(long, env = "SHOP_CUSTOMERS_URL")]
+    pub customers_url: Option<String>,
+    /// The gateway's inventory upstream.
+    #[arg(long, env = "SHOP_INVENTORY_URL")]
+    pub inventory_url: Option<String>,
+    /// The gateway's orders upstream.
+    #[arg(long, env = "SHOP_ORDERS_URL")]
+    pub orders_url: Option<String>,
+    /// The gateway's payments upstream.
+    #[arg(long, env = "SHOP_PAYMENTS_URL")]
+    pub payments_url: Option<String>,
+    /// The gateway's shipping upstream.
+    #[arg(long, env = "SHOP_SHIPPING_URL")]
+    pub shipping_url: Option<String>,
+    /// The gateway's read-api upstream.
+    #[arg(long, env = "SHOP_READ_API_URL")]
+    pub read_api_url: Option<String>,
+    /// Secret that signs and verifies JWTs (HS256); the same for every component.
+    #[arg(long, env = "SHOP_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of issued tokens.
+    #[arg(long, env = "SHOP_JWT_TTL_SECS", default_value_t = 3600)]
+    pub jwt_ttl_secs: u64,
+    /// The password of `admin@shop.local` (customers component).
+    #[arg(long, env = "SHOP_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// An order not confirmed within this is cancelled with reason `timeout` (orders).
+    #[arg(long, env = "SHOP_SAGA_TIMEOUT_MS", default_value_t = 30_000)]
+    pub saga_timeout_ms: u64,
+    /// Countries shipments go to, ISO 3166 alpha-2, comma-separated (shipping).
+    #[arg(
+        long,
+        env = "SHOP_SHIPPING_COUNTRIES",
+        default_value = "JP,US,GB,DE,FR"
+    )]
+    pub shipping_countries: String,
+    /// How long a read carrying a consistency token waits for the read models (read-api).
+    #[arg(long, env = "SHOP_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
+    pub consistency_wait_ms: u64,
+    /// Events per relay produce batch.
+    #[arg(long, env = "SHOP_RELAY_BATCH_SIZE", default_value_t = 500)]
+    pub relay_batch_size: i64,
+    /// Relay polling interval when no notification arrives.
+    #[arg(long, env = "SHOP_RELAY_POLL_MS", default_value_t = 500)]
+    pub relay_poll_ms: u64,
+    /// Records per consumer transaction.
+    #[arg(long, env = "SHOP_CONSUMER_BATCH_SIZE", default_value_t = 500)]
+    pub consumer_batch_size: usize,
+    /// How long a consumer's batch smaller than the batch size waits for more records
+    /// before it is applied, in milliseconds (0: at once). Default: 5 on PostgreSQL
+    /// (fewer, larger transactions at low load), 0 in `shop dev` (in-process SQLite
+    /// transactions cost no round trip).
+    #[arg(long, env = "SHOP_CONSUMER_LINGER_MS")]
+    pub consumer_linger_ms: Option<u64>,
+    /// Members of each projection's consumer group in a projector process (PostgreSQL;
+    /// `shop dev` uses one): each applies its share of the partitions in its own
+    /// transactions.
+    #[arg(long, env = "SHOP_PROJECTION_MEMBERS", default_value_t = shop_eventing::platform::PROJECTION_MEMBERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub projection_members: u64,
+    /// Members of a rebuilding projection version's consumer group (PostgreSQL; `shop
+    /// replay`): a rebuild is not read until it is live, then it runs
+    /// `--projection-members`.
+    #[arg(long, env = "SHOP_REBUILD_MEMBERS", default_value_t = shop_eventing::platform::REBUILD_MEMBERS as u64, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub rebuild_members: u64,
+    /// Attempts per event before it is dead-lettered.
+    #[arg(long, env = "SHOP_CONSUMER_MAX_ATTEMPTS", default_value_t = 3)]
+    pub consumer_max_attempts: u32,
+    /// First retry delay of a failing event (doubles per attempt).
+    #[arg(long, env = "SHOP_CONSUMER_RETRY_BACKOFF_MS", default_value_t = 200)]
+    pub consumer_retry_backoff_ms: u64,
+    /// Largest request body the gateway accepts.
+    #[arg(long, env = "SHOP_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub gateway_body_limit: usize,
+    /// Consecutive failed requests that open an upstream's circuit (503 meanwhile).
+    #[arg(long, env = "SHOP_GATEWAY_BREAKER_FAILURES", default_value_t = 5)]
+    pub gateway_breaker_failures: u32,
+    /// How long an open circuit holds requests back before one probe goes through.
+    #[arg(long, env = "SHOP_GATEWAY_BREAKER_COOLDOWN_MS", default_value_t = 5000)]
+    pub gateway_breaker_cooldown_ms: u64,
+    /// How often the gateway checks every upstream instance's `/health`.
+    #[arg(long, env = "SHOP_GATEWAY_HEALTH_INTERVAL_MS", default_value_t = 1000)]
+    pub gateway_health_interval_ms: u64,
+    /// Canary routes, `upstream=url[,url…]@percent` separated by `;` (e.g.
+    /// `read-api=http://10.0.0.9:8090@10`): that share of the upstream's requests.
+    #[arg(long, env = "SHOP_GATEWAY_CANARY", default_value = "")]
+    pub gateway_canary: String,
+    /// How long the gateway serves a public product read from its cache (0: no cache).
+    #[arg(long, env = "SHOP_GATEWAY_CACHE_TTL_MS", default_value_t = 1000)]
+    pub gateway_cache_ttl_ms: u64,
+    /// Requests per second each client may make through the gateway (0: unlimited).
+    #[arg(long, env = "SHOP_GATEWAY_RATE_LIMIT", default_value_t = 100)]
+    pub gateway_rate_limit: u32,
+    /// Requests a client may make at once before the per-second rate applies.
+    #[arg(long, env = "SHOP_GATEWAY_RATE_BURST", default_value_t = 200)]
+    pub gateway_rate_burst: u32,
+    /// How long the gateway waits for an upstream.
+    #[arg(long, env = "SHOP_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
+    pub upstream_timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    #[command(subcommand)]
+    pub action: TopicsAction,
+    /// The embedded event log of a `shop dev` data directory instead of Kafka.
+    #[arg(long, global = true)]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsAction {
+    /// Create missing topics (partitions, unlimited retention).
+    Ensure,
+    /// List topics with their partitions and end offsets.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `shop bench`'s arguments: passed unchanged to the `shop-bench` binary, which parses them.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The arguments of `shop-bench` (e.g. `--events 20000 --json bench.json`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
+}
+
+/// Where the running system is, and how to sign in as its admin.
+#[derive(Debug, Clone, Args)]
+pub struct AdminTarget {
+    /// The gateway's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// The admin password (default: `SHOP_ADMIN_PASSWORD`, else the one `shop dev`
+    /// generated in `--data-dir`).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_ADMIN_PASSWORD",
+        hide_env_values = true
+    )]
+    pub admin_password: Option<String>,
+    /// A `shop dev` data directory to read the generated admin password from.
+    #[arg(long, global = true, env = "SHOP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+    #[command(flatten)]
+    pub target: AdminTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Every dead letter with its consumer, event and error.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only the ones not re-driven yet.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Publish dead letters to their topic again (same event id: consumers that applied
+    /// it skip it; the one that gave up applies it).
+    Retry {
+        /// Dead-letter ids (`<partition>-<offset>`, as `list` shows them).
+        ids: Vec<String>,
+        /// Every dead letter not re-driven yet.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+/// `shop replay`'s arguments.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// `products`, `customers`, `orders`, or `all`.
+    pub projection: String,
+    /// Start over from the beginning of the log (the only mode: a rebuild always
+    /// starts at offset 0).
+    #[arg(long, default_value_t = true)]
+    pub from_beginning: bool,
+    /// Return once the rebuild is started instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up following after this many seconds (the rebuild goes on).
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Print the outcome as JSON (no progress bars).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: AdminTarget,
+}
+
+/// Where the event stores are.
+#[derive(Debug, Clone, Args)]
+pub struct StoreTarget {
+    /// A `shop dev` data directory (embedded storage) instead of PostgreSQL.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// customers, inventory, orders, payments or shipping.
+    pub service: Service,
+    /// Only this aggregate's events (in sequence order).
+    #[arg(long)]
+    pub aggregate: Option<String>,
+    /// Start after this store position.
+    #[arg(long, default_value_t = 0)]
+    pub from_position: i64,
+    /// Keep printing new events until Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+    /// One CloudEvent (structured JSON) per line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: StoreTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Services to export (default: all).
+    pub services: Vec<Service>,
+    /// No progress bars and no summary on standard error.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub target: StoreTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// JSON Lines of CloudEvents, as `shop export` writes them.
+    pub file: PathBuf,
+    /// No progress bars and no summary on standard error.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub target: StoreTarget,
+}
