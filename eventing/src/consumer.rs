@@ -25,6 +25,11 @@ use shop_sql::{self as sql, Conn, Dialect, Pool};
 /// How often a consumer measures its lag (`consumer_lag_events`).
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long a member may get no record while records wait on the partitions it holds
+/// before it takes its subscription for stalled and subscribes again (seen once after a
+/// broker was killed twice in a row: the member kept its partitions and fetched nothing).
+const STALLED_AFTER: Duration = Duration::from_secs(30);
+
 /// How often a consumer commits its positions to the log. The checkpoints in its own
 /// database decide what is applied; the log's positions only save re-reading after a
 /// restart or a rebalance, so committing them once a second (and when idle) instead of
@@ -154,10 +159,23 @@ impl ConsumerRunner {
         // How far this member has applied each partition it read (or where it was sent
         // back to): its database's checkpoints must not be behind.
         let mut read: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        // When a poll last returned records (or the subscription started).
+        let mut last_record_at = std::time::Instant::now();
         loop {
             if lag_measured.elapsed() >= LAG_INTERVAL {
                 lag_measured = std::time::Instant::now();
-                if let Some(checkpoints) = self.measure_lag().await {
+                let held = subscription.assignment().unwrap_or_default();
+                if let Some((checkpoints, waiting)) = self.measure_lag(&held).await {
+                    if waiting > 0 && last_record_at.elapsed() >= STALLED_AFTER {
+                        warn!(
+                            waiting,
+                            "no record for {} s while records wait on this member's partitions; subscribing again",
+                            STALLED_AFTER.as_secs()
+                        );
+                        metrics::counter!("consumer_resubscriptions_total", "consumer" => self.config.name.clone()).increment(1);
+                        commit_to_log(subscription.as_ref(), &mut uncommitted);
+                        return Err("subscription stalled".into());
+                    }
                     let gaps = self.verify(&checkpoints, &read);
                     if !gaps.is_empty() {
                         self.report_gaps(&gaps).await;
@@ -186,6 +204,9 @@ impl ConsumerRunner {
                 records = subscription.poll(self.config.batch_size, Duration::from_millis(500)) => records?,
             };
             let records = self.linger(subscription.as_mut(), records).await?;
+            if !records.is_empty() {
+                last_record_at = std::time::Instant::now();
+            }
             if records.is_empty() {
                 if !uncommitted.is_empty() {
                     commit_to_log(subscription.as_ref(), &mut uncommitted);
@@ -193,7 +214,10 @@ impl ConsumerRunner {
                 }
                 continue;
             }
-            match self.process(records).await {
+            let outcome = self.process(records).await;
+            // A long batch is progress too, not a stall.
+            last_record_at = std::time::Instant::now();
+            match outcome {
                 BatchOutcome::Applied(positions) => {
                     for p in positions {
                         read.insert((p.topic.clone(), p.partition), p.next_offset);
@@ -255,16 +279,18 @@ impl ConsumerRunner {
     }
 
     /// Sets `consumer_lag_events{consumer}`: records of its topics between its
-    /// checkpoints and the ends of the partitions.
-    /// Returns the checkpoints it read (`None` when the database did not answer).
-    async fn measure_lag(&self) -> Option<Vec<Position>> {
+    /// checkpoints and the ends of the partitions. Returns the checkpoints it read and how
+    /// many records wait on the partitions this member holds (`held`; `None` when the
+    /// database did not answer).
+    async fn measure_lag(&self, held: &[(String, i32)]) -> Option<(Vec<Position>, i64)> {
         let Ok(progress) = progress(&self.pool, &self.config.name).await else {
             return None;
         };
         let mut lag = 0;
+        let mut waiting = 0;
         for topic in &self.config.topics {
             let Ok(ends) = self.log.end_offsets(topic).await else {
-                return Some(progress.positions);
+                return Some((progress.positions, 0));
             };
             for (partition, end) in ends {
                 let next = progress
@@ -273,11 +299,14 @@ impl ConsumerRunner {
                     .find(|p| &p.topic == topic && p.partition == partition)
                     .map_or(0, |p| p.next_offset);
                 lag += (end - next).max(0);
+                if held.iter().any(|(t, p)| t == topic && *p == partition) {
+                    waiting += (end - next).max(0);
+                }
             }
         }
         metrics::gauge!("consumer_lag_events", "consumer" => self.config.name.clone())
             .set(lag as f64);
-        Some(progress.positions)
+        Some((progress.positions, waiting))
     }
 
     /// The partitions this member applied further than its database's checkpoints now

@@ -615,6 +615,10 @@ impl Subscription for EmbeddedSubscription {
         }
     }
 
+    fn assignment(&self) -> Option<Vec<(String, i32)>> {
+        Some(self.positions.keys().cloned().collect())
+    }
+
     fn seek(&mut self, positions: &[Position]) -> Result<(), LogError> {
         for p in positions {
             if let Some(next) = self.positions.get_mut(&(p.topic.clone(), p.partition)) {

@@ -485,6 +485,16 @@ impl Subscription for KafkaSubscription {
         Ok(records)
     }
 
+    fn assignment(&self) -> Option<Vec<(String, i32)>> {
+        let list = self.consumer.assignment().ok()?;
+        Some(
+            list.elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect(),
+        )
+    }
+
     fn seek(&mut self, positions: &[Position]) -> Result<(), LogError> {
         let assigned = self
             .consumer

@@ -188,4 +188,9 @@ pub trait Subscription: Send {
     /// # Errors
     /// The log refused the seek.
     fn seek(&mut self, positions: &[Position]) -> Result<(), LogError>;
+
+    /// The partitions this member holds now (`None` when the log cannot say).
+    fn assignment(&self) -> Option<Vec<(String, i32)>> {
+        None
+    }
 }
