@@ -222,7 +222,9 @@ pub struct ServeOptions {
     #[arg(long, env = "SHOP_GATEWAY_HEALTH_INTERVAL_MS", default_value_t = 1000)]
     pub gateway_health_interval_ms: u64,
     /// Canary routes, `upstream=url[,url…]@percent` separated by `;` (e.g.
-    /// `read-api=http://10.0.0.9:8090@10`): that share of the upstream's requests.
+    /// `read-api=http://10.0.0.9:8090@10`): that share of the upstream's clients (each
+    /// client sticks to one version); the weights change at run time through
+    /// `/api/admin/traffic`.
     #[arg(long, env = "SHOP_GATEWAY_CANARY", default_value = "")]
     pub gateway_canary: String,
     /// How long the gateway serves a public product read from its cache (0: no cache).
