@@ -1,0 +1,217 @@
+//! Unit tests of the gateway's routing, forwarding and traffic decisions.
+
+use super::*;
+use axum::routing::post;
+use shop_eventing::auth::Role;
+
+/// A gateway whose every upstream is `base`, reached in-process through `service`
+/// (nothing listens at `base`); health checks too rare to run.
+fn gateway(service: Router, timeout: Duration) -> (Router, JwtKeys) {
+    let base = "http://127.0.0.1:9".to_string();
+    let jwt = JwtKeys::new("in-process-test-secret", 60);
+    let config = GatewayConfig {
+        upstreams: Upstreams {
+            customers: base.clone(),
+            inventory: base.clone(),
+            orders: base.clone(),
+            payments: base.clone(),
+            shipping: base.clone(),
+            read_api: base.clone(),
+        },
+        body_limit: 1024,
+        upstream_timeout: timeout,
+        rate_limit: None,
+        cache_ttl: Duration::ZERO,
+        resilience: Resilience {
+            health_interval: Duration::from_secs(3600),
+            ..Resilience::default()
+        },
+        canaries: Vec::new(),
+        openapi: None,
+        in_process: vec![(format!("{base}/"), service)],
+    };
+    (router(config, jwt.clone()), jwt)
+}
+
+async fn send(gateway: &Router, jwt: &JwtKeys, method: Method, uri: &str) -> Response {
+    let token = jwt.issue("customer-1", Role::Customer).unwrap();
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-correlation-id", "corr-1")
+        .header("connection", "keep-alive")
+        .body(Body::from("{\"lines\":[]}"))
+        .unwrap();
+    gateway.clone().oneshot(request).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_upstream_in_this_process_is_called_without_a_connection() {
+    let service = Router::new().route(
+        "/api/orders",
+        post(|request: Request| async move {
+            let (parts, body) = request.into_parts();
+            let body = to_bytes(body, 1024).await.unwrap();
+            let echo = |name: &str| {
+                parts
+                    .headers
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default()
+            };
+            let seen = serde_json::json!({
+                "query": parts.uri.query(),
+                "body": String::from_utf8_lossy(&body),
+                "correlation": echo("x-correlation-id"),
+                "traceparent": !echo("traceparent").is_empty(),
+                "authorization": !echo("authorization").is_empty(),
+                "connection": echo("connection"),
+            });
+            (
+                StatusCode::CREATED,
+                [("connection", "close"), ("x-answer", "yes")],
+                Json(seen),
+            )
+        }),
+    );
+    let (gateway, jwt) = gateway(service, Duration::from_secs(5));
+    let response = send(&gateway, &jwt, Method::POST, "/api/orders?x=1").await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let headers = response.headers().clone();
+    assert_eq!(headers[ROUTE_HEADER], "stable");
+    assert_eq!(headers["x-answer"], "yes");
+    // Hop-by-hop headers stay on their side, as over a connection.
+    assert!(!headers.contains_key("connection"));
+    let body = to_bytes(response.into_body(), 4096).await.unwrap();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({
+            "query": "x=1",
+            "body": "{\"lines\":[]}",
+            "correlation": "corr-1",
+            "traceparent": true,
+            "authorization": true,
+            "connection": "",
+        })
+    );
+    // The token is still checked before anything reaches the service.
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/orders")
+        .body(Body::empty())
+        .unwrap();
+    let response = gateway.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_in_process_upstream_that_panics_or_is_slow_fails_as_over_a_connection() {
+    let service = Router::new()
+        .route(
+            "/api/orders/{id}/cancel",
+            post(|| async {
+                if true {
+                    panic!("a handler's bug");
+                }
+                StatusCode::OK
+            }),
+        )
+        .route(
+            "/api/orders",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                StatusCode::CREATED
+            }),
+        );
+    let (gateway, jwt) = gateway(service, Duration::from_millis(100));
+    let response = send(&gateway, &jwt, Method::POST, "/api/orders/o-1/cancel").await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let response = send(&gateway, &jwt, Method::POST, "/api/orders").await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[test]
+fn routes_by_method_and_path() {
+    assert_eq!(
+        route(&Method::GET, "/api/products"),
+        Some((Upstream::ReadApi, true))
+    );
+    assert_eq!(
+        route(&Method::GET, "/api/products/abc"),
+        Some((Upstream::ReadApi, true))
+    );
+    assert_eq!(
+        route(&Method::POST, "/api/products"),
+        Some((Upstream::Inventory, false))
+    );
+    assert_eq!(
+        route(&Method::PUT, "/api/products/abc/price"),
+        Some((Upstream::Inventory, false))
+    );
+    assert_eq!(
+        route(&Method::POST, "/api/products/abc/restock"),
+        Some((Upstream::Inventory, false))
+    );
+    assert_eq!(
+        route(&Method::POST, "/api/auth/token"),
+        Some((Upstream::Customers, true))
+    );
+    assert_eq!(
+        route(&Method::GET, "/api/projections"),
+        Some((Upstream::ReadApi, false))
+    );
+    assert_eq!(
+        route(&Method::POST, "/api/customers"),
+        Some((Upstream::Customers, true))
+    );
+    assert_eq!(
+        route(&Method::GET, "/api/customers/abc"),
+        Some((Upstream::ReadApi, false))
+    );
+    assert_eq!(
+        route(&Method::POST, "/api/customers/abc/wallet/deposits"),
+        Some((Upstream::Payments, false))
+    );
+    assert_eq!(
+        route(&Method::POST, "/api/orders"),
+        Some((Upstream::Orders, false))
+    );
+    assert_eq!(
+        route(&Method::GET, "/api/orders/abc"),
+        Some((Upstream::ReadApi, false))
+    );
+    assert_eq!(
+        route(&Method::GET, "/api/customers/abc/orders"),
+        Some((Upstream::ReadApi, false))
+    );
+    assert_eq!(
+        route(&Method::GET, "/api/orders"),
+        Some((Upstream::ReadApi, false))
+    );
+    assert_eq!(
+        route(&Method::GET, "/console/"),
+        Some((Upstream::ReadApi, true))
+    );
+    assert_eq!(
+        route(&Method::GET, "/console/console.js"),
+        Some((Upstream::ReadApi, true))
+    );
+    assert_eq!(route(&Method::POST, "/console"), None);
+    assert_eq!(route(&Method::GET, "/api/nothing"), None);
+    assert!(matches!(
+        events_context("/api/events", Some("aggregate_id=x&context=orders")),
+        Some(Ok(Upstream::Orders))
+    ));
+    assert!(matches!(
+        events_context("/api/events", Some("context=nope")),
+        Some(Err(_))
+    ));
+    assert!(events_context("/api/orders", None).is_none());
+    assert_eq!(route(&Method::GET, "/health"), None);
+}
