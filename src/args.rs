@@ -236,6 +236,11 @@ pub struct ServeOptions {
     /// Requests a client may make at once before the per-second rate applies.
     #[arg(long, env = "SHOP_GATEWAY_RATE_BURST", default_value_t = 200)]
     pub gateway_rate_burst: u32,
+    /// The bearer token Prometheus presents to read the gateway's `/metrics` (an admin's
+    /// token works too; unset: admins only). The other components' `/metrics` are not
+    /// public and need none.
+    #[arg(long, env = "SHOP_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// How long the gateway waits for an upstream.
     #[arg(long, env = "SHOP_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_timeout_ms: u64,

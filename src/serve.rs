@@ -418,6 +418,7 @@ fn gateway(
         upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
         openapi: Some(std::sync::Arc::new(crate::openapi::document())),
         in_process: std::mem::take(&mut local.routers),
+        metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
     };
     Ok(shop_gateway::router(config, platform.jwt.clone()))
 }

@@ -48,7 +48,15 @@ async fn every_process_exposes_the_listed_metrics(backend: Dialect) {
             || {
                 let (http, url) = (http.clone(), url.clone());
                 async move {
-                    let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+                    let text = http
+                        .get(&url)
+                        .bearer_auth(common::METRICS_TOKEN)
+                        .send()
+                        .await
+                        .unwrap()
+                        .text()
+                        .await
+                        .unwrap();
                     let missing: Vec<&&str> =
                         LISTED.iter().filter(|m| !has_sample(&text, m)).collect();
                     if !missing.is_empty() {
@@ -60,8 +68,16 @@ async fn every_process_exposes_the_listed_metrics(backend: Dialect) {
         )
         .await;
     }
+    // The public entry answers the scraper's token (or an admin), nobody else.
+    let anonymous = http
+        .get(format!("{}/metrics", shop.url("gateway")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
     let text = http
         .get(format!("{}/metrics", shop.url("gateway")))
+        .bearer_auth(common::METRICS_TOKEN)
         .send()
         .await
         .unwrap()

@@ -473,6 +473,7 @@ async fn canary_weights_change_at_run_time_and_a_failing_canary_rolls_back() {
     // The metric and the audit log line say so.
     let metrics = http
         .get(format!("{base}/metrics"))
+        .bearer_auth(&admin.token)
         .send()
         .await
         .unwrap()

@@ -49,6 +49,7 @@ use tower::ServiceExt;
 use tracing::warn;
 
 mod admin;
+mod edge;
 mod legacy;
 
 use legacy::{forward_legacy, legacy_route};
@@ -97,6 +98,9 @@ pub struct GatewayConfig {
     /// name them): their requests are handed to the router directly instead of going
     /// over a loopback connection, with the same headers, body, timeout and answer.
     pub in_process: Vec<(String, Router)>,
+    /// The bearer token that may read the gateway's `/metrics` (an admin's JWT may too;
+    /// `None`: admins only).
+    pub metrics_token: Option<String>,
 }
 
 /// A canary: `percent` of an upstream's requests go to these instances instead.
@@ -351,6 +355,7 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         jwt,
     };
     let ready = ready_check(state.clone());
+    let edge_state = state.clone();
     let docs = state.config.openapi.clone().map(|doc| {
         let page = Arc::new(docs::render(&doc));
         Router::new()
@@ -379,6 +384,7 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         .route("/api/{*rest}", any(proxy))
         .with_state(state);
     with_edge_layers(ops_router(ready).merge(api), COMPONENT)
+        .layer(axum::middleware::from_fn_with_state(edge_state, edge::edge))
 }
 
 fn ready_check(state: AppState) -> ReadyCheck {

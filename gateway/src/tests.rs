@@ -29,6 +29,7 @@ fn gateway(service: Router, timeout: Duration) -> (Router, JwtKeys) {
         canaries: Vec::new(),
         openapi: None,
         in_process: vec![(format!("{base}/"), service)],
+        metrics_token: Some("scrape-secret".to_string()),
     };
     (router(config, jwt.clone()), jwt)
 }
@@ -214,4 +215,79 @@ fn routes_by_method_and_path() {
     ));
     assert!(events_context("/api/orders", None).is_none());
     assert_eq!(route(&Method::GET, "/health"), None);
+}
+
+#[tokio::test]
+async fn metrics_answer_only_the_scraper_token_or_an_admin() {
+    let (gateway, jwt) = gateway(Router::new(), Duration::from_secs(5));
+    let get = |authorization: Option<String>| {
+        let gateway = gateway.clone();
+        async move {
+            let mut request = Request::builder().uri("/metrics");
+            if let Some(value) = authorization {
+                request = request.header("authorization", value);
+            }
+            gateway
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let anonymous = get(None).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.headers()["content-type"],
+        "application/problem+json"
+    );
+    let wrong = get(Some("Bearer scrape-secreT".into())).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let customer = jwt.issue("c-1", Role::Customer).unwrap();
+    assert_eq!(
+        get(Some(format!("Bearer {customer}"))).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let scraper = get(Some("Bearer scrape-secret".into())).await;
+    assert_eq!(scraper.status(), StatusCode::OK);
+    let admin = jwt.issue("admin", Role::Admin).unwrap();
+    assert_eq!(
+        get(Some(format!("Bearer {admin}"))).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_trace_starts_at_the_gateway_and_answers_carry_security_headers() {
+    let service = Router::new().route(
+        "/api/orders",
+        post(|request: Request| async move {
+            let traceparent = request.headers()["traceparent"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (StatusCode::ACCEPTED, traceparent)
+        }),
+    );
+    let (gateway, jwt) = gateway(service, Duration::from_secs(5));
+    let response = send(&gateway, &jwt, Method::POST, "/api/orders").await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let headers = response.headers().clone();
+    let returned = headers["traceparent"].to_str().unwrap().to_string();
+    let body = to_bytes(response.into_body(), 4096).await.unwrap();
+    let forwarded = String::from_utf8(body.to_vec()).unwrap();
+    // One trace: what the service got continues the one the client is told.
+    assert_eq!(returned.len(), 55, "{returned}");
+    assert_eq!(returned.get(3..35), forwarded.get(3..35));
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["cache-control"], "no-store");
+    // A client's own trace is continued, not replaced.
+    let mine = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let request = Request::builder()
+        .uri("/api/nowhere")
+        .header("traceparent", mine)
+        .body(Body::empty())
+        .unwrap();
+    let response = gateway.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["traceparent"], mine);
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert!(!response.headers().contains_key("cache-control"));
 }

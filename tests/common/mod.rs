@@ -19,6 +19,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
+/// What Prometheus presents to read the gateway's `/metrics` (`SHOP_METRICS_TOKEN`).
+pub const METRICS_TOKEN: &str = "metrics-test-token";
 pub const JWT_SECRET: &str = "test-jwt-secret";
 
 /// Where the test services are.
@@ -297,6 +299,7 @@ impl Instance {
             .env("SHOP_KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("SHOP_JWT_SECRET", JWT_SECRET)
             .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("SHOP_METRICS_TOKEN", METRICS_TOKEN)
             .env("SHOP_DB_POOL_SIZE", "5")
             .env("SHOP_RELAY_POLL_MS", "200")
             .env("SHOP_CONSUMER_RETRY_BACKOFF_MS", "50")
