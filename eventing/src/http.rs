@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -187,30 +186,80 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let headers = req.headers().clone();
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_rejection(rejection.status(), rejection.body_text()))?;
+        json_body(&headers, &bytes).map(ApiJson)
     }
 }
 
-pub(crate) fn json_rejection(rejection: JsonRejection) -> Problem {
-    match rejection {
-        JsonRejection::JsonDataError(e) => {
-            let mut p = Problem::validation(vec![FieldError {
-                field: "body".into(),
-                message: e.body_text(),
-            }]);
-            p.detail = e.body_text();
-            p
-        }
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
+/// A request body that could not be read: 413 when over the limit, else 400.
+pub(crate) fn body_rejection(status: StatusCode, text: String) -> Problem {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(status, "payload-too-large", text)
+    } else {
+        Problem::bad_request(text)
+    }
+}
+
+/// A JSON request body as `T`: 415 without a JSON content type; 400 when it is not JSON
+/// (`errors` names where it breaks); 422 when it is JSON of the wrong shape, a number out
+/// of range included, with the field named by its path (`lines[0].quantity`).
+pub fn json_body<T: DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    bytes: &[u8],
+) -> Result<T, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let is_json = content_type == "application/json"
+        || (content_type.starts_with("application/") && content_type.ends_with("+json"));
+    if !is_json {
+        return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             "expected Content-Type: application/json",
-        ),
-        other => Problem::bad_request(other.body_text()),
+        ));
     }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        // `.` is the body itself, `?` a place the parser had not reached a field in.
+        let field = if path == "." || path == "?" || path.is_empty() {
+            "body".to_string()
+        } else {
+            path
+        };
+        (field, e.into_inner())
+    });
+    let parsed = parsed.and_then(|value| {
+        deserializer
+            .end()
+            .map(|()| value)
+            .map_err(|e| ("body".to_string(), e))
+    });
+    parsed.map_err(|(field, e)| {
+        use serde_json::error::Category;
+        let message = e.to_string();
+        let wrong_shape =
+            matches!(e.classify(), Category::Data) || message.starts_with("number out of range");
+        let problem = if wrong_shape {
+            Problem::validation(Vec::new())
+        } else {
+            Problem::bad_request("the body is not valid JSON")
+        };
+        let mut problem = problem;
+        problem.errors = vec![FieldError {
+            field: field.clone(),
+            message: message.clone(),
+        }];
+        problem.detail = format!("{field}: {message}");
+        problem
+    })
 }
 
 /// The query of a read, strictly: a parameter the route does not take, or one given
@@ -245,6 +294,48 @@ where
 /// Answers every unknown route with a problem.
 pub async fn not_found_fallback() -> Problem {
     Problem::not_found("no such route")
+}
+
+/// Answers a known route called with a method it does not take.
+pub async fn method_not_allowed_fallback(method: axum::http::Method) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("this route does not take {method}"),
+    )
+}
+
+/// The longest request target (path and query) taken: 414 above.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header bytes (names and values) a request may carry: 431 above.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses, as problem+json, a request target or a header section too long for any
+/// route (hyper's own, far larger, limit answers without a body).
+async fn request_head_limits(req: Request, next: axum::middleware::Next) -> Response {
+    let uri_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        return Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request target is {uri_bytes} bytes; at most {MAX_URI_BYTES} are taken"),
+        )
+        .into_response();
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            format!("the headers are {header_bytes} bytes; at most {MAX_HEADER_BYTES} are taken"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// What `/ready` checks: the component's database and Kafka.
@@ -285,6 +376,8 @@ pub fn ops_router(ready: ReadyCheck) -> Router {
 pub fn with_edge_layers(router: Router, component: &'static str) -> Router {
     router
         .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
+        .layer(axum::middleware::from_fn(request_head_limits))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: axum::middleware::Next| {
                 crate::telemetry::record_http(component, req, next)
@@ -334,25 +427,72 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<(TcpListener, Socket
     Ok((listener, addr))
 }
 
+/// How long a connection may take to send a request head (the first one, or the next
+/// on a kept-alive connection): after it, the connection is closed, so clients that
+/// open connections and never finish a request cannot hold file descriptors.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves a router until `shutdown` is cancelled, then drains in-flight requests.
 ///
+/// HTTP/1.1 over hyper with [`HEADER_READ_TIMEOUT`]; the peer address reaches handlers
+/// as `ConnectInfo` (the gateway's per-client rate limit). An accept error (file
+/// descriptors exhausted) pauses accepting briefly instead of ending the server.
+///
 /// # Errors
-/// The listener fails.
+/// The listener has no address.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     name: &'static str,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
     let addr = listener.local_addr()?;
     info!(component = name, %addr, "listening");
-    // The peer address reaches handlers (the gateway's per-client rate limit).
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(component = name, error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    router.clone().oneshot(request.map(axum::body::Body::new))
+                },
+            );
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 #[cfg(test)]

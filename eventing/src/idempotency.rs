@@ -18,7 +18,6 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -26,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::JwtKeys;
 use crate::consistency::TOKEN_HEADER;
-use crate::http::{json_rejection, FieldError, Problem};
+use crate::http::{FieldError, Problem};
 use shop_sql::{self as sql, Conn, Pool};
 
 /// The request header carrying the key (`Idempotency-Key`).
@@ -289,17 +288,12 @@ where
             req.headers().clone(),
         );
         // Read as `Json` reads it (the same limit, the same refusal).
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| Problem::bad_request(rejection.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            crate::http::body_rejection(rejection.status(), rejection.body_text())
+        })?;
         let value: Option<Value> = serde_json::from_slice(&bytes).ok();
         let key = IdempotencyKey::read(&secret, &method, &uri, &headers, value.as_ref())?;
-        let mut request = Request::new(Body::from(bytes));
-        *request.headers_mut() = headers;
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(body)) => Ok(KeyedJson(body, key)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        crate::http::json_body(&headers, &bytes).map(|body| KeyedJson(body, key))
     }
 }
 
