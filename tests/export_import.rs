@@ -212,15 +212,19 @@ async fn export_then_import_gives_the_same_system(backend: Dialect) {
         assert_eq!(a_events, b_events, "{service}: the event stores differ");
     }
     // Not even a command that would have appended nothing: the replay issued none.
-    let metrics = reqwest::get(format!("{}/metrics", b_shop.url("orders")))
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", b_shop.url("orders")))
+        .bearer_auth(common::METRICS_TOKEN)
+        .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
+    assert!(metrics.contains("# TYPE shop_"), "no metrics: {metrics}");
     let commands: Vec<&str> = metrics
         .lines()
-        .filter(|l| l.starts_with("command_duration_seconds_count"))
+        .filter(|l| l.starts_with("shop_command_duration_seconds_count"))
         .filter(|l| !l.ends_with(" 0"))
         .collect();
     assert!(commands.is_empty(), "commands ran on B: {commands:?}");

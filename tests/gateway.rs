@@ -163,7 +163,7 @@ async fn reads_of(base: &str, route: &str) -> u64 {
     let route = format!("route=\"{route}\"");
     text.lines()
         .filter(|l| {
-            l.starts_with("http_requests_total")
+            l.starts_with("shop_http_requests_total")
                 && l.contains("component=\"read-api\"")
                 && l.contains(&route)
         })

@@ -213,7 +213,9 @@ async fn canary_weights_change_at_run_time_and_a_failing_canary_rolls_back() {
                 .await
                 .unwrap();
             text.lines()
-                .filter(|l| l.starts_with("http_requests_total{") && l.contains("/api/products"))
+                .filter(|l| {
+                    l.starts_with("shop_http_requests_total{") && l.contains("/api/products")
+                })
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>()
         }
@@ -483,20 +485,20 @@ async fn canary_weights_change_at_run_time_and_a_failing_canary_rolls_back() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("gateway_canary_rollbacks_total{upstream=\"orders\"} 1")),
+            .any(|l| l.starts_with("shop_gateway_canary_rollbacks_total{upstream=\"orders\"} 1")),
         "no rollback metric:\n{}",
         metrics
             .lines()
-            .filter(|l| l.starts_with("gateway_"))
+            .filter(|l| l.starts_with("shop_gateway_"))
             .collect::<Vec<_>>()
             .join("\n")
     );
     assert!(metrics
         .lines()
-        .any(|l| l.starts_with("gateway_upstream_weight{") && l.contains("orders")));
+        .any(|l| l.starts_with("shop_gateway_upstream_weight{") && l.contains("orders")));
     assert!(metrics
         .lines()
-        .any(|l| l.starts_with("gateway_traffic_changes_total{")));
+        .any(|l| l.starts_with("shop_gateway_traffic_changes_total{")));
     common::eventually("the audit log lines", Duration::from_secs(10), || {
         let log = std::fs::read_to_string(&shop.log_path).unwrap_or_default();
         async move {

@@ -217,19 +217,199 @@ mod otel {
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the process's Prometheus recorder (once).
-pub fn init_metrics() {
-    METRICS.get_or_init(|| PrometheusBuilder::new().install_recorder().ok());
+/// Every metric of Shop is named `shop_…` (the process's own, `process_…`, are not).
+pub const METRIC_PREFIX: &str = "shop";
+
+/// Histogram buckets of every `…_seconds` metric: 1 ms to 30 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Histogram buckets of counts (events per group commit).
+const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Every metric Shop records (without the prefix): its kind, unit and what it tells, so
+/// each family has `# HELP` and `# TYPE` (docs/src/operator.md lists them with alerts).
+pub const METRICS_CATALOGUE: &[(&str, MetricKind, &str)] = &[
+    ("http_requests_total", MetricKind::Counter, "HTTP requests answered, by component, method, route template and status"),
+    ("http_request_duration_seconds", MetricKind::Histogram, "Time to answer an HTTP request, by component, method, route template and status"),
+    ("command_duration_seconds", MetricKind::Histogram, "Time to decide and append one command, by aggregate and outcome"),
+    ("append_group_size", MetricKind::Histogram, "Appends written together by one group commit"),
+    ("events_appended_total", MetricKind::Counter, "Events appended to a service's event store"),
+    ("events_published_total", MetricKind::Counter, "Events the outbox relay published to the event log"),
+    ("relay_backlog_events", MetricKind::Gauge, "Events in a service's outbox not yet published"),
+    ("consumer_events_total", MetricKind::Counter, "Events a consumer handled, by consumer and outcome"),
+    ("consumer_lag_events", MetricKind::Gauge, "Records on a consumer's partitions not yet applied"),
+    ("consumer_rewinds_total", MetricKind::Counter, "Times a consumer read records again (checkpoint_gap: commits lost by the database; database_unavailable)"),
+    ("consumer_resubscriptions_total", MetricKind::Counter, "Times a consumer member that fetched nothing while records waited subscribed again"),
+    ("dead_letters_total", MetricKind::Counter, "Events a consumer gave up on and dead-lettered"),
+    ("dead_letters_retried_total", MetricKind::Counter, "Dead-lettered events sent back to their consumer"),
+    ("saga_outcomes_total", MetricKind::Counter, "Orders decided by the saga, by event (OrderConfirmed, OrderCancelled) and reason"),
+    ("idempotency_keys_total", MetricKind::Counter, "Idempotency-Key uses by outcome: claimed, replayed, reused"),
+    ("projection_lag_events", MetricKind::Gauge, "Records a projection version has not applied yet"),
+    ("projection_oldest_unprocessed_seconds", MetricKind::Gauge, "Age of the oldest record a projection version has not applied"),
+    ("projection_checkpoint_gaps", MetricKind::Gauge, "Checkpoint gaps found in a projection version (commits the database lost)"),
+    ("projection_recovering", MetricKind::Gauge, "1 while a projection version reads again after a checkpoint gap"),
+    ("projection_rebuilds_total", MetricKind::Counter, "Projection rebuilds started"),
+    ("gateway_upstream_weight", MetricKind::Gauge, "Share of an upstream's clients (percent) sent to its canary"),
+    ("gateway_traffic_changes_total", MetricKind::Counter, "Traffic changes at run time, by upstream and action"),
+    ("gateway_canary_rollbacks_total", MetricKind::Counter, "Canaries rolled back by the gateway for their error rate"),
+    ("build_info", MetricKind::Gauge, "1, labelled with the version of the running build"),
+];
+
+/// How a metric is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-/// The Prometheus text exposition of every metric of this process.
+/// Installs the process's Prometheus recorder (once): `shop_` before every name,
+/// histograms with buckets (aggregatable across instances), a description per family.
+pub fn init_metrics() {
+    METRICS.get_or_init(|| {
+        use metrics_exporter_prometheus::Matcher;
+        use metrics_util::layers::{Layer, PrefixLayer};
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .ok()?
+            .set_buckets_for_metric(
+                Matcher::Full(format!("{METRIC_PREFIX}_append_group_size")),
+                COUNT_BUCKETS,
+            )
+            .ok()?
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(PrefixLayer::new(METRIC_PREFIX).layer(recorder)).ok()?;
+        for (name, kind, help) in METRICS_CATALOGUE {
+            let unit = name.ends_with("_seconds").then_some(metrics::Unit::Seconds);
+            match (kind, unit) {
+                (MetricKind::Counter, _) => metrics::describe_counter!(*name, *help),
+                (MetricKind::Gauge, _) => metrics::describe_gauge!(*name, *help),
+                (MetricKind::Histogram, Some(unit)) => {
+                    metrics::describe_histogram!(*name, unit, *help)
+                }
+                (MetricKind::Histogram, None) => metrics::describe_histogram!(*name, *help),
+            }
+        }
+        metrics::gauge!("build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        Some(handle)
+    });
+}
+
+/// The Prometheus text exposition of every metric of this process, and the process's
+/// own (`process_cpu_seconds_total`, memory, file descriptors, threads, start time).
 pub fn render_metrics() -> String {
     init_metrics();
-    METRICS
+    let mut text = METRICS
         .get()
         .and_then(|h| h.as_ref())
         .map(|h| h.render())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    text.push_str(&process_metrics());
+    text
+}
+
+/// The standard `process_*` metrics from `/proc/self` (Linux; nothing elsewhere).
+fn process_metrics() -> String {
+    use std::fmt::Write;
+    // Clock ticks per second of /proc times: USER_HZ, 100 on Linux.
+    const TICKS: f64 = 100.0;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return String::new();
+    };
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    if let (Some(user), Some(system)) = (field(14), field(15)) {
+        family(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (user + system) / TICKS,
+        );
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    if let Some(rss) = kib("VmRSS:") {
+        family(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss * 1024.0,
+        );
+    }
+    if let Some(size) = kib("VmSize:") {
+        family(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            size * 1024.0,
+        );
+    }
+    if let Some(threads) = kib("Threads:") {
+        family(
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            threads,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        family(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds.count() as f64,
+        );
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<f64>().ok())
+        });
+    if let Some(max) = max_fds {
+        family(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max,
+        );
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    if let (Some(boot), Some(start)) = (boot, field(22)) {
+        family(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            boot + start / TICKS,
+        );
+    }
+    out
 }
 
 /// Middleware: `http_requests_total` and `http_request_duration_seconds` by component,
