@@ -36,7 +36,12 @@ impl AdminClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?;
-        let base = target.url.trim_end_matches('/').to_string();
+        let base = target
+            .url
+            .as_deref()
+            .context("where is Shop? Give --url (or SHOP_URL), e.g. http://127.0.0.1:8080: the admin signs in there")?
+            .trim_end_matches('/')
+            .to_string();
         let answer = http
             .post(format!("{base}/api/auth/token"))
             .json(&json!({"email": shop_eventing::auth::ADMIN_EMAIL, "password": password}))

@@ -9,12 +9,43 @@ use shop_eventing::telemetry::LogFormat;
 use shop_schemas::Service;
 
 /// Settings every subcommand shares.
+/// Flags of `shop serve` (and of the tools that reach Kafka and PostgreSQL) that mean
+/// nothing to `shop dev`, which runs every component in one process on embedded storage:
+/// hidden from `shop dev --help` and refused on its command line (an environment
+/// variable set for other commands is ignored).
+pub const NOT_FOR_DEV: &[&str] = &[
+    "database_url",
+    "instance",
+    "kafka_brokers",
+    "topic_replication",
+    "kafka_session_timeout_ms",
+    "customers_port",
+    "inventory_port",
+    "orders_port",
+    "payments_port",
+    "shipping_port",
+    "read_api_port",
+    "projector_port",
+    "customers_url",
+    "inventory_url",
+    "orders_url",
+    "payments_url",
+    "shipping_url",
+    "read_api_url",
+    "projection_members",
+    "rebuild_members",
+];
+
+/// The heading of the global flags that reach Kafka and PostgreSQL (not `shop dev`).
+const PRODUCTION: &str = "Kafka and PostgreSQL (shop serve and the tools; not shop dev)";
+
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// PostgreSQL server URL (any existing database; each component creates its own).
     #[arg(
         long,
         global = true,
+        help_heading = PRODUCTION,
         env = "SHOP_DATABASE_URL",
         default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres",
         hide_env_values = true
@@ -22,7 +53,8 @@ pub struct Common {
     pub database_url: String,
     /// Instance name: each component's database is `<instance>_<component>`, and consumer
     /// groups are `<instance>.<consumer>`. Lets several deployments share one server.
-    #[arg(long, global = true, env = "SHOP_INSTANCE", default_value = "shop")]
+    #[arg(long, global = true,
+        help_heading = PRODUCTION, env = "SHOP_INSTANCE", default_value = "shop")]
     pub instance: String,
     /// Connections per database pool.
     #[arg(long, global = true, env = "SHOP_DB_POOL_SIZE", default_value_t = 10)]
@@ -31,6 +63,7 @@ pub struct Common {
     #[arg(
         long,
         global = true,
+        help_heading = PRODUCTION,
         env = "SHOP_KAFKA_BROKERS",
         default_value = "127.0.0.1:9092"
     )]
@@ -50,6 +83,7 @@ pub struct Common {
     #[arg(
         long,
         global = true,
+        help_heading = PRODUCTION,
         env = "SHOP_TOPIC_REPLICATION",
         default_value_t = 1
     )]
@@ -58,6 +92,7 @@ pub struct Common {
     #[arg(
         long,
         global = true,
+        help_heading = PRODUCTION,
         env = "SHOP_KAFKA_SESSION_TIMEOUT_MS",
         default_value_t = 10_000
     )]
@@ -259,11 +294,15 @@ pub struct TopicsArgs {
 pub enum TopicsAction {
     /// Create missing topics (partitions, unlimited retention).
     Ensure,
-    /// List topics with their partitions and end offsets.
+    /// List this deployment's topics (`--topic-prefix`) with their partitions, records and
+    /// each partition's end offset.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Every topic on the broker, other deployments' too.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -278,14 +317,10 @@ pub struct BenchArgs {
 /// Where the running system is, and how to sign in as its admin.
 #[derive(Debug, Clone, Args)]
 pub struct AdminTarget {
-    /// The gateway's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "SHOP_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub url: String,
+    /// The gateway's base URL, e.g. `http://127.0.0.1:8080` (required: the admin password
+    /// goes to it).
+    #[arg(long, global = true, env = "SHOP_URL")]
+    pub url: Option<String>,
     /// The admin password (default: `SHOP_ADMIN_PASSWORD`, else the one `shop dev`
     /// generated in `--data-dir`).
     #[arg(
@@ -364,9 +399,10 @@ pub struct StoreTarget {
 pub struct EventsArgs {
     /// customers, inventory, orders, payments or shipping.
     pub service: Service,
-    /// Only this aggregate's events (in sequence order).
+    /// Only this aggregate's events (in sequence order): its id, a UUID. None stored is an
+    /// error (exit 1).
     #[arg(long)]
-    pub aggregate: Option<String>,
+    pub aggregate: Option<uuid::Uuid>,
     /// Start after this store position.
     #[arg(long, default_value_t = 0)]
     pub from_position: i64,

@@ -22,14 +22,18 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 .filter(|l| !only_pending || pending(l))
                 .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&shown)?);
+                outln!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
-                println!(
+                outln!(
                     "{:<10} {:<26} {:<28} {:<24} {:>8}  ERROR",
-                    "ID", "CONSUMER", "EVENT", "FROM", "RETRIED"
+                    "ID",
+                    "CONSUMER",
+                    "EVENT",
+                    "FROM",
+                    "RETRIED"
                 );
                 for l in shown {
-                    println!(
+                    outln!(
                         "{:<10} {:<26} {:<28} {:<24} {:>8}  {}",
                         l["id"].as_str().unwrap_or(""),
                         l["consumer"].as_str().unwrap_or(""),
@@ -57,13 +61,13 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 ids
             };
             if ids.is_empty() {
-                println!("nothing to retry");
+                outln!("nothing to retry");
             }
             for id in ids {
                 let answer = client
                     .call(Method::POST, &format!("/api/dlq/{id}/retry"))
                     .await?;
-                println!(
+                outln!(
                     "{id}: published to {} again",
                     answer["topic"].as_str().unwrap_or("?")
                 );

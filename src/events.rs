@@ -241,13 +241,20 @@ pub async fn events(common: &Common, args: EventsArgs) -> anyhow::Result<()> {
     let store = EventStore::new(pool);
     let mut stdout = std::io::stdout().lock();
     let mut cursor = Cursor::new(args.from_position);
+    let aggregate = args.aggregate.map(|id| id.to_string());
+    if let Some(id) = &aggregate {
+        if !args.follow && store.events_page(Some(id), 0, 1).await?.is_empty() {
+            anyhow::bail!(
+                "no events of aggregate {id} in the {} store",
+                args.service.name()
+            );
+        }
+    }
     loop {
         // Following, from the lowest position not settled, skipping what was printed.
         let mut after = cursor.floor;
         loop {
-            let batch = store
-                .events_page(args.aggregate.as_deref(), after, PAGE)
-                .await?;
+            let batch = store.events_page(aggregate.as_deref(), after, PAGE).await?;
             for event in &batch {
                 if !args.follow || cursor.fresh(event.position) {
                     if args.json {
@@ -258,7 +265,7 @@ pub async fn events(common: &Common, args: EventsArgs) -> anyhow::Result<()> {
                 }
             }
             if args.follow {
-                cursor.settle(args.aggregate.is_none());
+                cursor.settle(aggregate.is_none());
             }
             match batch.last() {
                 Some(last) if batch.len() as i64 == PAGE => after = last.position,

@@ -2,6 +2,14 @@
 //! the components and starts them. Thin: everything else lives in the component crates.
 #![forbid(unsafe_code)]
 
+/// `println!` that returns an error instead of panicking when stdout is a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod admin;
 mod args;
 mod bench;
@@ -14,14 +22,12 @@ mod replay;
 mod serve;
 mod topics;
 
-use clap::Parser;
-
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let otlp =
         cli.common
             .otlp_endpoint
@@ -51,11 +57,22 @@ async fn main() -> std::process::ExitCode {
     shop_eventing::telemetry::shutdown_tracing();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Output piped into a reader that stopped (`shop events … | head`): done.
+        Err(e) if broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shop: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` comes from writing to a pipe whose reader has gone.
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// `service.name` of exported spans: what this process runs.

@@ -20,6 +20,6 @@ pub fn document() -> serde_json::Value {
 
 /// Prints the document (pretty JSON) to stdout.
 pub fn run() -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(&document())?);
+    outln!("{}", serde_json::to_string_pretty(&document())?);
     Ok(())
 }

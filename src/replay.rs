@@ -120,18 +120,18 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         for t in &tracked {
             match t.done {
-                Some(took) => println!(
+                Some(took) => outln!(
                     "{}: version {} is live ({} events applied, {:.1} s)",
                     t.name,
                     t.version,
                     t.events,
                     took.as_secs_f64()
                 ),
-                None => println!("{}: version {} is rebuilding", t.name, t.version),
+                None => outln!("{}: version {} is rebuilding", t.name, t.version),
             }
         }
     }

@@ -112,6 +112,23 @@ async fn an_orders_events_are_cloud_events_in_order(backend: Dialect) {
         assert!(line.contains(&format!("correlation {order_id}")), "{line}");
     }
 
+    // An id that is no UUID is a usage error (2); an aggregate without events an error (1);
+    // both say so on stderr and print nothing.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    for (id, code, says) in [
+        ("not-a-uuid", 2, "invalid value 'not-a-uuid'"),
+        (unknown.as_str(), 1, "no events of aggregate"),
+    ] {
+        let out = shop_store_command(&instance, &["events", "orders", "--aggregate", id])
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{id}: {stderr}");
+        assert!(stderr.contains(says), "{id}: {stderr}");
+        assert!(out.stdout.is_empty(), "{id}");
+    }
+
     // The same through the API, for admins only.
     let path = format!("/api/events?context=orders&aggregate_id={order_id}");
     let answer = admin.get(&path).await;
