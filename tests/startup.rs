@@ -119,6 +119,22 @@ async fn components_listen_at_once_and_take_traffic_as_their_dependencies_arrive
             .contains("event log"),
         "/ready names the broker: {ready:?}"
     );
+    // While the broker is away the log says so — without repeating librdkafka's
+    // connection failures many times a second (each kind at most once per 30 s).
+    let log = std::fs::read_to_string(&process.log_path).unwrap();
+    let connect_failures = log
+        .lines()
+        .filter(|l| l.contains("Connect to") && l.contains("failed"))
+        .count();
+    assert!(
+        connect_failures <= 4,
+        "{connect_failures} connection failures logged since the start ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        log.contains("waiting for Kafka at"),
+        "the log names what it waits for"
+    );
 
     // Kafka arrives: ready, and the event held in the outbox reaches its topic.
     let broker = forward(

@@ -63,6 +63,13 @@ pub struct OtlpConfig {
 /// and every consumer's `apply` span continues the W3C trace of its request or event,
 /// so one order's spans join across services and consumers in a trace viewer.
 pub fn init_tracing(format: LogFormat, filter: &str, otlp: Option<OtlpConfig>) {
+    // PostgreSQL's notices ("relation … already exists, skipping" for every table at
+    // every start) are not news, unless asked for.
+    let filter = if filter.contains("sqlx") {
+        filter.to_string()
+    } else {
+        format!("{filter},sqlx::postgres::notice=warn")
+    };
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs: BoxedLayer = match format {
         LogFormat::Text => Box::new(

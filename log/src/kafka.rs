@@ -57,15 +57,53 @@ impl ClientContext for TracingContext {
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
             | RDKafkaLogLevel::Error
-            | RDKafkaLogLevel::Warning => {
-                warn!(target: "rdkafka", facility = fac, "{log_message}")
-            }
+            | RDKafkaLogLevel::Warning => match throttled(fac) {
+                Some(held_back) => {
+                    warn!(target: "rdkafka", facility = fac, held_back, "{log_message}")
+                }
+                None => debug!(target: "rdkafka", facility = fac, "{log_message}"),
+            },
             _ => debug!(target: "rdkafka", facility = fac, "{log_message}"),
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(target: "rdkafka", %error, "{reason}");
+        let kind = format!("{:?}", error.rdkafka_error_code());
+        match throttled(&kind) {
+            Some(held_back) => warn!(target: "rdkafka", %error, held_back, "{reason}"),
+            None => debug!(target: "rdkafka", %error, "{reason}"),
+        }
+    }
+}
+
+/// How often one kind of librdkafka warning is logged: a broker that is down makes every
+/// client repeat "connection refused" many times a second (1,800 lines in 20 s for one
+/// `shop serve all`), which buries what matters.
+const WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a warning of `kind` is logged now (`Some(n)`: n like it were held back since
+/// the last one) or only at debug level.
+fn throttled(kind: &str) -> Option<u64> {
+    static LAST: std::sync::Mutex<
+        Option<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+    > = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = last.get_or_insert_with(std::collections::HashMap::new);
+    let now = std::time::Instant::now();
+    match seen.get_mut(kind) {
+        Some((at, held)) if now.duration_since(*at) < WARNING_INTERVAL => {
+            *held += 1;
+            None
+        }
+        Some((at, held)) => {
+            let was = *held;
+            (*at, *held) = (now, 0);
+            Some(was)
+        }
+        None => {
+            seen.insert(kind.to_string(), (now, 0));
+            Some(0)
+        }
     }
 }
 
