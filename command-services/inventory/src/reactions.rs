@@ -49,10 +49,10 @@ impl EventHandler for ReserveStock {
         self.apply(tx, &mut stock, decoded, event).await
     }
 
-    /// A batch (PostgreSQL) locks the stock of every product its placed orders name in
-    /// one statement, up front and in product order, and decides each order on those
-    /// rows as the batch's own reservations move them — one round trip per batch instead
-    /// of one per order. A release in the batch puts units back by amounts only its
+    /// A batch (the runner batches on PostgreSQL) locks the stock of every product its
+    /// placed orders name in one statement, up front and in product order, and has each
+    /// order's reservation decide on those rows as the batch's own reservations move them
+    /// — one round trip per batch instead of one per order. A release in the batch puts units back by amounts only its
     /// reservation knows, so the orders after it read their rows again. The stock
     /// table's `available >= 0` check still judges every move: a decision on a wrong
     /// count aborts the append, and the runner then goes event by event.
