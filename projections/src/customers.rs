@@ -8,7 +8,7 @@ use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::{CloudEvent, Service};
-use shop_sql::{self as sql, Conn, RowSet};
+use shop_sql::{Conn, RowSet};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -107,8 +107,8 @@ impl EventHandler for CustomersProjection {
         true
     }
 
-    /// A batch in two statements: new customers, and the figures' deltas summed per
-    /// customer.
+    /// The projection's one handler: a batch (one event is a batch of one) in two
+    /// statements — new customers, and the figures' deltas summed per customer.
     async fn handle_batch(
         &self,
         tx: &mut Conn,
@@ -177,41 +177,8 @@ impl EventHandler for CustomersProjection {
         Ok(())
     }
 
+    /// A batch of one.
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
-        if let Some((customer_id, d)) = delta(event)? {
-            sql::query(&format!(
-                "INSERT INTO customer_figures (customer_id, wallet_balance, orders_count, lifetime_spend, updated_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (customer_id) DO UPDATE SET {FIGURES_ADDED}",
-            ))
-            .bind(customer_id)
-            .bind(d.wallet_balance)
-            .bind(d.orders_count)
-            .bind(d.lifetime_spend)
-            .bind(event.time)
-            .execute(&mut *tx)
-            .await?;
-            return Ok(());
-        }
-        let Some(CustomerEvent::CustomerRegistered(e)) =
-            decode::<CustomerEvent>(Service::Customers, event)?
-        else {
-            return Ok(());
-        };
-        let address =
-            serde_json::to_value(&e.address).map_err(|e| HandlerError::permanent(e.to_string()))?;
-        sql::query(
-            "INSERT INTO customers (customer_id, name, email, address, version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (customer_id) DO NOTHING",
-        )
-        .bind(e.customer_id)
-        .bind(&e.name)
-        .bind(&e.email)
-        .bind(address)
-        .bind(event.sequence as i64)
-        .bind(event.time)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
+        self.handle_batch(tx, &[event]).await
     }
 }

@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 use shop_eventing::handler::{decode, EventHandler, HandlerError};
 use shop_schemas::inventory::InventoryEvent;
-use shop_schemas::orders::{OrderEvent, OrderPlaced};
+use shop_schemas::orders::OrderEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::shipping::ShippingEvent;
 use shop_schemas::{CloudEvent, Service};
-use shop_sql::{self as sql, Conn, RowSet};
+use shop_sql::{Conn, RowSet};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -99,9 +99,6 @@ impl EventHandler for OrdersProjection {
         true
     }
 
-    /// A batch in four statements: placed orders, their lines, the latest status per
-    /// order, and every step's history row.
-    ///
     /// Plain inserts, no conflict to arbitrate: the runner hands a batch only events it
     /// has not applied (by each aggregate's applied version), so no row is there yet. Were
     /// one there, the batch fails and the runner applies its events one by one through
@@ -112,215 +109,158 @@ impl EventHandler for OrdersProjection {
         tx: &mut Conn,
         events: &[&CloudEvent],
     ) -> Result<(), HandlerError> {
-        let mut placed = RowSet::new(&PLACED);
-        let mut lines = RowSet::new(&LINES);
-        let mut history = RowSet::new(&HISTORY);
-        let mut statuses: HashMap<Uuid, StatusChange> = HashMap::new();
-        for event in events {
-            let order_id = if let Some(order_id) = saga_step(event)? {
-                order_id
-            } else {
-                let Some(decoded) = decode::<OrderEvent>(Service::Orders, event)? else {
-                    continue;
-                };
-                let order_id = decoded.order_id();
-                let version = event.sequence as i64;
-                let (status, reason) = match decoded {
-                    OrderEvent::OrderPlaced(e) => {
-                        placed.push([
-                            e.order_id.into(),
-                            e.customer_id.into(),
-                            e.total.into(),
-                            version.into(),
-                            event.time.into(),
-                        ]);
-                        for (position, line) in e.lines.iter().enumerate() {
-                            lines.push([
-                                e.order_id.into(),
-                                (position as i64).into(),
-                                line.product_id.into(),
-                                line.quantity.into(),
-                                line.unit_price.into(),
-                                (line.quantity * line.unit_price).into(),
-                            ]);
-                        }
-                        (None, None)
-                    }
-                    OrderEvent::OrderConfirmed(_) => (Some("CONFIRMED"), None),
-                    OrderEvent::OrderCancelled(e) => (Some("CANCELLED"), Some(e.reason)),
-                    OrderEvent::OrderShipped(_) => (Some("SHIPPED"), None),
-                    OrderEvent::OrderDelivered(_) => (Some("DELIVERED"), None),
-                    // A cancellation request and its refusal change no status: the view
-                    // reads them from the history.
-                    OrderEvent::OrderCancellationRequested(_)
-                    | OrderEvent::OrderCancellationRefused(_) => (None, None),
-                };
-                if let Some(status) = status {
-                    // The latest status wins; a cancellation's reason stays.
-                    let known = statuses.remove(&order_id);
-                    if known.as_ref().is_some_and(|k| k.version > version) {
-                        statuses.insert(order_id, known.expect("checked"));
-                    } else {
-                        let reason = reason.or(known.and_then(|k| k.reason));
-                        statuses.insert(
-                            order_id,
-                            StatusChange {
-                                status,
-                                reason,
-                                version,
-                                at: event.time,
-                            },
-                        );
-                    }
-                }
-                order_id
+        project(tx, events, Existing::Fail).await
+    }
+
+    /// A batch of one that skips the rows already there.
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
+        project(tx, &[event], Existing::Skip).await
+    }
+}
+
+/// What the inserts of [`project`] do with a row already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Fail (the statement is cheaper without a conflict to arbitrate).
+    Fail,
+    /// Keep it: nothing is written twice.
+    Skip,
+}
+
+/// The orders projection's one handler: a batch (one event is a batch of one) in four
+/// statements — placed orders, their lines, the latest status per order, and every
+/// step's history row.
+async fn project(
+    tx: &mut Conn,
+    events: &[&CloudEvent],
+    existing: Existing,
+) -> Result<(), HandlerError> {
+    let skip = match existing {
+        Existing::Fail => "",
+        Existing::Skip => " ON CONFLICT DO NOTHING",
+    };
+    let mut placed = RowSet::new(&PLACED);
+    let mut lines = RowSet::new(&LINES);
+    let mut history = RowSet::new(&HISTORY);
+    let mut statuses: HashMap<Uuid, StatusChange> = HashMap::new();
+    for event in events {
+        let order_id = if let Some(order_id) = saga_step(event)? {
+            order_id
+        } else {
+            let Some(decoded) = decode::<OrderEvent>(Service::Orders, event)? else {
+                continue;
             };
-            history.push([
-                event.id.into(),
-                order_id.into(),
-                event.event_name().into(),
-                event
-                    .service()
-                    .map(|s| s.name())
-                    .unwrap_or("unknown")
-                    .into(),
-                event.time.into(),
-            ]);
-        }
-        placed
-            .execute(
-                tx,
-                Vec::new(),
-                |r| format!(
-                    "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
-                     SELECT order_id, customer_id, 'PENDING', total, version, at, at FROM {r} WHERE true"
-                ),
-            )
-            .await?;
-        lines
-            .execute(
-                tx,
-                Vec::new(),
-                |r| format!(
-                    "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total)
-                     SELECT order_id, position, product_id, quantity, unit_price, line_total FROM {r} WHERE true"
-                ),
-            )
-            .await?;
-        let mut rows = RowSet::new(&STATUSES);
-        for (order_id, s) in statuses {
-            rows.push([
-                order_id.into(),
-                s.status.into(),
-                s.reason.into(),
-                s.version.into(),
-                s.at.into(),
-            ]);
-        }
-        rows.execute(
+            let order_id = decoded.order_id();
+            let version = event.sequence as i64;
+            let (status, reason) = match decoded {
+                OrderEvent::OrderPlaced(e) => {
+                    placed.push([
+                        e.order_id.into(),
+                        e.customer_id.into(),
+                        e.total.into(),
+                        version.into(),
+                        event.time.into(),
+                    ]);
+                    for (position, line) in e.lines.iter().enumerate() {
+                        lines.push([
+                            e.order_id.into(),
+                            (position as i64).into(),
+                            line.product_id.into(),
+                            line.quantity.into(),
+                            line.unit_price.into(),
+                            (line.quantity * line.unit_price).into(),
+                        ]);
+                    }
+                    (None, None)
+                }
+                OrderEvent::OrderConfirmed(_) => (Some("CONFIRMED"), None),
+                OrderEvent::OrderCancelled(e) => (Some("CANCELLED"), Some(e.reason)),
+                OrderEvent::OrderShipped(_) => (Some("SHIPPED"), None),
+                OrderEvent::OrderDelivered(_) => (Some("DELIVERED"), None),
+                // A cancellation request and its refusal change no status: the view
+                // reads them from the history.
+                OrderEvent::OrderCancellationRequested(_)
+                | OrderEvent::OrderCancellationRefused(_) => (None, None),
+            };
+            if let Some(status) = status {
+                // The latest status wins; a cancellation's reason stays.
+                let known = statuses.remove(&order_id);
+                if known.as_ref().is_some_and(|k| k.version > version) {
+                    statuses.insert(order_id, known.expect("checked"));
+                } else {
+                    let reason = reason.or(known.and_then(|k| k.reason));
+                    statuses.insert(
+                        order_id,
+                        StatusChange {
+                            status,
+                            reason,
+                            version,
+                            at: event.time,
+                        },
+                    );
+                }
+            }
+            order_id
+        };
+        history.push([
+            event.id.into(),
+            order_id.into(),
+            event.event_name().into(),
+            event
+                .service()
+                .map(|s| s.name())
+                .unwrap_or("unknown")
+                .into(),
+            event.time.into(),
+        ]);
+    }
+    placed
+        .execute(
             tx,
             Vec::new(),
             |r| format!(
-                "UPDATE orders SET status = r.status, cancel_reason = COALESCE(r.reason, orders.cancel_reason),
-                     version = r.version, updated_at = r.at
-                 FROM {r} WHERE orders.order_id = r.order_id AND orders.version < r.version"
+                "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
+                 SELECT order_id, customer_id, 'PENDING', total, version, at, at FROM {r} WHERE true{skip}"
             ),
         )
         .await?;
-        history
-            .execute(tx, Vec::new(), |r| {
-                format!(
-                    "INSERT INTO order_history (event_id, order_id, event_type, source, at)
-                     SELECT event_id, order_id, event_type, source, at FROM {r} WHERE true"
-                )
-            })
-            .await?;
-        Ok(())
-    }
-
-    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
-        if let Some(order_id) = saga_step(event)? {
-            return record_history(tx, order_id, event).await;
-        }
-        let Some(decoded) = decode::<OrderEvent>(Service::Orders, event)? else {
-            return Ok(());
-        };
-        let order_id = decoded.order_id();
-        let (status, reason) = match decoded {
-            OrderEvent::OrderPlaced(e) => {
-                place(tx, &e, event).await?;
-                return record_history(tx, order_id, event).await;
-            }
-            OrderEvent::OrderConfirmed(_) => ("CONFIRMED", None),
-            OrderEvent::OrderCancelled(e) => ("CANCELLED", Some(e.reason)),
-            OrderEvent::OrderShipped(_) => ("SHIPPED", None),
-            OrderEvent::OrderDelivered(_) => ("DELIVERED", None),
-            OrderEvent::OrderCancellationRequested(_) | OrderEvent::OrderCancellationRefused(_) => {
-                return record_history(tx, order_id, event).await;
-            }
-        };
-        // An order's events come in sequence on its partition, after its OrderPlaced;
-        // `version` keeps a replayed older event from moving the status back.
-        sql::query(
-            "UPDATE orders SET status = $2, cancel_reason = COALESCE($3, cancel_reason), version = $4, updated_at = $5
-             WHERE order_id = $1 AND version < $4",
+    lines
+        .execute(
+            tx,
+            Vec::new(),
+            |r| format!(
+                "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total)
+                 SELECT order_id, position, product_id, quantity, unit_price, line_total FROM {r} WHERE true{skip}"
+            ),
         )
-        .bind(order_id)
-        .bind(status)
-        .bind(reason)
-        .bind(event.sequence as i64)
-        .bind(event.time)
-        .execute(&mut *tx)
         .await?;
-        record_history(tx, order_id, event).await
+    let mut rows = RowSet::new(&STATUSES);
+    for (order_id, s) in statuses {
+        rows.push([
+            order_id.into(),
+            s.status.into(),
+            s.reason.into(),
+            s.version.into(),
+            s.at.into(),
+        ]);
     }
-}
-
-/// Inserts a placed order with its priced lines (once).
-async fn place(tx: &mut Conn, e: &OrderPlaced, event: &CloudEvent) -> Result<(), HandlerError> {
-    let inserted = sql::query(
-        "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
-         VALUES ($1, $2, 'PENDING', $3, $4, $5, $5) ON CONFLICT (order_id) DO NOTHING",
+    rows.execute(
+        tx,
+        Vec::new(),
+        |r| format!(
+            "UPDATE orders SET status = r.status, cancel_reason = COALESCE(r.reason, orders.cancel_reason),
+                 version = r.version, updated_at = r.at
+             FROM {r} WHERE orders.order_id = r.order_id AND orders.version < r.version"
+        ),
     )
-    .bind(e.order_id)
-    .bind(e.customer_id)
-    .bind(e.total)
-    .bind(event.sequence as i64)
-    .bind(event.time)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        for (position, line) in e.lines.iter().enumerate() {
-            sql::query(
-                "INSERT INTO order_lines (order_id, position, product_id, quantity, unit_price, line_total) VALUES ($1, $2, $3, $4, $5, $6)",
+    .await?;
+    history
+        .execute(tx, Vec::new(), |r| {
+            format!(
+                "INSERT INTO order_history (event_id, order_id, event_type, source, at)
+                 SELECT event_id, order_id, event_type, source, at FROM {r} WHERE true{skip}"
             )
-            .bind(e.order_id)
-            .bind(position as i32)
-            .bind(line.product_id)
-            .bind(line.quantity)
-            .bind(line.unit_price)
-            .bind(line.quantity * line.unit_price)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Adds one step to an order's history (once per event).
-async fn record_history(
-    tx: &mut Conn,
-    order_id: uuid::Uuid,
-    event: &CloudEvent,
-) -> Result<(), HandlerError> {
-    sql::query("INSERT INTO order_history (event_id, order_id, event_type, source, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
-        .bind(event.id)
-        .bind(order_id)
-        .bind(event.event_name())
-        .bind(event.service().map(|s| s.name()).unwrap_or("unknown"))
-        .bind(event.time)
-        .execute(&mut *tx)
+        })
         .await?;
     Ok(())
 }

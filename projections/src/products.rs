@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use shop_eventing::handler::{EventHandler, HandlerError};
 use shop_schemas::inventory::{InventoryEvent, StockLine, RELEASED_FROM_SOLD};
 use shop_schemas::{CloudEvent, Service};
-use shop_sql::{self as sql, Conn, RowSet};
+use shop_sql::{Conn, RowSet};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -54,8 +54,9 @@ impl EventHandler for ProductsProjection {
         true
     }
 
-    /// A batch in three statements: new products, the changes to known ones (folded per
-    /// product), and the stock moves (summed per product).
+    /// The projection's one handler: a batch (one event is a batch of one) in three
+    /// statements — new products, the changes to known ones (folded per product), and the
+    /// stock moves (summed per product).
     async fn handle_batch(
         &self,
         tx: &mut Conn,
@@ -136,11 +137,18 @@ impl EventHandler for ProductsProjection {
             )
             .await?;
         if updated != changes.len() as u64 {
-            // Replayed one by one, the event of the missing product is named.
-            return Err(HandlerError::permanent(format!(
-                "{} changed products are not in the read model",
-                changes.len() as u64 - updated
-            )));
+            // Events of one product arrive in order on one partition, so its ProductAdded
+            // came first: a missing row means the log is inconsistent. Replayed one by
+            // one, the missing product is named.
+            return Err(HandlerError::permanent(match changes.keys().next() {
+                Some(product_id) if changes.len() == 1 => {
+                    format!("product {product_id} is not in the read model")
+                }
+                _ => format!(
+                    "{} changed products are not in the read model",
+                    changes.len() as u64 - updated
+                ),
+            }));
         }
         let mut rows = RowSet::new(&MOVES);
         for (product_id, (reserved, sold)) in moves {
@@ -164,54 +172,9 @@ impl EventHandler for ProductsProjection {
         Ok(())
     }
 
+    /// A batch of one.
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
-        let Some(decoded) =
-            shop_eventing::handler::decode::<InventoryEvent>(Service::Inventory, event)?
-        else {
-            return Ok(());
-        };
-        let version = event.sequence as i64;
-        let at = event.time;
-        match decoded {
-            InventoryEvent::ProductAdded(e) => {
-                sql::query(
-                    "INSERT INTO products (product_id, sku, name, price, received, version, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (product_id) DO NOTHING",
-                )
-                .bind(e.product_id)
-                .bind(&e.sku)
-                .bind(&e.name)
-                .bind(e.price)
-                .bind(e.stock)
-                .bind(version)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            InventoryEvent::ProductRestocked(e) => {
-                update(
-                    tx,
-                    "received = received + $2",
-                    e.product_id,
-                    e.quantity,
-                    version,
-                    at,
-                )
-                .await?;
-            }
-            // Units move between reserved and sold per order (`available` is computed).
-            InventoryEvent::StockReserved(e) => move_units(tx, &e.lines, 1, 0).await?,
-            InventoryEvent::StockCommitted(e) => move_units(tx, &e.lines, -1, 1).await?,
-            InventoryEvent::StockReleased(e) if e.released_from == RELEASED_FROM_SOLD => {
-                move_units(tx, &e.lines, 0, -1).await?
-            }
-            InventoryEvent::StockReleased(e) => move_units(tx, &e.lines, -1, 0).await?,
-            InventoryEvent::StockReservationRejected(_) => {}
-            InventoryEvent::ProductPriceChanged(e) => {
-                update(tx, "price = $2", e.product_id, e.price, version, at).await?;
-            }
-        }
-        Ok(())
+        self.handle_batch(tx, &[event]).await
     }
 }
 
@@ -241,58 +204,4 @@ impl Change {
         change.at = change.at.max(event.time);
         change
     }
-}
-
-/// Adds `reserved × quantity` and `sold × quantity` of each line to `product_stock`, in
-/// product order (as the batches do: no deadlock with another member of the group).
-async fn move_units(
-    tx: &mut Conn,
-    lines: &[StockLine],
-    reserved: i64,
-    sold: i64,
-) -> Result<(), HandlerError> {
-    let mut lines: Vec<&StockLine> = lines.iter().collect();
-    lines.sort_by_key(|line| line.product_id);
-    for line in lines {
-        sql::query(
-            "INSERT INTO product_stock (product_id, reserved, sold) VALUES ($1, $2, $3)
-             ON CONFLICT (product_id) DO UPDATE SET
-                 reserved = product_stock.reserved + EXCLUDED.reserved,
-                 sold = product_stock.sold + EXCLUDED.sold",
-        )
-        .bind(line.product_id)
-        .bind(reserved * line.quantity)
-        .bind(sold * line.quantity)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn update(
-    tx: &mut Conn,
-    set: &str,
-    product_id: uuid::Uuid,
-    value: i64,
-    version: i64,
-    at: DateTime<Utc>,
-) -> Result<(), HandlerError> {
-    let sql =
-        format!("UPDATE products SET {set}, version = $3, updated_at = $4 WHERE product_id = $1");
-    let updated = sql::query(&sql)
-        .bind(product_id)
-        .bind(value)
-        .bind(version)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if updated == 0 {
-        // Events of one product arrive in order on one partition, so its ProductAdded
-        // came first; a missing row means the log is inconsistent.
-        return Err(HandlerError::permanent(format!(
-            "product {product_id} is not in the read model"
-        )));
-    }
-    Ok(())
 }

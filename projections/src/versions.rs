@@ -434,11 +434,15 @@ async fn supervise_once(
             wanted.push((info, r.version, r.status == REBUILDING));
         }
     }
-    // SQLite runs one transaction at a time: more members would only queue.
-    let members = |rebuilding: bool| match pool.dialect() {
-        sql::Dialect::Postgres if rebuilding => platform.consumer.rebuild_members.max(1),
-        sql::Dialect::Postgres => platform.consumer.projection_members.max(1),
-        sql::Dialect::Sqlite => 1,
+    // No more members than the database writes with at once (SQLite: one; more would
+    // only queue).
+    let members = |rebuilding: bool| {
+        let configured = if rebuilding {
+            platform.consumer.rebuild_members
+        } else {
+            platform.consumer.projection_members
+        };
+        configured.max(1).min(pool.max_concurrent_writers())
     };
     // Stop the consumers of versions that are no longer wanted, and of those whose
     // member count changed (a rebuild switched live); the latter start again below.
@@ -581,11 +585,7 @@ async fn switch(
     live: i64,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if tx.dialect() == sql::Dialect::Postgres {
-        sql::query("LOCK TABLE consumer_checkpoints IN SHARE MODE")
-            .execute(&mut tx)
-            .await?;
-    }
+    tx.hold_writes_to("consumer_checkpoints").await?;
     let positions = |consumer: String| {
         sql::query_as::<(String, i32, i64)>(
             "SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1",

@@ -53,6 +53,16 @@ impl Pool {
         }
     }
 
+    /// How many transactions can write at once to good effect: SQLite serialises every
+    /// transaction of a file behind its one writer (more would only queue); PostgreSQL
+    /// sets no bound of its own.
+    pub fn max_concurrent_writers(&self) -> usize {
+        match self {
+            Pool::Postgres(_) => usize::MAX,
+            Pool::Sqlite(_) => 1,
+        }
+    }
+
     /// Starts a transaction. On SQLite it takes the writer lock at once (`BEGIN
     /// IMMEDIATE`), so two transactions never deadlock upgrading from reader to writer.
     ///
@@ -186,6 +196,22 @@ impl Conn {
             Inner::PgTx(_) | Inner::Pg(_) | Inner::PgOwned(_) => Dialect::Postgres,
             Inner::LiteTx(_) | Inner::Lite(_) => Dialect::Sqlite,
         }
+    }
+
+    /// Holds off other transactions' writes to `table` until this transaction ends, once
+    /// those in flight have committed; reads go on. PostgreSQL: `LOCK TABLE … IN SHARE
+    /// MODE`; SQLite: already so (a transaction holds the file's one writer from its
+    /// start).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn hold_writes_to(&mut self, table: &str) -> Result<(), sqlx::Error> {
+        if self.dialect() == Dialect::Postgres {
+            crate::sql::query(&format!("LOCK TABLE {table} IN SHARE MODE"))
+                .execute(&mut *self)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Commits the transaction (a no-op outside one), then notifies the in-process

@@ -1,21 +1,20 @@
 //! Reactions of the inventory service: the order saga's stock steps (SPEC §5): reserve
 //! on `OrderPlaced`, commit on `OrderConfirmed`, release on `OrderCancelled`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
 use shop_eventing::handler::{apply_span, decode, EventHandler, HandlerError};
 use shop_eventing::telemetry::metadata_caused_by;
-use shop_schemas::inventory::{StockLine, StockShortage};
+use shop_schemas::inventory::{StockLine, StockReserved};
 use shop_schemas::orders::{OrderEvent, OrderPlaced};
 use shop_schemas::{CloudEvent, Service};
 use shop_sql::{self as sql, Conn};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::reservation::{Reservation, ReservationCommand};
+use crate::reservation::{Available, Reservation, ReservationCommand};
 
 /// The consumer name of [`ReserveStock`].
 pub const RESERVATIONS: &str = "inventory.reservations";
@@ -26,10 +25,12 @@ pub const RESERVATIONS_SOURCES: &[Service] = &[Service::Orders];
 /// sold units back to available). Orders events are keyed by order, so they come in the
 /// order's own order.
 ///
-/// `OrderPlaced` → `StockReserved` for every line, or `StockReservationRejected` with the
-/// short lines and nothing reserved. The order's `stock` rows are locked while deciding,
-/// so concurrent orders for the same products (other partitions, other instances) are
-/// decided one after the other and never oversell.
+/// `OrderPlaced` → the reservation decides, on the available units of the order's
+/// products: `StockReserved` for every line, or `StockReservationRejected` with the short
+/// lines and nothing reserved. The reaction only reads those units, with the order's
+/// `stock` rows locked while the reservation decides, so concurrent orders for the same
+/// products (other partitions, other instances) are decided one after the other and
+/// never oversell.
 pub struct ReserveStock {
     pub bus: Arc<CommandBus<Reservation>>,
 }
@@ -48,10 +49,10 @@ impl EventHandler for ReserveStock {
         self.apply(tx, &mut stock, decoded, event).await
     }
 
-    /// A batch (PostgreSQL) locks the stock of every product its placed orders name in
-    /// one statement, up front and in product order, and decides each order on those
-    /// rows as the batch's own reservations move them — one round trip per batch instead
-    /// of one per order. A release in the batch puts units back by amounts only its
+    /// A batch (the runner batches on PostgreSQL) locks the stock of every product its
+    /// placed orders name in one statement, up front and in product order, and has each
+    /// order's reservation decide on those rows as the batch's own reservations move them
+    /// — one round trip per batch instead of one per order. A release in the batch puts units back by amounts only its
     /// reservation knows, so the orders after it read their rows again. The stock
     /// table's `available >= 0` check still judges every move: a decision on a wrong
     /// count aborts the append, and the runner then goes event by event.
@@ -98,27 +99,35 @@ impl EventHandler for ReserveStock {
     }
 }
 
-/// The products whose units the reservations of these orders hold (PostgreSQL; SQLite
-/// has one writer at a time, so there is nothing to order).
+/// The products whose units the reservations of these orders hold (read from their
+/// `StockReserved` events).
 async fn reserved_products(tx: &mut Conn, orders: Vec<String>) -> Result<Vec<Uuid>, HandlerError> {
-    if orders.is_empty() || tx.dialect() != sql::Dialect::Postgres {
+    if orders.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(sql::query_scalar::<Uuid>(
-        "SELECT DISTINCT (line->>'product_id')::uuid FROM events, jsonb_array_elements(data->'lines') AS line
-         WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND event_type = 'StockReserved'",
-    )
-    .bind(<Reservation as cqrs_es::Aggregate>::TYPE)
-    .bind(sql::Arg::TextList(orders))
-    .fetch_all(&mut *tx)
-    .await?)
+    let statement = format!(
+        "SELECT data FROM events WHERE aggregate_type = $1 AND aggregate_id {} AND event_type = 'StockReserved'",
+        tx.dialect().in_list(2)
+    );
+    let reservations = sql::query_scalar::<serde_json::Value>(&statement)
+        .bind(<Reservation as cqrs_es::Aggregate>::TYPE)
+        .bind(sql::Arg::TextList(orders))
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut products = Vec::new();
+    for data in reservations {
+        let reserved: StockReserved = serde_json::from_value(data)
+            .map_err(|e| HandlerError::permanent(format!("a stored StockReserved: {e}")))?;
+        products.extend(reserved.lines.iter().map(|l| l.product_id));
+    }
+    Ok(products)
 }
 
 /// The stock rows a transaction has locked, with their available units as its own
 /// reservations leave them.
 #[derive(Default)]
 struct Stock {
-    available: HashMap<Uuid, i64>,
+    available: Available,
     /// Whether `available` still counts what the rows hold (a release makes it stale).
     current: bool,
 }
@@ -149,20 +158,13 @@ impl Stock {
 
     /// The available units of an order's products, locked (read again unless current
     /// and holding every one of them).
-    async fn of(
-        &mut self,
-        tx: &mut Conn,
-        order: &OrderPlaced,
-    ) -> Result<HashMap<Uuid, i64>, HandlerError> {
+    async fn of(&mut self, tx: &mut Conn, order: &OrderPlaced) -> Result<Available, HandlerError> {
         let ids: Vec<Uuid> = order.lines.iter().map(|l| l.product_id).collect();
-        if !self.current || ids.iter().any(|id| !self.available.contains_key(id)) {
+        if !self.current || ids.iter().any(|id| !self.available.knows(*id)) {
             self.available.clear();
             self.lock(tx, ids.clone()).await?;
         }
-        Ok(ids
-            .iter()
-            .filter_map(|id| self.available.get(id).map(|a| (*id, *a)))
-            .collect())
+        Ok(self.available.only(ids))
     }
 }
 
@@ -195,40 +197,18 @@ impl ReserveStock {
             _ => return Ok(()),
         };
         let available = stock.of(tx, &order).await?;
-        let shortages: Vec<StockShortage> = order
+        let lines: Vec<StockLine> = order
             .lines
             .iter()
-            .filter_map(|line| {
-                let there = available.get(&line.product_id).copied().unwrap_or(0);
-                (there < line.quantity).then_some(StockShortage {
-                    product_id: line.product_id,
-                    requested: line.quantity,
-                    available: there,
-                })
+            .map(|l| StockLine {
+                product_id: l.product_id,
+                quantity: l.quantity,
             })
             .collect();
-        let command = if shortages.is_empty() {
-            for line in &order.lines {
-                if let Some(units) = stock.available.get_mut(&line.product_id) {
-                    *units -= line.quantity;
-                }
-            }
-            ReservationCommand::Reserve {
-                order_id: order.order_id,
-                lines: order
-                    .lines
-                    .iter()
-                    .map(|l| StockLine {
-                        product_id: l.product_id,
-                        quantity: l.quantity,
-                    })
-                    .collect(),
-            }
-        } else {
-            ReservationCommand::Reject {
-                order_id: order.order_id,
-                shortages,
-            }
+        let command = ReservationCommand::Reserve {
+            order_id: order.order_id,
+            lines: lines.clone(),
+            available,
         };
         // The order's reservation starts here: no events to read.
         self.bus
@@ -239,6 +219,9 @@ impl ReserveStock {
                 &metadata_caused_by(cause),
             )
             .await?;
+        // The batch's next orders decide on what this one left (the same inputs, so the
+        // same outcome as the reservation's decision).
+        stock.available.take(&lines);
         Ok(())
     }
 

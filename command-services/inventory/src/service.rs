@@ -21,8 +21,10 @@ pub const COMPONENT: &str = "inventory";
 const SCHEMA: &str = include_str!("../sql/inventory.sql");
 
 /// Keeps the service's private tables in step with its events, inside the append
-/// transaction: `product_skus` (a taken SKU aborts the append: 409) and `stock` (whose
-/// `available >= 0` check makes an oversell abort the append).
+/// transaction: `product_skus` (a taken SKU aborts the append: 409) and `stock`. The hook
+/// decides nothing about stock (the reservation does, [`crate::reservation`]); the
+/// `available >= 0` check of `stock` is the last guard: a move below zero aborts the
+/// append.
 struct InventoryTables;
 
 async fn apply_to_tables(tx: &mut Conn, event: &InventoryEvent) -> Result<(), HookError> {
@@ -52,25 +54,15 @@ async fn apply_to_tables(tx: &mut Conn, event: &InventoryEvent) -> Result<(), Ho
                 .execute(&mut *tx)
                 .await?;
         }
+        // The reservation decided on these units, locked; were its count wrong, the
+        // `available >= 0` check aborts the append (the last guard, not the rule).
         InventoryEvent::StockReserved(e) => {
-            let mut lines: Vec<&StockLine> = e.lines.iter().collect();
-            lines.sort_by_key(|l| l.product_id);
-            for line in lines {
-                let moved = sql::query(
-                    "UPDATE stock SET available = available - $2, reserved = reserved + $2 WHERE product_id = $1 AND available >= $2",
-                )
-                .bind(line.product_id)
-                .bind(line.quantity)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if moved == 0 {
-                    return Err(HookError::Refused(format!(
-                        "product {} is short for order {}",
-                        line.product_id, e.order_id
-                    )));
-                }
-            }
+            move_units(
+                tx,
+                &e.lines,
+                "available = available - $2, reserved = reserved + $2",
+            )
+            .await?;
         }
         InventoryEvent::StockCommitted(e) => {
             move_units(tx, &e.lines, "reserved = reserved - $2, sold = sold + $2").await?;

@@ -1,6 +1,7 @@
-//! A projector's set-based batch (`handle_batch`, PostgreSQL) writes exactly the rows its
-//! event-by-event path (`handle`) writes, for a history that touches every table: new
-//! rows, updates folded per key, deltas summed per key, statuses and their reasons.
+//! Each projector has one handler, which takes a batch (the runner's single event, on
+//! SQLite or after a failed batch, is a batch of one). Batches of any size write the same
+//! read model, for a history that touches every table: new rows, updates folded per key,
+//! deltas summed per key, statuses and their reasons — on both backends.
 
 use chrono::{SubsecRound, Utc};
 use serde::Serialize;
@@ -9,7 +10,7 @@ use shop_projections::PROJECTIONS;
 use shop_schemas::{customers, inventory, orders, payments, shipping};
 use shop_schemas::{CloudEvent, EventMetadata, Service};
 use shop_sql::db::{self, DatabaseConfig};
-use shop_sql::{self as sql, Pool};
+use shop_sql::{self as sql, Dialect, Pool};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -225,19 +226,56 @@ fn history() -> Vec<CloudEvent> {
     h.events
 }
 
-async fn fresh(name: &str) -> (Pool, DatabaseConfig) {
-    let config = DatabaseConfig {
-        server_url: std::env::var("SHOP_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into()),
-        sqlite_dir: None,
-        instance: format!("t{}", &Uuid::new_v4().simple().to_string()[..12]),
-        max_connections: 2,
-    };
-    let schemas: Vec<&str> = PROJECTIONS.iter().map(|p| p.schema).collect();
-    let pool = db::open(&config, name, &schemas).await.unwrap_or_else(|e| {
-        panic!("{e}\n(start PostgreSQL with `scripts/infra.sh up`, or set SHOP_TEST_DATABASE_URL)")
-    });
-    (pool, config)
+shop_sql::on_both_backends!(
+    batches_of_any_size_write_the_same_read_model,
+    an_orders_batch_over_rows_already_there_fails_and_the_event_path_skips_them,
+);
+
+/// A read-model database of its own for one test.
+struct Database {
+    pool: Pool,
+    config: DatabaseConfig,
+    name: &'static str,
+}
+
+impl Database {
+    async fn fresh(backend: Dialect, name: &'static str) -> Self {
+        let instance = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let config = DatabaseConfig {
+            server_url: match backend {
+                Dialect::Postgres => std::env::var("SHOP_TEST_DATABASE_URL").unwrap_or_else(|_| {
+                    "postgres://postgres:postgres@127.0.0.1:5432/postgres".into()
+                }),
+                Dialect::Sqlite => String::new(),
+            },
+            sqlite_dir: match backend {
+                Dialect::Postgres => None,
+                Dialect::Sqlite => Some(std::env::temp_dir().join(format!("shop-{instance}"))),
+            },
+            instance,
+            max_connections: 2,
+        };
+        let schemas: Vec<&str> = PROJECTIONS.iter().map(|p| p.schema).collect();
+        let pool = db::open(&config, name, &schemas).await.unwrap_or_else(|e| {
+            panic!(
+                "{e}\n(start PostgreSQL with `scripts/infra.sh up`, or set SHOP_TEST_DATABASE_URL)"
+            )
+        });
+        Database { pool, config, name }
+    }
+
+    async fn drop(self) {
+        self.pool.close().await;
+        match &self.config.sqlite_dir {
+            Some(dir) => std::fs::remove_dir_all(dir).unwrap(),
+            None => db::drop_database(
+                &self.config.server_url,
+                &self.config.database_name(self.name),
+            )
+            .await
+            .unwrap(),
+        }
+    }
 }
 
 /// Every row of every projection table, as JSON text, sorted.
@@ -245,12 +283,27 @@ async fn rows(pool: &Pool) -> Vec<String> {
     let mut all = Vec::new();
     for info in PROJECTIONS {
         for table in info.tables {
-            let mut rows: Vec<String> = sql::query_scalar(&format!(
-                "SELECT '{table} ' || row_to_json(t)::text FROM {table} t"
-            ))
-            .fetch_all(pool)
-            .await
-            .unwrap();
+            let statement = match pool.dialect() {
+                Dialect::Postgres => {
+                    format!("SELECT '{table} ' || row_to_json(t)::text FROM {table} t")
+                }
+                Dialect::Sqlite => {
+                    let columns: Vec<String> = sql::query_scalar(&format!(
+                        "SELECT name FROM pragma_table_info('{table}')"
+                    ))
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+                    let pairs: Vec<String> =
+                        columns.iter().map(|c| format!("'{c}', {c}")).collect();
+                    format!(
+                        "SELECT '{table} ' || json_object({}) FROM {table}",
+                        pairs.join(", ")
+                    )
+                }
+            };
+            let mut rows: Vec<String> =
+                sql::query_scalar(&statement).fetch_all(pool).await.unwrap();
             rows.sort();
             all.extend(rows);
         }
@@ -258,53 +311,54 @@ async fn rows(pool: &Pool) -> Vec<String> {
     all
 }
 
-#[tokio::test]
-async fn a_batch_writes_what_event_by_event_writes() {
-    let events = history();
-    let (one_by_one, one_config) = fresh("each").await;
-    let (batched, batch_config) = fresh("batch").await;
+/// Applies each projection's events in batches of `size` (one transaction each); size 1
+/// goes through `handle`, the runner's single event.
+async fn project(pool: &Pool, events: &[CloudEvent], size: usize) {
     for info in PROJECTIONS {
         let handler = shop_projections::handler(info);
+        assert!(handler.batches(), "{} writes batches", info.name);
         let mine: Vec<&CloudEvent> = events
             .iter()
             .filter(|e| e.service().is_some_and(|s| info.sources.contains(&s)))
             .collect();
-        let mut tx = one_by_one.begin().await.unwrap();
-        for event in &mine {
-            handler.handle(&mut tx, event).await.unwrap();
-        }
-        tx.commit().await.unwrap();
-        // Two batches: the second updates rows the first inserted.
-        let (first, second) = mine.split_at(mine.len() / 2);
-        for batch in [first, second] {
-            let mut tx = batched.begin().await.unwrap();
-            handler.handle_batch(&mut tx, batch).await.unwrap();
+        for batch in mine.chunks(size) {
+            let mut tx = pool.begin().await.unwrap();
+            if let [event] = batch {
+                handler.handle(&mut tx, event).await.unwrap();
+            } else {
+                handler.handle_batch(&mut tx, batch).await.unwrap();
+            }
             tx.commit().await.unwrap();
         }
-        assert!(handler.batches(), "{} writes batches", info.name);
     }
-    let expected = rows(&one_by_one).await;
+}
+
+async fn batches_of_any_size_write_the_same_read_model(backend: Dialect) {
+    let events = history();
+    let one = Database::fresh(backend, "each").await;
+    project(&one.pool, &events, 1).await;
+    let expected = rows(&one.pool).await;
     assert!(
         expected.len() > 15,
         "the history fills every table: {expected:#?}"
     );
-    assert_eq!(rows(&batched).await, expected);
-    for (pool, config, name) in [
-        (one_by_one, one_config, "each"),
-        (batched, batch_config, "batch"),
-    ] {
-        pool.close().await;
-        db::drop_database(&config.server_url, &config.database_name(name))
-            .await
-            .unwrap();
+    one.drop().await;
+    // Two events, three, about half (the second batch updates rows the first inserted),
+    // everything at once.
+    for size in [2, 3, events.len() / 2 + 1, events.len()] {
+        let batched = Database::fresh(backend, "batch").await;
+        project(&batched.pool, &events, size).await;
+        assert_eq!(rows(&batched.pool).await, expected, "batches of {size}");
+        batched.drop().await;
     }
 }
 
 /// The orders projection's batch inserts plainly (the runner hands it only events not
 /// applied before): a row already there fails the batch, and the event-by-event path the
-/// runner then takes skips what exists, so nothing is written twice.
-#[tokio::test]
-async fn an_orders_batch_over_rows_already_there_fails_and_the_event_path_skips_them() {
+/// runner then takes (a batch of one that skips what exists) writes nothing twice.
+async fn an_orders_batch_over_rows_already_there_fails_and_the_event_path_skips_them(
+    backend: Dialect,
+) {
     let info = shop_projections::versions::projection("orders").unwrap();
     let handler = shop_projections::handler(info);
     let events = history();
@@ -312,11 +366,12 @@ async fn an_orders_batch_over_rows_already_there_fails_and_the_event_path_skips_
         .iter()
         .filter(|e| e.service().is_some_and(|s| info.sources.contains(&s)))
         .collect();
-    let (pool, config) = fresh("again").await;
+    let database = Database::fresh(backend, "again").await;
+    let pool = &database.pool;
     let mut tx = pool.begin().await.unwrap();
     handler.handle_batch(&mut tx, &mine).await.unwrap();
     tx.commit().await.unwrap();
-    let applied = rows(&pool).await;
+    let applied = rows(pool).await;
 
     let mut tx = pool.begin().await.unwrap();
     assert!(handler.handle_batch(&mut tx, &mine).await.is_err());
@@ -326,10 +381,6 @@ async fn an_orders_batch_over_rows_already_there_fails_and_the_event_path_skips_
         handler.handle(&mut tx, event).await.unwrap();
     }
     tx.commit().await.unwrap();
-    assert_eq!(rows(&pool).await, applied);
-
-    pool.close().await;
-    db::drop_database(&config.server_url, &config.database_name("again"))
-        .await
-        .unwrap();
+    assert_eq!(rows(pool).await, applied);
+    database.drop().await;
 }
