@@ -31,7 +31,7 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/products"),
     ("get", "/api/products/{id}"),
     ("post", "/api/orders"),
-    ("post", "/api/orders/{order_id}/cancel"),
+    ("post", "/api/orders/{id}/cancel"),
     ("get", "/api/orders/{id}"),
     ("get", "/api/customers/{id}/orders"),
     ("post", "/api/shipments/{order_id}/dispatch"),

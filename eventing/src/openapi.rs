@@ -23,7 +23,7 @@ pub const KEYED_OPERATIONS: [(&str, &str); 9] = [
     ("post", "/api/customers"),
     ("post", "/api/customers/{id}/wallet/deposits"),
     ("post", "/api/orders"),
-    ("post", "/api/orders/{order_id}/cancel"),
+    ("post", "/api/orders/{id}/cancel"),
     ("post", "/api/products"),
     ("post", "/api/products/{id}/restock"),
     ("put", "/api/products/{id}/price"),

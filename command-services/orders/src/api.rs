@@ -250,9 +250,9 @@ impl Refusal for OrderError {
 /// `cancellation` and history show which. 409 once shipped or already cancelled.
 #[utoipa::path(
     post,
-    path = "/api/orders/{order_id}/cancel",
+    path = "/api/orders/{id}/cancel",
     tag = "orders",
-    params(("order_id" = Uuid, Path, description = "The order id")),
+    params(("id" = Uuid, Path, description = "The order id")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Cancelled (a pending order), or the cancellation requested from shipping (a confirmed one); refund and stock release follow a cancellation.", body = CancelAccepted),
