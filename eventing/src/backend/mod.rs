@@ -20,10 +20,15 @@ use uuid::Uuid;
 
 use shop_sql::{self as sql, Conn, Dialect, Pool};
 
-use crate::store::{AppendHook, InlineHook, StoredEvent};
+use crate::store::event::StoredEvent;
+use crate::store::hook::{AppendHook, InlineHook};
 
 mod postgres;
 mod sqlite;
+
+/// The channel the relay listens on; every append notifies it (`NOTIFY` on PostgreSQL,
+/// the in-process commit signal where the relay runs in the same process).
+pub const OUTBOX_CHANNEL: &str = "outbox";
 
 /// The backend of a pool or connection, for the capabilities the core plans by.
 #[derive(Debug, Clone, Copy)]

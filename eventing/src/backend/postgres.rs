@@ -10,8 +10,10 @@ use uuid::Uuid;
 
 use shop_sql::{self as sql, Conn, Dialect};
 
+use super::OUTBOX_CHANNEL;
 use super::{save_status, Status, CHECKPOINT_UPSERT, STATUS_UPSERT};
-use crate::store::{InlineHook, StoredEvent, EVENT_COLUMNS, OUTBOX_CHANNEL};
+use crate::store::event::{StoredEvent, EVENT_COLUMNS};
+use crate::store::hook::InlineHook;
 
 /// The columns of an append's events, as a [`sql::RowSet`] binds them (JSON as text).
 const APPENDED_COLUMNS: [(&str, &str); 9] = [

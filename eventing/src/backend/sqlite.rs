@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use shop_sql::{self as sql, Conn};
 
+use super::OUTBOX_CHANNEL;
 use super::{save_status, Status, CHECKPOINT_UPSERT};
-use crate::store::{StoredEvent, EVENT_COLUMNS, OUTBOX_CHANNEL};
+use crate::store::event::{StoredEvent, EVENT_COLUMNS};
 
 /// One insert per event and its outbox row, then the in-process wake-up at commit.
 pub(super) async fn insert_events(

@@ -7,8 +7,8 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 
 use shop_sql::Pool;
 
-use super::append::{commit_batch, AppendFailure, Snapshot};
-use super::AppendHook;
+use super::hook::AppendHook;
+use super::write::{commit_batch, AppendFailure, Snapshot};
 
 /// Most appends written by one transaction of a [`GroupCommit`].
 const GROUP_MAX: usize = 64;

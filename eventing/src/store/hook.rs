@@ -4,7 +4,7 @@ use futures::future::BoxFuture;
 
 use shop_sql::Conn;
 
-use super::StoredEvent;
+use super::event::StoredEvent;
 
 /// A service's private, transactional reaction to its own appends (unique keys, lookup
 /// tables). It runs inside the append transaction: its failure aborts the append.

@@ -1,4 +1,4 @@
-//! The connection an [`EventStore`] keeps between single-statement appends on
+//! The connection an event store keeps between single-statement appends on
 //! PostgreSQL, and the append route that uses it.
 
 use std::time::{Duration, Instant};
@@ -8,12 +8,12 @@ use sqlx::{PgConnection, PgPool};
 
 use shop_sql::{self as sql, Conn, Pool};
 
-use super::append::{
+use super::hook::AppendHook;
+use super::write::{
     commit_batch, connection_error, is_lost_connection, write_batch, AppendFailure, HookWork,
 };
-use super::EventStore;
 
-/// A connection an [`EventStore`] keeps between single-statement appends, so they skip
+/// A connection an event store keeps between single-statement appends, so they skip
 /// the pool's check-out (a round trip to test the connection) and its check-in (another,
 /// in the background) — half of the round trips of a restock. One append uses it at a
 /// time; another meanwhile goes through the pool. It is detached from the pool (one
@@ -94,15 +94,14 @@ impl KeptConnection {
         let idle = kept.idle.take();
         Some((Borrowed { kept: &self.kept }, idle))
     }
-}
 
-impl EventStore {
     /// A single-statement append on the kept connection (opened from the pool when there
     /// is none, tested when idle a while), kept again once it succeeded.
-    #[tracing::instrument(level = "debug", skip_all)]
-    pub(super) async fn append_on_kept(
+    #[tracing::instrument(name = "append_on_kept", level = "debug", skip_all)]
+    pub(super) async fn append(
         &self,
-        kept: &KeptConnection,
+        pool: &Pool,
+        hook: Option<&dyn AppendHook>,
         borrowed: Borrowed<'_>,
         idle: Idle,
         work: HookWork<'_>,
@@ -118,7 +117,7 @@ impl EventStore {
         let (conn, was_kept) = match tested {
             Some(conn) => (conn, true),
             None => (
-                kept.pool
+                self.pool
                     .acquire()
                     .await
                     .map_err(connection_error)?
@@ -126,7 +125,7 @@ impl EventStore {
                 false,
             ),
         };
-        let mut conn = Conn::kept(conn, &kept.pool);
+        let mut conn = Conn::kept(conn, &self.pool);
         let appended = match write_batch(&mut conn, work, events, &[]).await {
             Ok(appended) => appended,
             // A kept connection the server closed since its last append (a restart within
@@ -144,13 +143,13 @@ impl EventStore {
                 .bind(&first.aggregate_type)
                 .bind(&first.aggregate_id)
                 .bind(first.sequence as i64)
-                .fetch_one(&self.pool)
+                .fetch_one(pool)
                 .await
                 .map_err(connection_error)?;
                 if stored {
                     return Err(e);
                 }
-                return commit_batch(&self.pool, self.hook.as_deref(), events, &[])
+                return commit_batch(pool, hook, events, &[])
                     .await
                     .map_err(AppendFailure::into_error);
             }

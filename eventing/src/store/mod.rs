@@ -8,9 +8,11 @@
 //!
 //! - `event`: the stored event, its row and its CloudEvent;
 //! - `hook`: the service's append hook;
-//! - `append`: the one append entry and the one function that writes a batch;
-//!   `group` (group commit) and `kept` (a kept connection) are routes it takes,
-//!   `tx` ([`TxEventStore`]) the one inside a caller's transaction;
+//! - `append`: the one append entry, which picks a route: `group` (group commit) or
+//!   alone (`kept`, the store's kept connection, or a transaction of its own);
+//!   `tx` ([`TxEventStore`]) appends inside a caller's transaction;
+//! - `write`: the one function every route writes an append with (events, outbox,
+//!   wake-up, hook, snapshots);
 //! - `reads`: cqrs-es's loads and replay streams, and the reads tools use.
 //!
 //! The SQL that differs between the backends is in [`crate::backend`].
@@ -20,23 +22,22 @@ use std::sync::Arc;
 use shop_sql::Pool;
 
 mod append;
-mod event;
+pub(crate) mod event;
 mod group;
-mod hook;
+pub(crate) mod hook;
 mod kept;
 mod reads;
 mod tx;
+mod write;
 
 pub use event::StoredEvent;
-pub(crate) use event::EVENT_COLUMNS;
 pub use hook::{AppendHook, HookError, InlineHook};
 pub use tx::TxEventStore;
 
 /// The event-store tables; apply with [`shop_sql::db::open`].
 pub const SCHEMA: &str = include_str!("../../sql/event_store.sql");
 
-/// The channel the relay listens on; every append notifies it.
-pub const OUTBOX_CHANNEL: &str = "outbox";
+pub use crate::backend::OUTBOX_CHANNEL;
 
 /// The event repository for cqrs-es on either backend ([`shop_sql`]), with outbox and
 /// append hook.

@@ -1,5 +1,5 @@
 //! Reading the store: cqrs-es's repository (an aggregate's events and snapshot, replay
-//! streams; its `persist` is the append, [`super::append`]) over the pool or a caller's
+//! streams; its `persist` is the append, `super::append`) over the pool or a caller's
 //! transaction, and the reads tools and `GET /api/events` use.
 
 use cqrs_es::persist::{
@@ -11,8 +11,10 @@ use uuid::Uuid;
 
 use shop_sql::{self as sql, Conn};
 
-use super::append::connection_error;
-use super::{EventStore, StoredEvent, TxEventStore, EVENT_COLUMNS};
+use super::event::{StoredEvent, EVENT_COLUMNS};
+use super::tx::TxEventStore;
+use super::write::connection_error;
+use super::EventStore;
 
 impl EventStore {
     /// One aggregate's events in sequence order (for `GET /api/events` and tools).

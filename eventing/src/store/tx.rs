@@ -7,8 +7,8 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 
 use shop_sql::{self as sql, Conn};
 
-use super::append::{connection_error, write_batch, HookWork, Snapshot};
-use super::AppendHook;
+use super::hook::AppendHook;
+use super::write::{connection_error, write_batch, HookWork, Snapshot};
 use crate::backend::Backend;
 
 /// The event store inside a transaction someone else owns — a reaction's, whose dedup
