@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use shop_log::{LogRecord, Position};
-use shop_sql::{self as sql, Conn, Dialect, Pool};
+use shop_sql::{self as sql, Conn, Pool};
+
+use crate::backend;
 
 /// The consumer's checkpoints; with `lock`, those of the partitions of `records` are
 /// held until the transaction ends.
@@ -28,36 +30,7 @@ pub(crate) async fn load_checkpoints(
     records: &[LogRecord],
     lock: bool,
 ) -> Result<BTreeMap<(String, i32), i64>, sqlx::Error> {
-    let rows = match tx.dialect() {
-        Dialect::Postgres if lock => {
-            let partitions: std::collections::BTreeSet<(&str, i32)> = records
-                .iter()
-                .map(|r| (r.topic.as_str(), r.partition))
-                .collect();
-            let (topics, numbers): (Vec<String>, Vec<i64>) = partitions
-                .into_iter()
-                .map(|(t, p)| (t.to_string(), i64::from(p)))
-                .unzip();
-            sql::query(
-                "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset)
-                 SELECT $1, p.topic, p.partition, 0 FROM unnest($2::text[], $3::bigint[]) AS p(topic, partition)
-                 ORDER BY p.topic, p.partition
-                 ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = consumer_checkpoints.next_offset
-                 RETURNING topic, partition, next_offset",
-            )
-            .bind(consumer)
-            .bind(sql::Arg::TextList(topics))
-            .bind(sql::Arg::I64List(numbers))
-            .fetch_all(&mut *tx)
-            .await?
-        }
-        Dialect::Postgres | Dialect::Sqlite => sql::query(
-            "SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1",
-        )
-        .bind(consumer)
-        .fetch_all(&mut *tx)
-        .await?,
-    };
+    let rows = backend::load_checkpoints(tx, consumer, records, lock).await?;
     rows.iter()
         .map(|r| {
             Ok((
@@ -68,6 +41,8 @@ pub(crate) async fn load_checkpoints(
         .collect()
 }
 
+/// Saves each partition's next offset (never moved back) and adds the batch to the
+/// consumer's status — in one statement where the backend has round trips to save.
 pub(crate) async fn save_progress(
     tx: &mut Conn,
     consumer: &str,
@@ -76,78 +51,12 @@ pub(crate) async fn save_progress(
     last_event_at: Option<DateTime<Utc>>,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    // Every partition's checkpoint and the status in one statement on PostgreSQL (one
-    // round trip per batch), one by one on SQLite (no round trip, no JSON to read).
-    const UPSERT: &str = "ON CONFLICT (consumer, topic, partition) DO UPDATE
-             SET next_offset = CASE WHEN consumer_checkpoints.next_offset > EXCLUDED.next_offset
-                                    THEN consumer_checkpoints.next_offset ELSE EXCLUDED.next_offset END,
-                 updated_at = CURRENT_TIMESTAMP";
-    const STATUS: &str = "INSERT INTO consumer_status (consumer, events_applied, last_event_at, last_error) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (consumer) DO UPDATE SET
-           events_applied = consumer_status.events_applied + EXCLUDED.events_applied,
-           last_event_at = CASE WHEN EXCLUDED.last_event_at IS NULL OR consumer_status.last_event_at > EXCLUDED.last_event_at
-                                THEN consumer_status.last_event_at ELSE EXCLUDED.last_event_at END,
-           last_error = COALESCE(EXCLUDED.last_error, consumer_status.last_error),
-           updated_at = CURRENT_TIMESTAMP";
-    match tx.dialect() {
-        Dialect::Postgres if !positions.is_empty() => {
-            const COLUMNS: [(&str, &str); 3] = [
-                ("topic", "TEXT"),
-                ("partition", "INTEGER"),
-                ("next_offset", "BIGINT"),
-            ];
-            let mut rows = sql::RowSet::new(&COLUMNS);
-            for p in positions {
-                rows.push([
-                    p.topic.as_str().into(),
-                    p.partition.into(),
-                    p.next_offset.into(),
-                ]);
-            }
-            rows.execute(
-                tx,
-                vec![
-                    consumer.into(),
-                    applied.into(),
-                    last_event_at.into(),
-                    error.map(str::to_string).into(),
-                ],
-                |r| {
-                    format!(
-                        "WITH checkpoints AS (
-                             INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset)
-                             SELECT $1, r.topic, r.partition, r.next_offset FROM {r} WHERE true {UPSERT})
-                         {STATUS}"
-                    )
-                },
-            )
-            .await?;
-            return Ok(());
-        }
-        // No partition to checkpoint: the status alone, below.
-        Dialect::Postgres => {}
-        Dialect::Sqlite => {
-            for p in positions {
-                sql::query(&format!(
-                    "INSERT INTO consumer_checkpoints (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, $4) {UPSERT}"
-                ))
-                .bind(consumer)
-                .bind(&p.topic)
-                .bind(p.partition)
-                .bind(p.next_offset)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-    }
-    sql::query(STATUS)
-        .bind(consumer)
-        .bind(applied)
-        .bind(last_event_at)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    let status = backend::Status {
+        applied,
+        last_event_at,
+        error,
+    };
+    backend::save_progress(tx, consumer, positions, status).await
 }
 
 /// A consumer's progress, as its database records it.

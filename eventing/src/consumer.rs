@@ -16,11 +16,12 @@ use shop_schemas::CloudEvent;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
+use crate::backend::Backend;
 use crate::checkpoint::{load_checkpoints, progress, save_progress};
 use crate::fault;
 use crate::handler::{apply_span, EventHandler, HandlerError};
 use shop_log::{EventLog, LogError, LogRecord, OutgoingRecord, Position, StartFrom, Subscription};
-use shop_sql::{self as sql, Conn, Dialect, Pool};
+use shop_sql::{self as sql, Conn, Pool};
 
 mod recovery;
 
@@ -327,17 +328,7 @@ impl ConsumerRunner {
             return crate::consistency::unapplied(tx, &self.config.name, events).await;
         }
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-        let insert_ids = match tx.dialect() {
-            Dialect::Postgres => "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
-            Dialect::Sqlite => "INSERT INTO processed_events (consumer, event_id) SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING RETURNING event_id",
-        };
-        Ok(sql::query_scalar(insert_ids)
-            .bind(&self.config.name)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect())
+        crate::backend::insert_processed_ids(tx, &self.config.name, &ids).await
     }
 
     /// Applies a batch: what to commit to the log, or where to read again.
@@ -404,7 +395,10 @@ impl ConsumerRunner {
         let replay_pending = self
             .replay_pending
             .load(std::sync::atomic::Ordering::Relaxed);
-        if self.handler.batches() && tx.dialect() == Dialect::Postgres && !replay_pending {
+        if self.handler.batches()
+            && Backend::of(&tx).statements_cost_round_trips()
+            && !replay_pending
+        {
             // `remove`: an id twice in one batch (a republished record) applies once.
             let batch: Vec<&CloudEvent> = events
                 .iter()

@@ -16,11 +16,14 @@
 //!   mapping of command errors to problem+json.
 //! - [`consistency`]: read-your-writes tokens; [`events_api`]: `GET /api/events`;
 //!   [`openapi`]: the document's assembly.
+//! - `backend`: the backend seam, the few operations of the core whose SQL differs
+//!   between PostgreSQL and SQLite; the rest of the core never asks which runs.
 //! - [`platform`]: what every component is built from. [`telemetry`]: logging, trace
 //!   context, metrics recorder. [`fault`]: fault injection points used by crash tests.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod backend;
 pub mod checkpoint;
 pub mod command;
 pub mod consistency;

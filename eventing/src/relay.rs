@@ -19,11 +19,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::backend;
 use crate::fault;
-use crate::store::{StoredEvent, EVENT_COLUMNS, OUTBOX_CHANNEL};
+use crate::store::{StoredEvent, OUTBOX_CHANNEL};
 use shop_log::{EventLog, OutgoingRecord};
 use shop_sql::signal::{CommitSignal, LocalListener};
-use shop_sql::{self as sql, Conn, Dialect, LitePool, Pool};
+use shop_sql::{self as sql, Conn, LitePool, Pool};
 
 /// Relay settings.
 #[derive(Debug, Clone)]
@@ -178,26 +179,9 @@ impl Relay {
     }
 
     /// Publishes one batch; returns how many events it published.
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %topic))]
     async fn publish_batch(&self, conn: &mut Conn, topic: &str) -> Result<usize, sqlx::Error> {
-        // On PostgreSQL an index lookup per outbox row, whatever the planner believes of
-        // the events table: with `IN`, a table not yet analyzed (a fresh database, the first
-        // minute of a service) or an outbox estimated at the whole `LIMIT` made it hash-join
-        // a sequential scan of every event, each look (`shop bench`, Kafka: 786 scans of
-        // 2.6k rows a look in 10 s at 400 orders/s, growing with the table).
-        let sql = match conn.dialect() {
-            Dialect::Postgres => format!(
-                "SELECT e.* FROM (SELECT position FROM outbox ORDER BY position LIMIT $1) AS o
-                 CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events WHERE events.position = o.position LIMIT 1) AS e
-                 ORDER BY o.position"
-            ),
-            Dialect::Sqlite => format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (SELECT position FROM outbox ORDER BY position LIMIT $1) ORDER BY position"
-            ),
-        };
-        let rows = sql::query(&sql)
-            .bind(self.config.batch_size)
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows = backend::outbox_batch(conn, self.config.batch_size).await?;
         // The outbox backlog: this batch when it is not full, else a count.
         let backlog = if rows.len() < self.config.batch_size as usize {
             rows.len() as i64
@@ -239,14 +223,7 @@ impl Relay {
         }
         fault::point(fault::RELAY_AFTER_PRODUCE);
         let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
-        let delete = format!(
-            "DELETE FROM outbox WHERE position {}",
-            conn.dialect().in_list(1)
-        );
-        sql::query(&delete)
-            .bind(&positions)
-            .execute(&mut *conn)
-            .await?;
+        backend::remove_from_outbox(conn, positions).await?;
         debug!(count = events.len(), "published");
         Ok(events.len())
     }
