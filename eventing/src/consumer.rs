@@ -157,6 +157,16 @@ impl ConsumerRunner {
             .log
             .subscribe(&self.config.group, &self.config.topics, self.config.start)
             .await?;
+        // Every series of this consumer exists from its start (at zero), so an alert on
+        // an increase sees the first one.
+        let name = self.config.name.clone();
+        metrics::counter!("dead_letters_total", "consumer" => name.clone()).increment(0);
+        metrics::counter!("consumer_resubscriptions_total", "consumer" => name.clone())
+            .increment(0);
+        for reason in ["checkpoint_gap", "database_unavailable"] {
+            metrics::counter!("consumer_rewinds_total", "consumer" => name.clone(), "reason" => reason)
+                .increment(0);
+        }
         let mut lag_measured = std::time::Instant::now() - LAG_INTERVAL;
         // Positions applied but not yet committed to the log, and when it last was.
         let mut uncommitted: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -293,6 +303,7 @@ impl ConsumerRunner {
         };
         let mut lag = 0;
         let mut waiting = 0;
+        let mut oldest_ms: Option<i64> = None;
         for topic in &self.config.topics {
             let Ok(ends) = self.log.end_offsets(topic).await else {
                 return Some((progress.positions, 0));
@@ -307,10 +318,21 @@ impl ConsumerRunner {
                 if held.iter().any(|(t, p)| t == topic && *p == partition) {
                     waiting += (end - next).max(0);
                 }
+                if next < end {
+                    // The first record not applied: how long it has waited.
+                    if let Ok(records) = self.log.read(topic, partition, next, 1).await {
+                        if let Some(ms) = records.first().and_then(|r| r.timestamp_ms) {
+                            oldest_ms = Some(oldest_ms.map_or(ms, |o| o.min(ms)));
+                        }
+                    }
+                }
             }
         }
-        metrics::gauge!("consumer_lag_events", "consumer" => self.config.name.clone())
-            .set(lag as f64);
+        let name = self.config.name.clone();
+        metrics::gauge!("consumer_lag_events", "consumer" => name.clone()).set(lag as f64);
+        let age_ms = oldest_ms.map_or(0, |ms| (chrono::Utc::now().timestamp_millis() - ms).max(0));
+        metrics::gauge!("consumer_oldest_unprocessed_seconds", "consumer" => name)
+            .set(age_ms as f64 / 1000.0);
         Some((progress.positions, waiting))
     }
 

@@ -246,6 +246,7 @@ pub const METRICS_CATALOGUE: &[(&str, MetricKind, &str)] = &[
     ("relay_backlog_events", MetricKind::Gauge, "Events in a service's outbox not yet published"),
     ("consumer_events_total", MetricKind::Counter, "Events a consumer handled, by consumer and outcome"),
     ("consumer_lag_events", MetricKind::Gauge, "Records on a consumer's partitions not yet applied"),
+    ("consumer_oldest_unprocessed_seconds", MetricKind::Gauge, "Age of the oldest record a consumer has not applied (0 when none waits)"),
     ("consumer_rewinds_total", MetricKind::Counter, "Times a consumer read records again (checkpoint_gap: commits lost by the database; database_unavailable)"),
     ("consumer_resubscriptions_total", MetricKind::Counter, "Times a consumer member that fetched nothing while records waited subscribed again"),
     ("dead_letters_total", MetricKind::Counter, "Events a consumer gave up on and dead-lettered"),
