@@ -143,6 +143,14 @@ pub struct BenchArgs {
     /// `embedded` (`shop dev`).
     #[arg(long, value_delimiter = ',', default_value = "kafka,embedded")]
     pub e2e_backends: Vec<String>,
+    /// End to end: keep each system's databases, topics and log after its loads (and
+    /// print its instance name), to look into where an order's time went; remove them
+    /// yourself afterwards.
+    #[arg(long, hide = true)]
+    pub e2e_keep: bool,
+    /// End to end: the system's log filter (`SHOP_LOG` of the process the bench starts).
+    #[arg(long, default_value = "warn", hide = true)]
+    pub e2e_system_log: String,
     /// Replay: delivered orders in the synthetic history (9 events each, plus their
     /// customers and products) that every projection is rebuilt from; 0 skips it.
     #[arg(long, default_value_t = 10_000)]

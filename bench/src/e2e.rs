@@ -3,7 +3,9 @@
 //! gateway at fixed offered loads, open loop (orders are sent on schedule whatever the
 //! answers, so slow responses are not hidden). Reported per load: orders/s decided,
 //! placed → CONFIRMED p50/p99/p99.9 (from the events' own times, as the order view's
-//! history has them), and the process's peak RSS.
+//! history has them), and the process's peak RSS; and what an order cost
+//! ([`crate::cost`]): CPU of the system, the broker and PostgreSQL, SQL statements and
+//! Kafka records, from the first order sent until the system is idle again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::cli::Common;
+use crate::cost::{self, Cost, StatementCounter};
 
 /// One offered load's outcome.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,6 +40,8 @@ pub struct E2eRun {
     /// Each saga step on the way to CONFIRMED (one event to the next in the order's
     /// history), so a slow figure shows which hop it comes from.
     pub steps: Vec<StepLatency>,
+    /// What each decided order cost ([`crate::cost`]).
+    pub cost: Cost,
 }
 
 /// The time from one saga event to the next across the confirmed orders.
@@ -54,6 +59,8 @@ struct System {
     cleanup: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
     /// Where the system's stderr goes.
     log_path: std::path::PathBuf,
+    /// Its instance: database names start with `<instance>_`, topics with `<instance>.`.
+    instance: String,
 }
 
 const ADMIN_PASSWORD: &str = "bench-admin-password";
@@ -79,8 +86,21 @@ fn shop_executable() -> anyhow::Result<std::path::PathBuf> {
     Ok(shop)
 }
 
+/// How the bench runs the system, beside the common settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Keep its databases, topics and log afterwards.
+    pub keep: bool,
+    /// Its log filter.
+    pub log: String,
+}
+
 /// Starts the system in its own process and waits for `shop: ready`.
-async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System> {
+async fn start(
+    common: &Common,
+    backend: &'static str,
+    options: &Options,
+) -> anyhow::Result<System> {
     let exe = shop_executable()?;
     let port = free_port();
     let instance = format!(
@@ -120,12 +140,13 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
         .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("SHOP_JWT_SECRET", "bench-jwt-secret")
         .env("SHOP_GATEWAY_RATE_LIMIT", "0")
-        .env("SHOP_LOG", "warn")
+        .env("SHOP_LOG", &options.log)
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log_path)?)
         .kill_on_drop(true);
     let database_url = common.database_url.clone();
     let kafka = crate::system::kafka(common).ok();
+    let system_instance = instance.clone();
     let cleanup: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send> =
         Box::new(move || {
             Box::pin(async move {
@@ -189,6 +210,7 @@ async fn start(common: &Common, backend: &'static str) -> anyhow::Result<System>
         base: format!("http://127.0.0.1:{port}"),
         cleanup,
         log_path,
+        instance: system_instance,
     })
 }
 
@@ -282,18 +304,21 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Runs the offered loads against one backend.
+/// Runs the offered loads against one backend; `statements` counts SQL statements (or
+/// says why it cannot).
 pub async fn run(
     common: &Common,
     backend: &'static str,
     rates: &[f64],
     seconds: u64,
+    statements: &Result<StatementCounter, String>,
+    options: &Options,
 ) -> anyhow::Result<Vec<E2eRun>> {
     // The ports are picked free, then bound by the system: another process may take one
     // in between (the system then exits with "Address already in use"); try again.
     let mut attempt = 1;
     let mut system = loop {
-        match start(common, backend).await {
+        match start(common, backend, options).await {
             Ok(system) => break system,
             Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {
                 tracing::warn!(error = %e, "the system could not bind its port; starting again");
@@ -302,13 +327,26 @@ pub async fn run(
             Err(e) => return Err(e),
         }
     };
-    let result = drive(&system, backend, rates, seconds).await;
+    // For the records produced (a client that cannot be built only leaves them out).
+    let kafka = match backend {
+        "kafka" => crate::system::kafka(common).ok(),
+        _ => None,
+    };
+    let result = drive(&system, backend, rates, seconds, statements, kafka).await;
     // SIGTERM for a clean stop, then the clean-up.
     if let Some(pid) = system.child.id() {
         let _ = Command::new("kill").arg(pid.to_string()).status().await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(20), system.child.wait()).await;
     let _ = system.child.kill().await;
+    if options.keep {
+        println!(
+            "kept the {backend} system's instance {} (databases {0}_*, topics {0}.*, log {})",
+            system.instance,
+            system.log_path.display()
+        );
+        return result;
+    }
     (system.cleanup)().await;
     if result.is_ok() {
         std::fs::remove_file(&system.log_path).ok();
@@ -316,13 +354,60 @@ pub async fn run(
     result
 }
 
+/// An order as the gateway shows it once it is decided (no longer `PENDING`).
+async fn decided_order(
+    http: &reqwest::Client,
+    system: &System,
+    admin: &str,
+    id: &str,
+) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, order) = call(
+            http,
+            reqwest::Method::GET,
+            format!("{}/api/orders/{id}", system.base),
+            Some(admin),
+            None,
+        )
+        .await?;
+        let status = order["status"].as_str().unwrap_or("");
+        if status != "PENDING" && !status.is_empty() {
+            return Ok(order);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "order {id} was not decided in 120 s (the system's log: {})",
+                system.log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn drive(
     system: &System,
     backend: &'static str,
     rates: &[f64],
     seconds: u64,
+    statements: &Result<StatementCounter, String>,
+    kafka: Option<Arc<shop_log::kafka::KafkaLog>>,
 ) -> anyhow::Result<Vec<E2eRun>> {
     let base = &system.base;
+    let pid = system.child.id().context("the system has exited")?;
+    let on_postgres = backend == "kafka";
+    let sources = cost::Sources {
+        system: cost::Group::Tree(pid),
+        load: Some(cost::Group::Process(std::process::id())),
+        databases: on_postgres.then(|| format!("{}_", system.instance)),
+        statements: statements.as_ref().ok().filter(|_| on_postgres),
+        log: kafka.as_ref().map(|k| {
+            (
+                k.as_ref() as &dyn shop_log::EventLog,
+                crate::system::all_topics(&format!("{}.", system.instance)),
+            )
+        }),
+    };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(256)
@@ -424,6 +509,9 @@ async fn drive(
     for &rate in rates {
         let interval = Duration::from_secs_f64(1.0 / rate);
         let total = (rate * seconds as f64).round() as usize;
+        // What the system uses doing nothing, to tell when it is done with the orders.
+        let idle = cost::idle_ticks(pid).await;
+        let usage_start = cost::start(&sources).await;
         let started = Instant::now();
         let cpu_before = cpu_ticks();
         let mut sends = Vec::with_capacity(total);
@@ -461,6 +549,14 @@ async fn drive(
                 ids.push(id);
             }
         }
+        // The cost window ends when the system has decided the last order sent and is
+        // idle again (shipping, projections), before the bench reads every order back
+        // (which is the bench's asking, not the orders' work).
+        if let Some(last) = ids.last() {
+            decided_order(&http, system, &admin, last).await?;
+        }
+        let settled = cost::settle(pid, idle, Duration::from_secs(60)).await;
+        let usage = cost::finish(&sources, usage_start).await;
         // Wait for every accepted order's decision, then read its saga timeline.
         let mut latencies = Vec::new();
         let mut steps: Vec<(String, String, Vec<f64>)> = Vec::new();
@@ -468,56 +564,33 @@ async fn drive(
         let mut first_placed: Option<chrono::DateTime<chrono::FixedOffset>> = None;
         let mut last_decided: Option<chrono::DateTime<chrono::FixedOffset>> = None;
         for id in &ids {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                let (_, order) = call(
-                    &http,
-                    reqwest::Method::GET,
-                    format!("{base}/api/orders/{id}"),
-                    Some(&admin),
-                    None,
-                )
-                .await?;
-                let status = order["status"].as_str().unwrap_or("");
-                if status != "PENDING" && !status.is_empty() {
-                    let at = |event: &str| {
-                        order["history"].as_array().and_then(|h| {
-                            h.iter().find(|s| s["event_type"] == event).and_then(|s| {
-                                s["at"]
-                                    .as_str()
-                                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                            })
-                        })
-                    };
-                    let placed = at("OrderPlaced");
-                    if let Some(p) = placed {
-                        first_placed = Some(first_placed.map_or(p, |f| f.min(p)));
-                    }
-                    match (placed, at("OrderConfirmed")) {
-                        (Some(placed), Some(done)) => {
-                            confirmed += 1;
-                            record_steps(&order["history"], &mut steps);
-                            latencies.push(
-                                (done - placed).num_microseconds().unwrap_or(0) as f64 / 1000.0,
-                            );
-                            last_decided = Some(last_decided.map_or(done, |l| l.max(done)));
-                        }
-                        _ => {
-                            cancelled += 1;
-                            if let Some(done) = at("OrderCancelled") {
-                                last_decided = Some(last_decided.map_or(done, |l| l.max(done)));
-                            }
-                        }
-                    }
-                    break;
+            let order = decided_order(&http, system, &admin, id).await?;
+            let at = |event: &str| {
+                order["history"].as_array().and_then(|h| {
+                    h.iter().find(|s| s["event_type"] == event).and_then(|s| {
+                        s["at"]
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    })
+                })
+            };
+            let placed = at("OrderPlaced");
+            if let Some(p) = placed {
+                first_placed = Some(first_placed.map_or(p, |f| f.min(p)));
+            }
+            match (placed, at("OrderConfirmed")) {
+                (Some(placed), Some(done)) => {
+                    confirmed += 1;
+                    record_steps(&order["history"], &mut steps);
+                    latencies.push((done - placed).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                    last_decided = Some(last_decided.map_or(done, |l| l.max(done)));
                 }
-                if Instant::now() > deadline {
-                    bail!(
-                        "order {id} was not decided in 120 s (the system's log: {})",
-                        system.log_path.display()
-                    );
+                _ => {
+                    cancelled += 1;
+                    if let Some(done) = at("OrderCancelled") {
+                        last_decided = Some(last_decided.map_or(done, |l| l.max(done)));
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         latencies.sort_by(f64::total_cmp);
@@ -528,6 +601,17 @@ async fn drive(
             }
             _ => seconds as f64,
         };
+        let mut cost = Cost::per_order(&usage, confirmed + cancelled);
+        cost.system_idle_cpu_pct = Some(cost::idle_percent(idle));
+        if !settled {
+            cost.notes.push(format!(
+                "{backend} {rate}: the system was not idle within 60 s of the last decision; \
+                 its cost is measured until then"
+            ));
+        }
+        if let (true, Err(why)) = (on_postgres, statements) {
+            cost.notes.push(why.clone());
+        }
         runs.push(E2eRun {
             backend,
             offered_per_s: rate,
@@ -552,6 +636,7 @@ async fn drive(
                     }
                 })
                 .collect(),
+            cost,
         });
     }
     Ok(runs)

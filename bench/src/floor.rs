@@ -4,25 +4,37 @@
 //! An order is a row inserted and committed (durably) in a database of its own and a
 //! record on a topic. Each hop — the stock reservation, the payment, the confirmation —
 //! is one plain consumer that inserts each record's row (with its topic, partition and
-//! offset) in one durable transaction per poll and then publishes the next record; the
-//! confirmation's commit decides the order. Same Kafka client settings, same PostgreSQL,
-//! same batch size as the system. What the system does beyond this (aggregates, dedup,
-//! outboxes and relays, several consumers per topic, projections, HTTP) is what its
-//! figures cost over these.
+//! offset) in one durable transaction per poll and then publishes the next record
+//! (acknowledged by the broker before the next poll); the confirmation's commit decides
+//! the order. Each hop commits its positions to the log as the system's consumers do (once
+//! a second, and when idle). Same Kafka client settings, same PostgreSQL, same batch size
+//! as the system. What the system does beyond this (aggregates, dedup, outboxes and
+//! relays, several consumers per topic, projections, HTTP) is what its figures cost over
+//! these.
+//!
+//! Its cost per order ([`crate::cost`]) is the bench's process's CPU from the first order
+//! placed to the last decision: the three hops and the placing of the orders (the insert
+//! and the first record; the system's counterpart is its order service's `POST`), with
+//! nothing else running in the process meanwhile.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shop_eventing::platform::Platform;
-use shop_log::{OutgoingRecord, StartFrom};
+use shop_log::{OutgoingRecord, Position, StartFrom};
 use shop_sql::{self as sql, Pool, RowSet};
 use uuid::Uuid;
 
+use crate::cost::{self, Cost, StatementCounter};
 use crate::e2e::{busy_percent, cpu_ticks, percentile, E2eRun, StepLatency};
 
 /// The name the floor's rows carry in the end-to-end table and JSON.
 pub const BACKEND: &str = "floor";
+
+/// How often a hop commits its positions to the log: as the system's consumers do
+/// (`shop_eventing::consumer`'s `LOG_COMMIT_INTERVAL`).
+const LOG_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The hops' names, as the system's saga steps are named.
 const HOPS: [&str; 3] = ["StockReserved", "PaymentCompleted", "OrderConfirmed"];
@@ -61,15 +73,21 @@ pub fn topics(prefix: &str, rate: f64) -> Vec<String> {
         .collect()
 }
 
-/// Runs each offered load for `seconds` on the platform's Kafka and PostgreSQL.
+/// Runs each offered load for `seconds` on the platform's Kafka and PostgreSQL;
+/// `statements` counts SQL statements (or says why it cannot).
 ///
 /// # Errors
 /// Kafka or PostgreSQL fail.
-pub async fn run(platform: &Platform, rates: &[f64], seconds: u64) -> anyhow::Result<Vec<E2eRun>> {
+pub async fn run(
+    platform: &Platform,
+    rates: &[f64],
+    seconds: u64,
+    statements: &Result<StatementCounter, String>,
+) -> anyhow::Result<Vec<E2eRun>> {
     let pool = shop_sql::db::open(&platform.database, "floor", &[SCHEMA]).await?;
     let mut runs = Vec::new();
     for rate in rates {
-        runs.push(one_load(platform, &pool, *rate, seconds).await?);
+        runs.push(one_load(platform, &pool, *rate, seconds, statements).await?);
     }
     pool.close().await;
     Ok(runs)
@@ -80,6 +98,7 @@ async fn one_load(
     pool: &Pool,
     rate: f64,
     seconds: u64,
+    statements: &Result<StatementCounter, String>,
 ) -> anyhow::Result<E2eRun> {
     let topics = topics(&platform.topic_prefix, rate);
     platform.log.ensure_topics(&topics).await?;
@@ -97,10 +116,36 @@ async fn one_load(
             .subscribe(&group, std::slice::from_ref(&from), StartFrom::Beginning)
             .await?;
         hops.push(tokio::spawn(async move {
+            // Positions applied but not yet committed to the log, and when it last was.
+            let mut uncommitted: std::collections::BTreeMap<(String, i32), i64> =
+                Default::default();
+            let mut committed_at = Instant::now();
             while !stop.is_cancelled() {
                 let records = subscription.poll(batch, Duration::from_millis(50)).await?;
+                if records.is_empty() || committed_at.elapsed() >= LOG_COMMIT_INTERVAL {
+                    let positions: Vec<Position> = std::mem::take(&mut uncommitted)
+                        .into_iter()
+                        .map(|((topic, partition), next_offset)| Position {
+                            topic,
+                            partition,
+                            next_offset,
+                        })
+                        .collect();
+                    // As the system's consumers: the rows are the truth, a failed
+                    // commit only costs re-reading.
+                    if let Err(e) = subscription.commit(&positions) {
+                        tracing::debug!(error = %e, "floor offset commit failed");
+                    }
+                    committed_at = Instant::now();
+                }
                 if records.is_empty() {
                     continue;
+                }
+                for record in &records {
+                    let next = uncommitted
+                        .entry((record.topic.clone(), record.partition))
+                        .or_default();
+                    *next = (*next).max(record.offset + 1);
                 }
                 let mut carried = Vec::with_capacity(records.len());
                 let mut rows = RowSet::new(&STEP_COLUMNS);
@@ -149,6 +194,14 @@ async fn one_load(
 
     // Open loop: every order leaves at its time, whatever the earlier ones do.
     let orders = (rate * seconds as f64).round() as usize;
+    let sources = cost::Sources {
+        system: cost::Group::Process(std::process::id()),
+        load: None,
+        databases: Some(platform.database.database_name("floor")),
+        statements: statements.as_ref().ok(),
+        log: Some((platform.log.as_ref(), topics.clone())),
+    };
+    let usage_start = cost::start(&sources).await;
     let cpu_before = cpu_ticks();
     let started = tokio::time::Instant::now();
     let mut senders = Vec::with_capacity(orders);
@@ -185,12 +238,17 @@ async fn one_load(
     while decided.lock().expect("not poisoned").len() < accepted && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let usage = cost::finish(&sources, usage_start).await;
     stop.cancel();
     for hop in hops {
         hop.await.context("a floor hop panicked")??;
     }
     let times = std::mem::take(&mut *decided.lock().expect("not poisoned"));
-    Ok(summarise(rate, accepted, &times, cpu_busy_pct))
+    let mut cost = Cost::per_order(&usage, times.len());
+    if let Err(why) = statements {
+        cost.notes.push(why.clone());
+    }
+    Ok(summarise(rate, accepted, &times, cpu_busy_pct, cost))
 }
 
 fn record(topic: &str, carried: &Carried) -> anyhow::Result<OutgoingRecord> {
@@ -203,7 +261,13 @@ fn record(topic: &str, carried: &Carried) -> anyhow::Result<OutgoingRecord> {
 }
 
 /// The run's row from each decided order's step times (placed, then one per hop).
-fn summarise(rate: f64, accepted: usize, times: &[Vec<i64>], cpu_busy_pct: Option<f64>) -> E2eRun {
+fn summarise(
+    rate: f64,
+    accepted: usize,
+    times: &[Vec<i64>],
+    cpu_busy_pct: Option<f64>,
+    cost: Cost,
+) -> E2eRun {
     let ms = |from: i64, to: i64| (to - from) as f64 / 1000.0;
     let mut total: Vec<f64> = times.iter().map(|t| ms(t[0], t[HOPS.len()])).collect();
     total.sort_by(f64::total_cmp);
@@ -242,6 +306,7 @@ fn summarise(rate: f64, accepted: usize, times: &[Vec<i64>], cpu_busy_pct: Optio
         peak_rss_mib: None,
         cpu_busy_pct,
         steps,
+        cost,
     }
 }
 
@@ -256,7 +321,7 @@ mod tests {
             vec![0, 10_000, 20_000, 30_000],
             vec![1_000_000, 1_010_000, 1_020_000, 1_030_000],
         ];
-        let run = summarise(2.0, 2, &times, Some(50.0));
+        let run = summarise(2.0, 2, &times, Some(50.0), Cost::default());
         assert_eq!(run.backend, BACKEND);
         assert_eq!((run.accepted, run.confirmed), (2, 2));
         assert!((run.p99_ms - 30.0).abs() < 1e-9);

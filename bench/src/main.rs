@@ -5,11 +5,13 @@
 //!
 //! Layout: [`cli`] the flags; [`run`] the stages in order and the report; [`replay`] the
 //! first fill and the rebuild; [`e2e`] the system end to end in its own process;
-//! [`floor`] the saga's hops as plain code; [`system`] the Kafka client and platform the
+//! [`floor`] the saga's hops as plain code; [`cost`] what an end-to-end order costs
+//! (CPU, SQL statements, Kafka records); [`system`] the Kafka client and platform the
 //! in-process stages run on.
 #![forbid(unsafe_code)]
 
 mod cli;
+mod cost;
 mod e2e;
 mod floor;
 mod replay;

@@ -75,11 +75,20 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("Kafka unreachable (`scripts/infra.sh up`)")?;
     let result = measure(&platform, &args).await;
+    // SQL statements per order of the end-to-end rows on PostgreSQL, where the server
+    // loads pg_stat_statements (a database of the bench's own, dropped at the end).
+    let e2e_on_postgres = backends.contains(&"kafka")
+        && !crate::cli::OfferedLoad::for_backend(&args.e2e_rates, "kafka").is_empty();
+    let statements = if e2e_on_postgres && result.is_ok() {
+        crate::cost::StatementCounter::open(&platform.database).await
+    } else {
+        Err("no end-to-end rows on PostgreSQL".to_string())
+    };
     // The floor of the end-to-end stage on Kafka + PostgreSQL, at its offered loads.
     let floor_rates = crate::cli::OfferedLoad::for_backend(&args.e2e_rates, "kafka");
     let floor = match &result {
         Ok(_) if backends.contains(&"kafka") && !floor_rates.is_empty() => {
-            crate::floor::run(&platform, &floor_rates, args.e2e_seconds).await
+            crate::floor::run(&platform, &floor_rates, args.e2e_seconds, &statements).await
         }
         _ => Ok(Vec::new()),
     };
@@ -109,18 +118,52 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         )
         .await
         .ok();
-    let stages = result?;
-    let mut floor = floor?;
-    let mut e2e = Vec::new();
-    for backend in backends {
-        let rates = crate::cli::OfferedLoad::for_backend(&args.e2e_rates, backend);
-        if !rates.is_empty() {
-            e2e.extend(crate::e2e::run(common, backend, &rates, args.e2e_seconds).await?);
+    let e2e = match (&result, floor) {
+        (Ok(_), Ok(mut floor)) => {
+            let mut e2e = Ok(Vec::new());
+            for backend in backends {
+                let rates = crate::cli::OfferedLoad::for_backend(&args.e2e_rates, backend);
+                if let (false, Ok(runs)) = (rates.is_empty(), &mut e2e) {
+                    let options = crate::e2e::Options {
+                        keep: args.e2e_keep,
+                        log: args.e2e_system_log.clone(),
+                    };
+                    match crate::e2e::run(
+                        common,
+                        backend,
+                        &rates,
+                        args.e2e_seconds,
+                        &statements,
+                        &options,
+                    )
+                    .await
+                    {
+                        Ok(more) => runs.extend(more),
+                        Err(e) => e2e = Err(e),
+                    }
+                }
+                if let (true, Ok(runs)) = (backend == "kafka", &mut e2e) {
+                    runs.append(&mut floor);
+                }
+            }
+            e2e
         }
-        if backend == "kafka" {
-            e2e.append(&mut floor);
-        }
+        (_, Err(e)) => Err(e),
+        (Err(_), _) => Ok(Vec::new()),
+    };
+    // The statistics database goes last: the end-to-end rows read through it.
+    if let Ok(counter) = statements {
+        counter.close().await;
     }
+    shop_sql::db::drop_database(
+        &common.database_url,
+        &platform.database.database_name("stats"),
+    )
+    .await
+    .ok();
+    let stages = result?;
+    let mut e2e = e2e?;
+    compare_with_floor(&mut e2e);
 
     println!(
         "\nshop bench: {} commands over {} products, {} clients (PostgreSQL {}, Kafka {})\n",
@@ -196,6 +239,7 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
                 println!("{:<9} {cpu}steps p50/p99 ms: {}", "", steps.join(", "));
             }
         }
+        print_costs(&e2e);
     }
     let report = json!({
         "e2e": e2e,
@@ -218,6 +262,99 @@ pub async fn run(common: &Common, args: BenchArgs) -> anyhow::Result<()> {
         println!("\nwrote {}", path.display());
     }
     Ok(())
+}
+
+/// Sets each Kafka row's CPU per order against the floor's at the same offered load.
+fn compare_with_floor(e2e: &mut [crate::e2e::E2eRun]) {
+    let floors: Vec<(f64, f64, f64)> = e2e
+        .iter()
+        .filter(|r| r.backend == crate::floor::BACKEND)
+        .map(|r| {
+            (
+                r.offered_per_s,
+                r.cost.cpu_ms_per_order,
+                r.cost.total_cpu_ms_per_order,
+            )
+        })
+        .collect();
+    for run in e2e.iter_mut().filter(|r| r.backend == "kafka") {
+        if let Some((_, cpu, total)) = floors.iter().find(|f| f.0 == run.offered_per_s) {
+            run.cost.cpu_vs_floor = (*cpu > 0.0).then(|| run.cost.cpu_ms_per_order / cpu);
+            run.cost.total_cpu_vs_floor =
+                (*total > 0.0).then(|| run.cost.total_cpu_ms_per_order / total);
+        }
+    }
+}
+
+/// The end-to-end rows' cost per decided order, and what could not be measured.
+fn print_costs(e2e: &[crate::e2e::E2eRun]) {
+    println!(
+        "\ncost per decided order (CPU ms from /proc: the system's processes, or the floor's \
+         in the bench's; the broker; PostgreSQL's\nbackground processes and the row's \
+         databases' backends; from the first order sent until the system is idle again)\n"
+    );
+    println!(
+        "{:<9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "backend",
+        "offered/s",
+        "system",
+        "broker",
+        "postgres",
+        "total",
+        "vs floor",
+        "load gen",
+        "SQL stmt",
+        "SQL tx",
+        "records"
+    );
+    let opt = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
+    };
+    for r in e2e {
+        let c = &r.cost;
+        let vs_floor = match (c.cpu_vs_floor, c.total_cpu_vs_floor) {
+            (Some(system), Some(total)) => format!("{system:.2}/{total:.2}x"),
+            _ => "-".to_string(),
+        };
+        println!(
+            "{:<9} {:>9.0} {:>8.2} {:>8} {:>8} {:>8.2} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            r.backend,
+            r.offered_per_s,
+            c.cpu_ms_per_order,
+            opt(c.broker_cpu_ms_per_order, 2),
+            opt(c.postgres_cpu_ms_per_order, 2),
+            c.total_cpu_ms_per_order,
+            vs_floor,
+            opt(c.load_cpu_ms_per_order, 2),
+            opt(c.sql_statements_per_order, 1),
+            opt(c.sql_commits_per_order, 1),
+            opt(c.kafka_records_per_order, 1),
+        );
+        if let Some(idle) = c.system_idle_cpu_pct {
+            println!(
+                "{:<9} the system idle before the row: {idle:.0} % of a core",
+                ""
+            );
+        }
+        if !c.sql_statements_by_database.is_empty() {
+            let by_db: Vec<String> = c
+                .sql_statements_by_database
+                .iter()
+                .map(|(db, n)| format!("{db} {n:.1}"))
+                .collect();
+            println!("{:<9} SQL statements by database: {}", "", by_db.join(", "));
+        }
+    }
+    println!(
+        "\n(vs floor: the system's CPU per order / the floor's, then the totals'; \
+         load gen: the bench's own process sending the orders, not in the total)"
+    );
+    let mut notes: Vec<&String> = e2e.iter().flat_map(|r| &r.cost.notes).collect();
+    notes.sort();
+    notes.dedup();
+    for note in notes {
+        println!("note: {note}");
+    }
 }
 
 async fn measure(
@@ -266,8 +403,12 @@ async fn measure(
         .map(shop_sql::signal::LocalListener::register);
     // Append with one client (a quarter of the commands), then with `clients`: commands
     // through the aggregate and the event store, each beside raw inserts of the same rows
-    // by as many clients.
-    let mut client_counts = vec![1, args.clients];
+    // by as many clients. `--events 0` skips them (and the publish stage with them).
+    let mut client_counts = if args.events == 0 {
+        Vec::new()
+    } else {
+        vec![1, args.clients]
+    };
     client_counts.dedup();
     for clients in client_counts {
         let n = if clients == 1 && args.clients > 1 {
@@ -317,50 +458,10 @@ async fn measure(
 
     // Publish: the relay drains the outbox.
     drop(paused_relay);
-    let total = shop_eventing::relay::backlog(&pool).await?;
-    let relay = platform.relay(pool.clone(), Service::Inventory);
-    let started = Instant::now();
-    let relay_task = tokio::spawn(relay.run(platform.shutdown.clone()));
-    while shop_eventing::relay::backlog(&pool).await? > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if args.events > 0 {
+        stages.push(publish(platform, &pool).await?);
     }
-    let publish_rate = total as f64 / started.elapsed().as_secs_f64();
-    relay_task.abort();
-
-    // Baseline: the same records through a plain producer, in batches of the same size.
-    let store = shop_eventing::store::EventStore::new(pool.clone());
-    let raw_topic = format!("{}raw", platform.topic_prefix);
-    platform
-        .log
-        .ensure_topics(std::slice::from_ref(&raw_topic))
-        .await?;
-    let mut records = Vec::with_capacity(total as usize);
-    let mut after = 0;
-    loop {
-        let events = store.events_after(after, 5000).await?;
-        let Some(last) = events.last() else { break };
-        after = last.position;
-        records.extend(events.iter().map(|e| {
-            OutgoingRecord::from_cloud_event(&raw_topic, &e.to_cloud_event(Service::Inventory))
-        }));
-    }
-    let started = Instant::now();
-    for chunk in records.chunks(platform.relay.batch_size as usize) {
-        platform.log.publish(chunk.to_vec()).await?;
-    }
-    let raw_publish_rate = records.len() as f64 / started.elapsed().as_secs_f64();
-
     pool.close().await;
-
-    stages.push(Stage {
-        name: "publish".into(),
-        unit: "ev/s",
-        rate: publish_rate,
-        p50_ms: None,
-        p99_ms: None,
-        baseline_name: "raw producer, same records".into(),
-        baseline_rate: raw_publish_rate,
-    });
 
     // Replay: every projection from offset 0 over a synthetic order history.
     if args.replay_orders > 0 {
@@ -390,6 +491,56 @@ async fn measure(
         });
     }
     Ok(stages)
+}
+
+/// Publish: the relay drains the outbox the append stages filled, against a plain
+/// producer sending the same records in batches of the relay's size.
+async fn publish(
+    platform: &shop_eventing::platform::Platform,
+    pool: &shop_sql::Pool,
+) -> anyhow::Result<Stage> {
+    let total = shop_eventing::relay::backlog(pool).await?;
+    let relay = platform.relay(pool.clone(), Service::Inventory);
+    let started = Instant::now();
+    let relay_task = tokio::spawn(relay.run(platform.shutdown.clone()));
+    while shop_eventing::relay::backlog(pool).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let publish_rate = total as f64 / started.elapsed().as_secs_f64();
+    relay_task.abort();
+
+    // Baseline: the same records through a plain producer, in batches of the same size.
+    let store = shop_eventing::store::EventStore::new(pool.clone());
+    let raw_topic = format!("{}raw", platform.topic_prefix);
+    platform
+        .log
+        .ensure_topics(std::slice::from_ref(&raw_topic))
+        .await?;
+    let mut records = Vec::with_capacity(total as usize);
+    let mut after = 0;
+    loop {
+        let events = store.events_after(after, 5000).await?;
+        let Some(last) = events.last() else { break };
+        after = last.position;
+        records.extend(events.iter().map(|e| {
+            OutgoingRecord::from_cloud_event(&raw_topic, &e.to_cloud_event(Service::Inventory))
+        }));
+    }
+    let started = Instant::now();
+    for chunk in records.chunks(platform.relay.batch_size as usize) {
+        platform.log.publish(chunk.to_vec()).await?;
+    }
+    let raw_publish_rate = records.len() as f64 / started.elapsed().as_secs_f64();
+
+    Ok(Stage {
+        name: "publish".into(),
+        unit: "ev/s",
+        rate: publish_rate,
+        p50_ms: None,
+        p99_ms: None,
+        baseline_name: "raw producer, same records".into(),
+        baseline_rate: raw_publish_rate,
+    })
 }
 
 /// The rate of two runs taken together: all their commands over all their time.

@@ -173,8 +173,40 @@ async fn bench_reports_each_stage_beside_its_baseline() {
         } else {
             assert!(run["peak_rss_mib"].as_f64().unwrap() > 10.0, "{run}");
         }
+        // What each decided order cost: CPU always; the broker, PostgreSQL and records
+        // on Kafka + PostgreSQL only; statements where the server loads
+        // pg_stat_statements, else a note says why not.
+        let cost = &run["cost"];
+        assert!(cost["cpu_ms_per_order"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(cost["window_s"].as_f64().unwrap() > 0.0, "{run}");
+        if run["backend"] == "embedded" {
+            assert!(cost["kafka_records_per_order"].is_null(), "{run}");
+            assert!(cost["broker_cpu_ms_per_order"].is_null(), "{run}");
+            assert!(cost["sql_statements_per_order"].is_null(), "{run}");
+            continue;
+        }
+        assert!(
+            cost["postgres_cpu_ms_per_order"].as_f64().unwrap() > 0.0,
+            "{run}"
+        );
+        let records = cost["kafka_records_per_order"].as_f64().unwrap();
+        if run["backend"] == "floor" {
+            // The placement's record and one per hop but the last.
+            assert_eq!(records, 3.0, "{run}");
+        } else {
+            assert!(records >= 4.0, "{run}");
+            assert!(cost["cpu_vs_floor"].as_f64().unwrap() > 0.0, "{run}");
+        }
+        match cost["sql_statements_per_order"].as_f64() {
+            Some(statements) => assert!(statements >= 1.0, "{run}"),
+            None => assert!(
+                cost["notes"].to_string().contains("pg_stat_statements"),
+                "{run}"
+            ),
+        }
     }
     assert!(stdout.contains("end to end"), "{stdout}");
+    assert!(stdout.contains("cost per decided order"), "{stdout}");
     for stage in stages {
         assert!(stage["rate"].as_f64().unwrap() > 0.0, "{stage}");
         assert!(stage["baseline_rate"].as_f64().unwrap() > 0.0, "{stage}");
