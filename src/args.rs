@@ -276,6 +276,11 @@ pub struct ServeOptions {
     /// public and need none.
     #[arg(long, env = "SHOP_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Requests the gateway has in flight to one upstream at most (0: no limit): one more
+    /// is refused at once with 503 and `Retry-After: 1`, so an overload is answered fast
+    /// instead of queueing without bound.
+    #[arg(long, env = "SHOP_GATEWAY_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub gateway_max_in_flight: usize,
     /// How long the gateway waits for an upstream.
     #[arg(long, env = "SHOP_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_timeout_ms: u64,

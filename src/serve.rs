@@ -419,6 +419,7 @@ fn gateway(
         openapi: Some(std::sync::Arc::new(crate::openapi::document())),
         in_process: std::mem::take(&mut local.routers),
         metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
+        max_in_flight: args.gateway_max_in_flight,
     };
     Ok(shop_gateway::router(config, platform.jwt.clone()))
 }

@@ -261,6 +261,7 @@ pub const METRICS_CATALOGUE: &[(&str, MetricKind, &str)] = &[
     ("gateway_upstream_weight", MetricKind::Gauge, "Share of an upstream's clients (percent) sent to its canary"),
     ("gateway_traffic_changes_total", MetricKind::Counter, "Traffic changes at run time, by upstream and action"),
     ("gateway_canary_rollbacks_total", MetricKind::Counter, "Canaries rolled back by the gateway for their error rate"),
+    ("gateway_shed_total", MetricKind::Counter, "Requests the gateway refused with 503 because their upstream had its limit in flight"),
     ("build_info", MetricKind::Gauge, "1, labelled with the version of the running build"),
 ];
 

@@ -51,6 +51,7 @@ use tracing::warn;
 mod admin;
 mod edge;
 mod legacy;
+mod shed;
 
 use legacy::{forward_legacy, legacy_route};
 pub mod balancer;
@@ -101,6 +102,9 @@ pub struct GatewayConfig {
     /// The bearer token that may read the gateway's `/metrics` (an admin's JWT may too;
     /// `None`: admins only).
     pub metrics_token: Option<String>,
+    /// Requests in flight to one upstream at most (0: no limit); one more is refused at
+    /// once with 503 and `Retry-After`.
+    pub max_in_flight: usize,
 }
 
 /// A canary: `percent` of an upstream's requests go to these instances instead.
@@ -230,6 +234,7 @@ struct AppState {
     traffic: Arc<traffic::Traffic>,
     cache: Option<moka::sync::Cache<String, Cached>>,
     limiter: Option<Arc<Limiter>>,
+    shedder: Arc<shed::Shedder>,
     config: Arc<GatewayConfig>,
     client: reqwest::Client,
     /// `GatewayConfig::in_process`, by base URL.
@@ -343,6 +348,7 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
                 .build()
         }),
         limiter: config.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
+        shedder: Arc::new(shed::Shedder::new(config.max_in_flight)),
         in_process: Arc::new(
             config
                 .in_process
@@ -551,6 +557,8 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
             return Ok(cached.response("hit"));
         }
     }
+    // Beyond its in-flight limit an upstream's request is refused now, not queued.
+    let _slot = state.shedder.enter(upstream)?;
     let body = to_bytes(body, state.config.body_limit).await.map_err(|_| {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -7,6 +7,11 @@ use shop_eventing::auth::Role;
 /// A gateway whose every upstream is `base`, reached in-process through `service`
 /// (nothing listens at `base`); health checks too rare to run.
 fn gateway(service: Router, timeout: Duration) -> (Router, JwtKeys) {
+    gateway_with(service, timeout, 0)
+}
+
+/// [`gateway`] with at most `max_in_flight` requests in flight per upstream.
+fn gateway_with(service: Router, timeout: Duration, max_in_flight: usize) -> (Router, JwtKeys) {
     let base = "http://127.0.0.1:9".to_string();
     let jwt = JwtKeys::new("in-process-test-secret", 60);
     let config = GatewayConfig {
@@ -30,6 +35,7 @@ fn gateway(service: Router, timeout: Duration) -> (Router, JwtKeys) {
         openapi: None,
         in_process: vec![(format!("{base}/"), service)],
         metrics_token: Some("scrape-secret".to_string()),
+        max_in_flight,
     };
     (router(config, jwt.clone()), jwt)
 }
@@ -290,4 +296,34 @@ async fn the_trace_starts_at_the_gateway_and_answers_carry_security_headers() {
     assert_eq!(response.headers()["traceparent"], mine);
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     assert!(!response.headers().contains_key("cache-control"));
+}
+
+#[tokio::test]
+async fn beyond_its_in_flight_limit_an_upstream_is_refused_at_once() {
+    let service = Router::new().route(
+        "/api/orders",
+        post(|| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            StatusCode::ACCEPTED
+        }),
+    );
+    let (gateway, jwt) = gateway_with(service, Duration::from_secs(5), 2);
+    let sends = (0..6).map(|_| send(&gateway, &jwt, Method::POST, "/api/orders"));
+    let answers = futures::future::join_all(sends).await;
+    let accepted = answers
+        .iter()
+        .filter(|a| a.status() == StatusCode::ACCEPTED)
+        .count();
+    let refused: Vec<&Response> = answers
+        .iter()
+        .filter(|a| a.status() == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert_eq!((accepted, refused.len()), (2, 4));
+    for answer in refused {
+        assert_eq!(answer.headers()["retry-after"], "1");
+        assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    }
+    // Finished requests free their slots.
+    let again = send(&gateway, &jwt, Method::POST, "/api/orders").await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
 }
