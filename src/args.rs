@@ -279,6 +279,13 @@ pub struct ServeOptions {
     /// How long the gateway waits for an upstream.
     #[arg(long, env = "SHOP_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_timeout_ms: u64,
+    /// On SIGTERM or Ctrl-C, how long every component keeps serving with `/ready` at 503
+    /// (`draining`) before it stops accepting connections, so load balancers take it out
+    /// of rotation first; then in-flight requests finish, consumers commit their batch and
+    /// leave their groups, relays hand over, and the process exits (within 15 s more).
+    /// Default: 5000 for `shop serve`, 0 for `shop dev`. A second signal ends the wait.
+    #[arg(long, env = "SHOP_DRAIN_GRACE_MS")]
+    pub drain_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
