@@ -253,7 +253,8 @@ pub struct ServeOptions {
     /// How long an open circuit holds requests back before one probe goes through.
     #[arg(long, env = "SHOP_GATEWAY_BREAKER_COOLDOWN_MS", default_value_t = 5000)]
     pub gateway_breaker_cooldown_ms: u64,
-    /// How often the gateway checks every upstream instance's `/health`.
+    /// How often the gateway checks every upstream instance's `/ready` (one that fails it
+    /// — starting, draining, gone — gets no new requests).
     #[arg(long, env = "SHOP_GATEWAY_HEALTH_INTERVAL_MS", default_value_t = 1000)]
     pub gateway_health_interval_ms: u64,
     /// Canary routes, `upstream=url[,url…]@percent` separated by `;` (e.g.

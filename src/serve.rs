@@ -301,6 +301,10 @@ pub const DRAIN_GRACE_MS: u64 = 5_000;
 /// relays may take to stop before the process exits anyway.
 pub const STOP_BOUND: Duration = Duration::from_secs(15);
 
+/// What in-flight requests leave of [`STOP_BOUND`] to the consumers and relays, however
+/// long they take.
+const REQUESTS_LEAVE: Duration = Duration::from_secs(5);
+
 /// The graceful drain after SIGTERM/Ctrl-C, each phase logged:
 /// 1. `/ready` answers 503 (`draining`) on every component at once; all else is served;
 /// 2. after `grace` (or a second signal) the servers stop accepting connections and
@@ -308,8 +312,9 @@ pub const STOP_BOUND: Duration = Duration::from_secs(15);
 /// 3. then the consumers finish and commit their batch and leave their groups, and the
 ///    relays release their advisory locks (a standby relay takes over within a second);
 ///
-/// phases 2 and 3 together within [`STOP_BOUND`], after which the process exits anyway
-/// (an unfinished batch rolls back and is read again by the group's next member).
+/// phases 2 and 3 together within [`STOP_BOUND`] (requests at most 10 s of it), after
+/// which the process exits anyway (an unfinished batch rolls back and is read again by
+/// the group's next member).
 async fn drain(
     deferreds: &[Deferred],
     grace: Duration,
@@ -339,13 +344,16 @@ async fn drain(
         "draining: no longer accepting connections; finishing in-flight requests"
     );
     serving.cancel();
-    if tokio::time::timeout_at(deadline, futures::future::join_all(servers))
+    // Requests get as long as the gateway waits for an upstream (10 s by default), and the
+    // consumers and relays at least the rest of the bound.
+    let requests_deadline = deadline - REQUESTS_LEAVE;
+    if tokio::time::timeout_at(requests_deadline, futures::future::join_all(servers))
         .await
         .is_err()
     {
         tracing::warn!(
             "draining: requests still running after {} s; stopping anyway",
-            STOP_BOUND.as_secs()
+            (STOP_BOUND - REQUESTS_LEAVE).as_secs()
         );
     }
     info!(

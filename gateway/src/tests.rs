@@ -7,13 +7,18 @@ use shop_eventing::auth::Role;
 /// A gateway whose every upstream is `base`, reached in-process through `service`
 /// (nothing listens at `base`); health checks too rare to run.
 fn gateway(service: Router, timeout: Duration) -> (Router, JwtKeys) {
+    gateway_with_orders(service, timeout, "http://127.0.0.1:9")
+}
+
+/// Like [`gateway`], with the orders upstream's instances as given.
+fn gateway_with_orders(service: Router, timeout: Duration, orders: &str) -> (Router, JwtKeys) {
     let base = "http://127.0.0.1:9".to_string();
     let jwt = JwtKeys::new("in-process-test-secret", 60);
     let config = GatewayConfig {
         upstreams: Upstreams {
             customers: base.clone(),
             inventory: base.clone(),
-            orders: base.clone(),
+            orders: orders.to_string(),
             payments: base.clone(),
             shipping: base.clone(),
             read_api: base.clone(),
@@ -290,4 +295,38 @@ async fn the_trace_starts_at_the_gateway_and_answers_carry_security_headers() {
     assert_eq!(response.headers()["traceparent"], mine);
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     assert!(!response.headers().contains_key("cache-control"));
+}
+
+/// A request of any method goes to the next instance when one refuses the connection
+/// (nothing was sent: an instance that has stopped after draining), and is sent once.
+#[tokio::test]
+async fn a_post_goes_to_the_next_instance_when_one_refuses_the_connection() {
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
+    let service = Router::new().route(
+        "/api/orders",
+        post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                StatusCode::ACCEPTED
+            }
+        }),
+    );
+    // Nothing listens on port 1; the second instance is the in-process one. Round robin
+    // puts the refusing instance first for every other request.
+    let (gateway, jwt) = gateway_with_orders(
+        service,
+        Duration::from_secs(5),
+        "http://127.0.0.1:1,http://127.0.0.1:9",
+    );
+    for _ in 0..4 {
+        let response = send(&gateway, &jwt, Method::POST, "/api/orders").await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "each sent once"
+    );
 }
