@@ -89,6 +89,8 @@ expect_failure "the database password" "postgresql.password is required" \
   --set secrets.jwtSecret=j --set secrets.adminPassword=a
 expect_failure "an enabled active color" "that color is not enabled" \
   "${secrets[@]}" --set defaults.blueGreen.active=green
+expect_failure "a termination grace that covers the drain" "must cover preStopSeconds + drainGraceMs" \
+  "${secrets[@]}" --set components.orders.drainGraceMs=20000
 
 # The checker itself rejects a misspelled field and an unknown kind.
 broken=$("$helm" template shop "$chart" "${secrets[@]}" | sed '0,/readinessProbe:/s//readinesProbe:/')

@@ -253,7 +253,8 @@ pub struct ServeOptions {
     /// How long an open circuit holds requests back before one probe goes through.
     #[arg(long, env = "SHOP_GATEWAY_BREAKER_COOLDOWN_MS", default_value_t = 5000)]
     pub gateway_breaker_cooldown_ms: u64,
-    /// How often the gateway checks every upstream instance's `/health`.
+    /// How often the gateway checks every upstream instance's `/ready` (one that fails it
+    /// — starting, draining, gone — gets no new requests).
     #[arg(long, env = "SHOP_GATEWAY_HEALTH_INTERVAL_MS", default_value_t = 1000)]
     pub gateway_health_interval_ms: u64,
     /// Canary routes, `upstream=url[,url…]@percent` separated by `;` (e.g.
@@ -284,6 +285,13 @@ pub struct ServeOptions {
     /// How long the gateway waits for an upstream.
     #[arg(long, env = "SHOP_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_timeout_ms: u64,
+    /// On SIGTERM or Ctrl-C, how long every component keeps serving with `/ready` at 503
+    /// (`draining`) before it stops accepting connections, so load balancers take it out
+    /// of rotation first; then in-flight requests finish, consumers commit their batch and
+    /// leave their groups, relays hand over, and the process exits (within 15 s more).
+    /// Default: 5000 for `shop serve`, 0 for `shop dev`. A second signal ends the wait.
+    #[arg(long, env = "SHOP_DRAIN_GRACE_MS")]
+    pub drain_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

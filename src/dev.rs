@@ -84,6 +84,9 @@ pub async fn run(common: &Common, args: DevArgs) -> anyhow::Result<()> {
     options.shipping_port = 0;
     options.read_api_port = 0;
     options.projector_port = 0;
+    // Nothing balances load in front of one `shop dev`: Ctrl-C stops it at once unless
+    // `--drain-grace-ms` says otherwise.
+    options.drain_grace_ms.get_or_insert(0);
     let data = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
     let announce = |gateway: &str| {
         println!("shop: Shop is running at {gateway} (REST API under {gateway}/api)");

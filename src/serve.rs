@@ -146,7 +146,7 @@ pub fn relay_tuning(options: &ServeOptions) -> RelayTuning {
 }
 
 /// Starts the components on `platform`, prints their addresses and `shop: ready`, and
-/// runs until SIGINT/SIGTERM, then shuts down cleanly.
+/// runs until SIGINT/SIGTERM, then drains ([`drain`]) and returns.
 ///
 /// Every component listens at once, whatever is down (SPEC §1): until it has started —
 /// its database reachable — its `/health` answers, its `/ready` says 503 and what it
@@ -227,6 +227,10 @@ pub async fn run_components(
     }
 
     let shutdown = platform.shutdown.clone();
+    // The servers stop accepting on their own token, after the drain's grace period and
+    // before the consumers and relays stop (`platform.shutdown`).
+    let serving = CancellationToken::new();
+    let deferreds: Vec<Deferred> = slots.iter().map(|s| s.deferred.clone()).collect();
     let mut handles = Vec::new();
     let mut starting = Vec::new();
     for slot in slots {
@@ -239,7 +243,7 @@ pub async fn run_components(
         handles.push(tokio::spawn(serve(
             slot.listener,
             slot.deferred.router(),
-            shutdown.clone(),
+            serving.clone(),
             slot.name,
         )));
         if slot.component != Component::Gateway {
@@ -279,18 +283,94 @@ pub async fn run_components(
         println!("shop: ready");
         wait_for_signal().await;
     }
-    info!("shutting down");
-    shutdown.cancel();
-    let servers_done = futures::future::join_all(handles);
-    let tasks_done = futures::future::join_all(tasks);
-    let all = futures::future::join(servers_done, tasks_done);
-    if tokio::time::timeout(Duration::from_secs(15), all)
+    // A process stopped before it was ready has nobody's traffic to drain.
+    let grace = if stopped_early {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(args.drain_grace_ms.unwrap_or(DRAIN_GRACE_MS))
+    };
+    drain(&deferreds, grace, serving, handles, shutdown, tasks).await;
+    Ok(())
+}
+
+/// `--drain-grace-ms` of `shop serve` when not set: longer than a load balancer's
+/// readiness check (the gateway's every second, a Kubernetes probe's as configured).
+pub const DRAIN_GRACE_MS: u64 = 5_000;
+
+/// How long, after the grace period, in-flight requests and then the consumers and
+/// relays may take to stop before the process exits anyway.
+pub const STOP_BOUND: Duration = Duration::from_secs(15);
+
+/// What in-flight requests leave of [`STOP_BOUND`] to the consumers and relays, however
+/// long they take.
+const REQUESTS_LEAVE: Duration = Duration::from_secs(5);
+
+/// The graceful drain after SIGTERM/Ctrl-C, each phase logged:
+/// 1. `/ready` answers 503 (`draining`) on every component at once; all else is served;
+/// 2. after `grace` (or a second signal) the servers stop accepting connections and
+///    their in-flight requests finish;
+/// 3. then the consumers finish and commit their batch and leave their groups, and the
+///    relays release their advisory locks (a standby relay takes over within a second);
+///
+/// phases 2 and 3 together within [`STOP_BOUND`] (requests at most 10 s of it), after
+/// which the process exits anyway (an unfinished batch rolls back and is read again by
+/// the group's next member).
+async fn drain(
+    deferreds: &[Deferred],
+    grace: Duration,
+    serving: CancellationToken,
+    servers: Vec<JoinHandle<std::io::Result<()>>>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+) {
+    let began = std::time::Instant::now();
+    let elapsed_ms = || began.elapsed().as_millis() as u64;
+    for deferred in deferreds {
+        deferred.drain();
+    }
+    info!(
+        grace_ms = grace.as_millis() as u64,
+        "draining: /ready answers 503; still serving during the grace period (a second signal ends it)"
+    );
+    if !grace.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = wait_for_signal() => info!("second signal: the grace period ends now"),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + STOP_BOUND;
+    info!(
+        elapsed_ms = elapsed_ms(),
+        "draining: no longer accepting connections; finishing in-flight requests"
+    );
+    serving.cancel();
+    // Requests get as long as the gateway waits for an upstream (10 s by default), and the
+    // consumers and relays at least the rest of the bound.
+    let requests_deadline = deadline - REQUESTS_LEAVE;
+    if tokio::time::timeout_at(requests_deadline, futures::future::join_all(servers))
         .await
         .is_err()
     {
-        tracing::warn!("some tasks did not stop within 15 s");
+        tracing::warn!(
+            "draining: requests still running after {} s; stopping anyway",
+            (STOP_BOUND - REQUESTS_LEAVE).as_secs()
+        );
     }
-    Ok(())
+    info!(
+        elapsed_ms = elapsed_ms(),
+        "draining: requests finished; stopping consumers (commit, leave the group) and relays (hand over)"
+    );
+    shutdown.cancel();
+    if tokio::time::timeout_at(deadline, futures::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "draining: some tasks did not stop within {} s of the grace period's end; exiting anyway",
+            STOP_BOUND.as_secs()
+        );
+    }
+    info!(elapsed_ms = elapsed_ms(), "stopped");
 }
 
 /// A component's listener, bound before it starts.

@@ -163,10 +163,11 @@ impl Admin {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_weights_change_at_run_time_and_a_failing_canary_rolls_back() {
-    // The failing canary of orders: a stub that is healthy but answers every request 500.
+    // The failing canary of orders: a stub that is ready but answers every request 500.
     let failing = serve(
         Router::new()
             .route("/health", get(|| async { "ok" }))
+            .route("/ready", get(|| async { "ok" }))
             .fallback(|| async {
                 (
                     AxumStatus::INTERNAL_SERVER_ERROR,

@@ -214,6 +214,12 @@ impl ConsumerRunner {
             let records = tokio::select! {
                 _ = shutdown.cancelled() => {
                     commit_to_log(subscription.as_ref(), &mut uncommitted);
+                    // Dropping the subscription closes it: the member leaves its group
+                    // (librdkafka blocks until it has), so the others take its partitions
+                    // at once rather than after the session timeout. Off the async
+                    // workers, so that every consumer of the process closes at once and
+                    // the relays meanwhile release their locks.
+                    let _ = tokio::task::spawn_blocking(move || drop(subscription)).await;
                     return Ok(());
                 }
                 records = subscription.poll(self.config.batch_size, Duration::from_millis(500)) => records?,

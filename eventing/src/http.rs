@@ -499,6 +499,37 @@ pub async fn serve(
 mod tests {
     use super::text_field;
 
+    /// A drained component says so on `/ready` and serves everything else as before.
+    #[tokio::test]
+    async fn a_draining_component_is_not_ready_and_still_serves() {
+        use axum::body::Body;
+        use axum::http::StatusCode;
+        use tower::ServiceExt;
+
+        let deferred = super::Deferred::new("its database");
+        deferred.started(
+            super::ops_router(std::sync::Arc::new(|| Box::pin(async { Ok(()) })))
+                .route("/work", axum::routing::get(|| async { "done" })),
+        );
+        let call = |path: &'static str| {
+            let router = deferred.router();
+            async move {
+                let request = axum::http::Request::get(path).body(Body::empty()).unwrap();
+                router.oneshot(request).await.unwrap().status()
+            }
+        };
+        assert_eq!(call("/ready").await, StatusCode::OK);
+        deferred.drain();
+        assert!(deferred.is_draining());
+        assert_eq!(call("/ready").await, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            call("/health").await,
+            StatusCode::OK,
+            "alive while draining"
+        );
+        assert_eq!(call("/work").await, StatusCode::OK, "still serving");
+    }
+
     #[test]
     fn text_fields_are_trimmed_bounded_and_printable() {
         assert_eq!(text_field(Some("  Hanako "), 10).as_deref(), Some("Hanako"));
@@ -524,9 +555,15 @@ mod tests {
 /// `/ready` answers 503 naming what it waits for, and every other route a 503 problem
 /// with `Retry-After`; once started, everything goes to the component's own router. So a
 /// process listens at once, whatever is down, and takes traffic as soon as it can.
+///
+/// Once [`Deferred::drain`]ed (the process got SIGTERM), `/ready` answers 503
+/// `draining` while every other route is still served: load balancers (a Kubernetes
+/// Service, the gateway's health checks) take the instance out of rotation before it
+/// stops accepting connections.
 #[derive(Clone)]
 pub struct Deferred {
     state: Arc<std::sync::RwLock<DeferredState>>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum DeferredState {
@@ -541,7 +578,20 @@ impl Deferred {
             state: Arc::new(std::sync::RwLock::new(DeferredState::Waiting(
                 waiting_for.into(),
             ))),
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// Draining: from now on `/ready` answers 503 (`draining`); the rest is served as
+    /// before.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`Deferred::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Still waiting, for this reason now (`/ready` says it).
@@ -566,6 +616,9 @@ impl Deferred {
         Router::new().fallback_service(tower::service_fn(move |request: Request| {
             let this = this.clone();
             async move {
+                if this.is_draining() && request.uri().path() == "/ready" {
+                    return Ok(draining_answer());
+                }
                 let current = match this.state.read() {
                     Ok(state) => match &*state {
                         DeferredState::Started(router) => Ok(router.clone()),
@@ -586,6 +639,16 @@ impl Deferred {
             }
         }))
     }
+}
+
+/// `/ready` of a draining instance.
+fn draining_answer() -> Response {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "draining",
+        "draining: this instance is shutting down and takes no new work",
+    )
+    .into_response()
 }
 
 fn waiting_answer(path: &str, why: &str) -> Response {

@@ -135,7 +135,10 @@ impl Relay {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {
+                    // Closing the lock's connection releases it: a standby takes over at
+                    // its next try (within a second).
                     conn.close().await;
+                    info!("relay stopped; its lock is released");
                     return Ok(());
                 }
                 notification = listener.recv() => { notification?; looks.force(); }

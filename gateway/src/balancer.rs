@@ -1,7 +1,9 @@
 //! Upstream instances and their health (SPEC §3.8): each upstream is a list of instances
 //! (`SHOP_INVENTORY_URL=http://a:8082,http://b:8082`) used round robin; a background
-//! check of `/health`, and any failed request, mark an instance unhealthy so it is
-//! skipped, and a passing check readmits it. A circuit breaker per upstream opens after
+//! check of `/ready`, and any failed request, mark an instance unhealthy so it is
+//! skipped, and a passing check readmits it. `/ready`, not `/health`: an instance that is
+//! still starting, or draining before it stops (SIGTERM), answers `/health` but should get
+//! no new requests. A circuit breaker per upstream opens after
 //! consecutive failures (requests get 503 at once), and after its cool-down lets one
 //! probe through (half-open): success closes it, failure opens it again.
 
@@ -16,7 +18,7 @@ pub struct Resilience {
     pub breaker_failures: u32,
     /// How long an open circuit refuses before letting a probe through.
     pub breaker_cooldown: Duration,
-    /// How often every instance's `/health` is checked.
+    /// How often every instance's `/ready` is checked.
     pub health_interval: Duration,
 }
 
@@ -40,6 +42,8 @@ pub struct Balancer {
     instances: Vec<Instance>,
     next: AtomicUsize,
     breaker: Breaker,
+    /// Every instance has been checked once (until then each counts as healthy).
+    checked: AtomicBool,
 }
 
 impl Balancer {
@@ -57,6 +61,7 @@ impl Balancer {
                 .collect(),
             next: AtomicUsize::new(0),
             breaker: Breaker::new(settings),
+            checked: AtomicBool::new(false),
         })
     }
 
@@ -93,21 +98,33 @@ impl Balancer {
         &self.breaker
     }
 
-    /// Checks every instance's `/health` every `interval`, for as long as the process runs.
+    /// Whether every instance has been checked at least once.
+    pub fn checked(&self) -> bool {
+        self.checked.load(Ordering::Acquire)
+    }
+
+    /// Checks every instance's `/ready` at once and then every `interval`, for as long as
+    /// the process runs: an instance that is starting, draining or gone is out of
+    /// rotation until it is ready again.
     pub fn spawn_health_checks(self: &Arc<Self>, client: reqwest::Client, interval: Duration) {
         let balancer = Arc::clone(self);
         tokio::spawn(async move {
             loop {
+                let checks = balancer.instances.iter().map(|instance| {
+                    let client = client.clone();
+                    async move {
+                        let ok = client
+                            .get(format!("{}/ready", instance.base))
+                            .timeout(Duration::from_secs(2))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success());
+                        instance.healthy.store(ok, Ordering::Relaxed);
+                    }
+                });
+                futures::future::join_all(checks).await;
+                balancer.checked.store(true, Ordering::Release);
                 tokio::time::sleep(interval).await;
-                for instance in &balancer.instances {
-                    let ok = client
-                        .get(format!("{}/health", instance.base))
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    instance.healthy.store(ok, Ordering::Relaxed);
-                }
             }
         });
     }

@@ -79,7 +79,10 @@ pub(crate) async fn forward_legacy(
         .over_http(&state.client, base)
         .await
         .map_err(|failed| match failed {
-            Failed::Unreachable { timeout: true, .. } => Problem::new(
+            Failed::Unreachable {
+                reached: Reached::TimedOut,
+                ..
+            } => Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream-timeout",
                 "the legacy upstream did not answer in time",

@@ -397,13 +397,18 @@ fn ready_check(state: AppState) -> ReadyCheck {
     Arc::new(move || {
         let state = state.clone();
         async move {
-            // Ready when some instance of every upstream answers.
+            // Ready when every upstream's instances have been checked once (so none
+            // that is starting or draining gets a request), and some instance of every
+            // upstream answers.
             for (upstream, split) in state.traffic.splits.iter() {
                 let balancer = split
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .stable
                     .clone();
+                if !balancer.checked() {
+                    return Err(format!("checking the instances of upstream {upstream:?}"));
+                }
                 let mut ok = false;
                 for base in balancer.bases() {
                     ok = state
@@ -619,20 +624,20 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
         judge(true);
         return Ok(circuit_open(upstream, open_for));
     }
-    // Only requests that may safely run twice go to a second instance.
+    // Only requests that may safely run twice go to a second instance after a failure —
+    // or any request when the instance could not be connected to (nothing was sent: an
+    // instance that has just stopped, after draining, or is not up yet).
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
     );
     let candidates = balancer.candidates();
-    let tries = if idempotent {
-        candidates.len().min(3)
-    } else {
-        1
-    };
     let mut failure = None;
     let mut answered = None;
-    for base in candidates.iter().take(tries) {
+    for (tried, base) in candidates.iter().take(3).enumerate() {
+        if tried > 0 && !idempotent && failure != Some(Reached::No) {
+            break;
+        }
         let call = Call {
             method: &parts.method,
             path_and_query: &path_and_query,
@@ -658,10 +663,10 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
                     format!("{upstream:?} broke off its answer"),
                 ));
             }
-            Err(Failed::Unreachable { timeout, error }) => {
+            Err(Failed::Unreachable { reached, error }) => {
                 warn!(%error, url = %format!("{base}{path_and_query}"), "upstream failed");
                 balancer.mark(base, false);
-                failure = Some(timeout);
+                failure = Some(reached);
             }
         }
     }
@@ -677,7 +682,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
         (None, failure) => {
             balancer.breaker().failure();
             judge(true);
-            return Err(if failure == Some(true) {
+            return Err(if failure == Some(Reached::TimedOut) {
                 Problem::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream-timeout",
@@ -724,11 +729,23 @@ struct Answer {
 
 /// Why an instance gave no answer.
 enum Failed {
-    /// Not reached, or no answer in time (`timeout`): the instance is marked unhealthy
-    /// and, for a request that may run twice, the next one is tried.
-    Unreachable { timeout: bool, error: String },
+    /// Not reached, or no answer in time: the instance is marked unhealthy and the next
+    /// one is tried — for any request when it was not connected to, else only for a
+    /// request that may run twice.
+    Unreachable { reached: Reached, error: String },
     /// It answered, then broke off the body.
     BrokeOff,
+}
+
+/// How far a request that got no answer went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    /// No connection: nothing was sent.
+    No,
+    /// Sent, or maybe sent (a connection broke), and no answer.
+    Maybe,
+    /// Sent, and no answer in time.
+    TimedOut,
 }
 
 /// One request to one instance of an upstream.
@@ -752,7 +769,13 @@ impl Call<'_> {
             .send()
             .await
             .map_err(|e| Failed::Unreachable {
-                timeout: e.is_timeout(),
+                reached: if e.is_timeout() {
+                    Reached::TimedOut
+                } else if e.is_connect() {
+                    Reached::No
+                } else {
+                    Reached::Maybe
+                },
                 error: e.to_string(),
             })?;
         let status = answer.status();
@@ -774,7 +797,7 @@ impl Call<'_> {
             self.path_and_query
                 .parse()
                 .map_err(|e: axum::http::uri::InvalidUri| Failed::Unreachable {
-                    timeout: false,
+                    reached: Reached::No,
                     error: e.to_string(),
                 })?;
         *request.headers_mut() = self.headers.clone();
@@ -796,11 +819,11 @@ impl Call<'_> {
         match tokio::time::timeout(self.timeout, AssertUnwindSafe(call).catch_unwind()).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_panic)) => Err(Failed::Unreachable {
-                timeout: false,
+                reached: Reached::Maybe,
                 error: "the handler panicked".to_string(),
             }),
             Err(_) => Err(Failed::Unreachable {
-                timeout: true,
+                reached: Reached::TimedOut,
                 error: "no answer in time".to_string(),
             }),
         }

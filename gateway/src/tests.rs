@@ -7,18 +7,29 @@ use shop_eventing::auth::Role;
 /// A gateway whose every upstream is `base`, reached in-process through `service`
 /// (nothing listens at `base`); health checks too rare to run.
 fn gateway(service: Router, timeout: Duration) -> (Router, JwtKeys) {
-    gateway_with(service, timeout, 0)
+    gateway_with(service, timeout, "http://127.0.0.1:9", 0)
 }
 
-/// [`gateway`] with at most `max_in_flight` requests in flight per upstream.
-fn gateway_with(service: Router, timeout: Duration, max_in_flight: usize) -> (Router, JwtKeys) {
+/// Like [`gateway`], with the orders upstream's instances as given.
+fn gateway_with_orders(service: Router, timeout: Duration, orders: &str) -> (Router, JwtKeys) {
+    gateway_with(service, timeout, orders, 0)
+}
+
+/// Like [`gateway`], with the orders upstream's instances and at most `max_in_flight`
+/// requests in flight per upstream.
+fn gateway_with(
+    service: Router,
+    timeout: Duration,
+    orders: &str,
+    max_in_flight: usize,
+) -> (Router, JwtKeys) {
     let base = "http://127.0.0.1:9".to_string();
     let jwt = JwtKeys::new("in-process-test-secret", 60);
     let config = GatewayConfig {
         upstreams: Upstreams {
             customers: base.clone(),
             inventory: base.clone(),
-            orders: base.clone(),
+            orders: orders.to_string(),
             payments: base.clone(),
             shipping: base.clone(),
             read_api: base.clone(),
@@ -307,7 +318,7 @@ async fn beyond_its_in_flight_limit_an_upstream_is_refused_at_once() {
             StatusCode::ACCEPTED
         }),
     );
-    let (gateway, jwt) = gateway_with(service, Duration::from_secs(5), 2);
+    let (gateway, jwt) = gateway_with(service, Duration::from_secs(5), "http://127.0.0.1:9", 2);
     let sends = (0..6).map(|_| send(&gateway, &jwt, Method::POST, "/api/orders"));
     let answers = futures::future::join_all(sends).await;
     let accepted = answers
@@ -326,4 +337,38 @@ async fn beyond_its_in_flight_limit_an_upstream_is_refused_at_once() {
     // Finished requests free their slots.
     let again = send(&gateway, &jwt, Method::POST, "/api/orders").await;
     assert_eq!(again.status(), StatusCode::ACCEPTED);
+}
+
+/// A request of any method goes to the next instance when one refuses the connection
+/// (nothing was sent: an instance that has stopped after draining), and is sent once.
+#[tokio::test]
+async fn a_post_goes_to_the_next_instance_when_one_refuses_the_connection() {
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
+    let service = Router::new().route(
+        "/api/orders",
+        post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                StatusCode::ACCEPTED
+            }
+        }),
+    );
+    // Nothing listens on port 1; the second instance is the in-process one. Round robin
+    // puts the refusing instance first for every other request.
+    let (gateway, jwt) = gateway_with_orders(
+        service,
+        Duration::from_secs(5),
+        "http://127.0.0.1:1,http://127.0.0.1:9",
+    );
+    for _ in 0..4 {
+        let response = send(&gateway, &jwt, Method::POST, "/api/orders").await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "each sent once"
+    );
 }

@@ -149,6 +149,17 @@ impl ShopProcess {
         self.child.kill().await.ok();
     }
 
+    /// SIGTERM (what Kubernetes sends, and `docker stop`): the process drains and exits.
+    pub async fn terminate(&self) {
+        let pid = self.child.id().expect("the process is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
     /// Waits until the process exits on its own (e.g. at an armed fault point).
     pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         tokio::time::timeout(timeout, self.child.wait())
@@ -214,6 +225,16 @@ impl Instance {
                 projector: free_port(),
             },
         }
+    }
+
+    /// A second set of processes of this same instance — same databases, topics and
+    /// consumer groups — on ports of its own: the other replica of a rolling update.
+    pub fn replica(&self) -> Self {
+        let mut other = Instance::with_infra(self.backend, self.infra.clone());
+        other.name = self.name.clone();
+        other.topic_prefix = self.topic_prefix.clone();
+        other.data_dir = self.data_dir.clone();
+        other
     }
 
     /// Another instance (own databases, consumer groups and ports) reading the same
