@@ -44,7 +44,7 @@ impl AdminClient {
             .to_string();
         let answer = http
             .post(format!("{base}/api/auth/token"))
-            .json(&json!({"email": shop_eventing::auth::ADMIN_EMAIL, "password": password}))
+            .json(&json!({"email": shop_web::auth::ADMIN_EMAIL, "password": password}))
             .send()
             .await
             .with_context(|| {

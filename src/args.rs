@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use shop_eventing::telemetry::LogFormat;
 use shop_schemas::Service;
+use shop_web::telemetry::LogFormat;
 
 /// Settings every subcommand shares.
 /// Flags of `shop serve` (and of the tools that reach Kafka and PostgreSQL) that mean

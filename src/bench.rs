@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use shop_eventing::telemetry::LogFormat;
+use shop_web::telemetry::LogFormat;
 
 use crate::args::{BenchArgs, Common};
 

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use shop_eventing::auth::{JwtKeys, ADMIN_EMAIL};
 use shop_eventing::platform::Platform;
 use shop_eventing::CancellationToken;
 use shop_log::embedded::EmbeddedLog;
 use shop_sql::db::DatabaseConfig;
+use shop_web::auth::{JwtKeys, ADMIN_EMAIL};
 
 use crate::args::{Common, Component, DevArgs};
 use crate::serve::{all_topics, consumer_tuning, relay_tuning, run_components};

@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use shop_eventing::auth::JwtKeys;
 use shop_eventing::platform::Platform;
 use shop_eventing::store::{EventStore, StoredEvent};
 use shop_eventing::CancellationToken;
 use shop_schemas::{CloudEvent, EventMetadata, Service};
 use shop_sql::db::DatabaseConfig;
 use shop_sql::{self as sql, Pool};
+use shop_web::auth::JwtKeys;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::args::{Common, EventsArgs, ExportArgs, ImportArgs, StoreTarget};

@@ -28,17 +28,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::parse();
-    let otlp =
-        cli.common
-            .otlp_endpoint
-            .clone()
-            .map(|endpoint| shop_eventing::telemetry::OtlpConfig {
-                endpoint,
-                service_name: service_name(&cli.command),
-            });
-    shop_eventing::telemetry::init_tracing(cli.common.log_format, &cli.common.log, otlp);
+    let otlp = cli
+        .common
+        .otlp_endpoint
+        .clone()
+        .map(|endpoint| shop_web::telemetry::OtlpConfig {
+            endpoint,
+            service_name: service_name(&cli.command),
+        });
+    shop_web::telemetry::init_tracing(cli.common.log_format, &cli.common.log, otlp);
     // Before anything counts: metrics recorded without a recorder are lost.
-    shop_eventing::telemetry::init_metrics();
+    shop_web::telemetry::init_metrics();
     if let Some(points) = &cli.common.fault_inject {
         shop_eventing::fault::arm(points);
     }
@@ -54,7 +54,7 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Export(args) => events::export(&cli.common, args).await,
         cli::Command::Import(args) => events::import(&cli.common, args).await,
     };
-    shop_eventing::telemetry::shutdown_tracing();
+    shop_web::telemetry::shutdown_tracing();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // Output piped into a reader that stopped (`shop events … | head`): done.

@@ -3,7 +3,7 @@
 
 /// The whole document.
 pub fn document() -> serde_json::Value {
-    shop_eventing::openapi::document(
+    shop_web::openapi::document(
         [
             shop_customers::api::openapi(),
             shop_payments::api::openapi(),

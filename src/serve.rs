@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::Router;
-use shop_eventing::auth::JwtKeys;
-use shop_eventing::http::{bind, serve, Deferred};
 use shop_eventing::platform::{ConsumerTuning, Platform, RelayTuning};
 use shop_eventing::CancellationToken;
 use shop_log::kafka::{KafkaConfig, KafkaLog};
 use shop_log::EventLog;
 use shop_sql::db::DatabaseConfig;
+use shop_web::auth::JwtKeys;
+use shop_web::http::{bind, serve, Deferred};
 use tokio::task::JoinHandle;
 use tracing::info;
 

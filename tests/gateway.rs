@@ -369,12 +369,12 @@ async fn a_canary_gets_its_share_of_the_traffic() {
         .await;
     let public = Client::new(instance.gateway_url());
     let mut canaries = 0;
-    let keys = shop_eventing::auth::JwtKeys::new(common::JWT_SECRET, 3600);
+    let keys = shop_web::auth::JwtKeys::new(common::JWT_SECRET, 3600);
     for i in 0..1000 {
         let token = keys
             .issue(
                 &format!("canary-client-{i}"),
-                shop_eventing::auth::Role::Customer,
+                shop_web::auth::Role::Customer,
             )
             .unwrap();
         let mut versions = Vec::new();

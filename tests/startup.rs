@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{eventually, free_port, infra, kcat_read, Client, Instance};
 use reqwest::StatusCode;
 use serde_json::json;
-use shop_eventing::auth::{JwtKeys, Role};
+use shop_web::auth::{JwtKeys, Role};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Forwards every connection to `listen` on loopback to `to`.

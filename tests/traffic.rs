@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use common::{Client, Instance, JWT_SECRET};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shop_eventing::auth::{JwtKeys, Role};
+use shop_web::auth::{JwtKeys, Role};
 
 /// An HTTP server on a free port for as long as the test runs; its base URL.
 async fn serve(router: Router) -> String {

@@ -3,7 +3,7 @@
 //! the bench's own.
 
 use clap::{Args, Parser};
-use shop_eventing::telemetry::LogFormat;
+use shop_web::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(

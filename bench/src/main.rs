@@ -26,21 +26,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let otlp =
-        cli.common
-            .otlp_endpoint
-            .clone()
-            .map(|endpoint| shop_eventing::telemetry::OtlpConfig {
-                endpoint,
-                service_name: "shop-bench".to_string(),
-            });
-    shop_eventing::telemetry::init_tracing(cli.common.log_format, &cli.common.log, otlp);
-    shop_eventing::telemetry::init_metrics();
+    let otlp = cli
+        .common
+        .otlp_endpoint
+        .clone()
+        .map(|endpoint| shop_web::telemetry::OtlpConfig {
+            endpoint,
+            service_name: "shop-bench".to_string(),
+        });
+    shop_web::telemetry::init_tracing(cli.common.log_format, &cli.common.log, otlp);
+    shop_web::telemetry::init_metrics();
     if let Some(points) = &cli.common.fault_inject {
         shop_eventing::fault::arm(points);
     }
     let result = run::run(&cli.common, cli.bench).await;
-    shop_eventing::telemetry::shutdown_tracing();
+    shop_web::telemetry::shutdown_tracing();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

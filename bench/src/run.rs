@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use shop_eventing::auth::JwtKeys;
 use shop_eventing::command::CommandBus;
 use shop_inventory::product::{Product, ProductCommand};
 use shop_log::{EventLog, OutgoingRecord};
 use shop_schemas::{EventMetadata, Service};
+use shop_web::auth::JwtKeys;
 use uuid::Uuid;
 
 use crate::cli::{BenchArgs, Common};

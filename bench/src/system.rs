@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use shop_eventing::auth::JwtKeys;
 use shop_eventing::platform::{ConsumerTuning, Platform, RelayTuning};
 use shop_eventing::CancellationToken;
 use shop_log::kafka::{KafkaConfig, KafkaLog};
 use shop_log::EventLog;
 use shop_sql::db::DatabaseConfig;
+use shop_web::auth::JwtKeys;
 
 use crate::cli::Common;
 

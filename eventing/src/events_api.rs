@@ -15,10 +15,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Admin, JwtKeys};
-use crate::http::{Problem, StrictQuery};
 use crate::store::EventStore;
 use shop_sql::Pool;
+use shop_web::auth::{Admin, JwtKeys};
+use shop_web::http::{Problem, StrictQuery};
 
 #[derive(Clone)]
 struct EventsState {
@@ -119,7 +119,7 @@ async fn list_events(
 ) -> Result<Response, Problem> {
     // The store is the source of truth: a consistency token is always satisfied here,
     // but it must be one this API issues.
-    if let Some(Err(problem)) = crate::consistency::requested_tokens(&headers, &uri) {
+    if let Some(Err(problem)) = shop_web::consistency::requested_tokens(&headers, &uri) {
         return Err(problem);
     }
     let context = query.context.as_deref().ok_or_else(|| {

@@ -125,11 +125,11 @@ pub fn apply_span(consumer: &str, event: &CloudEvent) -> tracing::Span {
         event_type = %event.ty,
         subject = %event.subject,
         correlation_id = %event.correlationid,
-        trace_id = %crate::telemetry::trace_id(&event.traceparent),
+        trace_id = %shop_web::telemetry::trace_id(&event.traceparent),
         partition = tracing::field::Empty,
         offset = tracing::field::Empty,
     );
-    crate::telemetry::set_parent(&span, &event.traceparent);
+    shop_web::telemetry::set_parent(&span, &event.traceparent);
     span
 }
 

@@ -10,19 +10,20 @@
 //!   effect + dedup + checkpoint in one transaction, retries, dead letters.
 //!   [`handler`]: what it applies events with; [`checkpoint`]: its checkpoints and
 //!   progress.
-//! - [`http`]: the HTTP edge: problem+json errors, JSON extraction, health/ready/metrics,
-//!   serving with graceful shutdown. [`auth`]: JWTs and the extractors that check them.
-//!   [`idempotency`]: `Idempotency-Key` on the commands' routes. [`refusal`]: the one
-//!   mapping of command errors to problem+json.
-//! - [`consistency`]: read-your-writes tokens; [`events_api`]: `GET /api/events`;
-//!   [`openapi`]: the document's assembly.
+//! - [`idempotency`]: `Idempotency-Key` on the commands' routes, the store's side (the
+//!   request's side is `shop_web::idempotency`). [`refusal`]: the one mapping of command
+//!   errors to problem+json.
+//! - [`consistency`]: waiting until a read-your-writes token's version is applied (the
+//!   token itself is `shop_web::consistency`); [`events_api`]: `GET /api/events`.
 //! - `backend`: the backend seam, the few operations of the core whose SQL differs
 //!   between PostgreSQL and SQLite; the rest of the core never asks which runs.
-//! - [`platform`]: what every component is built from. [`telemetry`]: logging, trace
-//!   context, metrics recorder. [`fault`]: fault injection points used by crash tests.
+//! - [`platform`]: what every component is built from. [`fault`]: fault injection points
+//!   used by crash tests.
+//!
+//! The web edge (problem+json, auth, OpenAPI, telemetry) is `shop-web`, which this crate
+//! uses and which knows nothing of it.
 #![forbid(unsafe_code)]
 
-pub mod auth;
 mod backend;
 pub mod checkpoint;
 pub mod command;
@@ -31,13 +32,10 @@ pub mod consumer;
 pub mod events_api;
 pub mod fault;
 pub mod handler;
-pub mod http;
 pub mod idempotency;
-pub mod openapi;
 pub mod platform;
 pub mod refusal;
 pub mod relay;
 pub mod store;
-pub mod telemetry;
 
 pub use tokio_util::sync::CancellationToken;

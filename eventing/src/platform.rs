@@ -8,15 +8,15 @@ use futures::FutureExt;
 use shop_sql::{self as sql, Pool};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::JwtKeys;
 use crate::consumer::{ConsumerConfig, ConsumerRunner};
 use crate::handler::EventHandler;
-use crate::http::{ops_router, with_edge_layers, ReadyCheck};
 use crate::relay::{Relay, RelayConfig};
 use axum::Router;
 use shop_log::{EventLog, StartFrom};
 use shop_sql::db::DatabaseConfig;
 use shop_sql::db::DbError;
+use shop_web::auth::JwtKeys;
+use shop_web::http::{ops_router, with_edge_layers, ReadyCheck};
 use tokio::task::JoinHandle;
 
 /// Consumer tuning shared by projectors and reactions.

@@ -5,7 +5,7 @@
 //! a failed store 500. Part of the web edge; the core knows nothing of HTTP.
 
 use crate::command::CommandError;
-use crate::http::{FieldError, Problem};
+use shop_web::http::{FieldError, Problem};
 
 /// What kind of refusal a domain error is, as the client sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shop_eventing::auth::Role;
-use shop_eventing::http::Problem;
+use shop_web::auth::Role;
+use shop_web::http::Problem;
 
 use crate::traffic::{
     audit_metric, invalid, next_step, unix_now, upstream_name, upstream_named, weight_gauges,
@@ -41,7 +41,7 @@ pub(crate) fn routes() -> Router<AppState> {
 /// of the API accepts: the traffic table is no read model, so a well-formed one is
 /// ignored, and a malformed one is a 400 as everywhere else.
 fn check_consistency(headers: &HeaderMap, uri: &Uri) -> Result<(), Problem> {
-    match shop_eventing::consistency::requested_tokens(headers, uri) {
+    match shop_web::consistency::requested_tokens(headers, uri) {
         Some(Err(problem)) => Err(problem),
         _ => Ok(()),
     }

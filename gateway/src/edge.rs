@@ -7,9 +7,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use shop_eventing::auth::Role;
-use shop_eventing::http::Problem;
-use shop_eventing::telemetry::{new_traceparent, trace_id, TRACEPARENT_HEADER};
+use shop_web::auth::Role;
+use shop_web::http::Problem;
+use shop_web::telemetry::{new_traceparent, trace_id, TRACEPARENT_HEADER};
 
 use crate::AppState;
 

@@ -41,9 +41,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use futures::FutureExt;
-use shop_eventing::auth::JwtKeys;
-use shop_eventing::http::{ops_router, with_edge_layers, Problem, ReadyCheck, REQUEST_ID};
-use shop_eventing::telemetry::{new_traceparent, CORRELATION_ID_HEADER, TRACEPARENT_HEADER};
+use shop_web::auth::JwtKeys;
+use shop_web::http::{ops_router, with_edge_layers, Problem, ReadyCheck, REQUEST_ID};
+use shop_web::telemetry::{new_traceparent, CORRELATION_ID_HEADER, TRACEPARENT_HEADER};
 use std::panic::AssertUnwindSafe;
 use tower::ServiceExt;
 use tracing::warn;
@@ -186,7 +186,7 @@ fn cacheable(parts: &axum::http::request::Parts, upstream: Upstream, public: boo
         && parts.uri.path().starts_with("/api/products")
         && !parts
             .headers
-            .contains_key(shop_eventing::consistency::TOKEN_HEADER)
+            .contains_key(shop_web::consistency::TOKEN_HEADER)
         && !parts
             .uri
             .query()
@@ -590,7 +590,7 @@ async fn forward(state: &AppState, request: Request) -> Result<Response, Problem
     if !headers.contains_key(TRACEPARENT_HEADER) {
         // The gateway's own span when spans are exported, so the trace starts here.
         let traceparent =
-            shop_eventing::telemetry::current_traceparent().unwrap_or_else(new_traceparent);
+            shop_web::telemetry::current_traceparent().unwrap_or_else(new_traceparent);
         if let Ok(value) = HeaderValue::from_str(&traceparent) {
             headers.insert(TRACEPARENT_HEADER, value);
         }

@@ -2,7 +2,7 @@
 
 use super::*;
 use axum::routing::post;
-use shop_eventing::auth::Role;
+use shop_web::auth::Role;
 
 /// A gateway whose every upstream is `base`, reached in-process through `service`
 /// (nothing listens at `base`); health checks too rare to run.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
-use shop_eventing::http::Problem;
+use shop_web::http::Problem;
 
 use crate::balancer::Balancer;
 #[cfg(test)]

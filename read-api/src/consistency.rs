@@ -9,13 +9,12 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use shop_eventing::consistency::{
-    requested_tokens, wait_until_applied, ConsistencyToken, STATE_HEADER,
-};
-use shop_eventing::http::Problem;
+use shop_eventing::consistency::wait_until_applied;
 use shop_projections::versions::LiveVersions;
 use shop_projections::PROJECTIONS;
 use shop_sql::Pool;
+use shop_web::consistency::{requested_tokens, ConsistencyToken, STATE_HEADER};
+use shop_web::http::Problem;
 
 /// What the middleware needs.
 #[derive(Clone)]

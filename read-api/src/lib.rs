@@ -14,12 +14,12 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::{Authenticated, JwtKeys, Role};
-use shop_eventing::http::Problem;
 use shop_eventing::platform::Platform;
 use shop_log::EventLog;
 use shop_sql::db::DbError;
 use shop_sql::{self as sql, Pool, Row};
+use shop_web::auth::{Authenticated, JwtKeys, Role};
+use shop_web::http::Problem;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -137,7 +137,7 @@ impl sql::FromRow for ProductView {
 }
 
 /// The query of a read, strictly (unknown or repeated parameters are a 400).
-pub(crate) use shop_eventing::http::StrictQuery as ReadQuery;
+pub(crate) use shop_web::http::StrictQuery as ReadQuery;
 
 /// The query of a read that takes no parameters but the consistency token.
 #[derive(Debug, Deserialize)]

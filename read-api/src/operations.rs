@@ -10,12 +10,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::Admin;
-use shop_eventing::http::Problem;
 use shop_log::{EventLog, LogRecord, OutgoingRecord};
 use shop_projections::versions::{self, LiveVersions, RebuildError};
 use shop_projections::PROJECTIONS;
 use shop_sql::{Pool, Renames};
+use shop_web::auth::Admin;
+use shop_web::http::Problem;
 use utoipa::ToSchema;
 
 use crate::{AppState, NoParams, ReadQuery};

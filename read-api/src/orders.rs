@@ -5,9 +5,9 @@ use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::{Authenticated, Claims, Role};
-use shop_eventing::http::Problem;
 use shop_sql as sql;
+use shop_web::auth::{Authenticated, Claims, Role};
+use shop_web::http::Problem;
 use utoipa::ToSchema;
 use uuid::Uuid;
 

@@ -324,7 +324,7 @@ impl Instance {
             .env("SHOP_DB_POOL_SIZE", "5")
             .env("SHOP_RELAY_POLL_MS", "200")
             .env("SHOP_CONSUMER_RETRY_BACKOFF_MS", "50")
-            .env("SHOP_LOG", "info,shop_eventing=debug")
+            .env("SHOP_LOG", "info,shop_eventing=debug,shop_web=debug")
             // Functional tests are not about rate limits (tests/gateway.rs is).
             .env("SHOP_GATEWAY_RATE_LIMIT", "10000")
             .env("SHOP_GATEWAY_RATE_BURST", "10000")

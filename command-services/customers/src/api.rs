@@ -7,16 +7,17 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::{self, JwtKeys, Role, ADMIN_EMAIL, ADMIN_SUBJECT};
 use shop_eventing::command::CommandBus;
-use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{text_field, ApiJson, Problem, Validation};
-use shop_eventing::idempotency::{KeyedJson, ANONYMOUS};
+use shop_eventing::idempotency::{self, ANONYMOUS};
 use shop_eventing::refusal::{Refusal, RefusalKind};
-use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::customers::Address;
 use shop_schemas::Service;
 use shop_sql::{self as sql, Pool};
+use shop_web::auth::{self, JwtKeys, Role, ADMIN_EMAIL, ADMIN_SUBJECT};
+use shop_web::consistency::{with_token, ConsistencyToken};
+use shop_web::http::{text_field, ApiJson, Problem, Validation};
+use shop_web::idempotency::KeyedJson;
+use shop_web::telemetry::metadata_from_headers;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -245,7 +246,7 @@ async fn register(
             country,
         },
     };
-    let mut keyed = match key.begin(&state.pool, ANONYMOUS).await {
+    let mut keyed = match idempotency::begin(key, &state.pool, ANONYMOUS).await {
         Ok(keyed) => keyed,
         Err(answer) => return Ok(answer),
     };

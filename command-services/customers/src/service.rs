@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use shop_eventing::auth;
 use shop_eventing::command::CommandBus;
 use shop_eventing::platform::{Platform, Started};
 use shop_eventing::store::EventStore;
 use shop_schemas::Service;
+use shop_web::auth;
 use uuid::Uuid;
 
 use crate::api::{self, AppState};

@@ -7,14 +7,15 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::{Admin, JwtKeys, ADMIN_SUBJECT};
 use shop_eventing::command::CommandBus;
-use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{text_field, FieldError, Problem, Validation};
-use shop_eventing::idempotency::{IdempotencyKey, KeyedJson};
+use shop_eventing::idempotency;
 use shop_eventing::refusal::{Refusal, RefusalKind};
-use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
+use shop_web::auth::{Admin, JwtKeys, ADMIN_SUBJECT};
+use shop_web::consistency::{with_token, ConsistencyToken};
+use shop_web::http::{text_field, FieldError, Problem, Validation};
+use shop_web::idempotency::{IdempotencyKey, KeyedJson};
+use shop_web::telemetry::metadata_from_headers;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -150,7 +151,7 @@ async fn add_product(
         price: body.price.unwrap_or_default(),
         stock: body.stock.unwrap_or_default(),
     };
-    let mut keyed = match key.begin(state.bus.pool(), ADMIN_SUBJECT).await {
+    let mut keyed = match idempotency::begin(key, state.bus.pool(), ADMIN_SUBJECT).await {
         Ok(keyed) => keyed,
         Err(answer) => return Ok(answer),
     };
@@ -291,7 +292,7 @@ async fn update_product(
             message: rule.to_string(),
         }])
     })?;
-    let mut keyed = match key.begin(state.bus.pool(), ADMIN_SUBJECT).await {
+    let mut keyed = match idempotency::begin(key, state.bus.pool(), ADMIN_SUBJECT).await {
         Ok(keyed) => keyed,
         Err(answer) => return Ok(answer),
     };

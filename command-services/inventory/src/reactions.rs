@@ -6,11 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
 use shop_eventing::handler::{apply_span, decode, EventHandler, HandlerError};
-use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::inventory::{StockLine, StockReserved};
 use shop_schemas::orders::{OrderEvent, OrderPlaced};
 use shop_schemas::{CloudEvent, Service};
 use shop_sql::{self as sql, Conn};
+use shop_web::telemetry::metadata_caused_by;
 use tracing::Instrument;
 use uuid::Uuid;
 

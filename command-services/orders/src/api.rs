@@ -8,16 +8,17 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::CommandBus;
-use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{FieldError, Problem};
-use shop_eventing::idempotency::{IdempotencyKey, KeyedJson};
+use shop_eventing::idempotency;
 use shop_eventing::refusal::{Refusal, RefusalKind};
-use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::orders::OrderLine;
 use shop_schemas::Service;
 use shop_sql::{self as sql, Pool};
+use shop_web::auth::{Authenticated, JwtKeys, Role};
+use shop_web::consistency::{with_token, ConsistencyToken};
+use shop_web::http::{FieldError, Problem};
+use shop_web::idempotency::{IdempotencyKey, KeyedJson};
+use shop_web::telemetry::metadata_from_headers;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -199,7 +200,7 @@ async fn place_order(
         customer_id,
         lines,
     };
-    let mut keyed = match key.begin(&state.pool, &claims.sub).await {
+    let mut keyed = match idempotency::begin(key, &state.pool, &claims.sub).await {
         Ok(keyed) => keyed,
         Err(answer) => return Ok(answer),
     };
@@ -277,7 +278,7 @@ async fn cancel_order(
     };
     let mut metadata = metadata_from_headers(&headers);
     metadata.correlation_id = order_id.to_string();
-    let mut keyed = match key.begin(&state.pool, &claims.sub).await {
+    let mut keyed = match idempotency::begin(key, &state.pool, &claims.sub).await {
         Ok(keyed) => keyed,
         Err(answer) => return Ok(answer),
     };

@@ -113,7 +113,7 @@ async fn cancel_overdue(pool: &Pool, bus: &CommandBus<Order>) -> Result<(), sqlx
         let metadata = EventMetadata {
             correlation_id: order_id.to_string(),
             causation_id: format!("deadline:{order_id}"),
-            traceparent: shop_eventing::telemetry::new_traceparent(),
+            traceparent: shop_web::telemetry::new_traceparent(),
         };
         let command = OrderCommand::CancelBySaga {
             reason: CancelReason::Timeout,

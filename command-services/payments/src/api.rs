@@ -7,15 +7,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shop_eventing::auth::{Authenticated, JwtKeys, Role};
 use shop_eventing::command::CommandBus;
-use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::{Problem, Validation};
-use shop_eventing::idempotency::KeyedJson;
+use shop_eventing::idempotency;
 use shop_eventing::refusal::{Refusal, RefusalKind};
-use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
 use shop_sql::{self as sql, Pool};
+use shop_web::auth::{Authenticated, JwtKeys, Role};
+use shop_web::consistency::{with_token, ConsistencyToken};
+use shop_web::http::{Problem, Validation};
+use shop_web::idempotency::KeyedJson;
+use shop_web::telemetry::metadata_from_headers;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -118,7 +119,7 @@ async fn deposit(
     );
     v.finish()?;
     let amount = body.amount.unwrap_or_default();
-    let mut keyed = match key.begin(&state.pool, &claims.sub).await {
+    let mut keyed = match idempotency::begin(key, &state.pool, &claims.sub).await {
         Ok(keyed) => keyed,
         Err(answer) => return Ok(answer),
     };

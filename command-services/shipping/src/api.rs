@@ -7,14 +7,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
-use shop_eventing::auth::{Admin, JwtKeys, ADMIN_SUBJECT};
 use shop_eventing::command::CommandBus;
-use shop_eventing::consistency::{with_token, ConsistencyToken};
-use shop_eventing::http::Problem;
-use shop_eventing::idempotency::IdempotencyKey;
+use shop_eventing::idempotency;
 use shop_eventing::refusal::{Refusal, RefusalKind};
-use shop_eventing::telemetry::metadata_from_headers;
 use shop_schemas::Service;
+use shop_web::auth::{Admin, JwtKeys, ADMIN_SUBJECT};
+use shop_web::consistency::{with_token, ConsistencyToken};
+use shop_web::http::Problem;
+use shop_web::idempotency::IdempotencyKey;
+use shop_web::telemetry::metadata_from_headers;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -122,7 +123,7 @@ async fn step(
         Uuid::parse_str(order_id).map_err(|_| Problem::not_found("no shipment for this order"))?;
     let mut metadata = metadata_from_headers(headers);
     metadata.correlation_id = order_id.to_string();
-    let mut keyed = match key.begin(state.bus.pool(), ADMIN_SUBJECT).await {
+    let mut keyed = match idempotency::begin(key, state.bus.pool(), ADMIN_SUBJECT).await {
         Ok(keyed) => keyed,
         Err(answer) => return Ok(answer),
     };

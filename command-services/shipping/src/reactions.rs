@@ -6,11 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
 use shop_eventing::handler::{decode, EventHandler, HandlerError};
-use shop_eventing::telemetry::metadata_caused_by;
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::{CloudEvent, Service};
 use shop_sql::{self as sql, Conn};
+use shop_web::telemetry::metadata_caused_by;
 use uuid::Uuid;
 
 use crate::shipment::{Shipment, ShipmentCommand};
