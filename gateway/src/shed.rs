@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use shop_eventing::http::Problem;
+use shop_web::http::Problem;
 
 use crate::traffic::upstream_name;
 use crate::Upstream;
