@@ -206,11 +206,14 @@ impl Conn {
     /// # Errors
     /// The database failed.
     pub async fn hold_writes_to(&mut self, table: &str) -> Result<(), sqlx::Error> {
-        if self.dialect() == Dialect::Postgres {
-            crate::sql::query(&format!("LOCK TABLE {table} IN SHARE MODE"))
-                .execute(&mut *self)
-                .await?;
-        }
+        let statement = format!("LOCK TABLE {table} IN SHARE MODE");
+        let statement = sqlx::query(&statement);
+        match &mut self.inner {
+            Inner::PgTx(tx) => statement.execute(&mut **tx).await?,
+            Inner::Pg(conn) => statement.execute(&mut **conn).await?,
+            Inner::PgOwned(conn) => statement.execute(&mut **conn).await?,
+            Inner::LiteTx(_) | Inner::Lite(_) => return Ok(()),
+        };
         Ok(())
     }
 
