@@ -88,13 +88,15 @@ pub struct Common {
         default_value_t = 1
     )]
     pub topic_replication: i32,
-    /// Kafka consumer session timeout: how long a dead member keeps its partitions.
+    /// Kafka consumer session timeout: how long a dead member keeps its partitions. The
+    /// default is the broker's least (`group.min.session.timeout.ms`, 6 s unless the
+    /// broker says otherwise); a member that stops cleanly leaves its group at once.
     #[arg(
         long,
         global = true,
         help_heading = PRODUCTION,
         env = "SHOP_KAFKA_SESSION_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = 6_000
     )]
     pub kafka_session_timeout_ms: u32,
     /// Log line format.

@@ -29,6 +29,7 @@ async fn two_projectors_share_partitions_and_a_killed_one_hands_over() {
         ids.push(admin.add_product(&format!("SO-{i}"), 100, 0).await);
     }
     let mut first = Some(first);
+    let mut killed_at = None;
     for round in 1..=20 {
         for id in &ids {
             let answer = admin
@@ -43,6 +44,7 @@ async fn two_projectors_share_partitions_and_a_killed_one_hands_over() {
             // Mid-stream: one member dies without leaving the group; after the session
             // timeout the group rebalances and the other takes its partitions.
             first.take().unwrap().kill().await;
+            killed_at = Some(std::time::Instant::now());
         }
     }
     let expected: i64 = (1..=20).sum();
@@ -57,6 +59,13 @@ async fn two_projectors_share_partitions_and_a_killed_one_hands_over() {
     let projections = admin
         .get_until("/api/projections", WAIT, |ps| ps[0]["lag"] == 0)
         .await;
+    // Reported, not asserted (docs/src/deployment.md quotes it): from the kill to the
+    // survivor having applied every event, the killed member's partitions included.
+    println!(
+        "takeover: every event applied {:.1} s after the kill (session timeout {} ms)",
+        killed_at.unwrap().elapsed().as_secs_f64(),
+        common::KAFKA_SESSION_TIMEOUT_MS
+    );
     assert_eq!(
         projections[0]["events_applied"],
         12 + 12 * 20,

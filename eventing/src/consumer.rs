@@ -227,6 +227,12 @@ impl ConsumerRunner {
             let records = self.linger(subscription.as_mut(), records).await?;
             if !records.is_empty() {
                 last_record_at = std::time::Instant::now();
+                // The oldest record waiting is the oldest of what was just taken.
+                if let Some(oldest) = records.iter().filter_map(|r| r.timestamp_ms).min() {
+                    let age_ms = (chrono::Utc::now().timestamp_millis() - oldest).max(0);
+                    metrics::gauge!("consumer_oldest_unprocessed_seconds", "consumer" => self.config.name.clone())
+                        .set(age_ms as f64 / 1000.0);
+                }
             }
             if records.is_empty() {
                 if !uncommitted.is_empty() {
@@ -313,7 +319,6 @@ impl ConsumerRunner {
         };
         let mut lag = 0;
         let mut waiting = 0;
-        let mut oldest_ms: Option<i64> = None;
         for topic in &self.config.topics {
             let Ok(ends) = self.log.end_offsets(topic).await else {
                 return Some((progress.positions, 0));
@@ -328,21 +333,16 @@ impl ConsumerRunner {
                 if held.iter().any(|(t, p)| t == topic && *p == partition) {
                     waiting += (end - next).max(0);
                 }
-                if next < end {
-                    // The first record not applied: how long it has waited.
-                    if let Ok(records) = self.log.read(topic, partition, next, 1).await {
-                        if let Some(ms) = records.first().and_then(|r| r.timestamp_ms) {
-                            oldest_ms = Some(oldest_ms.map_or(ms, |o| o.min(ms)));
-                        }
-                    }
-                }
             }
         }
         let name = self.config.name.clone();
         metrics::gauge!("consumer_lag_events", "consumer" => name.clone()).set(lag as f64);
-        let age_ms = oldest_ms.map_or(0, |ms| (chrono::Utc::now().timestamp_millis() - ms).max(0));
-        metrics::gauge!("consumer_oldest_unprocessed_seconds", "consumer" => name)
-            .set(age_ms as f64 / 1000.0);
+        // Nothing waits: nothing is old (while records wait, each poll sets the age of
+        // the oldest it took; reading the log here cost a client per partition and
+        // stalled the loop).
+        if lag == 0 {
+            metrics::gauge!("consumer_oldest_unprocessed_seconds", "consumer" => name).set(0.0);
+        }
         Some((progress.positions, waiting))
     }
 

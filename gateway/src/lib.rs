@@ -49,11 +49,17 @@ use tower::ServiceExt;
 use tracing::warn;
 
 mod admin;
+mod cache;
 mod edge;
 mod legacy;
+mod routes;
 mod shed;
 
+pub use cache::CACHE_HEADER;
+use cache::{cacheable, Cached};
 use legacy::{forward_legacy, legacy_route};
+use routes::events_context;
+pub use routes::{route, Upstream};
 pub mod balancer;
 mod docs;
 mod openapi;
@@ -154,45 +160,6 @@ pub const ROUTE_HEADER: &str = "x-upstream-version";
 /// Which version of an upstream answered a strangler-fig route: the legacy system.
 pub const LEGACY_VERSION: &str = "legacy";
 
-/// A cached answer: status, headers and body.
-#[derive(Clone)]
-struct Cached {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-}
-
-impl Cached {
-    fn response(&self, cache: &'static str) -> Response {
-        let mut response = Response::new(Body::from(self.body.clone()));
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers.clone();
-        response
-            .headers_mut()
-            .insert(CACHE_HEADER, HeaderValue::from_static(cache));
-        response
-    }
-}
-
-/// `hit` or `miss` on cacheable reads.
-pub const CACHE_HEADER: &str = "x-cache";
-
-/// Whether a request may be answered from (and stored in) the product cache: a public
-/// product read that does not ask to see its own writes.
-fn cacheable(parts: &axum::http::request::Parts, upstream: Upstream, public: bool) -> bool {
-    parts.method == Method::GET
-        && public
-        && upstream == Upstream::ReadApi
-        && parts.uri.path().starts_with("/api/products")
-        && !parts
-            .headers
-            .contains_key(shop_web::consistency::TOKEN_HEADER)
-        && !parts
-            .uri
-            .query()
-            .is_some_and(|q| q.contains("consistency="))
-}
-
 /// A client's request budget: `per_second` replenished every second, `burst` at once.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimit {
@@ -240,67 +207,6 @@ struct AppState {
     /// `GatewayConfig::in_process`, by base URL.
     in_process: Arc<HashMap<String, Router>>,
     jwt: JwtKeys,
-}
-
-/// Which upstream serves a request, and whether it needs a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upstream {
-    Customers,
-    Inventory,
-    Orders,
-    Payments,
-    Shipping,
-    ReadApi,
-}
-
-/// Routes a request: `None` for routes the gateway does not know; the flag says whether
-/// the route is public (SPEC §3.1).
-pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let is_get = method == Method::GET || method == Method::HEAD;
-    match segments.as_slice() {
-        ["api", "auth", "token"] => Some((Upstream::Customers, true)),
-        ["api", "customers"] if method == Method::POST => Some((Upstream::Customers, true)),
-        ["api", "customers", _] if is_get => Some((Upstream::ReadApi, false)),
-        ["api", "customers", _, "wallet", "deposits"] if method == Method::POST => {
-            Some((Upstream::Payments, false))
-        }
-        ["api", "customers", _, "orders"] if is_get => Some((Upstream::ReadApi, false)),
-        ["api", "orders"] if method == Method::POST => Some((Upstream::Orders, false)),
-        ["api", "orders"] if is_get => Some((Upstream::ReadApi, false)),
-        ["api", "orders", _] if is_get => Some((Upstream::ReadApi, false)),
-        ["api", "orders", _, "cancel"] if method == Method::POST => Some((Upstream::Orders, false)),
-        ["api", "shipments", _, "dispatch" | "deliver"] if method == Method::POST => {
-            Some((Upstream::Shipping, false))
-        }
-        ["api", "products"] | ["api", "products", _] if is_get => Some((Upstream::ReadApi, true)),
-        ["api", "products", ..] => Some((Upstream::Inventory, false)),
-        ["api", "projections", ..] | ["api", "dlq", ..] => Some((Upstream::ReadApi, false)),
-        // The operator console is static; its data comes from the admin API.
-        ["console", ..] if is_get => Some((Upstream::ReadApi, true)),
-        _ => None,
-    }
-}
-
-/// `/api/events` goes to the service its `context` names (each serves its own events).
-fn events_context(path: &str, query: Option<&str>) -> Option<Result<Upstream, Problem>> {
-    if path.trim_end_matches('/') != "/api/events" {
-        return None;
-    }
-    let context = query.unwrap_or("").split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == "context").then_some(value)
-    });
-    Some(match context {
-        Some("customers") => Ok(Upstream::Customers),
-        Some("inventory") => Ok(Upstream::Inventory),
-        Some("orders") => Ok(Upstream::Orders),
-        Some("payments") => Ok(Upstream::Payments),
-        Some("shipping") => Ok(Upstream::Shipping),
-        _ => Err(Problem::bad_request(
-            "context must be one of customers, inventory, orders, payments, shipping",
-        )),
-    })
 }
 
 /// Builds the gateway.

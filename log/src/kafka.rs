@@ -39,7 +39,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             partitions: 6,
             replication_factor: 1,
-            session_timeout_ms: 10_000,
+            session_timeout_ms: 6_000,
         }
     }
 }

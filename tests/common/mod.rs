@@ -19,6 +19,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
+/// The consumer session timeout of the processes tests start: the broker's least
+/// (`group.min.session.timeout.ms`, 6 s by default), so a killed member's partitions move
+/// as soon as Kafka allows.
+pub const KAFKA_SESSION_TIMEOUT_MS: u32 = 6000;
 /// What Prometheus presents to read the gateway's `/metrics` (`SHOP_METRICS_TOKEN`).
 pub const METRICS_TOKEN: &str = "metrics-test-token";
 pub const JWT_SECRET: &str = "test-jwt-secret";
@@ -317,7 +321,10 @@ impl Instance {
             .env("SHOP_INSTANCE", &self.name)
             .env("SHOP_TOPIC_PREFIX", &self.topic_prefix)
             .env("SHOP_TOPIC_PARTITIONS", "3")
-            .env("SHOP_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env(
+                "SHOP_KAFKA_SESSION_TIMEOUT_MS",
+                KAFKA_SESSION_TIMEOUT_MS.to_string(),
+            )
             .env("SHOP_JWT_SECRET", JWT_SECRET)
             .env("SHOP_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("SHOP_METRICS_TOKEN", METRICS_TOKEN)
