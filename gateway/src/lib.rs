@@ -56,6 +56,7 @@ use legacy::{forward_legacy, legacy_route};
 pub mod balancer;
 mod docs;
 mod openapi;
+mod schemas;
 pub use openapi::openapi;
 pub mod traffic;
 
@@ -377,6 +378,7 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
     let api = docs
         .unwrap_or_default()
         .merge(admin::routes())
+        .merge(schemas::routes())
         .route("/console", any(proxy))
         .route("/console/", any(proxy))
         .route("/console/{*rest}", any(proxy))

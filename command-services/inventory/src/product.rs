@@ -87,6 +87,8 @@ impl Aggregate for Product {
                     name,
                     price,
                     stock,
+                    // The API takes no category yet: every product is uncategorised.
+                    category: shop_schemas::inventory::UNCATEGORISED.to_string(),
                 };
                 sink.write(InventoryEvent::ProductAdded(event), self).await;
             }
@@ -163,6 +165,7 @@ mod tests {
             name: "Green tea".into(),
             price: 1200,
             stock: 10,
+            category: "uncategorised".into(),
         })
     }
 
