@@ -370,6 +370,7 @@ async fn inventory_with_product(
                 name: "Tea".into(),
                 price: 300,
                 stock: 10,
+                category: shop_schemas::inventory::UNCATEGORISED.into(),
             },
             &EventMetadata::default(),
         )

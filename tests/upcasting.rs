@@ -9,8 +9,9 @@
 //!   the product and the customer exactly as the instance that wrote the log did
 //!   (`tests/fixtures/v1-log/*.json`, its answers then);
 //! - goes on: the imported product's aggregate loads its v1 `ProductAdded` (a restock),
-//!   the imported order's aggregate its v1 `OrderPlaced` (a refused cancellation), and a
-//!   new order of the imported product is written as `OrderPlaced` v2 and confirms.
+//!   the imported order's aggregate its v1 `OrderPlaced` (a refused cancellation), a new
+//!   order of the imported product is written as `OrderPlaced` v2 and confirms, and a new
+//!   product as `ProductAdded` v2 with the category it was given (a blank one is 422).
 
 mod common;
 
@@ -220,6 +221,32 @@ async fn a_v1_log_imports_upcasts_and_serves_the_same(backend: Dialect) {
         "https://shop.example/schemas/events/orders/OrderPlaced.v2.json"
     );
     assert_eq!(events[0]["data"]["currency"], "JPY");
+    // A product added now is a `ProductAdded` v2 with the category it was given.
+    let tea = admin
+        .post(
+            "/api/products",
+            json!({"sku": "TEA-002", "name": "Matcha", "price": 2000, "stock": 1, "category": "tea"}),
+        )
+        .await;
+    assert_eq!(tea.status, StatusCode::CREATED, "{tea:?}");
+    let tea = tea.body["product_id"].as_str().unwrap().to_string();
+    let events = json_lines(
+        &shop_on_stores(
+            &instance,
+            &["events", "inventory", "--aggregate", &tea, "--json"],
+        )
+        .await,
+    );
+    assert_eq!(events[0]["eventversion"], "2");
+    assert_eq!(events[0]["data"]["category"], "tea");
+    let blank = admin
+        .post(
+            "/api/products",
+            json!({"sku": "TEA-003", "name": "Hojicha", "price": 900, "stock": 1, "category": " "}),
+        )
+        .await;
+    assert_eq!(blank.status, StatusCode::UNPROCESSABLE_ENTITY, "{blank:?}");
+    assert_eq!(blank.body["errors"][0]["field"], "category", "{blank:?}");
 
     drop(shop);
     instance.cleanup().await;

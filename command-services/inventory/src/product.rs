@@ -19,6 +19,7 @@ pub enum ProductCommand {
         name: String,
         price: i64,
         stock: i64,
+        category: String,
     },
     Restock {
         quantity: i64,
@@ -71,6 +72,7 @@ impl Aggregate for Product {
                 name,
                 price,
                 stock,
+                category,
             } => {
                 if self.product_id.is_some() {
                     return Err(ProductError::AlreadyExists);
@@ -87,8 +89,7 @@ impl Aggregate for Product {
                     name,
                     price,
                     stock,
-                    // The API takes no category yet: every product is uncategorised.
-                    category: shop_schemas::inventory::UNCATEGORISED.to_string(),
+                    category,
                 };
                 sink.write(InventoryEvent::ProductAdded(event), self).await;
             }
@@ -176,6 +177,7 @@ mod tests {
             name: "Green tea".into(),
             price,
             stock,
+            category: "uncategorised".into(),
         }
     }
 
