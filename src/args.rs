@@ -71,6 +71,16 @@ pub struct Common {
     /// Prefix of every topic name (e.g. `staging.` gives `staging.orders.events`).
     #[arg(long, global = true, env = "SHOP_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
+    /// Base of the events' `dataschema` URIs (`<base>/schemas/events/<service>/<Event>.vN.json`;
+    /// the gateway serves those paths): set it to the gateway's public address for URIs
+    /// that resolve.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOP_SCHEMA_BASE_URL",
+        default_value = shop_schemas::DEFAULT_SCHEMA_BASE
+    )]
+    pub schema_base_url: String,
     /// Partitions of topics created by `shop topics ensure` and at start-up.
     #[arg(
         long,
@@ -427,6 +437,11 @@ pub struct EventsArgs {
     /// One CloudEvent (structured JSON) per line.
     #[arg(long)]
     pub json: bool,
+    /// One CloudEvent (structured JSON) per line as this build reads it: the data upcast
+    /// to its type's newest version, which `dataschema` and `eventversion` name (without
+    /// it, events print as stored, at the version they were written at).
+    #[arg(long)]
+    pub upcast: bool,
     #[command(flatten)]
     pub target: StoreTarget,
 }

@@ -5,6 +5,12 @@
 //!
 //! The exchange format is JSON Lines of CloudEvents (structured mode, SPEC §4) with two
 //! more extension attributes an import needs: `aggregatetype` and `eventversion`.
+//!
+//! Events are printed and exported as stored, at the version they were written at;
+//! `shop events --upcast` prints them as this build reads them (upcast to the newest
+//! version, `docs/src/evolution.md`), and `shop import` refuses a file with an event this
+//! build cannot read after upcasting, before writing anything. Imported events are stored
+//! as they were written: readers upcast them.
 
 use std::io::{BufRead, Write};
 use std::str::FromStr;
@@ -115,6 +121,64 @@ fn export_line(event: &StoredEvent, service: Service) -> anyhow::Result<String> 
     Ok(serde_json::to_string(&value)?)
 }
 
+/// A stored event's data as this build reads it: upcast to the newest version of its type
+/// and checked by decoding it into its service's event enum. Returns that version and data
+/// (fields the Rust type does not know are kept).
+///
+/// # Errors
+/// The event's type or its upcast data is not one this build can read.
+fn newest(
+    service: Service,
+    event_type: &str,
+    version: &str,
+    data: &serde_json::Value,
+) -> anyhow::Result<(u32, serde_json::Value)> {
+    use shop_schemas::{customers, inventory, orders, payments, shipping};
+    fn decodes<E: serde::de::DeserializeOwned>(
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), serde_json::Error> {
+        shop_schemas::decode_event::<E>(name, data).map(|_| ())
+    }
+    let (version, data) = shop_schemas::upcast(
+        event_type,
+        version.parse().unwrap_or(1),
+        std::borrow::Cow::Borrowed(data),
+    );
+    match service {
+        Service::Customers => decodes::<customers::CustomerEvent>(event_type, &data),
+        Service::Inventory => decodes::<inventory::InventoryEvent>(event_type, &data),
+        Service::Orders => decodes::<orders::OrderEvent>(event_type, &data),
+        Service::Payments => decodes::<payments::PaymentEvent>(event_type, &data),
+        Service::Shipping => decodes::<shipping::ShippingEvent>(event_type, &data),
+    }
+    .with_context(|| {
+        format!(
+            "{} {event_type} v{version} is not readable by this build",
+            service.name()
+        )
+    })?;
+    Ok((version, data.into_owned()))
+}
+
+/// [`export_line`] of the event as this build reads it (`shop events --upcast`): its data
+/// upcast to the newest version, which its `dataschema` and `eventversion` name.
+fn upcast_line(event: &StoredEvent, service: Service) -> anyhow::Result<String> {
+    let (version, data) = newest(
+        service,
+        &event.event_type,
+        &event.event_version,
+        &event.data,
+    )
+    .with_context(|| format!("event {}", event.event_id))?;
+    let upcast = StoredEvent {
+        event_version: version.to_string(),
+        data,
+        ..event.clone()
+    };
+    export_line(&upcast, service)
+}
+
 /// A CloudEvent line back into the stored form.
 fn import_line(line: &str) -> anyhow::Result<(Service, StoredEvent)> {
     let value: serde_json::Value = serde_json::from_str(line)?;
@@ -134,6 +198,9 @@ fn import_line(line: &str) -> anyhow::Result<(Service, StoredEvent)> {
             .map(String::from)
             .with_context(|| format!("event {}: no {key}", event.id))
     };
+    let event_version = text("eventversion")?;
+    // Readable by this build once upcast; stored as it was written.
+    newest(service, &event_type, &event_version, &event.data)?;
     Ok((
         service,
         StoredEvent {
@@ -143,7 +210,7 @@ fn import_line(line: &str) -> anyhow::Result<(Service, StoredEvent)> {
             sequence: event.sequence as i64,
             event_id: event.id,
             event_type,
-            event_version: text("eventversion")?,
+            event_version,
             data: event.data.clone(),
             metadata: EventMetadata {
                 correlation_id: event.correlationid.clone(),
@@ -257,7 +324,9 @@ pub async fn events(common: &Common, args: EventsArgs) -> anyhow::Result<()> {
             let batch = store.events_page(aggregate.as_deref(), after, PAGE).await?;
             for event in &batch {
                 if !args.follow || cursor.fresh(event.position) {
-                    if args.json {
+                    if args.upcast {
+                        writeln!(stdout, "{}", upcast_line(event, args.service)?)?;
+                    } else if args.json {
                         writeln!(stdout, "{}", export_line(event, args.service)?)?;
                     } else {
                         writeln!(stdout, "{}", human(event))?;

@@ -39,6 +39,7 @@ async fn main() -> std::process::ExitCode {
     shop_web::telemetry::init_tracing(cli.common.log_format, &cli.common.log, otlp);
     // Before anything counts: metrics recorded without a recorder are lost.
     shop_web::telemetry::init_metrics();
+    shop_schemas::set_schema_base(&cli.common.schema_base_url);
     if let Some(points) = &cli.common.fault_inject {
         shop_eventing::fault::arm(points);
     }

@@ -96,9 +96,15 @@ async fn inventory_topic_carries_one_cloudevent_per_event_in_order() {
         let name = ty
             .strip_prefix("shop.inventory.")
             .expect("ce_type shop.inventory.<Event>");
+        // An absolute URI (the default base) naming the newest version, which the
+        // gateway serves.
+        let version = shop_schemas::event_type(shop_schemas::Service::Inventory, name)
+            .expect("a known event")
+            .version;
+        let dataschema = record.header("ce_dataschema").unwrap();
         assert_eq!(
-            record.header("ce_dataschema").unwrap(),
-            format!("schemas/events/inventory/{name}.v1.json")
+            dataschema,
+            format!("https://shop.example/schemas/events/inventory/{name}.v{version}.json")
         );
         assert!(chrono::DateTime::parse_from_rfc3339(record.header("ce_time").unwrap()).is_ok());
         let traceparent = record.header("ce_traceparent").unwrap();
@@ -132,6 +138,21 @@ async fn inventory_topic_carries_one_cloudevent_per_event_in_order() {
             "sequence order per product"
         );
     }
+
+    // The gateway serves every dataschema's file at its path, to anyone; nothing else.
+    let anyone = Client::new(instance.gateway_url());
+    for record in &sorted {
+        let dataschema = record.header("ce_dataschema").unwrap();
+        let path = dataschema.strip_prefix("https://shop.example").unwrap();
+        let answer = anyone.get(path).await;
+        assert_eq!(answer.status, 200, "{path}: {answer:?}");
+        assert_eq!(answer.content_type, "application/schema+json");
+        assert_eq!(answer.body["$id"], path.trim_start_matches('/'), "{path}");
+    }
+    let answer = anyone
+        .get("/schemas/events/inventory/ProductAdded.v9.json")
+        .await;
+    assert_eq!(answer.status, 404, "{answer:?}");
 
     pool.close().await;
     shop.kill().await;

@@ -90,7 +90,9 @@ fn cloud_event(service: Service, subject: Uuid, event: impl Serialize) -> CloudE
         ty: format!("shop.{}.{name}", service.name()),
         subject: subject.to_string(),
         time: chrono::Utc::now(),
-        dataschema: shop_schemas::dataschema(service, &name, 1),
+        dataschema: shop_schemas::event_type(service, &name)
+            .unwrap()
+            .dataschema(),
         datacontenttype: "application/json".into(),
         sequence: 1,
         correlationid: subject.to_string(),
@@ -184,6 +186,7 @@ fn order_placed(order_id: Uuid, customer_id: Uuid, product_id: Uuid, total: i64)
             unit_price: total / 2,
         }],
         total,
+        currency: "JPY".into(),
     })
 }
 
@@ -367,6 +370,7 @@ async fn inventory_with_product(
                 name: "Tea".into(),
                 price: 300,
                 stock: 10,
+                category: shop_schemas::inventory::UNCATEGORISED.into(),
             },
             &EventMetadata::default(),
         )

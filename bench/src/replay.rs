@@ -292,6 +292,9 @@ impl History {
         let (event_type, data) =
             shop_schemas::split_event(serde_json::to_value(event).expect("events serialize"))
                 .expect("an event enum value");
+        let event_version = shop_schemas::event_type(service, &event_type)
+            .map_or(1, |t| t.version)
+            .to_string();
         let stored = StoredEvent {
             position: 0,
             aggregate_type: aggregate_type.to_string(),
@@ -299,7 +302,7 @@ impl History {
             sequence: *sequence,
             event_id: Uuid::now_v7(),
             event_type,
-            event_version: "1".into(),
+            event_version,
             data,
             metadata: EventMetadata::default(),
             recorded_at: Utc::now(),
@@ -353,6 +356,7 @@ impl History {
                     name: format!("Replay {i}"),
                     price: 250,
                     stock: 1_000_000,
+                    category: inventory::UNCATEGORISED.into(),
                 }),
             );
         }
@@ -377,6 +381,7 @@ impl History {
                         unit_price: 250,
                     }],
                     total: 500,
+                    currency: orders::DEPLOYMENT_CURRENCY.into(),
                 }),
             );
             self.push(

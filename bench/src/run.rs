@@ -377,6 +377,7 @@ async fn measure(
             name: format!("Bench {i}"),
             price: 100,
             stock: 0,
+            category: shop_schemas::inventory::UNCATEGORISED.into(),
         };
         bus.execute(&product_id.to_string(), command, &metadata)
             .await?;
@@ -647,6 +648,7 @@ async fn long_stream(pool: &shop_sql::Pool, length: usize) -> anyhow::Result<Sta
                 name: format!("Stream {i}"),
                 price: 100,
                 stock: 0,
+                category: shop_schemas::inventory::UNCATEGORISED.into(),
             },
         )
     };
@@ -731,6 +733,7 @@ async fn peer_append(
                 name: format!("Peer {i}"),
                 price: 100,
                 stock: 0,
+                category: shop_schemas::inventory::UNCATEGORISED.into(),
             },
         )
         .await

@@ -133,9 +133,10 @@ pub fn apply_span(consumer: &str, event: &CloudEvent) -> tracing::Span {
     span
 }
 
-/// Decodes an event of `service` into its enum: `None` for events of other services or
-/// of types this version does not know (newer producers); a permanent error for data
-/// that does not fit its type.
+/// Decodes an event of `service` into its enum, upcast from the version its `dataschema`
+/// names to the newest this build knows: `None` for events of other services or of types
+/// this version does not know (newer producers); a permanent error for data that does
+/// not fit its type.
 ///
 /// # Errors
 /// The data does not fit the event's type.
@@ -151,7 +152,7 @@ pub fn decode<E: serde::de::DeserializeOwned>(
         tracing::debug!(event_type = %event.ty, "unknown event type; ignored");
         return Ok(None);
     }
-    shop_schemas::decode_event(name, &event.data)
+    shop_schemas::decode_versioned(name, event.event_version(), &event.data)
         .map(Some)
         .map_err(|e| {
             HandlerError::permanent(format!("{} data does not fit its schema: {e}", event.ty))

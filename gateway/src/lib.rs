@@ -63,6 +63,7 @@ pub use routes::{route, Upstream};
 pub mod balancer;
 mod docs;
 mod openapi;
+mod schemas;
 pub use openapi::openapi;
 pub mod traffic;
 
@@ -289,6 +290,7 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
     let api = docs
         .unwrap_or_default()
         .merge(admin::routes())
+        .merge(schemas::routes())
         .route("/console", any(proxy))
         .route("/console/", any(proxy))
         .route("/console/{*rest}", any(proxy))

@@ -25,6 +25,9 @@ impl History {
         *sequence += 1;
         let (event_type, data) =
             shop_schemas::split_event(serde_json::to_value(event).unwrap()).unwrap();
+        let event_version = shop_schemas::event_type(service, &event_type)
+            .map_or(1, |t| t.version)
+            .to_string();
         let stored = StoredEvent {
             position: 0,
             aggregate_type: "any".into(),
@@ -32,7 +35,7 @@ impl History {
             sequence: *sequence,
             event_id: Uuid::now_v7(),
             event_type,
-            event_version: "1".into(),
+            event_version,
             data,
             metadata: EventMetadata::default(),
             recorded_at: Utc::now().trunc_subsecs(6),
@@ -87,6 +90,7 @@ fn history() -> Vec<CloudEvent> {
                 name: sku.into(),
                 price: 300,
                 stock: 10,
+                category: inventory::UNCATEGORISED.into(),
             }),
         );
     }
@@ -135,6 +139,7 @@ fn history() -> Vec<CloudEvent> {
                     },
                 ],
                 total: 1000,
+                currency: orders::DEPLOYMENT_CURRENCY.into(),
             }),
         );
         let lines = vec![

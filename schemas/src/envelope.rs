@@ -123,6 +123,22 @@ impl CloudEvent {
         self.ty.rsplit('.').next().unwrap_or(&self.ty)
     }
 
+    /// The version of the event's data: the one its `dataschema` names (`….v2.json`), 1
+    /// when it names none.
+    pub fn event_version(&self) -> u32 {
+        crate::dataschema_version(&self.dataschema).unwrap_or(1)
+    }
+
+    /// The event's data as the newest version of its type this build knows (upcast from
+    /// the version it was written at, borrowed when it is that version already).
+    pub fn upcast_data(&self) -> (u32, std::borrow::Cow<'_, Value>) {
+        crate::upcast(
+            self.event_name(),
+            self.event_version(),
+            std::borrow::Cow::Borrowed(&self.data),
+        )
+    }
+
     /// The headers of the Kafka binary-mode record, in a fixed order.
     pub fn kafka_headers(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -273,7 +289,7 @@ mod tests {
             ty: "shop.inventory.ProductAdded".into(),
             subject: Uuid::now_v7().to_string(),
             time: Utc::now(),
-            dataschema: "schemas/events/inventory/ProductAdded.v1.json".into(),
+            dataschema: "https://shop.example/schemas/events/inventory/ProductAdded.v1.json".into(),
             datacontenttype: CONTENT_TYPE.into(),
             sequence: 3,
             correlationid: "c".into(),
@@ -302,6 +318,22 @@ mod tests {
         );
         assert_eq!(event.service(), Some(Service::Inventory));
         assert_eq!(event.event_name(), "ProductAdded");
+        assert_eq!(event.event_version(), 1);
+    }
+
+    #[test]
+    fn the_version_is_the_dataschemas_absolute_or_not() {
+        let mut event = sample();
+        assert_eq!(event.upcast_data().0, 2);
+        assert_eq!(event.upcast_data().1["category"], "uncategorised");
+        event.dataschema = "schemas/events/inventory/ProductAdded.v2.json".into();
+        assert_eq!(event.event_version(), 2);
+        assert!(matches!(
+            event.upcast_data().1,
+            std::borrow::Cow::Borrowed(_)
+        ));
+        event.dataschema = "urn:other".into();
+        assert_eq!(event.event_version(), 1);
     }
 
     #[test]

@@ -5,7 +5,11 @@ use uuid::Uuid;
 
 use crate::Service;
 
-/// A product entered the catalogue with its initial stock.
+/// The category of products added without one, and of every product added before
+/// `ProductAdded` v2 (its upcaster's default).
+pub const UNCATEGORISED: &str = "uncategorised";
+
+/// A product entered the catalogue with its initial stock (version 2: with its category).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductAdded {
     pub product_id: Uuid,
@@ -14,6 +18,13 @@ pub struct ProductAdded {
     /// Minor units of the deployment's currency.
     pub price: i64,
     pub stock: i64,
+    /// Since v2; [`UNCATEGORISED`] for products added without one (and before v2).
+    pub category: String,
+}
+
+/// `ProductAdded` v1 → v2: products added before categories are [`UNCATEGORISED`].
+pub fn product_added_v1_to_v2(data: serde_json::Value) -> serde_json::Value {
+    crate::upcast::with_default(data, "category", UNCATEGORISED.into())
 }
 
 /// A product's price changed; orders placed afterwards use the new price.
@@ -89,7 +100,7 @@ service_events!(
     InventoryEvent,
     Service::Inventory,
     [
-        ProductAdded,
+        ProductAdded = 2,
         ProductPriceChanged,
         ProductRestocked,
         StockReserved,

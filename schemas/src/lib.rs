@@ -6,10 +6,11 @@
 #![forbid(unsafe_code)]
 
 /// Declares a service's event enum (externally tagged, one variant per event struct of
-/// the same name), its [`EventType`] registry `EVENT_TYPES` (all version 1), `name()` and
-/// the cqrs-es `DomainEvent` impl.
+/// the same name), its [`EventType`] registry `EVENT_TYPES` (each event at its newest
+/// version: `Name = 2`; version 1 when none is given), `name()` and the cqrs-es
+/// `DomainEvent` impl (whose `event_version` is that newest version: what producers write).
 macro_rules! service_events {
-    ($(#[$meta:meta])* $enum:ident, $service:expr, [$($name:ident),+ $(,)?]) => {
+    ($(#[$meta:meta])* $enum:ident, $service:expr, [$($name:ident $(= $version:literal)?),+ $(,)?]) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub enum $enum {
@@ -19,7 +20,7 @@ macro_rules! service_events {
         pub const EVENT_TYPES: &[$crate::EventType] = &[$($crate::EventType {
             service: $service,
             name: stringify!($name),
-            version: 1,
+            version: $crate::newest(&[1 $(, $version)?]),
         }),+];
 
         impl $enum {
@@ -37,7 +38,9 @@ macro_rules! service_events {
             }
 
             fn event_version(&self) -> String {
-                "1".to_string()
+                match self {
+                    $($enum::$name(_) => $crate::newest(&[1 $(, $version)?]).to_string()),+
+                }
             }
         }
     };
@@ -45,14 +48,49 @@ macro_rules! service_events {
 
 pub mod customers;
 pub mod envelope;
+pub mod files;
 pub mod inventory;
 pub mod orders;
 pub mod payments;
 pub mod shipping;
 pub mod topics;
+pub mod upcast;
 
 pub use envelope::{CloudEvent, EventMetadata};
 pub use topics::Service;
+pub use upcast::{decode_versioned, upcast, Upcaster, UPCASTERS};
+
+/// The last of a macro's version list (`[1]` or `[1, n]`): an event's newest version.
+#[doc(hidden)]
+pub const fn newest(versions: &[u32]) -> u32 {
+    versions[versions.len() - 1]
+}
+
+/// The base of the absolute `dataschema` URIs unless the process sets another
+/// ([`set_schema_base`]; `shop --schema-base-url`, `SHOP_SCHEMA_BASE_URL`). The gateway
+/// serves the files at `<base>/schemas/events/...`; a deployment that wants its URIs to
+/// resolve sets its public address.
+pub const DEFAULT_SCHEMA_BASE: &str = "https://shop.example";
+
+static SCHEMA_BASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the base of this process's `dataschema` URIs (without a trailing `/`; empty:
+/// the default), once, before any event is written. Later calls change nothing.
+pub fn set_schema_base(base: &str) {
+    let base = base.trim().trim_end_matches('/');
+    let base = if base.is_empty() {
+        DEFAULT_SCHEMA_BASE
+    } else {
+        base
+    };
+    SCHEMA_BASE.get_or_init(|| base.to_string());
+}
+
+/// The base of the `dataschema` URIs: the one set by [`set_schema_base`], or
+/// [`DEFAULT_SCHEMA_BASE`].
+pub fn schema_base() -> &'static str {
+    SCHEMA_BASE.get_or_init(|| DEFAULT_SCHEMA_BASE.to_string())
+}
 
 /// One event type of the catalogue: where it comes from, its name and its version.
 ///
@@ -71,20 +109,41 @@ impl EventType {
         format!("shop.{}.{}", self.service.name(), self.name)
     }
 
-    /// The CloudEvents `dataschema` attribute: the schema file's path in the repository.
+    /// The CloudEvents `dataschema` attribute of its newest version (an absolute URI).
     pub fn dataschema(&self) -> String {
         dataschema(self.service, self.name, self.version)
     }
+
+    /// The schema file of its newest version, relative to the repository root.
+    pub fn schema_path(&self) -> String {
+        schema_path(self.service, self.name, self.version)
+    }
 }
 
-/// The schema path of an event type, e.g. `schemas/events/inventory/ProductAdded.v1.json`.
-pub fn dataschema(service: Service, name: &str, version: u32) -> String {
+/// The schema file of an event version, relative to the repository root (and to the
+/// gateway's root, which serves it), e.g. `schemas/events/inventory/ProductAdded.v1.json`.
+pub fn schema_path(service: Service, name: &str, version: u32) -> String {
     format!(
         "schemas/events/{}/{}.v{}.json",
         service.name(),
         name,
         version
     )
+}
+
+/// The CloudEvents `dataschema` of an event version: an absolute URI (CloudEvents 1.0
+/// requires one), [`schema_base`] followed by [`schema_path`], e.g.
+/// `https://shop.example/schemas/events/inventory/ProductAdded.v2.json`.
+pub fn dataschema(service: Service, name: &str, version: u32) -> String {
+    format!("{}/{}", schema_base(), schema_path(service, name, version))
+}
+
+/// The version a `dataschema` names: the `N` of its `….vN.json` ending, whatever its base
+/// (absolute, or the relative paths events carried before the URIs became absolute).
+pub fn dataschema_version(dataschema: &str) -> Option<u32> {
+    let stem = dataschema.strip_suffix(".json")?;
+    let (_, version) = stem.rsplit_once(".v")?;
+    version.parse().ok().filter(|v| *v >= 1)
 }
 
 /// Every event type that has a Rust type in this crate, service by service.

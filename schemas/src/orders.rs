@@ -14,13 +14,26 @@ pub struct OrderLine {
     pub unit_price: i64,
 }
 
-/// A customer placed an order; the saga starts here.
+/// The currency of every amount of a deployment (SPEC §3: one per deployment, JPY by
+/// default; no deployment can choose another yet). ISO 4217.
+pub const DEPLOYMENT_CURRENCY: &str = "JPY";
+
+/// A customer placed an order; the saga starts here (version 2: with the currency its
+/// prices are in).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPlaced {
     pub order_id: Uuid,
     pub customer_id: Uuid,
     pub lines: Vec<OrderLine>,
     pub total: i64,
+    /// Since v2: the ISO 4217 code of `unit_price` and `total` when the order was placed.
+    pub currency: String,
+}
+
+/// `OrderPlaced` v1 → v2: every order placed before v2 was priced in the deployment's
+/// only currency, [`DEPLOYMENT_CURRENCY`].
+pub fn order_placed_v1_to_v2(data: serde_json::Value) -> serde_json::Value {
+    crate::upcast::with_default(data, "currency", DEPLOYMENT_CURRENCY.into())
 }
 
 /// Stock is reserved and payment completed: the order is confirmed.
@@ -83,7 +96,7 @@ service_events!(
     OrderEvent,
     Service::Orders,
     [
-        OrderPlaced,
+        OrderPlaced = 2,
         OrderConfirmed,
         OrderCancelled,
         OrderShipped,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use shop_schemas::customers::{Address, CustomerEvent, CustomerRegistered};
+use shop_schemas::files::SCHEMA_FILES;
 use shop_schemas::inventory::{
     InventoryEvent, ProductAdded, ProductPriceChanged, ProductRestocked, StockCommitted, StockLine,
     StockReleased, StockReservationRejected, StockReserved, StockShortage,
@@ -22,7 +23,10 @@ use shop_schemas::shipping::{
     ShipmentCancellationRefused, ShipmentCancelled, ShipmentDelivered, ShipmentDispatched,
     ShipmentFailed, ShipmentScheduled, ShippingEvent,
 };
-use shop_schemas::{decode_event, event_types, split_event, Service};
+use shop_schemas::{
+    dataschema_version, decode_event, decode_versioned, event_type, event_types, schema_path,
+    split_event, Service,
+};
 use uuid::Uuid;
 
 fn events_dir() -> PathBuf {
@@ -48,6 +52,7 @@ fn samples() -> Vec<(String, Value)> {
             name: "Tea".into(),
             price: 1200,
             stock: 5,
+            category: "tea".into(),
         }),
         InventoryEvent::ProductPriceChanged(ProductPriceChanged {
             product_id,
@@ -114,6 +119,7 @@ fn samples() -> Vec<(String, Value)> {
             unit_price: 1200,
         }],
         total: 2400,
+        currency: "JPY".into(),
     })));
     let order_id = Uuid::now_v7();
     let customer_id = Uuid::now_v7();
@@ -206,7 +212,7 @@ fn every_event_validates_against_its_schema_file() {
     let samples = samples();
     for event_type in event_types() {
         let (_, data) = sample(&samples, event_type.name);
-        let schema = load_schema(&event_type.dataschema());
+        let schema = load_schema(&event_type.schema_path());
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(&schema)
@@ -232,8 +238,129 @@ fn every_schema_file_has_a_rust_type() {
             files.insert(relative.to_string_lossy().into_owned());
         }
     }
-    let typed: BTreeSet<String> = event_types().map(|t| t.dataschema()).collect();
+    // Every version of every event type, from 1 to its newest.
+    let typed: BTreeSet<String> = event_types()
+        .flat_map(|t| (1..=t.version).map(|v| schema_path(t.service, t.name, v)))
+        .collect();
     assert_eq!(files, typed, "schema files and Rust event types differ");
+    // The gateway serves exactly these, and the envelope's schema.
+    let compiled: BTreeSet<String> = SCHEMA_FILES
+        .iter()
+        .map(|(path, content)| {
+            let on_disk = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .parent()
+                    .unwrap()
+                    .join(path),
+            )
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(*content, on_disk, "{path}");
+            path.to_string()
+        })
+        .collect();
+    let mut expected = typed;
+    expected.insert("schemas/events/cloudevent.v1.json".to_string());
+    assert_eq!(
+        compiled, expected,
+        "shop_schemas::files::SCHEMA_FILES and schemas/events/ differ"
+    );
+}
+
+#[test]
+fn dataschema_is_an_absolute_uri_naming_the_version() {
+    for event_type in event_types() {
+        let uri = event_type.dataschema();
+        assert!(
+            uri.starts_with("https://") && uri.ends_with(&event_type.schema_path()),
+            "{uri}"
+        );
+        assert_eq!(dataschema_version(&uri), Some(event_type.version), "{uri}");
+    }
+    assert_eq!(
+        event_type(Service::Orders, "OrderPlaced")
+            .unwrap()
+            .dataschema(),
+        format!(
+            "{}/schemas/events/orders/OrderPlaced.v2.json",
+            shop_schemas::schema_base()
+        )
+    );
+    assert_eq!(
+        dataschema_version("schemas/events/orders/OrderPlaced.v1.json"),
+        Some(1)
+    );
+    assert_eq!(dataschema_version("urn:x"), None);
+}
+
+#[test]
+fn a_v2_payload_with_fields_this_build_does_not_know_still_decodes() {
+    // A newer producer (a rolling update) adds a field: older consumers ignore it.
+    let samples = samples();
+    for name in ["OrderPlaced", "ProductAdded"] {
+        let (_, data) = sample(&samples, name);
+        let mut newer = data.clone();
+        newer["gift_wrap"] = Value::from(true);
+        let service = event_types().find(|t| t.name == name).unwrap().service;
+        let (_, back) = round_trip(service, name, &newer).unwrap();
+        assert_eq!(&back, data, "{name}");
+        // Also when it names a version this build does not know.
+        let decoded = match service {
+            Service::Orders => decode_versioned::<OrderEvent>(name, 3, &newer).map(|_| ()),
+            _ => decode_versioned::<InventoryEvent>(name, 3, &newer).map(|_| ()),
+        };
+        assert!(decoded.is_ok(), "{name}: {decoded:?}");
+    }
+}
+
+#[test]
+fn v1_data_is_upcast_to_data_valid_for_v2() {
+    let product_id = Uuid::now_v7();
+    let cases = [
+        (
+            "ProductAdded",
+            "schemas/events/inventory/ProductAdded",
+            serde_json::json!({"product_id": product_id, "sku": "TEA-1", "name": "Tea", "price": 1200, "stock": 3}),
+        ),
+        (
+            "OrderPlaced",
+            "schemas/events/orders/OrderPlaced",
+            serde_json::json!({"order_id": Uuid::now_v7(), "customer_id": Uuid::now_v7(),
+                "lines": [{"product_id": product_id, "quantity": 2, "unit_price": 600}], "total": 1200}),
+        ),
+    ];
+    for (name, schema, v1) in cases {
+        let validate = |version: u32, data: &Value| {
+            let schema = load_schema(&format!("{schema}.v{version}.json"));
+            let validator = jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .build(&schema)
+                .unwrap();
+            let errors: Vec<String> = validator.iter_errors(data).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{name} v{version}: {errors:?}");
+        };
+        validate(1, &v1);
+        // A v1 event is not a v2 one (its new field is required)…
+        let schema_v2 = load_schema(&format!("{schema}.v2.json"));
+        assert!(!jsonschema::draft202012::new(&schema_v2)
+            .unwrap()
+            .is_valid(&v1));
+        // …until it is upcast.
+        let (version, v2) = shop_schemas::upcast(name, 1, std::borrow::Cow::Borrowed(&v1));
+        assert_eq!(version, 2);
+        validate(2, &v2);
+    }
+    // Decoded v1 data carries the upcasters' defaults.
+    let (_, data) = &cases_v1_order();
+    match decode_versioned::<OrderEvent>("OrderPlaced", 1, data).unwrap() {
+        OrderEvent::OrderPlaced(e) => assert_eq!(e.currency, "JPY"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn cases_v1_order() -> (String, Value) {
+    let mut data = sample(&samples(), "OrderPlaced").1.clone();
+    data.as_object_mut().unwrap().remove("currency");
+    ("OrderPlaced".into(), data)
 }
 
 #[test]
@@ -255,7 +382,7 @@ fn structured_cloudevent_validates_against_envelope_schema() {
         ty: format!("shop.inventory.{name}"),
         subject: Uuid::now_v7().to_string(),
         time: chrono::Utc::now(),
-        dataschema: format!("schemas/events/inventory/{name}.v1.json"),
+        dataschema: shop_schemas::dataschema(Service::Inventory, &name, 2),
         datacontenttype: "application/json".into(),
         sequence: 1,
         correlationid: String::new(),

@@ -86,6 +86,17 @@ pub struct AddProductBody {
         maximum = 1_000_000_000_000_i64
     )]
     stock: Option<i64>,
+    /// The product's category (`uncategorised` when absent), carried by its
+    /// `ProductAdded` event (v2).
+    #[schema(
+        required = false,
+        nullable = false,
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$",
+        example = "tea"
+    )]
+    category: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -141,6 +152,11 @@ async fn add_product(
         body.stock.is_some_and(|s| (0..=MAX_AMOUNT).contains(&s)),
         "stock",
         "an integer quantity, 0 or more",
+    )
+    .check(
+        body.category.is_none() || text_field(body.category.as_deref(), 64).is_some(),
+        "category",
+        "1 to 64 characters, no control characters",
     );
     v.finish()?;
     let product_id = Uuid::now_v7();
@@ -150,6 +166,8 @@ async fn add_product(
         name: body.name.unwrap_or_default().trim().to_string(),
         price: body.price.unwrap_or_default(),
         stock: body.stock.unwrap_or_default(),
+        category: text_field(body.category.as_deref(), 64)
+            .unwrap_or_else(|| shop_schemas::inventory::UNCATEGORISED.to_string()),
     };
     let mut keyed = match idempotency::begin(key, state.bus.pool(), ADMIN_SUBJECT).await {
         Ok(keyed) => keyed,

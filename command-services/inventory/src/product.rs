@@ -19,6 +19,7 @@ pub enum ProductCommand {
         name: String,
         price: i64,
         stock: i64,
+        category: String,
     },
     Restock {
         quantity: i64,
@@ -71,6 +72,7 @@ impl Aggregate for Product {
                 name,
                 price,
                 stock,
+                category,
             } => {
                 if self.product_id.is_some() {
                     return Err(ProductError::AlreadyExists);
@@ -87,6 +89,7 @@ impl Aggregate for Product {
                     name,
                     price,
                     stock,
+                    category,
                 };
                 sink.write(InventoryEvent::ProductAdded(event), self).await;
             }
@@ -163,6 +166,7 @@ mod tests {
             name: "Green tea".into(),
             price: 1200,
             stock: 10,
+            category: "uncategorised".into(),
         })
     }
 
@@ -173,6 +177,7 @@ mod tests {
             name: "Green tea".into(),
             price,
             stock,
+            category: "uncategorised".into(),
         }
     }
 

@@ -106,17 +106,23 @@ async fn reserved_products(tx: &mut Conn, orders: Vec<String>) -> Result<Vec<Uui
         return Ok(Vec::new());
     }
     let statement = format!(
-        "SELECT data FROM events WHERE aggregate_type = $1 AND aggregate_id {} AND event_type = 'StockReserved'",
+        "SELECT data, event_version FROM events WHERE aggregate_type = $1 AND aggregate_id {} AND event_type = 'StockReserved'",
         tx.dialect().in_list(2)
     );
-    let reservations = sql::query_scalar::<serde_json::Value>(&statement)
+    let reservations = sql::query_as::<(serde_json::Value, String)>(&statement)
         .bind(<Reservation as cqrs_es::Aggregate>::TYPE)
         .bind(sql::Arg::TextList(orders))
         .fetch_all(&mut *tx)
         .await?;
     let mut products = Vec::new();
-    for data in reservations {
-        let reserved: StockReserved = serde_json::from_value(data)
+    for (data, version) in reservations {
+        // Upcast from the version it was stored at, as every reader of events does.
+        let (_, data) = shop_schemas::upcast(
+            "StockReserved",
+            version.parse().unwrap_or(1),
+            std::borrow::Cow::Owned(data),
+        );
+        let reserved: StockReserved = serde_json::from_value(data.into_owned())
             .map_err(|e| HandlerError::permanent(format!("a stored StockReserved: {e}")))?;
         products.extend(reserved.lines.iter().map(|l| l.product_id));
     }

@@ -148,6 +148,7 @@ impl Order {
                         customer_id,
                         lines,
                         total,
+                        currency: shop_schemas::orders::DEPLOYMENT_CURRENCY.to_string(),
                     })))
                 }
                 OrderCommand::CancelByCustomer { .. } => Err(OrderError::NotFound),
@@ -289,6 +290,7 @@ mod tests {
             customer_id: Uuid::from_u128(200),
             lines,
             total,
+            currency: "JPY".into(),
         })
     }
 

@@ -31,7 +31,8 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// The event as a CloudEvent of the given service.
     pub fn to_cloud_event(&self, service: Service) -> CloudEvent {
-        let version: u32 = self.event_version.parse().unwrap_or(1);
+        // Published as stored: the version it was written at names its schema.
+        let version = self.version();
         CloudEvent {
             specversion: shop_schemas::envelope::SPEC_VERSION.to_string(),
             id: self.event_id,
@@ -99,17 +100,29 @@ impl StoredEvent {
         })
     }
 
-    /// The cqrs-es form: the data wrapped again in its enum tag.
+    /// The version the event was written at (1 for a stored text that is no number).
+    pub fn version(&self) -> u32 {
+        self.event_version.parse().unwrap_or(1)
+    }
+
+    /// The cqrs-es form an aggregate loads: the data upcast to the newest version of its
+    /// type ([`shop_schemas::upcast`]; the row stays as written) and wrapped again in its
+    /// enum tag.
     pub(crate) fn to_serialized(&self) -> SerializedEvent {
+        let (version, data) = shop_schemas::upcast(
+            &self.event_type,
+            self.version(),
+            std::borrow::Cow::Borrowed(&self.data),
+        );
         let mut tagged = serde_json::Map::with_capacity(1);
-        tagged.insert(self.event_type.clone(), self.data.clone());
+        tagged.insert(self.event_type.clone(), data.into_owned());
         let metadata: HashMap<String, String> = self.metadata.to_map();
         SerializedEvent {
             aggregate_id: self.aggregate_id.clone(),
             sequence: self.sequence as usize,
             aggregate_type: self.aggregate_type.clone(),
             event_type: self.event_type.clone(),
-            event_version: self.event_version.clone(),
+            event_version: version.to_string(),
             payload: Value::Object(tagged),
             metadata: serde_json::to_value(metadata).unwrap_or(Value::Null),
         }

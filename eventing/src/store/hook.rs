@@ -55,12 +55,13 @@ pub enum HookError {
 }
 
 impl StoredEvent {
-    /// The event as the service's event enum (`{"<event_type>": data}`), for hooks.
+    /// The event as the service's event enum (`{"<event_type>": data}`), upcast to the
+    /// newest version of its type, for hooks and other readers of stored events.
     ///
     /// # Errors
     /// The stored data does not fit the enum: the append is refused.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, HookError> {
-        shop_schemas::decode_event(&self.event_type, &self.data)
+        shop_schemas::decode_versioned(&self.event_type, self.version(), &self.data)
             .map_err(|e| HookError::Refused(format!("{}: {e}", self.event_type)))
     }
 }
