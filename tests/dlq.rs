@@ -130,7 +130,9 @@ async fn a_poison_event_is_dead_lettered_and_retried(backend: Dialect) {
 
     // `shop topics list` sees the dead letter and its retry marker, on either log.
     let mut topics = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"));
-    topics.args(["topics", "list", "--json", "--all"]).env_clear();
+    topics
+        .args(["topics", "list", "--json", "--all"])
+        .env_clear();
     match backend {
         Dialect::Sqlite => topics.arg("--data-dir").arg(&instance.data_dir),
         Dialect::Postgres => topics.env("SHOP_KAFKA_BROKERS", &instance.infra.kafka_brokers),
