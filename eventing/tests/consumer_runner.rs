@@ -591,7 +591,7 @@ async fn batches_survive_the_server_closing_connections() {
 /// A consumer that lingers applies a record and the one that follows it shortly in one
 /// transaction; without lingering the first would be applied alone, as soon as it came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_batch_lingers_for_the_records_that_follow() {
+async fn a_small_batch_lingers_for_the_records_that_follow_a_lone_one_does_not() {
     let database = fresh_database(
         "linger",
         &[
@@ -615,20 +615,31 @@ async fn a_small_batch_lingers_for_the_records_that_follow() {
         let log = log.clone();
         async move { log.publish(vec![record]).await.unwrap() }
     };
-    // The consumer has joined its group and waits for records.
-    publish(0).await;
+    // The consumer has joined its group and waits for records (the first one says so).
+    // A lone record is applied at once (nothing to gather): one that follows 300 ms
+    // later, well within the 500 ms linger, gets a transaction of its own.
+    publish(-1).await;
     assert_eq!(counted(&pool, 1).await, 1);
+    publish(0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     publish(1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    publish(2).await;
     assert_eq!(counted(&pool, 3).await, 3);
+    // Two at once: the poll takes both and waits for what follows.
+    let pair: Vec<OutgoingRecord> = [2, 3]
+        .into_iter()
+        .map(|n| OutgoingRecord::from_cloud_event(&topic, &event(serde_json::json!({"n": n}))))
+        .collect();
+    log.publish(pair).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish(4).await;
+    assert_eq!(counted(&pool, 6).await, 6);
     let transactions: i64 = sql::query_scalar("SELECT count(DISTINCT tx) FROM applied")
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(
-        transactions, 2,
-        "the first record alone, then the next two together"
+        transactions, 4,
+        "the first record alone, the next two each alone, then the last three together"
     );
 
     shutdown.cancel();
