@@ -161,30 +161,6 @@ pub(crate) async fn load_checkpoints(
     }
 }
 
-/// One event's row, one statement (the SQLite append, an import): the position the
-/// store gave it. The same SQL on both backends.
-pub(crate) async fn insert_event(
-    tx: &mut Conn,
-    event: &StoredEvent,
-    metadata: serde_json::Value,
-) -> Result<i64, sqlx::Error> {
-    sql::query_scalar(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
-    )
-    .bind(&event.aggregate_type)
-    .bind(&event.aggregate_id)
-    .bind(event.sequence)
-    .bind(event.event_id)
-    .bind(&event.event_type)
-    .bind(&event.event_version)
-    .bind(event.data.clone())
-    .bind(metadata)
-    .bind(event.recorded_at)
-    .fetch_one(&mut *tx)
-    .await
-}
-
 async fn select_checkpoints(tx: &mut Conn, consumer: &str) -> Result<Vec<sql::Row>, sqlx::Error> {
     sql::query("SELECT topic, partition, next_offset FROM consumer_checkpoints WHERE consumer = $1")
         .bind(consumer)

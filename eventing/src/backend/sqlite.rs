@@ -23,9 +23,22 @@ pub(super) async fn insert_events(
 ) -> Result<(), PersistenceError> {
     let connection_error = |e: sqlx::Error| PersistenceError::ConnectionError(Box::new(e));
     for (event, serialized) in stored.iter_mut().zip(events) {
-        event.position = super::insert_event(tx, event, serialized.metadata.clone())
-            .await
-            .map_err(lost_race)?;
+        event.position = sql::query_scalar(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
+        )
+        .bind(&event.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(event.sequence)
+        .bind(event.event_id)
+        .bind(&event.event_type)
+        .bind(&event.event_version)
+        .bind(event.data.clone())
+        .bind(serialized.metadata.clone())
+        .bind(event.recorded_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(lost_race)?;
         sql::query("INSERT INTO outbox (position) VALUES ($1)")
             .bind(event.position)
             .execute(&mut *tx)

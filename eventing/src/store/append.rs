@@ -89,8 +89,21 @@ impl EventStore {
         let mut tx = self.pool.begin().await?;
         let mut stored = Vec::with_capacity(events.len());
         for event in events {
-            let metadata = serde_json::to_value(event.metadata.to_map())?;
-            let position = crate::backend::insert_event(&mut tx, event, metadata).await?;
+            let position: i64 = sql::query_scalar(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data, metadata, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING position",
+            )
+            .bind(&event.aggregate_type)
+            .bind(&event.aggregate_id)
+            .bind(event.sequence)
+            .bind(event.event_id)
+            .bind(&event.event_type)
+            .bind(&event.event_version)
+            .bind(event.data.clone())
+            .bind(serde_json::to_value(event.metadata.to_map())?)
+            .bind(event.recorded_at)
+            .fetch_one(&mut tx)
+            .await?;
             sql::query("INSERT INTO outbox (position) VALUES ($1)")
                 .bind(position)
                 .execute(&mut tx)
