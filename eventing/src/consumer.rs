@@ -81,6 +81,8 @@ pub struct ConsumerRunner {
     /// Whether `replay_only` holds events for this consumer (an import), as of the batch
     /// being applied.
     replay_pending: std::sync::atomic::AtomicBool,
+    /// Whether a subscription was made deaf already ([`fault::CONSUMER_DEAF`]).
+    deafened: std::sync::atomic::AtomicBool,
 }
 
 enum Outcome {
@@ -104,6 +106,7 @@ impl ConsumerRunner {
             track_versions: false,
             replays_imports: false,
             replay_pending: std::sync::atomic::AtomicBool::new(false),
+            deafened: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -153,10 +156,18 @@ impl ConsumerRunner {
         &self,
         shutdown: &CancellationToken,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let mut subscription = self
-            .log
-            .subscribe(&self.config.group, &self.config.topics, self.config.start)
-            .await?;
+        let mut subscription = Closing(Some(
+            self.log
+                .subscribe(&self.config.group, &self.config.topics, self.config.start)
+                .await?,
+        ));
+        // A member deaf on purpose (`consumer.deaf:<consumer>`): its first subscription
+        // takes its partitions and fetches nothing, as librdkafka's did after a broker
+        // was killed twice in a row; the stall watchdog must notice.
+        let deaf = fault::armed(&format!("{}:{}", fault::CONSUMER_DEAF, self.config.name))
+            && !self
+                .deafened
+                .swap(true, std::sync::atomic::Ordering::Relaxed);
         // Every series of this consumer exists from its start (at zero), so an alert on
         // an increase sees the first one.
         let name = self.config.name.clone();
@@ -176,12 +187,14 @@ impl ConsumerRunner {
         let mut read: BTreeMap<(String, i32), i64> = BTreeMap::new();
         // When a poll last returned records (or the subscription started).
         let mut last_record_at = std::time::Instant::now();
+        let turn = LoopWatch::start();
         loop {
+            turn.turned();
             if lag_measured.elapsed() >= LAG_INTERVAL {
                 lag_measured = std::time::Instant::now();
                 let held = subscription.assignment().unwrap_or_default();
-                if let Some((checkpoints, waiting)) = self.measure_lag(&held).await {
-                    if waiting > 0 && last_record_at.elapsed() >= STALLED_AFTER {
+                if let Some(lag) = self.measure_lag(&held).await {
+                    if let Some(waiting) = stalled(&lag, last_record_at) {
                         warn!(
                             waiting,
                             "no record for {} s while records wait on this member's partitions; subscribing again",
@@ -191,6 +204,7 @@ impl ConsumerRunner {
                         commit_to_log(subscription.as_ref(), &mut uncommitted);
                         return Err("subscription stalled".into());
                     }
+                    let checkpoints = lag.checkpoints;
                     let gaps = self.verify(&checkpoints, &read);
                     if !gaps.is_empty() {
                         self.report_gaps(&gaps).await;
@@ -219,11 +233,14 @@ impl ConsumerRunner {
                     // at once rather than after the session timeout. Off the async
                     // workers, so that every consumer of the process closes at once and
                     // the relays meanwhile release their locks.
-                    let _ = tokio::task::spawn_blocking(move || drop(subscription)).await;
+                    if let Some(subscription) = subscription.take() {
+                        let _ = tokio::task::spawn_blocking(move || drop(subscription)).await;
+                    }
                     return Ok(());
                 }
                 records = subscription.poll(self.config.batch_size, Duration::from_millis(500)) => records?,
             };
+            let records = if deaf { Vec::new() } else { records };
             let records = self.linger(subscription.as_mut(), records).await?;
             if !records.is_empty() {
                 last_record_at = std::time::Instant::now();
@@ -313,15 +330,29 @@ impl ConsumerRunner {
     /// checkpoints and the ends of the partitions. Returns the checkpoints it read and how
     /// many records wait on the partitions this member holds (`held`; `None` when the
     /// database did not answer).
-    async fn measure_lag(&self, held: &[(String, i32)]) -> Option<(Vec<Position>, i64)> {
+    async fn measure_lag(&self, held: &[(String, i32)]) -> Option<Lag> {
         let Ok(progress) = progress(&self.pool, &self.config.name).await else {
             return None;
         };
         let mut lag = 0;
         let mut waiting = 0;
         for topic in &self.config.topics {
-            let Ok(ends) = self.log.end_offsets(topic).await else {
-                return Some((progress.positions, 0));
+            // Bounded, so that the loop goes back to polling however the log answers.
+            let ends = match tokio::time::timeout(LAG_INTERVAL, self.log.end_offsets(topic)).await {
+                Ok(Ok(ends)) => Ok(ends),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer in {} s", LAG_INTERVAL.as_secs())),
+            };
+            let Ok(ends) = ends else {
+                let error = ends.err().unwrap_or_default();
+                debug!(
+                    topic,
+                    error, "the log did not tell the ends of its partitions"
+                );
+                return Some(Lag {
+                    checkpoints: progress.positions,
+                    waiting: None,
+                });
             };
             for (partition, end) in ends {
                 let next = progress
@@ -343,7 +374,10 @@ impl ConsumerRunner {
         if lag == 0 {
             metrics::gauge!("consumer_oldest_unprocessed_seconds", "consumer" => name).set(0.0);
         }
-        Some((progress.positions, waiting))
+        Some(Lag {
+            checkpoints: progress.positions,
+            waiting: Some(waiting),
+        })
     }
 
     /// The events not applied before, recorded as applied (the caller's transaction
@@ -671,6 +705,116 @@ impl ConsumerRunner {
 }
 
 /// Commits the positions applied since the last commit to the log.
+/// A subscription that, dropped on an async worker (a consumer failed and is subscribing
+/// again), is closed on a blocking thread: closing a Kafka consumer waits for it to
+/// leave its group, which after a broker restart can take seconds, and two workers
+/// serve every consumer, relay and request of a process.
+struct Closing(Option<Box<dyn Subscription>>);
+
+impl Closing {
+    fn take(&mut self) -> Option<Box<dyn Subscription>> {
+        self.0.take()
+    }
+}
+
+impl std::ops::Deref for Closing {
+    type Target = Box<dyn Subscription>;
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("a subscription is taken only on the way out")
+    }
+}
+
+impl std::ops::DerefMut for Closing {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+            .as_mut()
+            .expect("a subscription is taken only on the way out")
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(subscription) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(subscription))),
+                Err(_) => drop(subscription),
+            }
+        }
+    }
+}
+
+/// Says in the log when a consumer's loop has not come round for [`STALLED_AFTER`]:
+/// the stall watchdog lives in the loop and cannot act while the loop waits on one call.
+struct LoopWatch {
+    started: std::time::Instant,
+    /// Milliseconds from `started` to the loop's last turn.
+    turned_ms: Arc<std::sync::atomic::AtomicU64>,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl LoopWatch {
+    fn start() -> Self {
+        let started = std::time::Instant::now();
+        let turned_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = turned_ms.clone();
+        let watch = tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(LAG_INTERVAL).await;
+                    let turned =
+                        Duration::from_millis(seen.load(std::sync::atomic::Ordering::Relaxed));
+                    let still = started.elapsed().saturating_sub(turned);
+                    if still >= STALLED_AFTER {
+                        warn!(
+                            seconds = still.as_secs(),
+                            "the consumer's loop has not come round"
+                        );
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        LoopWatch {
+            started,
+            turned_ms,
+            watch,
+        }
+    }
+
+    fn turned(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.turned_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for LoopWatch {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
+}
+
+/// What a lag measurement found: the consumer's checkpoints, and how many records wait
+/// on the partitions this member holds (`None` when the log did not tell its ends in
+/// time).
+struct Lag {
+    checkpoints: Vec<Position>,
+    waiting: Option<i64>,
+}
+
+/// Whether a member that got no record for [`STALLED_AFTER`] takes its subscription
+/// for stalled: records wait on its partitions (how many). While the log does not tell
+/// its ends (the broker is away), the member waits: librdkafka reconnects by itself, and
+/// a new subscription would connect no sooner.
+fn stalled(lag: &Lag, last_record_at: std::time::Instant) -> Option<i64> {
+    match lag.waiting {
+        Some(waiting) if waiting > 0 && last_record_at.elapsed() >= STALLED_AFTER => Some(waiting),
+        _ => None,
+    }
+}
+
 fn commit_to_log(subscription: &dyn Subscription, uncommitted: &mut BTreeMap<(String, i32), i64>) {
     let positions: Vec<Position> = std::mem::take(uncommitted)
         .into_iter()

@@ -25,6 +25,11 @@ pub const IDEMPOTENCY_BEFORE_COMMIT: &str = "idempotency.before_commit";
 /// `relay.stall:<service>` stalls only that service's relay (one process running all).
 pub const RELAY_STALL: &str = "relay.stall";
 
+/// `consumer.deaf:<consumer>`: the consumer's first subscription takes its partitions
+/// and fetches nothing, as librdkafka's did at times after the broker was killed twice in
+/// a row; its stall watchdog must subscribe again.
+pub const CONSUMER_DEAF: &str = "consumer.deaf";
+
 static POINTS: OnceLock<HashSet<String>> = OnceLock::new();
 
 /// Arms the named points (comma-separated). Only the first call takes effect.

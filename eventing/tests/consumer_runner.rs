@@ -864,3 +864,51 @@ async fn lost_commits_are_read_again_from_the_checkpoint() {
     log.delete_topics(&[topic, dead]).await.ok();
     database.drop().await;
 }
+
+/// A member that holds its partitions and fetches nothing (librdkafka's consumer did, at
+/// times, after the broker was killed twice in a row; here the `consumer.deaf` fault
+/// point makes the first subscription deaf) is found by the stall watchdog, which
+/// subscribes again: every record is applied, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deaf_subscription_is_replaced_and_every_record_applied() {
+    shop_eventing::fault::arm(&format!("{}:deaf", shop_eventing::fault::CONSUMER_DEAF));
+    let database = fresh_database("deaf", COUNTER_SCHEMA).await;
+    let name = database.instance().to_string();
+    let pool = database.pool.clone();
+    let (log, topic, dead) = kafka_topics(&name, 2).await;
+    let records: Vec<OutgoingRecord> = (0..20)
+        .map(|i| OutgoingRecord::from_cloud_event(&topic, &event(serde_json::json!({ "n": i }))))
+        .collect();
+    log.publish(records).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let runner = ConsumerRunner::new(
+        pool.clone(),
+        log.clone(),
+        config("deaf", format!("{name}.deaf"), &topic, &dead, 100),
+        Arc::new(Counter),
+    );
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    // Deaf: nothing is applied while the first subscription lasts.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let total = || async {
+        sql::query_scalar::<i64>("SELECT n FROM totals")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(total().await, 0, "the deaf subscription applied records");
+    // The watchdog gives up on it after 30 s without a record; the next one applies all.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while total().await < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        total().await,
+        20,
+        "the stalled subscription was not replaced within 90 s"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(total().await, 20, "a record was applied twice");
+    shutdown.cancel();
+    task.await.unwrap();
+}

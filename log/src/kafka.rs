@@ -46,6 +46,10 @@ impl Default for KafkaConfig {
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long [`KafkaLog::end_offsets`] may take in all (metadata and every partition's
+/// high watermark).
+const END_OFFSETS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Routes librdkafka's own log lines into `tracing`.
 #[derive(Clone, Default)]
 pub struct TracingContext;
@@ -317,9 +321,14 @@ impl EventLog for KafkaLog {
         let producer = self.producer.clone();
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
+            // One deadline for the whole answer, not one per request: after a broker
+            // restart each request could wait its full timeout, and a consumer measuring
+            // its lag waited for all of them in turn.
+            let deadline = std::time::Instant::now() + END_OFFSETS_TIMEOUT;
+            let left = || deadline.saturating_duration_since(std::time::Instant::now());
             let client = producer.client();
             let metadata = client
-                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .fetch_metadata(Some(&topic), left())
                 .map_err(unavailable)?;
             let partitions: Vec<i32> = metadata
                 .topics()
@@ -334,7 +343,7 @@ impl EventLog for KafkaLog {
                 .into_iter()
                 .map(|p| {
                     client
-                        .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
+                        .fetch_watermarks(&topic, p, left())
                         .map(|(_, high)| (p, high))
                         .map_err(unavailable)
                 })
@@ -507,6 +516,15 @@ impl Subscription for KafkaSubscription {
         let mut records = Vec::new();
         match tokio::time::timeout(wait, self.consumer.recv()).await {
             Err(_) => return Ok(records),
+            // librdkafka reports a broker it cannot reach (or a partition it cannot fetch
+            // yet) to the consumer and recovers by itself: nothing to give up on. A member
+            // that subscribed again on each such report, while the broker restarted, left
+            // and joined its group every few seconds and applied nothing for minutes (the
+            // stall watchdog, counting from each new subscription, never fired).
+            Ok(Err(KafkaError::MessageConsumption(code))) => {
+                debug!(error = %code, "consumer error (librdkafka recovers)");
+                return Ok(records);
+            }
             Ok(Err(e)) => return Err(unavailable(e)),
             Ok(Ok(message)) => records.push(to_record(&message)),
         }
