@@ -81,6 +81,8 @@ pub struct ConsumerRunner {
     /// Whether `replay_only` holds events for this consumer (an import), as of the batch
     /// being applied.
     replay_pending: std::sync::atomic::AtomicBool,
+    /// Lingers after a lone record too ([`Self::lingering_after_lone_records`]).
+    linger_lone: bool,
     /// Whether a subscription was made deaf already ([`fault::CONSUMER_DEAF`]).
     deafened: std::sync::atomic::AtomicBool,
 }
@@ -107,6 +109,7 @@ impl ConsumerRunner {
             replays_imports: false,
             replay_pending: std::sync::atomic::AtomicBool::new(false),
             deafened: std::sync::atomic::AtomicBool::new(false),
+            linger_lone: false,
         }
     }
 
@@ -124,6 +127,14 @@ impl ConsumerRunner {
     /// lost — issue 22.)
     async fn begin(&self) -> Result<Conn, sqlx::Error> {
         self.pool.begin().await
+    }
+
+    /// Lingers after a lone record too, for a consumer off the saga's path (a
+    /// projector): records that come one at a time then share a transaction more often,
+    /// for at most [`ConsumerConfig::linger`] more before a read sees them.
+    pub fn lingering_after_lone_records(mut self) -> Self {
+        self.linger_lone = true;
+        self
     }
 
     /// A saga reaction: events an import marked for it (`replay_only`) are applied in
@@ -300,7 +311,8 @@ impl ConsumerRunner {
         mut records: Vec<LogRecord>,
     ) -> Result<Vec<LogRecord>, LogError> {
         let room = self.config.batch_size.saturating_sub(records.len());
-        if records.len() < 2 || room == 0 || self.config.linger.is_zero() {
+        let lone = records.len() < 2 && !self.linger_lone;
+        if records.is_empty() || lone || room == 0 || self.config.linger.is_zero() {
             return Ok(records);
         }
         tokio::time::sleep(self.config.linger).await;
@@ -435,11 +447,31 @@ impl ConsumerRunner {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
-        if self.replays_imports {
-            self.check_replay(&mut tx).await;
-        }
-        let checkpoints =
-            load_checkpoints(&mut tx, &self.config.name, records, self.track_versions).await?;
+        // Where statements cost round trips, a consumer that deduplicates by event id
+        // learns its checkpoints, its fresh ids and the replay question in one.
+        let opened = if !self.track_versions && Backend::of(&tx).statements_cost_round_trips() {
+            let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+            let opened =
+                crate::backend::open_batch(&mut tx, &self.config.name, &ids, self.replays_imports)
+                    .await?;
+            if let Some(pending) = opened.replay_pending {
+                self.replay_pending
+                    .store(pending, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(opened)
+        } else {
+            if self.replays_imports {
+                self.check_replay(&mut tx).await;
+            }
+            None
+        };
+        let (checkpoints, fresh) = match opened {
+            Some(opened) => (opened.checkpoints, Some(opened.fresh)),
+            None => (
+                load_checkpoints(&mut tx, &self.config.name, records, self.track_versions).await?,
+                None,
+            ),
+        };
         let gaps = self.gaps(&checkpoints, records).await;
         if !gaps.is_empty() {
             return Err(Interrupted::Gaps(gaps));
@@ -451,7 +483,10 @@ impl ConsumerRunner {
             .filter(|(_, a)| **a)
             .map(|(e, _)| e)
             .collect();
-        let mut fresh = self.unapplied(&mut tx, &candidates).await?;
+        let mut fresh = match fresh {
+            Some(fresh) => fresh,
+            None => self.unapplied(&mut tx, &candidates).await?,
+        };
         let mut applied = 0i64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
         // On SQLite, statements cost no round trip (and reading JSON rows costs more than

@@ -648,6 +648,53 @@ async fn a_small_batch_lingers_for_the_records_that_follow_a_lone_one_does_not()
     database.drop().await;
 }
 
+/// A projector lingers after a lone record too (it is off the saga's path): a record
+/// that follows within the linger shares its transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_lingers_after_a_lone_record_too() {
+    let database = fresh_database(
+        "lone",
+        &[
+            SCHEMA,
+            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL, tx BIGINT NOT NULL DEFAULT txid_current())",
+            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
+            "INSERT INTO totals (n) VALUES (0)",
+        ],
+    )
+    .await;
+    let name = database.instance().to_string();
+    let pool = database.pool.clone();
+    let (log, topic, dead) = kafka_topics(&name, 1).await;
+    let shutdown = CancellationToken::new();
+    let mut lingering = config("counter", format!("{name}.counter"), &topic, &dead, 100);
+    lingering.linger = Duration::from_millis(1_000);
+    let runner = ConsumerRunner::new(pool.clone(), log.clone(), lingering, Arc::new(Counter))
+        .lingering_after_lone_records();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let publish = |n: i64| {
+        let record = OutgoingRecord::from_cloud_event(&topic, &event(serde_json::json!({"n": n})));
+        let log = log.clone();
+        async move { log.publish(vec![record]).await.unwrap() }
+    };
+    publish(0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish(1).await;
+    assert_eq!(counted(&pool, 2).await, 2);
+    let transactions: i64 = sql::query_scalar("SELECT count(DISTINCT tx) FROM applied")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        transactions, 1,
+        "the lone record waited for the one 200 ms later"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap();
+    log.delete_topics(&[topic, dead]).await.ok();
+    database.drop().await;
+}
+
 /// Awaits a lock many times per event, as a command bus does (each await spends the
 /// task's scheduling budget), and notes how often its neighbour task had run by then.
 struct BudgetSpender {

@@ -499,7 +499,8 @@ async fn supervise_once(
                         info.sources,
                         handler.clone(),
                     )
-                    .tracking_versions();
+                    .tracking_versions()
+                    .lingering_after_lone_records();
                 tokio::spawn(runner.run(stop.clone()))
             })
             .collect();

@@ -132,6 +132,57 @@ pub(crate) async fn insert_processed_ids(
         .collect())
 }
 
+/// What a reaction's batch learns before it applies anything, asked in one round trip
+/// by [`open_batch`].
+pub(crate) struct OpenedBatch {
+    /// Each partition's next offset.
+    pub checkpoints: std::collections::BTreeMap<(String, i32), i64>,
+    /// The event ids not recorded before (recorded now, in the batch's transaction).
+    pub fresh: HashSet<Uuid>,
+    /// Whether imported events wait to be replayed by the consumer (when asked).
+    pub replay_pending: Option<bool>,
+}
+
+/// The start of a batch of a consumer that deduplicates by event id, where statements
+/// cost round trips (PostgreSQL): its checkpoints, the ids of `ids` it had not recorded
+/// (recorded now) and, when `ask_replay`, whether imported events wait for it — one
+/// statement where there were three. Ids of records behind a checkpoint are recorded
+/// too (they were applied, so theirs are there already); the caller skips those records
+/// by their offsets, as before.
+pub(crate) async fn open_batch(
+    tx: &mut Conn,
+    consumer: &str,
+    ids: &[Uuid],
+    ask_replay: bool,
+) -> Result<OpenedBatch, sqlx::Error> {
+    let rows = sql::query(postgres::OPEN_BATCH)
+        .bind(consumer)
+        .bind(ids)
+        .bind(ask_replay)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut opened = OpenedBatch {
+        checkpoints: std::collections::BTreeMap::new(),
+        fresh: HashSet::new(),
+        replay_pending: None,
+    };
+    for row in &rows {
+        match row.get::<String>("kind")?.as_str() {
+            "checkpoint" => {
+                opened.checkpoints.insert(
+                    (row.get::<String>("topic")?, row.get::<i32>("partition")?),
+                    row.get::<i64>("next_offset")?,
+                );
+            }
+            "fresh" => {
+                opened.fresh.insert(row.get::<Uuid>("event_id")?);
+            }
+            _ => opened.replay_pending = Some(row.get::<bool>("replay")?),
+        }
+    }
+    Ok(opened)
+}
+
 /// The events of a batch above the sequence a consumer recorded for their aggregates,
 /// recorded as applied ([`crate::consistency::unapplied`]).
 pub(crate) async fn record_applied_versions(

@@ -125,6 +125,17 @@ pub(super) async fn outbox_batch(
     sql::query(&sql).bind(limit).fetch_all(&mut *conn).await
 }
 
+/// [`super::open_batch`]: a row per checkpoint, per fresh event id, and one for the
+/// replay question when `$3`.
+pub(super) const OPEN_BATCH: &str = "WITH fresh AS (
+        INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
+        ON CONFLICT DO NOTHING RETURNING event_id
+    )
+    SELECT 'checkpoint' AS kind, topic, partition, next_offset, NULL::uuid AS event_id, NULL::boolean AS replay
+      FROM consumer_checkpoints WHERE consumer = $1
+    UNION ALL SELECT 'fresh', NULL, NULL, NULL, event_id, NULL FROM fresh
+    UNION ALL SELECT 'replay', NULL, NULL, NULL, NULL, EXISTS (SELECT 1 FROM replay_only WHERE consumer = $1) WHERE $3";
+
 pub(super) const INSERT_PROCESSED_IDS: &str = "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id";
 
 /// An upsert that changes nothing locks each partition's row, creating a missing one
