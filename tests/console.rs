@@ -347,7 +347,12 @@ async fn an_operator_uses_the_console(backend: Dialect) {
         "console@example.com",
     )
     .await;
-    let products = admin.get("/api/products").await.body;
+    // The products read model is another projector's: it may be behind the orders one.
+    let products = admin
+        .get_until("/api/products", Duration::from_secs(30), |p| {
+            p[0]["product_id"].is_string()
+        })
+        .await;
     let product = products[0]["product_id"].as_str().unwrap().to_string();
     let customer_id = admin.get(&format!("/api/orders/{first}")).await.body["customer_id"]
         .as_str()
