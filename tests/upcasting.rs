@@ -150,6 +150,33 @@ async fn a_v1_log_imports_upcasts_and_serves_the_same(backend: Dialect) {
             written[event["id"].as_str().unwrap()]["data"]
         );
     }
+    // The same through the admin API: as stored by default, upcast on request.
+    let events = |query: String| {
+        let admin = &admin;
+        async move {
+            admin
+                .get(&format!("/api/events?context=orders&{query}"))
+                .await
+        }
+    };
+    let as_stored = events(format!("aggregate_id={ORDER}")).await;
+    assert_eq!(as_stored.status, StatusCode::OK, "{as_stored:?}");
+    assert!(as_stored.body[0]["dataschema"]
+        .as_str()
+        .unwrap()
+        .ends_with("/orders/OrderPlaced.v1.json"));
+    let upcast_page = events(format!("aggregate_id={ORDER}&upcast=true")).await;
+    assert_eq!(upcast_page.status, StatusCode::OK, "{upcast_page:?}");
+    assert_eq!(upcast_page.body[0]["dataschema"], upcast[0]["dataschema"]);
+    assert_eq!(upcast_page.body[0]["data"], expected);
+    assert_eq!(
+        upcast_page.body.as_array().unwrap().len(),
+        upcast.len(),
+        "the API pages what the CLI prints"
+    );
+    let refused = events("upcast=yes".into()).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{refused:?}");
+
     let products = json_lines(
         &shop_on_stores(
             &instance,

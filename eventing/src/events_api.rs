@@ -41,6 +41,7 @@ struct EventsQuery {
     aggregate_id: Option<String>,
     limit: Option<String>,
     after: Option<String>,
+    upcast: Option<String>,
     #[serde(rename = "consistency")]
     _consistency: Option<String>,
 }
@@ -100,12 +101,13 @@ const MAX_LIMIT: i64 = 500;
             min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]+$"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 500)"),
         ("after" = Option<uuid::Uuid>, Query, description = "The last event id of the previous page"),
+        ("upcast" = Option<bool>, Query, description = "`true`: each event as this build reads it, its data upcast to its type's newest version (which `dataschema` names); without it, as stored, at the version it was written at"),
     ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of events, in order.", body = Vec<CloudEventDoc>,
             headers(("link" = String, description = "`<...>; rel=\"next\"` when another page may follow"))),
-        (status = 400, description = "A missing or unknown context, a malformed aggregate id or limit, or an `after` that is no event of this store."),
+        (status = 400, description = "A missing or unknown context, a malformed aggregate id, limit or upcast, or an `after` that is no event of this store."),
         (status = 403, description = "Admins only."),
         (status = 404, description = "The aggregate has no events."),
     )
@@ -158,6 +160,11 @@ async fn list_events(
                 Problem::bad_request(format!("limit must be an integer from 1 to {MAX_LIMIT}"))
             })?,
     };
+    let upcast = match query.upcast.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(Problem::bad_request("upcast must be true or false")),
+    };
     let after = match &query.after {
         None => 0,
         Some(text) => {
@@ -190,6 +197,9 @@ async fn list_events(
             if let Some(id) = &aggregate_id {
                 link.push_str(&format!("&aggregate_id={id}"));
             }
+            if upcast {
+                link.push_str("&upcast=true");
+            }
             link.push_str(&format!(
                 "&limit={limit}&after={}>; rel=\"next\"",
                 last.event_id
@@ -200,7 +210,10 @@ async fn list_events(
     };
     let body: Vec<CloudEvent> = events
         .iter()
-        .map(|e| e.to_cloud_event(state.service))
+        .map(|e| match upcast {
+            true => e.upcast().to_cloud_event(state.service),
+            false => e.to_cloud_event(state.service),
+        })
         .collect();
     let mut response = Json(body).into_response();
     if let Some(link) = next {

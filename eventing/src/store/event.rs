@@ -30,6 +30,22 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     /// The event as a CloudEvent of the given service.
+    /// The event as this build reads it: its data upcast to its type's newest version
+    /// ([`shop_schemas::upcast`]), which its `event_version` (and so its CloudEvent's
+    /// `dataschema`) then names. The stored row is not changed.
+    pub fn upcast(&self) -> StoredEvent {
+        let (version, data) = shop_schemas::upcast(
+            &self.event_type,
+            self.version(),
+            std::borrow::Cow::Borrowed(&self.data),
+        );
+        StoredEvent {
+            event_version: version.to_string(),
+            data: data.into_owned(),
+            ..self.clone()
+        }
+    }
+
     pub fn to_cloud_event(&self, service: Service) -> CloudEvent {
         // Published as stored: the version it was written at names its schema.
         let version = self.version();
