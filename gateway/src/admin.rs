@@ -19,8 +19,8 @@ use shop_web::auth::Role;
 use shop_web::http::Problem;
 
 use crate::traffic::{
-    audit_metric, invalid, next_step, unix_now, upstream_name, upstream_named, weight_gauges,
-    LegacyRoute, Rollback, RollbackPolicy, Split,
+    audit_metric, invalid, next_step, unix_now, upstream_name, weight_gauges, LegacyRoute,
+    Rollback, RollbackPolicy, Split,
 };
 use crate::{AppState, Upstream};
 
@@ -59,9 +59,10 @@ fn admin(state: &AppState, headers: &HeaderMap) -> Result<String, Problem> {
 }
 
 fn upstream_of(name: &str) -> Result<Upstream, Problem> {
-    upstream_named(name).ok_or_else(|| {
+    Upstream::named(name).ok_or_else(|| {
         Problem::not_found(format!(
-            "no upstream {name:?}: one of customers, inventory, orders, payments, shipping, read-api"
+            "no upstream {name:?}: one of {}",
+            Upstream::names()
         ))
     })
 }

@@ -83,6 +83,20 @@ pub struct Upstreams {
     pub read_api: String,
 }
 
+impl Upstreams {
+    /// Where that upstream listens.
+    pub fn of(&self, upstream: Upstream) -> &str {
+        match upstream {
+            Upstream::Customers => &self.customers,
+            Upstream::Inventory => &self.inventory,
+            Upstream::Orders => &self.orders,
+            Upstream::Payments => &self.payments,
+            Upstream::Shipping => &self.shipping,
+            Upstream::ReadApi => &self.read_api,
+        }
+    }
+}
+
 /// Gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -132,15 +146,8 @@ impl Canary {
         let (instances, percent) = rest
             .rsplit_once('@')
             .ok_or_else(|| format!("canary {spec:?}: expected urls@percent"))?;
-        let upstream = match name.trim() {
-            "customers" => Upstream::Customers,
-            "inventory" => Upstream::Inventory,
-            "orders" => Upstream::Orders,
-            "payments" => Upstream::Payments,
-            "shipping" => Upstream::Shipping,
-            "read-api" => Upstream::ReadApi,
-            other => return Err(format!("canary {spec:?}: no upstream {other:?}")),
-        };
+        let upstream = Upstream::named(name.trim())
+            .ok_or_else(|| format!("canary {spec:?}: no upstream {:?}", name.trim()))?;
         let percent: u8 = percent
             .trim()
             .parse()
@@ -217,28 +224,21 @@ pub fn router(config: GatewayConfig, jwt: JwtKeys) -> Router {
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default();
-    let u = &config.upstreams;
-    let splits: Vec<(Upstream, traffic::Split)> = [
-        (Upstream::Customers, &u.customers),
-        (Upstream::Inventory, &u.inventory),
-        (Upstream::Orders, &u.orders),
-        (Upstream::Payments, &u.payments),
-        (Upstream::Shipping, &u.shipping),
-        (Upstream::ReadApi, &u.read_api),
-    ]
-    .into_iter()
-    .map(|(upstream, list)| {
-        let split = traffic::Split::new(
-            Balancer::new(list, config.resilience),
-            config
-                .canaries
-                .iter()
-                .find(|c| c.upstream == upstream)
-                .map(|c| (Balancer::new(&c.instances, config.resilience), c.percent)),
-        );
-        (upstream, split)
-    })
-    .collect();
+    let splits: Vec<(Upstream, traffic::Split)> = Upstream::ALL
+        .into_iter()
+        .map(|upstream| (upstream, config.upstreams.of(upstream)))
+        .map(|(upstream, list)| {
+            let split = traffic::Split::new(
+                Balancer::new(list, config.resilience),
+                config
+                    .canaries
+                    .iter()
+                    .find(|c| c.upstream == upstream)
+                    .map(|c| (Balancer::new(&c.instances, config.resilience), c.percent)),
+            );
+            (upstream, split)
+        })
+        .collect();
     for (_, split) in &splits {
         let interval = config.resilience.health_interval;
         split.stable.spawn_health_checks(client.clone(), interval);

@@ -40,7 +40,7 @@ fn upstream_param() -> Value {
     json!({
         "name": "upstream", "in": "path", "required": true,
         "description": "The upstream (a component behind the gateway).",
-        "schema": { "type": "string", "enum": ["customers", "inventory", "orders", "payments", "shipping", "read-api"] }
+        "schema": { "type": "string", "enum": crate::Upstream::ALL.map(crate::Upstream::name) }
     })
 }
 

@@ -15,6 +15,40 @@ pub enum Upstream {
     ReadApi,
 }
 
+impl Upstream {
+    /// Every upstream, in the order the gateway lists them.
+    pub const ALL: [Upstream; 6] = [
+        Upstream::Customers,
+        Upstream::Inventory,
+        Upstream::Orders,
+        Upstream::Payments,
+        Upstream::Shipping,
+        Upstream::ReadApi,
+    ];
+
+    /// The upstream's name in URLs, flags and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Upstream::Customers => "customers",
+            Upstream::Inventory => "inventory",
+            Upstream::Orders => "orders",
+            Upstream::Payments => "payments",
+            Upstream::Shipping => "shipping",
+            Upstream::ReadApi => "read-api",
+        }
+    }
+
+    /// The upstream of that name.
+    pub fn named(name: &str) -> Option<Upstream> {
+        Upstream::ALL.into_iter().find(|u| u.name() == name)
+    }
+
+    /// Every name, comma-separated (for messages).
+    pub fn names() -> String {
+        Upstream::ALL.map(Upstream::name).join(", ")
+    }
+}
+
 /// Routes a request: `None` for routes the gateway does not know; the flag says whether
 /// the route is public (SPEC §3.1).
 pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {

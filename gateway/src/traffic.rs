@@ -390,28 +390,9 @@ pub(crate) fn audit_metric(upstream: Upstream, action: &'static str) {
         .increment(1);
 }
 
-/// The upstream's name in URLs and metrics.
+/// The upstream's name in URLs and metrics ([`Upstream::name`]).
 pub fn upstream_name(upstream: Upstream) -> &'static str {
-    match upstream {
-        Upstream::Customers => "customers",
-        Upstream::Inventory => "inventory",
-        Upstream::Orders => "orders",
-        Upstream::Payments => "payments",
-        Upstream::Shipping => "shipping",
-        Upstream::ReadApi => "read-api",
-    }
-}
-
-pub fn upstream_named(name: &str) -> Option<Upstream> {
-    Some(match name {
-        "customers" => Upstream::Customers,
-        "inventory" => Upstream::Inventory,
-        "orders" => Upstream::Orders,
-        "payments" => Upstream::Payments,
-        "shipping" => Upstream::Shipping,
-        "read-api" => Upstream::ReadApi,
-        _ => return None,
-    })
+    upstream.name()
 }
 
 /// The next promotion step above `weight` (100 stays 100).
