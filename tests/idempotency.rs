@@ -459,6 +459,14 @@ async fn every_command_that_creates_or_moves_takes_a_key(backend: Dialect) {
     let cancel = format!("/api/orders/{doomed}/cancel");
     let first = keyed(&hanako, "POST", &cancel, "cancel", None).await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    // The saga goes on appending to the order until it is cancelled: count once it is.
+    hanako
+        .get_until(
+            &format!("/api/orders/{doomed}"),
+            Duration::from_secs(30),
+            |o| o["status"] == "CANCELLED",
+        )
+        .await;
     let events: i64 = sql::query_scalar("SELECT COUNT(*) FROM events WHERE aggregate_id = $1")
         .bind(doomed.as_str())
         .fetch_one(&orders)
