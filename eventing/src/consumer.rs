@@ -24,8 +24,10 @@ use shop_log::{EventLog, LogError, LogRecord, OutgoingRecord, Position, StartFro
 use shop_sql::{self as sql, Conn, Pool};
 
 mod recovery;
+mod watch;
 
 use recovery::{BatchOutcome, Interrupted, RewindReason};
+use watch::{stalled, Closing, Lag, LoopWatch};
 
 /// How often a consumer measures its lag (`consumer_lag_events`).
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
@@ -167,11 +169,11 @@ impl ConsumerRunner {
         &self,
         shutdown: &CancellationToken,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let mut subscription = Closing(Some(
+        let mut subscription = Closing::new(
             self.log
                 .subscribe(&self.config.group, &self.config.topics, self.config.start)
                 .await?,
-        ));
+        );
         // A member deaf on purpose (`consumer.deaf:<consumer>`): its first subscription
         // takes its partitions and fetches nothing, as librdkafka's did after a broker
         // was killed twice in a row; the stall watchdog must notice.
@@ -350,21 +352,24 @@ impl ConsumerRunner {
         let mut waiting = 0;
         for topic in &self.config.topics {
             // Bounded, so that the loop goes back to polling however the log answers.
-            let ends = match tokio::time::timeout(LAG_INTERVAL, self.log.end_offsets(topic)).await {
+            let answer = match tokio::time::timeout(LAG_INTERVAL, self.log.end_offsets(topic)).await
+            {
                 Ok(Ok(ends)) => Ok(ends),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no answer in {} s", LAG_INTERVAL.as_secs())),
             };
-            let Ok(ends) = ends else {
-                let error = ends.err().unwrap_or_default();
-                debug!(
-                    topic,
-                    error, "the log did not tell the ends of its partitions"
-                );
-                return Some(Lag {
-                    checkpoints: progress.positions,
-                    waiting: None,
-                });
+            let ends = match answer {
+                Ok(ends) => ends,
+                Err(error) => {
+                    debug!(
+                        topic,
+                        error, "the log did not tell the ends of its partitions"
+                    );
+                    return Some(Lag {
+                        checkpoints: progress.positions,
+                        waiting: None,
+                    });
+                }
             };
             for (partition, end) in ends {
                 let next = progress
@@ -740,116 +745,6 @@ impl ConsumerRunner {
 }
 
 /// Commits the positions applied since the last commit to the log.
-/// A subscription that, dropped on an async worker (a consumer failed and is subscribing
-/// again), is closed on a blocking thread: closing a Kafka consumer waits for it to
-/// leave its group, which after a broker restart can take seconds, and two workers
-/// serve every consumer, relay and request of a process.
-struct Closing(Option<Box<dyn Subscription>>);
-
-impl Closing {
-    fn take(&mut self) -> Option<Box<dyn Subscription>> {
-        self.0.take()
-    }
-}
-
-impl std::ops::Deref for Closing {
-    type Target = Box<dyn Subscription>;
-    fn deref(&self) -> &Self::Target {
-        self.0
-            .as_ref()
-            .expect("a subscription is taken only on the way out")
-    }
-}
-
-impl std::ops::DerefMut for Closing {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0
-            .as_mut()
-            .expect("a subscription is taken only on the way out")
-    }
-}
-
-impl Drop for Closing {
-    fn drop(&mut self) {
-        if let Some(subscription) = self.0.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(subscription))),
-                Err(_) => drop(subscription),
-            }
-        }
-    }
-}
-
-/// Says in the log when a consumer's loop has not come round for [`STALLED_AFTER`]:
-/// the stall watchdog lives in the loop and cannot act while the loop waits on one call.
-struct LoopWatch {
-    started: std::time::Instant,
-    /// Milliseconds from `started` to the loop's last turn.
-    turned_ms: Arc<std::sync::atomic::AtomicU64>,
-    watch: tokio::task::JoinHandle<()>,
-}
-
-impl LoopWatch {
-    fn start() -> Self {
-        let started = std::time::Instant::now();
-        let turned_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let seen = turned_ms.clone();
-        let watch = tokio::spawn(
-            async move {
-                loop {
-                    tokio::time::sleep(LAG_INTERVAL).await;
-                    let turned =
-                        Duration::from_millis(seen.load(std::sync::atomic::Ordering::Relaxed));
-                    let still = started.elapsed().saturating_sub(turned);
-                    if still >= STALLED_AFTER {
-                        warn!(
-                            seconds = still.as_secs(),
-                            "the consumer's loop has not come round"
-                        );
-                    }
-                }
-            }
-            .in_current_span(),
-        );
-        LoopWatch {
-            started,
-            turned_ms,
-            watch,
-        }
-    }
-
-    fn turned(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.turned_ms
-            .store(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Drop for LoopWatch {
-    fn drop(&mut self) {
-        self.watch.abort();
-    }
-}
-
-/// What a lag measurement found: the consumer's checkpoints, and how many records wait
-/// on the partitions this member holds (`None` when the log did not tell its ends in
-/// time).
-struct Lag {
-    checkpoints: Vec<Position>,
-    waiting: Option<i64>,
-}
-
-/// Whether a member that got no record for [`STALLED_AFTER`] takes its subscription
-/// for stalled: records wait on its partitions (how many). While the log does not tell
-/// its ends (the broker is away), the member waits: librdkafka reconnects by itself, and
-/// a new subscription would connect no sooner.
-fn stalled(lag: &Lag, last_record_at: std::time::Instant) -> Option<i64> {
-    match lag.waiting {
-        Some(waiting) if waiting > 0 && last_record_at.elapsed() >= STALLED_AFTER => Some(waiting),
-        _ => None,
-    }
-}
-
 fn commit_to_log(subscription: &dyn Subscription, uncommitted: &mut BTreeMap<(String, i32), i64>) {
     let positions: Vec<Position> = std::mem::take(uncommitted)
         .into_iter()

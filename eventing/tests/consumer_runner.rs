@@ -217,6 +217,14 @@ impl EventHandler for Counter {
     }
 }
 
+/// [`COUNTER_SCHEMA`] with the transaction that applied each event (`applied.tx`).
+const TX_SCHEMA: &[&str] = &[
+    SCHEMA,
+    "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL, tx BIGINT NOT NULL DEFAULT txid_current())",
+    "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
+    "INSERT INTO totals (n) VALUES (0)",
+];
+
 /// [`Counter`]'s running total once it reaches `until` (within 30 s).
 async fn counted(pool: &sql::Pool, until: i64) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -592,16 +600,7 @@ async fn batches_survive_the_server_closing_connections() {
 /// transaction; without lingering the first would be applied alone, as soon as it came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_batch_lingers_for_the_records_that_follow_a_lone_one_does_not() {
-    let database = fresh_database(
-        "linger",
-        &[
-            SCHEMA,
-            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL, tx BIGINT NOT NULL DEFAULT txid_current())",
-            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
-            "INSERT INTO totals (n) VALUES (0)",
-        ],
-    )
-    .await;
+    let database = fresh_database("linger", TX_SCHEMA).await;
     let name = database.instance().to_string();
     let pool = database.pool.clone();
     let (log, topic, dead) = kafka_topics(&name, 1).await;
@@ -652,16 +651,7 @@ async fn a_small_batch_lingers_for_the_records_that_follow_a_lone_one_does_not()
 /// that follows within the linger shares its transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_lingers_after_a_lone_record_too() {
-    let database = fresh_database(
-        "lone",
-        &[
-            SCHEMA,
-            "CREATE TABLE IF NOT EXISTS applied (event_id UUID NOT NULL, tx BIGINT NOT NULL DEFAULT txid_current())",
-            "CREATE TABLE IF NOT EXISTS totals (n BIGINT NOT NULL)",
-            "INSERT INTO totals (n) VALUES (0)",
-        ],
-    )
-    .await;
+    let database = fresh_database("lone", TX_SCHEMA).await;
     let name = database.instance().to_string();
     let pool = database.pool.clone();
     let (log, topic, dead) = kafka_topics(&name, 1).await;

@@ -19,8 +19,8 @@ use shop_web::auth::Role;
 use shop_web::http::Problem;
 
 use crate::traffic::{
-    audit_metric, invalid, next_step, unix_now, upstream_name, weight_gauges, LegacyRoute,
-    Rollback, RollbackPolicy, Split,
+    audit_metric, invalid, next_step, unix_now, weight_gauges, LegacyRoute, Rollback,
+    RollbackPolicy, Split,
 };
 use crate::{AppState, Upstream};
 
@@ -110,7 +110,7 @@ fn view(state: &AppState, upstream: Upstream, split: &mut Split) -> Value {
         b.bases().map(str::to_string).collect()
     };
     json!({
-        "upstream": upstream_name(upstream),
+        "upstream": upstream.name(),
         "revision": state.traffic.etag(),
         "versions": [
             {
@@ -280,8 +280,8 @@ async fn set(
     if weight > 0 && split.canary.is_none() {
         return Err(Problem::conflict(format!(
             "{} has no canary instances; name them at start (SHOP_GATEWAY_CANARY={}=http://…@0)",
-            upstream_name(upstream),
-            upstream_name(upstream)
+            upstream.name(),
+            upstream.name()
         )));
     }
     state.traffic.check_revision(if_match.as_deref())?;
@@ -303,7 +303,7 @@ async fn set(
     tracing::info!(
         target: "audit",
         action = "set",
-        upstream = upstream_name(upstream),
+        upstream = upstream.name(),
         actor,
         from_weight = from,
         to_weight = weight,
@@ -334,7 +334,7 @@ async fn promote(
     if split.canary.is_none() {
         return Err(Problem::conflict(format!(
             "{} has no canary to promote",
-            upstream_name(upstream)
+            upstream.name()
         )));
     }
     if split.weight >= 100 {
@@ -347,7 +347,7 @@ async fn promote(
     tracing::info!(
         target: "audit",
         action = "promote",
-        upstream = upstream_name(upstream),
+        upstream = upstream.name(),
         actor,
         from_weight = from,
         to_weight = split.weight,
@@ -386,7 +386,7 @@ async fn rollback(
     tracing::info!(
         target: "audit",
         action = "rollback",
-        upstream = upstream_name(upstream),
+        upstream = upstream.name(),
         actor,
         from_weight = from,
         to_weight = 0,

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shop_web::http::Problem;
 
-use crate::traffic::upstream_name;
 use crate::Upstream;
 
 /// The requests in flight to each upstream.
@@ -53,12 +52,11 @@ impl Shedder {
         };
         if count.fetch_add(1, Ordering::AcqRel) >= self.limit {
             count.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("gateway_shed_total", "upstream" => upstream_name(upstream))
-                .increment(1);
+            metrics::counter!("gateway_shed_total", "upstream" => upstream.name()).increment(1);
             return Err(Problem::unavailable(format!(
                 "overloaded: {} requests to {} are in flight; try again shortly",
                 self.limit,
-                upstream_name(upstream)
+                upstream.name()
             ))
             .retry_after(1));
         }

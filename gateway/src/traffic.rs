@@ -354,7 +354,7 @@ impl Traffic {
         tracing::warn!(
             target: "audit",
             action = "auto-rollback",
-            upstream = upstream_name(upstream),
+            upstream = upstream.name(),
             from_weight = from,
             to_weight = 0,
             failures,
@@ -363,7 +363,7 @@ impl Traffic {
             reason,
             "canary rolled back automatically"
         );
-        metrics::counter!("gateway_canary_rollbacks_total", "upstream" => upstream_name(upstream))
+        metrics::counter!("gateway_canary_rollbacks_total", "upstream" => upstream.name())
             .increment(1);
         audit_metric(upstream, "auto-rollback");
         weight_gauges(upstream, 0);
@@ -378,7 +378,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 pub(crate) fn weight_gauges(upstream: Upstream, canary_weight: u8) {
-    let name = upstream_name(upstream);
+    let name = upstream.name();
     metrics::gauge!("gateway_upstream_weight", "upstream" => name, "version" => "stable")
         .set(f64::from(100 - canary_weight));
     metrics::gauge!("gateway_upstream_weight", "upstream" => name, "version" => "canary")
@@ -386,13 +386,8 @@ pub(crate) fn weight_gauges(upstream: Upstream, canary_weight: u8) {
 }
 
 pub(crate) fn audit_metric(upstream: Upstream, action: &'static str) {
-    metrics::counter!("gateway_traffic_changes_total", "upstream" => upstream_name(upstream), "action" => action)
+    metrics::counter!("gateway_traffic_changes_total", "upstream" => upstream.name(), "action" => action)
         .increment(1);
-}
-
-/// The upstream's name in URLs and metrics ([`Upstream::name`]).
-pub fn upstream_name(upstream: Upstream) -> &'static str {
-    upstream.name()
 }
 
 /// The next promotion step above `weight` (100 stays 100).
