@@ -215,6 +215,10 @@ pub struct ServeOptions {
     /// An order not confirmed within this is cancelled with reason `timeout` (orders).
     #[arg(long, env = "SHOP_SAGA_TIMEOUT_MS", default_value_t = 30_000)]
     pub saga_timeout_ms: u64,
+    /// New orders are refused with 503 and `Retry-After` while this many placed orders wait
+    /// for the saga to decide them; 0 never refuses (orders).
+    #[arg(long, env = "SHOP_ORDERS_MAX_PENDING", default_value_t = 1000)]
+    pub orders_max_pending: u64,
     /// Countries shipments go to, ISO 3166 alpha-2, comma-separated (shipping).
     #[arg(
         long,

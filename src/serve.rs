@@ -418,6 +418,7 @@ async fn start(
         Component::Orders => {
             let config = shop_orders::OrdersConfig {
                 saga_timeout: Duration::from_millis(args.saga_timeout_ms),
+                max_pending: args.orders_max_pending,
             };
             let started = shop_orders::start(platform, config).await.map_err(error)?;
             (started.router, started.tasks)

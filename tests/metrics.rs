@@ -27,6 +27,7 @@ const LISTED: &[&str] = &[
     "shop_projection_lag_events",
     "shop_projection_oldest_unprocessed_seconds",
     "shop_saga_outcomes_total",
+    "shop_saga_backlog_orders",
     "shop_build_info",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",

@@ -9,6 +9,7 @@ shop_sql::on_both_backends!(
     inventory_reserves_every_line_or_none,
     thirty_buyers_race_for_ten_units_and_exactly_ten_are_sold,
     payments_charges_reserved_orders_once,
+    new_orders_are_refused_while_the_saga_backlog_is_full,
 );
 
 use std::time::Duration;
@@ -567,6 +568,83 @@ async fn payments_charges_reserved_orders_once(backend: Dialect) {
 /// Whether an order view's history has a step of this event type. The projector reads
 /// each service's topic on its own partitions, so a later step may be projected before
 /// an earlier one: tests wait for the step they check, and the history is in time order.
+/// `SHOP_ORDERS_MAX_PENDING`: while that many placed orders are undecided (payments' events
+/// held back), one more is refused at once with 503 problem+json and `Retry-After`, and
+/// nothing is placed; once the saga has decided them (here their deadline cancels them),
+/// orders are accepted again.
+async fn new_orders_are_refused_while_the_saga_backlog_is_full(backend: Dialect) {
+    let instance = Instance::on(backend);
+    let shop = instance
+        .spawn(
+            &["all"],
+            &[
+                ("SHOP_ORDERS_MAX_PENDING", "2"),
+                ("SHOP_SAGA_TIMEOUT_MS", "4000"),
+                ("SHOP_FAULT_INJECT", "relay.stall:payments"),
+            ],
+        )
+        .await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let tea = admin.add_product("TEA-1", 100, 1000).await;
+    let (hanako, _) =
+        Client::customer(instance.gateway_url(), "Hanako", "hanako@example.com").await;
+    instance.wait_for_catalogue(1).await;
+    let one_tea = json!({"lines": [{"product_id": tea, "quantity": 1}]});
+    for _ in 0..2 {
+        let answer = hanako.post("/api/orders", one_tea.clone()).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
+    }
+
+    let url = format!("{}/api/orders", instance.gateway_url());
+    let refused = hanako
+        .http
+        .post(&url)
+        .bearer_auth(hanako.token.as_deref().unwrap())
+        .json(&one_tea)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("orders are waiting for the saga"),
+        "{problem}"
+    );
+    let orders = instance.store("orders").await;
+    let placed = || async {
+        sql::query_scalar::<i64>("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
+            .fetch_one(&orders)
+            .await
+            .unwrap()
+    };
+    assert_eq!(placed().await, 2, "the refused order placed nothing");
+
+    // The deadline decides the two (cancelled, `timeout`): the backlog empties.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let answer = hanako.post("/api/orders", one_tea.clone()).await;
+        if answer.status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orders were never admitted again"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(placed().await, 3);
+    shop.kill().await;
+}
+
 fn has_step(order: &serde_json::Value, event_type: &str) -> bool {
     order["history"]
         .as_array()

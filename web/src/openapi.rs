@@ -130,16 +130,18 @@ fn complete_operation(path: &str, method: &str, operation: &mut Map<String, Valu
         "429",
         "Too many requests from this client; `Retry-After` says when to retry.",
     );
-    add_response(
+    add_or_extend_response(
         operation,
         "503",
-        "The upstream is unavailable or its circuit is open.",
+        "The upstream is unavailable, overloaded or its circuit is open.",
     );
     add_response(operation, "504", "The upstream did not answer in time.");
-    if let Some(too_many) = operation["responses"].get_mut("429") {
-        too_many["headers"] = json!({
-            "Retry-After": { "description": "Seconds until a request is admitted again.", "schema": { "type": "integer" } }
-        });
+    for code in ["429", "503"] {
+        if let Some(refused) = operation["responses"].get_mut(code) {
+            refused["headers"] = json!({
+                "Retry-After": { "description": "Seconds until a request is admitted again.", "schema": { "type": "integer" } }
+            });
+        }
     }
 
     let is_command = method != "get" && path != "/api/auth/token";

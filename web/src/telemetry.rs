@@ -252,6 +252,8 @@ pub const METRICS_CATALOGUE: &[(&str, MetricKind, &str)] = &[
     ("dead_letters_total", MetricKind::Counter, "Events a consumer gave up on and dead-lettered"),
     ("dead_letters_retried_total", MetricKind::Counter, "Dead-lettered events sent back to their consumer"),
     ("saga_outcomes_total", MetricKind::Counter, "Orders decided by the saga, by event (OrderConfirmed, OrderCancelled) and reason"),
+    ("saga_backlog_orders", MetricKind::Gauge, "Placed orders the saga has not decided yet (counted by each orders instance)"),
+    ("saga_backlog_refusals_total", MetricKind::Counter, "New orders refused with 503 because the saga's backlog was at SHOP_ORDERS_MAX_PENDING"),
     ("idempotency_keys_total", MetricKind::Counter, "Idempotency-Key uses by outcome: claimed, replayed, reused"),
     ("projection_lag_events", MetricKind::Gauge, "Records a projection version has not applied yet"),
     ("projection_oldest_unprocessed_seconds", MetricKind::Gauge, "Age of the oldest record a projection version has not applied"),

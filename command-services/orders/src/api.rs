@@ -24,6 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::backlog::Backlog;
 use crate::order::{Order, OrderCommand, OrderError, MAX_LINES, MAX_QUANTITY};
 
 #[derive(Clone)]
@@ -31,6 +32,7 @@ pub struct AppState {
     pub bus: Arc<CommandBus<Order>>,
     pub pool: Pool,
     pub jwt: JwtKeys,
+    pub backlog: Arc<Backlog>,
 }
 
 impl FromRef<AppState> for JwtKeys {
@@ -147,6 +149,7 @@ fn parse_lines(body: PlaceBody) -> Result<Vec<(Uuid, i64)>, Vec<FieldError>> {
             headers(("location" = String, description = "The order's resource"))),
         (status = 403, description = "Orders are placed by customers."),
         (status = 409, description = "The order changed concurrently; retry."),
+        (status = 503, description = "Too many orders wait for the saga; retry after `Retry-After` seconds."),
     )
 )]
 #[tracing::instrument(name = "place_order", skip_all)]
@@ -162,6 +165,7 @@ async fn place_order(
     let customer_id = Uuid::parse_str(&claims.sub)
         .map_err(|_| Problem::forbidden("orders are placed by customers"))?;
     let requested = parse_lines(body).map_err(Problem::validation)?;
+    state.backlog.admit()?;
     let ids: Vec<Uuid> = requested.iter().map(|(id, _)| *id).collect();
     let lookup = format!(
         "SELECT product_id, price FROM catalogue WHERE product_id {}",

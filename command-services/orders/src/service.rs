@@ -11,6 +11,7 @@ use shop_schemas::Service;
 use shop_sql::db::DbError;
 
 use crate::api::{self, AppState};
+use crate::backlog::{self, Backlog};
 use crate::deadline::{self, DeadlineTable};
 use crate::reactions::{CatalogueReplica, OrderSaga, CATALOGUE, SAGA, SAGA_SOURCES};
 
@@ -22,12 +23,16 @@ const SCHEMA: &str = include_str!("../sql/orders.sql");
 pub struct OrdersConfig {
     /// An order not confirmed within this is cancelled (`SHOP_SAGA_TIMEOUT_MS`).
     pub saga_timeout: Duration,
+    /// New orders are refused while this many wait for the saga (`SHOP_ORDERS_MAX_PENDING`,
+    /// 0: never).
+    pub max_pending: u64,
 }
 
 impl Default for OrdersConfig {
     fn default() -> Self {
         OrdersConfig {
             saga_timeout: Duration::from_secs(30),
+            max_pending: 1000,
         }
     }
 }
@@ -68,10 +73,17 @@ pub async fn start(platform: &Platform, config: OrdersConfig) -> Result<Started,
         poll,
         platform.shutdown.clone(),
     )));
+    let backlog = Backlog::new(config.max_pending);
+    tasks.push(tokio::spawn(backlog::run(
+        pool.clone(),
+        backlog.clone(),
+        platform.shutdown.clone(),
+    )));
     let state = AppState {
         bus,
         pool: pool.clone(),
         jwt: platform.jwt.clone(),
+        backlog,
     };
     let router = platform.component_router(
         api::router(state).merge(shop_eventing::events_api::router(
