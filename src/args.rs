@@ -298,6 +298,11 @@ pub struct ServeOptions {
     /// instead of queueing without bound.
     #[arg(long, env = "SHOP_GATEWAY_MAX_IN_FLIGHT", default_value_t = 256)]
     pub gateway_max_in_flight: usize,
+    /// Connections each component's listener serves at once (0: no limit): one more is
+    /// answered 503 with `Retry-After: 1` and closed, so a flood of clients cannot grow
+    /// the process's memory without bound.
+    #[arg(long, env = "SHOP_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
     /// How long the gateway waits for an upstream.
     #[arg(long, env = "SHOP_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_timeout_ms: u64,

@@ -245,6 +245,7 @@ pub async fn run_components(
             slot.deferred.router(),
             serving.clone(),
             slot.name,
+            args.http_max_connections,
         )));
         if slot.component != Component::Gateway {
             starting.push((slot.component, slot.name, slot.deferred));

@@ -436,7 +436,11 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 ///
 /// HTTP/1.1 over hyper with [`HEADER_READ_TIMEOUT`]; the peer address reaches handlers
 /// as `ConnectInfo` (the gateway's per-client rate limit). An accept error (file
-/// descriptors exhausted) pauses accepting briefly instead of ending the server.
+/// descriptors exhausted) pauses accepting briefly instead of ending the server. At most
+/// `max_connections` connections are served at once (0: no limit); one more gets a 503
+/// problem with `Retry-After: 1` to its first request and is closed
+/// (`http_connections_refused_total`), so the connections of a flood — each with its
+/// buffers and task — cannot grow the process without bound.
 ///
 /// # Errors
 /// The listener has no address.
@@ -445,6 +449,7 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
     name: &'static str,
+    max_connections: usize,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
@@ -452,6 +457,8 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     info!(component = name, %addr, "listening");
     let mut connections = tokio::task::JoinSet::new();
+    let slots =
+        (max_connections > 0).then(|| Arc::new(tokio::sync::Semaphore::new(max_connections)));
     loop {
         while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
@@ -466,9 +473,22 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let slot = match &slots {
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    metrics::counter!("http_connections_refused_total", "component" => name)
+                        .increment(1);
+                    connections.spawn(refuse_connection(stream, max_connections));
+                    continue;
+                }
+            },
+            None => None,
+        };
         let router = router.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
                     request
@@ -493,6 +513,24 @@ pub async fn serve(
     }
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Answers a connection over the limit: 503 to its first request, then closed.
+async fn refuse_connection(stream: tokio::net::TcpStream, limit: usize) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let service = hyper::service::service_fn(move |_request| async move {
+        let problem = Problem::unavailable(format!(
+            "overloaded: {limit} connections are open; try again shortly"
+        ))
+        .retry_after(1);
+        Ok::<_, std::convert::Infallible>(problem.into_response())
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(1))
+        .keep_alive(false);
+    let _ = http.serve_connection(TokioIo::new(stream), service).await;
 }
 
 #[cfg(test)]
@@ -528,6 +566,46 @@ mod tests {
             "alive while draining"
         );
         assert_eq!(call("/work").await, StatusCode::OK, "still serving");
+    }
+
+    /// One connection more than the limit is answered 503 with `Retry-After` and closed;
+    /// once a served connection ends, the next is served again.
+    #[tokio::test]
+    async fn a_connection_over_the_limit_is_refused_and_served_once_a_slot_frees() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpStream;
+
+        let listener = super::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = super::CancellationToken::new();
+        let router = axum::Router::new().route("/work", axum::routing::get(|| async { "done" }));
+        let server = tokio::spawn(super::serve(listener, router, shutdown.clone(), "test", 1));
+        let get = |mut stream: TcpStream| async move {
+            stream
+                .write_all(b"GET /work HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            answer
+        };
+        // The one slot, held by a connection that has not sent its request yet.
+        let held = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let refused = get(TcpStream::connect(addr).await.unwrap()).await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(
+            refused.to_ascii_lowercase().contains("retry-after: 1"),
+            "{refused}"
+        );
+        assert!(refused.contains("connections are open"), "{refused}");
+        let served = get(held).await;
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let again = get(TcpStream::connect(addr).await.unwrap()).await;
+        assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
     }
 
     #[test]

@@ -238,6 +238,7 @@ const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 /// each family has `# HELP` and `# TYPE` (docs/src/operator.md lists them with alerts).
 pub const METRICS_CATALOGUE: &[(&str, MetricKind, &str)] = &[
     ("http_requests_total", MetricKind::Counter, "HTTP requests answered, by component, method, route template and status"),
+    ("http_connections_refused_total", MetricKind::Counter, "Connections answered 503 and closed because the component's listener had SHOP_HTTP_MAX_CONNECTIONS open, by component"),
     ("http_request_duration_seconds", MetricKind::Histogram, "Time to answer an HTTP request, by component, method, route template and status"),
     ("command_duration_seconds", MetricKind::Histogram, "Time to decide and append one command, by aggregate and outcome"),
     ("append_group_size", MetricKind::Histogram, "Appends written together by one group commit"),
