@@ -15,7 +15,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shop_sql::{self as sql, Dialect};
 
-shop_sql::on_both_backends!(a_rebuild_keeps_reads_up_and_ends_equal);
+shop_sql::on_both_backends!(
+    a_rebuild_keeps_reads_up_and_ends_equal,
+    read_models_of_an_older_revision_are_rebuilt_at_start,
+);
+
+const WAIT: Duration = Duration::from_secs(60);
 
 /// `shop replay all --json` against the gateway; its outcome.
 async fn replay_all(base: &str) -> Vec<Value> {
@@ -259,5 +264,92 @@ async fn a_rebuild_keeps_reads_up_and_ends_equal(backend: Dialect) {
     .await;
     pool.close().await;
     drop(shop);
+    instance.cleanup().await;
+}
+
+/// A projection's revision (`ProjectionInfo::revision`): read models written by a build
+/// whose products had no `category` and orders no `currency` (revision 1: the columns
+/// dropped, the versions table as that build left it) are served at once by this build —
+/// the columns added with their defaults — and rebuilt from the log to its revision, after
+/// which they show what the events carry. The customers projection, unchanged, stays.
+async fn read_models_of_an_older_revision_are_rebuilt_at_start(backend: Dialect) {
+    let instance = Instance::on(backend);
+    let shop = instance.spawn(&["all"], &[]).await;
+    let base = instance.gateway_url();
+    let admin = Client::admin(&base).await;
+    let tea = admin
+        .post(
+            "/api/products",
+            json!({"sku": "TEA-9", "name": "Sencha", "price": 700, "stock": 10, "category": "tea"}),
+        )
+        .await;
+    assert_eq!(tea.status, StatusCode::CREATED, "{tea:?}");
+    let tea = tea.body["product_id"].as_str().unwrap().to_string();
+    instance.wait_for_catalogue(1).await;
+    let (hanako, id) = Client::customer(&base, "Hanako", "hanako@example.com").await;
+    let deposit = hanako
+        .post(
+            &format!("/api/customers/{id}/wallet/deposits"),
+            json!({"amount": 5000}),
+        )
+        .await;
+    assert_eq!(deposit.status, StatusCode::ACCEPTED, "{deposit:?}");
+    let placed = hanako
+        .post(
+            "/api/orders",
+            json!({"lines": [{"product_id": tea, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{placed:?}");
+    let order = placed.body["order_id"].as_str().unwrap().to_string();
+    admin
+        .get_until(&format!("/api/orders/{order}"), WAIT, |o| {
+            o["status"] == "CONFIRMED" && o["currency"] == "JPY"
+        })
+        .await;
+    admin
+        .get_until(&format!("/api/products/{tea}"), WAIT, |p| {
+            p["category"] == "tea"
+        })
+        .await;
+    shop.kill().await;
+
+    // The read database as the build before categories and currencies left it.
+    let read = instance.store("read").await;
+    for statement in [
+        "ALTER TABLE products DROP COLUMN category",
+        "ALTER TABLE orders DROP COLUMN currency",
+        "ALTER TABLE projection_versions DROP COLUMN revision",
+    ] {
+        sql::query(statement).execute(&read).await.unwrap();
+    }
+
+    let shop = instance.spawn(&["all"], &[]).await;
+    let admin = Client::admin(&base).await;
+    let rebuilt = |p: &Value| p["status"] == "live" && p["version"] == 2 && p["revision"] == 2;
+    let deadline = std::time::Instant::now() + WAIT;
+    let listed = loop {
+        let listed = projections(&admin).await;
+        let named = |name: &str| listed.iter().find(|p| p["name"] == name).unwrap().clone();
+        if rebuilt(&named("products")) && rebuilt(&named("orders")) {
+            let customers = named("customers");
+            assert_eq!(customers["version"], 1, "{customers}");
+            assert_eq!(customers["revision"], 1, "{customers}");
+            break listed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "products and orders were not rebuilt to revision 2: {listed:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(listed.len(), 3);
+    let product = admin.get(&format!("/api/products/{tea}")).await;
+    assert_eq!(product.body["category"], "tea", "{product:?}");
+    assert_eq!(product.body["available"], 9, "{product:?}");
+    let order = admin.get(&format!("/api/orders/{order}")).await;
+    assert_eq!(order.body["currency"], "JPY", "{order:?}");
+    assert_eq!(order.body["status"], "CONFIRMED", "{order:?}");
+    shop.kill().await;
     instance.cleanup().await;
 }

@@ -6,8 +6,9 @@
 //! - is stored and printed as written (`shop events --json`: version 1, v1 data);
 //! - reads upcast: `shop events --upcast` shows v2 with the upcasters' defaults
 //!   (`currency` "JPY", `category` "uncategorised"), and the read models serve the order,
-//!   the product and the customer exactly as the instance that wrote the log did
-//!   (`tests/fixtures/v1-log/*.json`, its answers then);
+//!   the product and the customer as the instance that wrote the log did
+//!   (`tests/fixtures/v1-log/*.json`, its answers then), plus the fields views gained
+//!   since (the order's `currency`, the product's `category`, with the upcasters' values);
 //! - goes on: the imported product's aggregate loads its v1 `ProductAdded` (a restock),
 //!   the imported order's aggregate its v1 `OrderPlaced` (a refused cancellation), a new
 //!   order of the imported product is written as `OrderPlaced` v2 and confirms, and a new
@@ -83,18 +84,12 @@ async fn a_v1_log_imports_upcasts_and_serves_the_same(backend: Dialect) {
     let admin = Client::admin(instance.gateway_url()).await;
 
     // The read models serve what the v1 instance served.
-    serves(
-        &admin,
-        &format!("/api/orders/{ORDER}"),
-        &fixture("order.json"),
-    )
-    .await;
-    serves(
-        &admin,
-        &format!("/api/products/{PRODUCT}"),
-        &fixture("product.json"),
-    )
-    .await;
+    let mut order = fixture("order.json");
+    order["currency"] = json!("JPY");
+    serves(&admin, &format!("/api/orders/{ORDER}"), &order).await;
+    let mut product = fixture("product.json");
+    product["category"] = json!("uncategorised");
+    serves(&admin, &format!("/api/products/{PRODUCT}"), &product).await;
     serves(
         &admin,
         &format!("/api/customers/{CUSTOMER}"),
@@ -266,6 +261,13 @@ async fn a_v1_log_imports_upcasts_and_serves_the_same(backend: Dialect) {
     );
     assert_eq!(events[0]["eventversion"], "2");
     assert_eq!(events[0]["data"]["category"], "tea");
+    admin
+        .get_until(
+            &format!("/api/products/{tea}"),
+            Duration::from_secs(30),
+            |p| p["category"] == "tea",
+        )
+        .await;
     let blank = admin
         .post(
             "/api/products",

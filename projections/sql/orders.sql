@@ -12,6 +12,8 @@ CREATE TABLE IF NOT EXISTS orders (
     status        TEXT        NOT NULL,
     cancel_reason TEXT,
     total         BIGINT      NOT NULL,
+    -- Revision 2 (OrderPlaced v2); added to older tables by `added_columns`.
+    currency      TEXT        NOT NULL DEFAULT 'JPY',
     version       BIGINT      NOT NULL,
     created_at    TIMESTAMPTZ NOT NULL,
     updated_at    TIMESTAMPTZ NOT NULL

@@ -7,6 +7,8 @@ CREATE TABLE IF NOT EXISTS products (
     product_id UUID PRIMARY KEY,
     sku        TEXT        NOT NULL,
     name       TEXT        NOT NULL,
+    -- Revision 2 (ProductAdded v2); added to older tables by `added_columns`.
+    category   TEXT        NOT NULL DEFAULT 'uncategorised',
     price      BIGINT      NOT NULL,
     -- Units received: initial stock plus restocks (the product's own partition).
     received   BIGINT      NOT NULL,

@@ -11,6 +11,9 @@ CREATE TABLE IF NOT EXISTS projection_versions (
     live_at      TIMESTAMPTZ,
     retired_at   TIMESTAMPTZ,
     dropped_at   TIMESTAMPTZ,
+    -- The projection's revision (`ProjectionInfo::revision`) the version was built for;
+    -- added to older tables by `versions::register`.
+    revision     INTEGER     NOT NULL DEFAULT 1,
     PRIMARY KEY (projection, version)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS projection_versions_one_live

@@ -21,6 +21,8 @@ pub const INFO: ProjectionInfo = ProjectionInfo {
     schema: include_str!("../sql/customers.sql"),
     tables: &["customers", "customer_figures"],
     indexes: &[],
+    revision: 1,
+    added_columns: &[],
 };
 
 /// Applies customer events to `customers`, and payments and orders to `customer_figures`.

@@ -36,6 +36,16 @@ pub struct ProjectionInfo {
     /// versioned names, see [`versions`]).
     pub tables: &'static [&'static str],
     pub indexes: &'static [&'static str],
+    /// The revision of its tables and code: raised with every change to what it stores
+    /// (a column, what an event writes). A projector whose live version has an older
+    /// revision rebuilds it ([`versions`]); one that finds a newer revision leaves it to
+    /// the newer build.
+    pub revision: i64,
+    /// Columns added since the first revision, as `(table, column, definition)`: added
+    /// to the tables of existing versions (which `schema`'s `CREATE TABLE IF NOT EXISTS`
+    /// leaves as they were), so this build's code runs on them until the rebuild to this
+    /// revision replaces them.
+    pub added_columns: &'static [(&'static str, &'static str, &'static str)],
 }
 
 /// Every projection.

@@ -25,6 +25,9 @@ pub const INFO: ProjectionInfo = ProjectionInfo {
     schema: include_str!("../sql/orders.sql"),
     tables: &["orders", "order_lines", "order_history"],
     indexes: &["orders_by_customer"],
+    // 2: `currency` (OrderPlaced v2).
+    revision: 2,
+    added_columns: &[("orders", "currency", "TEXT NOT NULL DEFAULT 'JPY'")],
 };
 
 /// Applies order events to `orders`, `order_lines` and `order_history`.
@@ -55,10 +58,11 @@ fn saga_step(event: &CloudEvent) -> Result<Option<Uuid>, HandlerError> {
 
 /// The row sets of a batch: placed orders, their lines, the latest status per order,
 /// and every step's history row.
-const PLACED: [(&str, &str); 5] = [
+const PLACED: [(&str, &str); 6] = [
     ("order_id", "UUID"),
     ("customer_id", "UUID"),
     ("total", "BIGINT"),
+    ("currency", "TEXT"),
     ("version", "BIGINT"),
     ("at", "TIMESTAMPTZ"),
 ];
@@ -158,6 +162,7 @@ async fn project(
                         e.order_id.into(),
                         e.customer_id.into(),
                         e.total.into(),
+                        e.currency.into(),
                         version.into(),
                         event.time.into(),
                     ]);
@@ -219,8 +224,8 @@ async fn project(
             tx,
             Vec::new(),
             |r| format!(
-                "INSERT INTO orders (order_id, customer_id, status, total, version, created_at, updated_at)
-                 SELECT order_id, customer_id, 'PENDING', total, version, at, at FROM {r} WHERE true{skip}"
+                "INSERT INTO orders (order_id, customer_id, status, total, currency, version, created_at, updated_at)
+                 SELECT order_id, customer_id, 'PENDING', total, currency, version, at, at FROM {r} WHERE true{skip}"
             ),
         )
         .await?;

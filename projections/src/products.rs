@@ -19,6 +19,13 @@ pub const INFO: ProjectionInfo = ProjectionInfo {
     schema: include_str!("../sql/products.sql"),
     tables: &["products", "product_stock"],
     indexes: &[],
+    // 2: `category` (ProductAdded v2).
+    revision: 2,
+    added_columns: &[(
+        "products",
+        "category",
+        "TEXT NOT NULL DEFAULT 'uncategorised'",
+    )],
 };
 
 /// Applies inventory events to `products`.
@@ -26,10 +33,11 @@ pub struct ProductsProjection;
 
 /// The row sets of a batch: added products, the changes per product, and the stock
 /// moves per product.
-const ADDED: [(&str, &str); 7] = [
+const ADDED: [(&str, &str); 8] = [
     ("product_id", "UUID"),
     ("sku", "TEXT"),
     ("name", "TEXT"),
+    ("category", "TEXT"),
     ("price", "BIGINT"),
     ("received", "BIGINT"),
     ("version", "BIGINT"),
@@ -84,6 +92,7 @@ impl EventHandler for ProductsProjection {
                     e.product_id.into(),
                     e.sku.into(),
                     e.name.into(),
+                    e.category.into(),
                     e.price.into(),
                     e.stock.into(),
                     version.into(),
@@ -109,8 +118,8 @@ impl EventHandler for ProductsProjection {
                 tx,
                 Vec::new(),
                 |r| format!(
-                    "INSERT INTO products (product_id, sku, name, price, received, version, created_at, updated_at)
-                     SELECT product_id, sku, name, price, received, version, at, at FROM {r} WHERE true
+                    "INSERT INTO products (product_id, sku, name, category, price, received, version, created_at, updated_at)
+                     SELECT product_id, sku, name, category, price, received, version, at, at FROM {r} WHERE true
                      ON CONFLICT (product_id) DO NOTHING"
                 ),
             )

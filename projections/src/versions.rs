@@ -21,6 +21,7 @@ use shop_eventing::platform::Platform;
 use shop_eventing::CancellationToken;
 use shop_log::EventLog;
 use shop_schemas::CloudEvent;
+use shop_sql::db::DbError;
 use shop_sql::{self as sql, Conn, Pool, Renames};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -110,15 +111,54 @@ pub async fn live_versions(pool: &Pool) -> Result<LiveVersions, sqlx::Error> {
     ))
 }
 
-/// Registers version 1 of every projection as live, once.
+/// Registers version 1 of every projection as live, once (built for this build's
+/// revision), and brings the tables of the live and rebuilding versions to this build's
+/// columns ([`prepare_tables`]).
 ///
 /// # Errors
 /// The database fails.
-pub async fn register(pool: &Pool) -> Result<(), sqlx::Error> {
+pub async fn register(pool: &Pool) -> Result<(), DbError> {
+    shop_sql::db::ensure_column(
+        pool,
+        "projection_versions",
+        "revision",
+        "INTEGER NOT NULL DEFAULT 1",
+    )
+    .await?;
     for info in PROJECTIONS {
-        sql::query("INSERT INTO projection_versions (projection, version, status, live_at) VALUES ($1, 1, 'live', CURRENT_TIMESTAMP) ON CONFLICT DO NOTHING")
+        sql::query("INSERT INTO projection_versions (projection, version, status, live_at, revision) VALUES ($1, 1, 'live', CURRENT_TIMESTAMP, $2) ON CONFLICT DO NOTHING")
             .bind(info.name)
+            .bind(info.revision)
             .execute(pool)
+            .await?;
+    }
+    for row in versions(pool).await? {
+        if let (true, Some(info)) = (
+            row.status == LIVE || row.status == REBUILDING,
+            projection(&row.projection),
+        ) {
+            prepare_tables(pool, info, row.version).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates a version's tables when missing and adds the columns this build's code
+/// writes that older tables lack ([`ProjectionInfo::added_columns`]).
+///
+/// # Errors
+/// The database fails.
+pub async fn prepare_tables(
+    pool: &Pool,
+    info: &ProjectionInfo,
+    version: i64,
+) -> Result<(), DbError> {
+    if version > 1 {
+        let script = renames(info, version).apply(info.schema).into_owned();
+        shop_sql::db::run_script(pool, &script).await?;
+    }
+    for (table, column, definition) in info.added_columns {
+        shop_sql::db::ensure_column(pool, &versioned_name(table, version), column, definition)
             .await?;
     }
     Ok(())
@@ -149,10 +189,11 @@ pub async fn request_rebuild(pool: &Pool, name: &str) -> Result<i64, RebuildErro
     .fetch_one(pool)
     .await?;
     let inserted = sql::query(
-        "INSERT INTO projection_versions (projection, version, status) VALUES ($1, $2, 'rebuilding') ON CONFLICT DO NOTHING",
+        "INSERT INTO projection_versions (projection, version, status, revision) VALUES ($1, $2, 'rebuilding', $3) ON CONFLICT DO NOTHING",
     )
     .bind(info.name)
     .bind(version)
+    .bind(info.revision)
     .execute(pool)
     .await?
     .rows_affected();
@@ -180,6 +221,8 @@ pub struct VersionRow {
     pub live_at: Option<DateTime<Utc>>,
     pub retired_at: Option<DateTime<Utc>>,
     pub dropped_at: Option<DateTime<Utc>>,
+    /// The projection's revision the version was built for.
+    pub revision: i64,
 }
 
 impl sql::FromRow for VersionRow {
@@ -192,6 +235,7 @@ impl sql::FromRow for VersionRow {
             live_at: row.get("live_at")?,
             retired_at: row.get("retired_at")?,
             dropped_at: row.get("dropped_at")?,
+            revision: row.get("revision")?,
         })
     }
 }
@@ -202,7 +246,8 @@ impl sql::FromRow for VersionRow {
 /// The database fails.
 pub async fn versions(pool: &Pool) -> Result<Vec<VersionRow>, sqlx::Error> {
     sql::query_as(
-        "SELECT projection, CAST(version AS BIGINT) AS version, status, requested_at, live_at, retired_at, dropped_at
+        "SELECT projection, CAST(version AS BIGINT) AS version, status, requested_at, live_at, retired_at, dropped_at,
+                CAST(revision AS BIGINT) AS revision
          FROM projection_versions WHERE dropped_at IS NULL ORDER BY projection, version",
     )
     .fetch_all(pool)
@@ -424,13 +469,21 @@ async fn supervise_once(
     gauges: &mut Option<JoinHandle<()>>,
     ticks: u64,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let rows = versions(pool).await?;
+    let mut rows = versions(pool).await?;
+    if rebuild_older_revisions(pool, &rows).await? {
+        rows = versions(pool).await?;
+    }
     let mut wanted: Vec<(&'static ProjectionInfo, i64, bool)> = Vec::new();
     for r in &rows {
         if let (true, Some(info)) = (
             r.status == LIVE || r.status == REBUILDING,
             projection(&r.projection),
         ) {
+            // A version built for a newer revision is a newer build's to run (during a
+            // rolling update, this build's code would write it wrong).
+            if r.revision > info.revision {
+                continue;
+            }
             wanted.push((info, r.version, r.status == REBUILDING));
         }
     }
@@ -471,10 +524,7 @@ async fn supervise_once(
         if running.contains_key(&(info.name, *version)) {
             continue;
         }
-        if *version > 1 {
-            let script = renames(info, *version).apply(info.schema).into_owned();
-            shop_sql::db::run_script(pool, &script).await?;
-        }
+        prepare_tables(pool, info, *version).await?;
         let handler = crate::handler(info);
         let handler: Arc<dyn EventHandler> = if *version > 1 {
             Arc::new(Versioned {
@@ -566,6 +616,39 @@ async fn supervise_once(
         }
     }
     Ok(())
+}
+
+/// Asks for a rebuild of each projection whose live version was built for an older
+/// revision than this build's, unless one is under way: its rows were written by older
+/// code (a column this build added holds its default there). Reads keep the live version
+/// until the rebuild has caught up and switches. Whether one was asked for.
+async fn rebuild_older_revisions(
+    pool: &Pool,
+    rows: &[VersionRow],
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let mut requested = false;
+    for info in PROJECTIONS {
+        let mine = || rows.iter().filter(|r| r.projection == info.name);
+        let older_live = mine().any(|r| r.status == LIVE && r.revision < info.revision);
+        if !older_live || mine().any(|r| r.status == REBUILDING) {
+            continue;
+        }
+        match request_rebuild(pool, info.name).await {
+            Ok(version) => {
+                info!(
+                    projection = info.name,
+                    version,
+                    revision = info.revision,
+                    "the live version was built for an older revision; rebuilding it"
+                );
+                requested = true;
+            }
+            // Another projector process asked first.
+            Err(RebuildError::AlreadyRebuilding(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(requested)
 }
 
 /// Makes `version` live and retires the live one, in one transaction, if the rebuild has

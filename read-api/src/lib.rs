@@ -114,6 +114,8 @@ struct ProductView {
     product_id: Uuid,
     sku: String,
     name: String,
+    /// `uncategorised` for a product added without one (or before categories existed).
+    category: String,
     price: i64,
     available: i64,
     reserved: i64,
@@ -127,6 +129,7 @@ impl sql::FromRow for ProductView {
             product_id: row.get("product_id")?,
             sku: row.get("sku")?,
             name: row.get("name")?,
+            category: row.get("category")?,
             price: row.get("price")?,
             available: row.get("available")?,
             reserved: row.get("reserved")?,
@@ -189,7 +192,7 @@ impl Page {
 }
 
 /// Products with their stock figures: `available` = received − reserved − sold.
-const PRODUCT_COLUMNS: &str = "product_id, p.sku, p.name, p.price, p.received - COALESCE(s.reserved, 0) - COALESCE(s.sold, 0) AS available, COALESCE(s.reserved, 0) AS reserved, COALESCE(s.sold, 0) AS sold, p.updated_at";
+const PRODUCT_COLUMNS: &str = "product_id, p.sku, p.name, p.category, p.price, p.received - COALESCE(s.reserved, 0) - COALESCE(s.sold, 0) AS available, COALESCE(s.reserved, 0) AS reserved, COALESCE(s.sold, 0) AS sold, p.updated_at";
 const PRODUCTS: &str = "products p LEFT JOIN product_stock s USING (product_id)";
 
 /// Products by id, public (ids are time-ordered UUIDv7, so this is creation order). The next

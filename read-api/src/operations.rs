@@ -114,6 +114,9 @@ pub(crate) struct ProjectionView {
     status: &'static str,
     /// The version reads are served from.
     version: i64,
+    /// The projection's revision that version was built for (a projector with a newer
+    /// one rebuilds it).
+    revision: i64,
     events_applied: i64,
     /// Records of its topics not applied yet.
     lag: i64,
@@ -173,10 +176,10 @@ pub(crate) async fn list_projections(
             .iter()
             .map(|s| s.topic(&state.topic_prefix))
             .collect();
-        let live = rows
+        let (live, revision) = rows
             .iter()
             .find(|r| r.projection == info.name && r.status == versions::LIVE)
-            .map_or(1, |r| r.version);
+            .map_or((1, 1), |r| (r.version, r.revision));
         let lag = versions::lag(
             &state.pool,
             log,
@@ -221,6 +224,7 @@ pub(crate) async fn list_projections(
                 "live"
             },
             version: live,
+            revision,
             events_applied: lag.events_applied,
             lag: lag.lag,
             oldest_unprocessed_age_ms: age.map(|a| a.as_millis() as u64),

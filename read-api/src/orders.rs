@@ -92,6 +92,9 @@ pub(crate) struct OrderView {
     cancellation: Option<CancellationView>,
     lines: Vec<LineView>,
     total: i64,
+    /// The ISO 4217 code of `total` and the lines' amounts, as the order was placed.
+    #[schema(example = "JPY")]
+    currency: String,
     history: Vec<HistoryView>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -107,6 +110,8 @@ pub(crate) struct OrderSummary {
     status: String,
     cancel_reason: Option<String>,
     total: i64,
+    #[schema(example = "JPY")]
+    currency: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -132,7 +137,7 @@ pub(crate) async fn get_order(
     let not_found = || Problem::not_found("no such order");
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let order = sql::query(
-        "SELECT o.order_id, o.customer_id, c.name AS customer_name, o.status, o.cancel_reason, o.total, o.created_at, o.updated_at
+        "SELECT o.order_id, o.customer_id, c.name AS customer_name, o.status, o.cancel_reason, o.total, o.currency, o.created_at, o.updated_at
          FROM orders o LEFT JOIN customers c USING (customer_id) WHERE o.order_id = $1",
     )
     .bind(order_id)
@@ -193,6 +198,7 @@ pub(crate) async fn get_order(
             cancellation,
             lines,
             total: order.get("total")?,
+            currency: order.get("currency")?,
             history,
             created_at: order.get("created_at")?,
             updated_at: order.get("updated_at")?,
@@ -232,7 +238,7 @@ pub(crate) async fn customer_orders(
     }
     let (limit, after) = page.parse()?;
     let rows = sql::query(
-        "SELECT order_id, customer_id, status, cancel_reason, total, created_at, updated_at FROM orders
+        "SELECT order_id, customer_id, status, cancel_reason, total, currency, created_at, updated_at FROM orders
          WHERE customer_id = $1 AND ($2 IS NULL OR order_id < $2) ORDER BY order_id DESC LIMIT $3",
     )
     .bind(customer_id)
@@ -253,6 +259,7 @@ fn summaries(rows: &[sql::Row]) -> Result<Vec<OrderSummary>, Problem> {
                 status: r.get("status")?,
                 cancel_reason: r.get("cancel_reason")?,
                 total: r.get("total")?,
+                currency: r.get("currency")?,
                 created_at: r.get("created_at")?,
                 updated_at: r.get("updated_at")?,
             })
@@ -312,7 +319,7 @@ pub(crate) async fn list_orders(
         ),
     };
     let rows = sql::query(
-        "SELECT order_id, customer_id, status, cancel_reason, total, created_at, updated_at FROM orders
+        "SELECT order_id, customer_id, status, cancel_reason, total, currency, created_at, updated_at FROM orders
          WHERE ($1 IS NULL OR customer_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR order_id < $3)
          ORDER BY order_id DESC LIMIT $4",
     )

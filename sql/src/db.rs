@@ -210,6 +210,55 @@ pub async fn run_script(pool: &crate::Pool, script: &str) -> Result<(), DbError>
     Ok(())
 }
 
+/// Adds `column` (`definition`: its type, constraints and default) to an existing
+/// `table` when it has no such column: the additive change of a schema whose `CREATE
+/// TABLE IF NOT EXISTS` leaves tables created by an older build as they were. Idempotent;
+/// on PostgreSQL under the schema lock.
+///
+/// # Errors
+/// A statement fails (the table does not exist, a bad definition).
+pub async fn ensure_column(
+    pool: &crate::Pool,
+    table: &str,
+    column: &str,
+    definition: &str,
+) -> Result<(), DbError> {
+    match pool.dialect() {
+        crate::Dialect::Postgres => {
+            let mut tx = pool.begin().await?;
+            crate::sql::query("SELECT pg_advisory_xact_lock(7242001)")
+                .execute(&mut tx)
+                .await?;
+            crate::sql::query(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+            ))
+            .execute(&mut tx)
+            .await?;
+            tx.commit().await?;
+        }
+        crate::Dialect::Sqlite => {
+            // One writer at a time: no other process adds it between the look and the
+            // change.
+            let mut tx = pool.begin().await?;
+            let present: i64 = crate::sql::query_scalar(&format!(
+                "SELECT count(*) FROM pragma_table_info('{table}') WHERE name = $1"
+            ))
+            .bind(column)
+            .fetch_one(&mut tx)
+            .await?;
+            if present == 0 {
+                crate::sql::query(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                ))
+                .execute(&mut tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
 /// Drops a component's database (tests and `shop` tooling for throwaway instances).
 ///
 /// # Errors
