@@ -127,11 +127,8 @@ impl Relay {
             // Registered before looking, so a commit in between is not missed.
             let woken = local.signal().notified();
             if looks.due(local.signal()) {
-                let published = self.publish_batch(&mut conn, &topic).await?;
-                if published as i64 >= self.config.batch_size {
-                    looks.force();
-                    continue; // more may be waiting
-                }
+                // Until a batch is not full: what is committed meanwhile wakes it again.
+                self.drain(&mut conn, &topic).await?;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -166,12 +163,7 @@ impl Relay {
             let woken = lite.signal.notified();
             if looks.due(&lite.signal) {
                 let mut conn = self.pool.acquire().await?;
-                let published = self.publish_batch(&mut conn, &topic).await?;
-                drop(conn);
-                if published as i64 >= self.config.batch_size {
-                    looks.force();
-                    continue;
-                }
+                self.drain(&mut conn, &topic).await?;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -181,54 +173,81 @@ impl Relay {
         }
     }
 
-    /// Publishes one batch; returns how many events it published.
-    #[tracing::instrument(level = "debug", skip_all, fields(topic = %topic))]
-    async fn publish_batch(&self, conn: &mut Conn, topic: &str) -> Result<usize, sqlx::Error> {
-        let rows = backend::outbox_batch(conn, self.config.batch_size).await?;
-        // The outbox backlog: this batch when it is not full, else a count.
-        let backlog = if rows.len() < self.config.batch_size as usize {
+    /// Publishes what waits in the outbox, batch by batch, until a batch is not full;
+    /// returns how many events it published. While a batch's delivery reports come in,
+    /// the next batch is read from the database; it is produced only once the one before
+    /// is acknowledged and removed, so records keep their order and a batch that fails is
+    /// produced again before anything after it.
+    async fn drain(&self, conn: &mut Conn, topic: &str) -> Result<usize, sqlx::Error> {
+        let size = self.config.batch_size;
+        let mut rows = backend::outbox_batch(conn, 0, size).await?;
+        // The outbox backlog: the batch when it is not full, else a count, less what is
+        // published as the drain goes.
+        let mut backlog = if rows.len() < size as usize {
             rows.len() as i64
         } else {
             sql::query_scalar::<i64>("SELECT count(*) FROM outbox")
                 .fetch_one(&mut *conn)
                 .await?
         };
-        metrics::gauge!("relay_backlog_events", "service" => self.config.service.name())
-            .set(backlog as f64);
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let events: Vec<StoredEvent> = rows
-            .iter()
-            .map(StoredEvent::from_row)
-            .collect::<Result<_, _>>()?;
-        // Built again for a retry rather than copied for every attempt.
-        let records = || -> Vec<OutgoingRecord> {
-            events
+        let gauge =
+            metrics::gauge!("relay_backlog_events", "service" => self.config.service.name());
+        gauge.set(backlog as f64);
+        let mut published = 0;
+        while !rows.is_empty() {
+            let full = rows.len() >= size as usize;
+            let events: Vec<StoredEvent> = rows
                 .iter()
-                .map(|e| {
-                    OutgoingRecord::from_cloud_event(topic, &e.to_cloud_event(self.config.service))
-                })
-                .collect()
-        };
-        let span = tracing::info_span!("publish", topic, events = events.len());
-        loop {
-            match self.log.publish(records()).instrument(span.clone()).await {
-                Ok(()) => break,
-                Err(e) => {
-                    // Nothing is marked; the whole batch is produced again.
-                    warn!(error = %e, "publish failed; retrying the batch");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    // Keep the lock connection alive (and notice if it died).
-                    sql::query("SELECT 1").execute(&mut *conn).await?;
-                }
+                .map(StoredEvent::from_row)
+                .collect::<Result<_, _>>()?;
+            let last = events.last().map_or(0, |e| e.position);
+            // Built again for a retry rather than copied for every attempt.
+            let records = || -> Vec<OutgoingRecord> {
+                events
+                    .iter()
+                    .map(|e| {
+                        OutgoingRecord::from_cloud_event(
+                            topic,
+                            &e.to_cloud_event(self.config.service),
+                        )
+                    })
+                    .collect()
+            };
+            let span = tracing::info_span!("publish", topic, events = events.len());
+            let sending = self.log.publish(records()).instrument(span.clone());
+            let (next, mut sent) = if full {
+                let (next, sent) = tokio::join!(backend::outbox_batch(conn, last, size), sending);
+                (next, sent)
+            } else {
+                (Ok(Vec::new()), sending.await)
+            };
+            while let Err(e) = sent {
+                // Nothing is marked; the whole batch is produced again.
+                warn!(error = %e, "publish failed; retrying the batch");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Keep the lock connection alive (and notice if it died).
+                sql::query("SELECT 1").execute(&mut *conn).await?;
+                sent = self.log.publish(records()).instrument(span.clone()).await;
             }
+            fault::point(fault::RELAY_AFTER_PRODUCE);
+            let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+            let next = next?;
+            // The next batch was read past this one's positions. An event below them
+            // that committed meanwhile (positions are taken at insert, not at commit)
+            // goes first: a later event of its aggregate may be in the batch read.
+            let first_next: Option<i64> = next.first().map(|r| r.get("position")).transpose()?;
+            let missed = backend::remove_from_outbox(conn, positions, first_next).await?;
+            debug!(count = events.len(), "published");
+            published += events.len();
+            backlog = (backlog - events.len() as i64).max(0);
+            gauge.set(backlog as f64);
+            rows = if missed {
+                backend::outbox_batch(conn, 0, size).await?
+            } else {
+                next
+            };
         }
-        fault::point(fault::RELAY_AFTER_PRODUCE);
-        let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
-        backend::remove_from_outbox(conn, positions).await?;
-        debug!(count = events.len(), "published");
-        Ok(events.len())
+        Ok(published)
     }
 }
 

@@ -84,32 +84,59 @@ pub(crate) async fn insert_events(
     }
 }
 
-/// The rows of up to `limit` events waiting in the outbox, in position order (the
-/// relay's next batch, [`crate::store::EVENT_COLUMNS`]).
+/// The rows of up to `limit` events waiting in the outbox after position `after`, in
+/// position order (the relay's next batch, [`crate::store::EVENT_COLUMNS`]).
 pub(crate) async fn outbox_batch(
     conn: &mut Conn,
+    after: i64,
     limit: i64,
 ) -> Result<Vec<sql::Row>, sqlx::Error> {
     match conn.dialect() {
-        Dialect::Postgres => postgres::outbox_batch(conn, limit).await,
-        Dialect::Sqlite => sqlite::outbox_batch(conn, limit).await,
+        Dialect::Postgres => postgres::outbox_batch(conn, after, limit).await,
+        Dialect::Sqlite => sqlite::outbox_batch(conn, after, limit).await,
     }
 }
 
-/// Removes published events from the outbox.
+/// Removes published events from the outbox; with `below`, also answers whether an
+/// event below that position waits there besides them (one that committed after the
+/// relay read past its position), in the same statement on PostgreSQL.
 pub(crate) async fn remove_from_outbox(
     conn: &mut Conn,
     positions: Vec<i64>,
-) -> Result<(), sqlx::Error> {
-    let delete = format!(
-        "DELETE FROM outbox WHERE position {}",
-        conn.dialect().in_list(1)
-    );
-    sql::query(&delete)
-        .bind(&positions)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    below: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    match (conn.dialect(), below) {
+        (Dialect::Postgres, Some(below)) => {
+            // A data-modifying WITH runs to completion whether or not it is read; the
+            // query sees the rows as they were before it, hence the exclusion.
+            sql::query_scalar::<bool>(
+                "WITH gone AS (DELETE FROM outbox WHERE position = ANY($1))
+                 SELECT EXISTS (SELECT 1 FROM outbox WHERE position < $2 AND position <> ALL($1))",
+            )
+            .bind(&positions)
+            .bind(below)
+            .fetch_one(&mut *conn)
+            .await
+        }
+        (dialect, below) => {
+            let delete = format!("DELETE FROM outbox WHERE position {}", dialect.in_list(1));
+            sql::query(&delete)
+                .bind(&positions)
+                .execute(&mut *conn)
+                .await?;
+            match below {
+                None => Ok(false),
+                Some(below) => {
+                    sql::query_scalar::<bool>(
+                        "SELECT EXISTS (SELECT 1 FROM outbox WHERE position < $1)",
+                    )
+                    .bind(below)
+                    .fetch_one(&mut *conn)
+                    .await
+                }
+            }
+        }
+    }
 }
 
 /// Records the event ids a consumer applies (`processed_events`) and returns those it

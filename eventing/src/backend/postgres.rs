@@ -115,14 +115,19 @@ pub(super) async fn insert_events(
 /// 400 orders/s, growing with the table).
 pub(super) async fn outbox_batch(
     conn: &mut Conn,
+    after: i64,
     limit: i64,
 ) -> Result<Vec<sql::Row>, sqlx::Error> {
     let sql = format!(
-        "SELECT e.* FROM (SELECT position FROM outbox ORDER BY position LIMIT $1) AS o
+        "SELECT e.* FROM (SELECT position FROM outbox WHERE position > $2 ORDER BY position LIMIT $1) AS o
                  CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events WHERE events.position = o.position LIMIT 1) AS e
                  ORDER BY o.position"
     );
-    sql::query(&sql).bind(limit).fetch_all(&mut *conn).await
+    sql::query(&sql)
+        .bind(limit)
+        .bind(after)
+        .fetch_all(&mut *conn)
+        .await
 }
 
 /// [`super::open_batch`]: a row per checkpoint, per fresh event id, and one for the

@@ -53,12 +53,17 @@ pub(super) async fn insert_events(
 
 pub(super) async fn outbox_batch(
     conn: &mut Conn,
+    after: i64,
     limit: i64,
 ) -> Result<Vec<sql::Row>, sqlx::Error> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (SELECT position FROM outbox ORDER BY position LIMIT $1) ORDER BY position"
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (SELECT position FROM outbox WHERE position > $2 ORDER BY position LIMIT $1) ORDER BY position"
     );
-    sql::query(&sql).bind(limit).fetch_all(&mut *conn).await
+    sql::query(&sql)
+        .bind(limit)
+        .bind(after)
+        .fetch_all(&mut *conn)
+        .await
 }
 
 pub(super) const INSERT_PROCESSED_IDS: &str = "INSERT INTO processed_events (consumer, event_id) SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING RETURNING event_id";

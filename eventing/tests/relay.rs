@@ -1,0 +1,192 @@
+//! The outbox relay on both backends, publishing to the embedded log: it reads the next
+//! batch while the one before waits for its acknowledgements, and still publishes an
+//! event that commits late — below positions it has read past (positions are taken at
+//! insert, not at commit) — before anything it read after it became visible.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use shop_eventing::relay::{Relay, RelayConfig};
+use shop_eventing::store::{EventStore, SCHEMA};
+use shop_eventing::CancellationToken;
+use shop_log::embedded::EmbeddedLog;
+use shop_log::{EventLog, LogError, LogRecord, OutgoingRecord, StartFrom, Subscription, TopicInfo};
+use shop_schemas::Service;
+use shop_sql::{self as sql, Dialect, Pool};
+
+mod common;
+
+use common::{fresh_database_on, Counter};
+
+shop_sql::on_both_backends!(an_event_that_commits_late_is_published_before_what_was_read_after_it);
+
+/// The embedded log, recording the event ids it is given in order; at its first publish
+/// it puts a withheld outbox row back, as the late commit of an append would.
+struct LateCommit {
+    inner: EmbeddedLog,
+    pool: Pool,
+    withheld: Mutex<Option<i64>>,
+    published: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl EventLog for LateCommit {
+    async fn publish(&self, records: Vec<OutgoingRecord>) -> Result<(), LogError> {
+        let late = self.withheld.lock().unwrap().take();
+        if let Some(position) = late {
+            sql::query("INSERT INTO outbox (position) VALUES ($1)")
+                .bind(position)
+                .execute(&self.pool)
+                .await
+                .unwrap();
+        }
+        self.published
+            .lock()
+            .unwrap()
+            .extend(records.iter().map(|r| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == "ce_id")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            }));
+        self.inner.publish(records).await
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+        start: StartFrom,
+    ) -> Result<Box<dyn Subscription>, LogError> {
+        self.inner.subscribe(group, topics, start).await
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, LogError> {
+        self.inner.end_offsets(topic).await
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        self.inner.read(topic, partition, offset, max).await
+    }
+
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
+        self.inner.ensure_topics(topics).await
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>, LogError> {
+        self.inner.list_topics().await
+    }
+}
+
+async fn an_event_that_commits_late_is_published_before_what_was_read_after_it(backend: Dialect) {
+    let database = fresh_database_on(backend, "relay", &[SCHEMA]).await;
+    let pool = database.pool.clone();
+    let store = EventStore::new(pool.clone());
+    // 1,100 events of 1,100 aggregates: three batches of 500.
+    for chunk in 0..11 {
+        for i in 0..100 {
+            let id = format!("a{}", chunk * 100 + i);
+            let event = cqrs_es::persist::SerializedEvent {
+                aggregate_id: id,
+                sequence: 1,
+                aggregate_type: "counter".into(),
+                event_type: "Incremented".into(),
+                event_version: "1".into(),
+                payload: json!({"Incremented": {"by": 1}}),
+                metadata: json!({"correlation_id": "c", "causation_id": "c", "traceparent": ""}),
+            };
+            use cqrs_es::persist::PersistedEventRepository;
+            store.persist::<Counter>(&[event], None).await.unwrap();
+        }
+    }
+    let positions: Vec<(i64, uuid::Uuid)> =
+        sql::query_as("SELECT position, event_id FROM events ORDER BY position")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(positions.len(), 1100);
+    // The 7th event's outbox row is not there when the relay reads its first batch.
+    let (late, late_id) = positions[6];
+    sql::query("DELETE FROM outbox WHERE position = $1")
+        .bind(late)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let dir = std::env::temp_dir().join(format!("shop-relay-{}", database.instance()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = Arc::new(LateCommit {
+        inner: EmbeddedLog::open(&dir.join("log.db"), 1).await.unwrap(),
+        pool: pool.clone(),
+        withheld: Mutex::new(Some(late)),
+        published: Mutex::new(Vec::new()),
+    });
+    let topic = format!("{}.inventory.events", database.instance());
+    log.ensure_topics(std::slice::from_ref(&topic))
+        .await
+        .unwrap();
+    let relay = Relay::new(
+        pool.clone(),
+        log.clone(),
+        RelayConfig {
+            service: Service::Inventory,
+            topic_prefix: format!("{}.", database.instance()),
+            batch_size: 500,
+            poll_interval: Duration::from_millis(50),
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: i64 = sql::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if waiting == 0 && log.published.lock().unwrap().len() >= 1100 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay left {waiting} events in the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let published = log.published.lock().unwrap().clone();
+    let at = |id: &uuid::Uuid| {
+        published
+            .iter()
+            .position(|p| p == &id.to_string())
+            .unwrap_or_else(|| panic!("{id} was not published"))
+    };
+    assert_eq!(published.len(), 1100, "each event once");
+    // The first batch went without it; it came back while that batch was in flight, and
+    // was published before the events after the first batch.
+    let first_of_second_batch = &positions[501].1;
+    assert!(
+        at(&late_id) < at(first_of_second_batch),
+        "the late event was published after events read past it"
+    );
+    assert_eq!(at(&late_id), 500, "right after the first batch");
+    // Everything else in position order.
+    let others: Vec<usize> = positions
+        .iter()
+        .filter(|(p, _)| *p != late)
+        .map(|(_, id)| at(id))
+        .collect();
+    assert!(others.windows(2).all(|w| w[0] < w[1]), "position order");
+    let _ = std::fs::remove_dir_all(&dir);
+    database.drop().await;
+}
