@@ -108,13 +108,15 @@ pub(crate) async fn remove_from_outbox(
     match (conn.dialect(), below) {
         (Dialect::Postgres, Some(below)) => {
             // A data-modifying WITH runs to completion whether or not it is read; the
-            // query sees the rows as they were before it, hence the exclusion.
+            // query sees the rows as they were before it: the removed ones (all below
+            // `below`, and only this relay removes rows) and any other.
             sql::query_scalar::<bool>(
                 "WITH gone AS (DELETE FROM outbox WHERE position = ANY($1))
-                 SELECT EXISTS (SELECT 1 FROM outbox WHERE position < $2 AND position <> ALL($1))",
+                 SELECT count(*) > $3 FROM outbox WHERE position < $2",
             )
             .bind(&positions)
             .bind(below)
+            .bind(positions.len() as i64)
             .fetch_one(&mut *conn)
             .await
         }
