@@ -80,6 +80,7 @@ pub struct Upstreams {
     pub orders: String,
     pub payments: String,
     pub shipping: String,
+    pub notifications: String,
     pub read_api: String,
 }
 
@@ -92,6 +93,7 @@ impl Upstreams {
             Upstream::Orders => &self.orders,
             Upstream::Payments => &self.payments,
             Upstream::Shipping => &self.shipping,
+            Upstream::Notifications => &self.notifications,
             Upstream::ReadApi => &self.read_api,
         }
     }

@@ -32,6 +32,7 @@ fn gateway_with(
             orders: orders.to_string(),
             payments: base.clone(),
             shipping: base.clone(),
+            notifications: base.clone(),
             read_api: base.clone(),
         },
         body_limit: 1024,

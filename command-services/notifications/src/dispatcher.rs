@@ -1,0 +1,286 @@
+//! Sends the deliveries the [`crate::reactions`] recorded: the due ones are read from
+//! the database, leased, and attempted on bounded tasks (at most `concurrency` at once;
+//! the queue is the deliveries table, not memory). Each outcome is recorded through the
+//! `WebhookDelivery` aggregate, and a delivery that fails for good disables its endpoint
+//! in the same transaction.
+//!
+//! At least once: a process killed during an attempt leaves its lease, which runs out
+//! (the request timeout plus [`LEASE_MARGIN`]); then any instance attempts the delivery
+//! again with the same `webhook-id`.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use shop_eventing::command::CommandBus;
+use shop_eventing::CancellationToken;
+use shop_schemas::EventMetadata;
+use shop_sql::{self as sql, Pool};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+use uuid::Uuid;
+
+use crate::address::{AllowList, Target};
+use crate::delivery::{Attempt, DeliveryCommand, WebhookDelivery};
+use crate::endpoint::{EndpointCommand, WebhookEndpoint};
+use crate::signing::Secret;
+
+/// How much longer than the request timeout a lease lasts.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How deliveries go out.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// Derives each endpoint's secret ([`Secret::derive`]).
+    pub key: String,
+    pub allow: AllowList,
+    /// One attempt's limit, connection included.
+    pub timeout: Duration,
+    /// Attempts in flight at once, in this process.
+    pub concurrency: usize,
+    /// How often the due deliveries are looked for.
+    pub poll: Duration,
+}
+
+/// One due delivery, as leased.
+#[derive(Debug, Clone)]
+struct Due {
+    delivery_id: Uuid,
+    endpoint_id: Uuid,
+    webhook_id: String,
+    payload: String,
+    url: String,
+    secret_nonce: String,
+}
+
+pub struct Dispatcher {
+    pub pool: Pool,
+    pub deliveries: Arc<CommandBus<WebhookDelivery>>,
+    pub endpoints: Arc<CommandBus<WebhookEndpoint>>,
+    pub settings: DeliverySettings,
+}
+
+impl Dispatcher {
+    /// Dispatches until `shutdown`; then waits for the attempts in flight (up to the
+    /// request timeout) so that their outcomes are recorded.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        info!(
+            concurrency = self.settings.concurrency,
+            timeout_ms = self.settings.timeout.as_millis() as u64,
+            "webhook dispatcher started"
+        );
+        loop {
+            while tasks.try_join_next().is_some() {}
+            if let Err(e) = self.dispatch_due(&permits, &mut tasks).await {
+                warn!(error = %e, "webhook dispatcher: cannot read due deliveries");
+            }
+            metrics::gauge!("webhook_attempts_in_flight").set(tasks.len() as f64);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+        let finish = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.settings.timeout, finish)
+            .await
+            .is_err()
+        {
+            // Their leases run out; another attempt follows (same webhook-id).
+            tasks.abort_all();
+        }
+    }
+
+    /// Leases and starts as many due deliveries as there are free slots.
+    async fn dispatch_due(
+        self: &Arc<Self>,
+        permits: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), sqlx::Error> {
+        let free = permits.available_permits();
+        if free == 0 {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let due: Vec<(Uuid, Uuid, String, String, String, String)> = sql::query_as(
+            "SELECT d.delivery_id, d.endpoint_id, d.webhook_id, d.payload, e.url, e.secret_nonce
+             FROM webhook_deliveries d JOIN webhook_endpoints e ON e.endpoint_id = d.endpoint_id
+             WHERE d.status = 'pending' AND e.status = 'active' AND d.next_attempt_at <= $1
+               AND (d.leased_until IS NULL OR d.leased_until <= $1)
+             ORDER BY d.next_attempt_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(free as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let lease = TimeDelta::from_std(self.settings.timeout + LEASE_MARGIN)
+            .unwrap_or(TimeDelta::minutes(5));
+        for (delivery_id, endpoint_id, webhook_id, payload, url, secret_nonce) in due {
+            // Another instance may have taken it since: the lease goes to one.
+            let claimed = sql::query(
+                "UPDATE webhook_deliveries SET leased_until = $2
+                 WHERE delivery_id = $1 AND status = 'pending' AND (leased_until IS NULL OR leased_until <= $3)",
+            )
+            .bind(delivery_id)
+            .bind(now + lease)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                == 1;
+            if !claimed {
+                continue;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            let due = Due {
+                delivery_id,
+                endpoint_id,
+                webhook_id,
+                payload,
+                url,
+                secret_nonce,
+            };
+            let span = tracing::info_span!("webhook_attempt", webhook_id = %due.webhook_id, endpoint_id = %endpoint_id);
+            tasks.spawn(self.clone().attempt(due, permit).instrument(span));
+        }
+        Ok(())
+    }
+
+    /// One attempt, and its outcome recorded.
+    async fn attempt(self: Arc<Self>, due: Due, _permit: OwnedSemaphorePermit) {
+        let at = Utc::now();
+        let started = Instant::now();
+        let result = self.send(&due).await;
+        let elapsed = started.elapsed();
+        metrics::histogram!("webhook_attempt_duration_seconds").record(elapsed.as_secs_f64());
+        let attempt = match result {
+            Ok(code) => Attempt {
+                status_code: Some(code),
+                error: (!(200..300).contains(&code)).then(|| format!("HTTP {code}")),
+                latency_ms: elapsed.as_millis() as u64,
+                at,
+            },
+            Err(error) => Attempt {
+                status_code: None,
+                error: Some(error),
+                latency_ms: elapsed.as_millis() as u64,
+                at,
+            },
+        };
+        let outcome = if attempt.succeeded() {
+            "delivered"
+        } else {
+            "failed"
+        };
+        metrics::counter!("webhook_attempts_total", "outcome" => outcome).increment(1);
+        debug!(outcome, status = ?attempt.status_code, error = ?attempt.error, "webhook attempt");
+        if let Err(e) = self.record(&due, attempt).await {
+            // The lease runs out and the delivery is attempted again.
+            warn!(error = %e, "cannot record a webhook attempt");
+        }
+    }
+
+    /// The signed request; the receiver's status, or why there was none.
+    async fn send(&self, due: &Due) -> Result<u16, String> {
+        let target = Target::parse(&due.url).map_err(|e| e.to_string())?;
+        // Checked now, on what the host resolves to now, and called at that address.
+        let addrs = target
+            .resolve(&self.settings.allow)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(self.settings.timeout);
+        if IpAddr::from_str(&target.host).is_err() {
+            client = client.resolve_to_addrs(&target.host, &addrs);
+        }
+        let client = client.build().map_err(|e| describe(e.without_url()))?;
+        let secret = Secret::derive(&self.settings.key, due.endpoint_id, &due.secret_nonce);
+        let timestamp = Utc::now().timestamp();
+        let response = client
+            .post(target.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::USER_AGENT, "Shop-Webhooks/1")
+            .header("webhook-id", &due.webhook_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                secret.sign(&due.webhook_id, timestamp, &due.payload),
+            )
+            .body(due.payload.clone())
+            .send()
+            .await
+            .map_err(|e| describe(e.without_url()))?;
+        Ok(response.status().as_u16())
+    }
+
+    /// Records the outcome; a delivery that failed for good disables its endpoint.
+    async fn record(&self, due: &Due, attempt: Attempt) -> Result<(), String> {
+        let error = |e: &dyn std::fmt::Display| e.to_string();
+        let metadata = EventMetadata {
+            correlation_id: serde_json::from_str::<serde_json::Value>(&due.payload)
+                .ok()
+                .and_then(|p| p["correlationid"].as_str().map(String::from))
+                .unwrap_or_else(|| due.webhook_id.clone()),
+            causation_id: due.webhook_id.clone(),
+            traceparent: shop_web::telemetry::new_traceparent(),
+        };
+        let mut tx = self.pool.begin().await.map_err(|e| error(&e))?;
+        let command = DeliveryCommand::Record {
+            delivery_id: due.delivery_id,
+            attempt,
+            jitter_permille: fastrand::u32(800..=1200),
+        };
+        self.deliveries
+            .execute_in(&mut tx, &due.delivery_id.to_string(), command, &metadata)
+            .await
+            .map_err(|e| error(&e))?;
+        let gave_up: Option<(String, i64, Option<String>)> = sql::query_as(
+            "SELECT status, attempts, last_error FROM webhook_deliveries WHERE delivery_id = $1",
+        )
+        .bind(due.delivery_id)
+        .fetch_optional(&mut tx)
+        .await
+        .map_err(|e| error(&e))?;
+        if let Some((status, attempts, last_error)) = gave_up.filter(|(s, _, _)| s == "failed") {
+            debug_assert_eq!(status, "failed");
+            let reason = format!(
+                "delivery {} failed after {attempts} attempts: {}",
+                due.webhook_id,
+                last_error.unwrap_or_default()
+            );
+            warn!(endpoint_id = %due.endpoint_id, %reason, "disabling a webhook endpoint");
+            let disable = EndpointCommand::Disable {
+                endpoint_id: due.endpoint_id,
+                reason,
+            };
+            self.endpoints
+                .execute_in(&mut tx, &due.endpoint_id.to_string(), disable, &metadata)
+                .await
+                .map_err(|e| error(&e))?;
+        }
+        tx.commit().await.map_err(|e| error(&e))
+    }
+}
+
+/// An HTTP failure in words, without the URL (it may carry the receiver's token).
+fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.chars().take(500).collect()
+}
