@@ -41,6 +41,13 @@ impl Upstream {
         }
     }
 
+    /// Whether the gateway is ready only when this upstream answers. The notifications
+    /// service is an add-on that only listens to the others: the shop's API does not
+    /// wait for it (while it is down, `/api/webhooks` answers 503).
+    pub fn needed_to_be_ready(self) -> bool {
+        self != Upstream::Notifications
+    }
+
     /// The upstream of that name.
     pub fn named(name: &str) -> Option<Upstream> {
         Upstream::ALL.into_iter().find(|u| u.name() == name)
