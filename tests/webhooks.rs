@@ -97,6 +97,7 @@ async fn receive(
     } else {
         200
     };
+    let slow = path == "/slow";
     receiver.seen.lock().unwrap().push(Seen {
         path,
         webhook_id,
@@ -107,6 +108,10 @@ async fn receive(
     });
     if hold {
         tokio::time::sleep(Duration::from_secs(120)).await;
+    }
+    if slow {
+        // Longer than the service waits (SHOP_WEBHOOKS_TIMEOUT_MS).
+        tokio::time::sleep(Duration::from_secs(30)).await;
     }
     Status::from_u16(answer).unwrap()
 }
@@ -411,6 +416,14 @@ async fn webhooks_are_signed_retried_logged_and_survive_a_kill(backend: Dialect)
         .await;
     assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
     let failing = answer.body["endpoint_id"].as_str().unwrap().to_string();
+    let answer = admin
+        .post(
+            "/api/webhooks",
+            json!({"url": format!("{base_url}/slow"), "event_types": ["shop.orders.OrderPlaced"]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    let slow = answer.body["endpoint_id"].as_str().unwrap().to_string();
     let (customer, customer_id) =
         Client::customer(instance.gateway_url(), "Second", "second@example.com").await;
     let product = admin.get("/api/products").await.body[0]["product_id"]
@@ -431,6 +444,26 @@ async fn webhooks_are_signed_retried_logged_and_survive_a_kill(backend: Dialect)
         )
         .await;
     assert_eq!(order.status, StatusCode::ACCEPTED, "{order:?}");
+    // Neither receiver holds the saga up.
+    let second = order.body["order_id"].as_str().unwrap();
+    admin
+        .get_until(
+            &format!("/api/orders/{second}"),
+            Duration::from_secs(30),
+            |o| o["status"] == "CONFIRMED",
+        )
+        .await;
+    let timed_out = admin
+        .get_until(
+            &format!("/api/webhooks/{slow}/deliveries"),
+            Duration::from_secs(30),
+            |l| l[0]["attempt_log"][0]["error"] == "timed out",
+        )
+        .await;
+    assert!(
+        timed_out[0]["attempt_log"][0]["status_code"].is_null(),
+        "{timed_out}"
+    );
     let disabled = admin
         .get_until(
             &format!("/api/webhooks/{failing}"),

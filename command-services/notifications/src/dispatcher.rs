@@ -56,6 +56,16 @@ struct Due {
     secret_nonce: String,
 }
 
+impl Due {
+    /// The delivered event's correlation id and trace context: the attempt's span and
+    /// the events recording it continue the trace of the event (and so of its order).
+    fn trace(&self) -> (String, String) {
+        let payload: serde_json::Value = serde_json::from_str(&self.payload).unwrap_or_default();
+        let text = |key: &str| payload[key].as_str().unwrap_or_default().to_string();
+        (text("correlationid"), text("traceparent"))
+    }
+}
+
 pub struct Dispatcher {
     pub pool: Pool,
     pub deliveries: Arc<CommandBus<WebhookDelivery>>,
@@ -147,6 +157,7 @@ impl Dispatcher {
                 secret_nonce,
             };
             let span = tracing::info_span!("webhook_attempt", webhook_id = %due.webhook_id, endpoint_id = %endpoint_id);
+            shop_web::telemetry::set_parent(&span, &due.trace().1);
             tasks.spawn(self.clone().attempt(due, permit).instrument(span));
         }
         Ok(())
@@ -156,7 +167,7 @@ impl Dispatcher {
     async fn attempt(self: Arc<Self>, due: Due, _permit: OwnedSemaphorePermit) {
         let at = Utc::now();
         let started = Instant::now();
-        let result = self.send(&due).await;
+        let result = send(&self.settings, &due).await;
         let elapsed = started.elapsed();
         metrics::histogram!("webhook_attempt_duration_seconds").record(elapsed.as_secs_f64());
         let attempt = match result {
@@ -186,51 +197,18 @@ impl Dispatcher {
         }
     }
 
-    /// The signed request; the receiver's status, or why there was none.
-    async fn send(&self, due: &Due) -> Result<u16, String> {
-        let target = Target::parse(&due.url).map_err(|e| e.to_string())?;
-        // Checked now, on what the host resolves to now, and called at that address.
-        let addrs = target
-            .resolve(&self.settings.allow)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(self.settings.timeout);
-        if IpAddr::from_str(&target.host).is_err() {
-            client = client.resolve_to_addrs(&target.host, &addrs);
-        }
-        let client = client.build().map_err(|e| describe(e.without_url()))?;
-        let secret = Secret::derive(&self.settings.key, due.endpoint_id, &due.secret_nonce);
-        let timestamp = Utc::now().timestamp();
-        let response = client
-            .post(target.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::USER_AGENT, "Shop-Webhooks/1")
-            .header("webhook-id", &due.webhook_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                secret.sign(&due.webhook_id, timestamp, &due.payload),
-            )
-            .body(due.payload.clone())
-            .send()
-            .await
-            .map_err(|e| describe(e.without_url()))?;
-        Ok(response.status().as_u16())
-    }
-
     /// Records the outcome; a delivery that failed for good disables its endpoint.
     async fn record(&self, due: &Due, attempt: Attempt) -> Result<(), String> {
         let error = |e: &dyn std::fmt::Display| e.to_string();
+        let (correlation_id, traceparent) = due.trace();
         let metadata = EventMetadata {
-            correlation_id: serde_json::from_str::<serde_json::Value>(&due.payload)
-                .ok()
-                .and_then(|p| p["correlationid"].as_str().map(String::from))
-                .unwrap_or_else(|| due.webhook_id.clone()),
+            correlation_id: if correlation_id.is_empty() {
+                due.webhook_id.clone()
+            } else {
+                correlation_id
+            },
             causation_id: due.webhook_id.clone(),
-            traceparent: shop_web::telemetry::new_traceparent(),
+            traceparent: shop_web::telemetry::child_traceparent(&traceparent),
         };
         let mut tx = self.pool.begin().await.map_err(|e| error(&e))?;
         let command = DeliveryCommand::Record {
@@ -270,6 +248,41 @@ impl Dispatcher {
     }
 }
 
+/// The signed request; the receiver's status, or why there was none.
+async fn send(settings: &DeliverySettings, due: &Due) -> Result<u16, String> {
+    let target = Target::parse(&due.url).map_err(|e| e.to_string())?;
+    // Checked now, on what the host resolves to now, and called at that address.
+    let addrs = target
+        .resolve(&settings.allow)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(settings.timeout);
+    if IpAddr::from_str(&target.host).is_err() {
+        client = client.resolve_to_addrs(&target.host, &addrs);
+    }
+    let client = client.build().map_err(|e| describe(e.without_url()))?;
+    let secret = Secret::derive(&settings.key, due.endpoint_id, &due.secret_nonce);
+    let timestamp = Utc::now().timestamp();
+    let response = client
+        .post(target.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::USER_AGENT, "Shop-Webhooks/1")
+        .header("webhook-id", &due.webhook_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            secret.sign(&due.webhook_id, timestamp, &due.payload),
+        )
+        .body(due.payload.clone())
+        .send()
+        .await
+        .map_err(|e| describe(e.without_url()))?;
+    Ok(response.status().as_u16())
+}
+
 /// An HTTP failure in words, without the URL (it may carry the receiver's token).
 fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
@@ -283,4 +296,84 @@ fn describe(e: reqwest::Error) -> String {
         source = cause.source();
     }
     text.chars().take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn settings(allow: &str) -> DeliverySettings {
+        DeliverySettings {
+            key: "test-key".into(),
+            allow: AllowList::parse(allow).unwrap(),
+            timeout: Duration::from_secs(2),
+            concurrency: 1,
+            poll: Duration::from_millis(100),
+        }
+    }
+
+    fn due(url: String) -> Due {
+        let delivery_id = Uuid::from_u128(3);
+        Due {
+            delivery_id,
+            endpoint_id: Uuid::from_u128(4),
+            webhook_id: crate::signing::webhook_id(delivery_id),
+            payload: r#"{"specversion":"1.0","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}"#.into(),
+            url,
+            secret_nonce: "00".into(),
+        }
+    }
+
+    /// Answers one request with `status`; the request's head as received.
+    async fn answer_once(listener: tokio::net::TcpListener, status: &'static str) -> String {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&request).contains("\r\n\r\n") {
+            let n = socket.read(&mut buffer).await.unwrap();
+            request.extend_from_slice(&buffer[..n]);
+        }
+        let response =
+            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nlocation: /elsewhere\r\n\r\n");
+        socket.write_all(response.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&request).to_lowercase()
+    }
+
+    #[tokio::test]
+    async fn a_private_address_is_refused_at_delivery_before_any_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let error = send(&settings(""), &due(url)).await.unwrap_err();
+        assert!(error.contains("not a public address"), "{error}");
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was made");
+    }
+
+    #[tokio::test]
+    async fn an_allowed_receiver_gets_a_signed_request_and_redirects_are_not_followed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let receiver = tokio::spawn(answer_once(listener, "307 Temporary Redirect"));
+        let due = due(url);
+        // A redirect is the receiver's answer (a failed attempt), not followed.
+        assert_eq!(send(&settings("127.0.0.1/32"), &due).await, Ok(307));
+        let head = receiver.await.unwrap();
+        assert!(head.starts_with("post /hook "), "{head}");
+        assert!(
+            head.contains(&format!("webhook-id: {}", due.webhook_id)),
+            "{head}"
+        );
+        assert!(head.contains("webhook-timestamp: "), "{head}");
+        assert!(head.contains("webhook-signature: v1,"), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+    }
+
+    #[test]
+    fn an_attempt_continues_the_events_trace() {
+        let (correlation, traceparent) = due(String::new()).trace();
+        assert_eq!(correlation, "");
+        assert!(traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+    }
 }
