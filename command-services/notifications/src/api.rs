@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -104,13 +104,43 @@ pub struct RedeliveryAccepted {
     webhook_id: String,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
+/// The delivery log's parameters (as documented).
+#[derive(Debug, utoipa::IntoParams)]
 pub struct DeliveriesQuery {
     /// Deliveries to list, newest first (1..=200, default 50).
+    #[allow(dead_code)]
     limit: Option<i64>,
     /// `pending`, `delivered` or `failed`.
+    #[allow(dead_code)]
     status: Option<String>,
+}
+
+/// The delivery log's parameters as read: those, and the consistency token every read
+/// takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesParams {
+    limit: Option<i64>,
+    status: Option<String>,
+    #[serde(rename = "consistency")]
+    _consistency: Option<String>,
+}
+
+/// The query of a read that takes no parameters but the consistency token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {
+    #[serde(rename = "consistency")]
+    _consistency: Option<String>,
+}
+
+/// A read's consistency tokens (`X-Consistency-Token`, `?consistency=`) must be well
+/// formed; any is satisfied at once, as the read model is written with the events.
+fn check_tokens(headers: &HeaderMap, uri: &Uri) -> Result<(), Problem> {
+    match shop_web::consistency::requested_tokens(headers, uri) {
+        Some(Err(problem)) => Err(problem),
+        _ => Ok(()),
+    }
 }
 
 /// Checks a URL at registration: shape, then every address it resolves to.
@@ -260,7 +290,14 @@ async fn register(
     security(("bearer" = [])),
     responses((status = 200, body = [EndpointView]), (status = 403, description = "Admins only."))
 )]
-async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Vec<EndpointView>>, Problem> {
+async fn list(
+    State(state): State<AppState>,
+    _: Admin,
+    headers: HeaderMap,
+    uri: Uri,
+    StrictQuery(_): StrictQuery<NoParams>,
+) -> Result<Json<Vec<EndpointView>>, Problem> {
+    check_tokens(&headers, &uri)?;
     views::endpoints(state.endpoints.pool())
         .await
         .map(Json)
@@ -275,10 +312,16 @@ async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Vec<Endpoi
     security(("bearer" = [])),
     responses((status = 200, body = EventTypes), (status = 403, description = "Admins only."))
 )]
-async fn event_types(_: Admin) -> Json<EventTypes> {
-    Json(EventTypes {
+async fn event_types(
+    _: Admin,
+    headers: HeaderMap,
+    uri: Uri,
+    StrictQuery(_): StrictQuery<NoParams>,
+) -> Result<Json<EventTypes>, Problem> {
+    check_tokens(&headers, &uri)?;
+    Ok(Json(EventTypes {
         event_types: deliverable_types(),
-    })
+    }))
 }
 
 /// One webhook endpoint.
@@ -288,13 +331,18 @@ async fn event_types(_: Admin) -> Json<EventTypes> {
     tag = "webhooks",
     params(("endpoint_id" = Uuid, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = EndpointView), (status = 404, description = "No such endpoint."))
+    responses(
+        (status = 403, description = "Admins only."),(status = 200, body = EndpointView), (status = 404, description = "No such endpoint."))
 )]
 async fn read(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    StrictQuery(_): StrictQuery<NoParams>,
 ) -> Result<Json<EndpointView>, Problem> {
+    check_tokens(&headers, &uri)?;
     let id = endpoint_id(&id)?;
     views::endpoint(state.endpoints.pool(), id)
         .await
@@ -312,6 +360,7 @@ async fn read(
     request_body = UpdateBody,
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Admins only."),
         (status = 200, body = EndpointView),
         (status = 404, description = "No such endpoint."),
         (status = 422, description = "A bad field."),
@@ -358,6 +407,7 @@ async fn update(
     params(("endpoint_id" = Uuid, Path)),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Admins only."),
         (status = 200, body = EndpointView),
         (status = 404, description = "No such endpoint."),
         (status = 409, description = "The endpoint is disabled."),
@@ -382,7 +432,8 @@ async fn pause(
     tag = "webhooks",
     params(("endpoint_id" = Uuid, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = EndpointView), (status = 404, description = "No such endpoint."))
+    responses(
+        (status = 403, description = "Admins only."),(status = 200, body = EndpointView), (status = 404, description = "No such endpoint."))
 )]
 async fn resume(
     State(state): State<AppState>,
@@ -403,7 +454,8 @@ async fn resume(
     tag = "webhooks",
     params(("endpoint_id" = Uuid, Path)),
     security(("bearer" = [])),
-    responses((status = 204, description = "Deleted."), (status = 404, description = "No such endpoint."))
+    responses(
+        (status = 403, description = "Admins only."),(status = 204, description = "Deleted."), (status = 404, description = "No such endpoint."))
 )]
 async fn delete(
     State(state): State<AppState>,
@@ -452,14 +504,18 @@ async fn endpoint_step(
     tag = "webhooks",
     params(("endpoint_id" = Uuid, Path), DeliveriesQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = [DeliveryView]), (status = 404, description = "No such endpoint."))
+    responses(
+        (status = 403, description = "Admins only."),(status = 200, body = [DeliveryView]), (status = 404, description = "No such endpoint."))
 )]
 async fn deliveries(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-    StrictQuery(query): StrictQuery<DeliveriesQuery>,
+    headers: HeaderMap,
+    uri: Uri,
+    StrictQuery(query): StrictQuery<DeliveriesParams>,
 ) -> Result<Json<Vec<DeliveryView>>, Problem> {
+    check_tokens(&headers, &uri)?;
     let id = endpoint_id(&id)?;
     let mut errors = Vec::new();
     let limit = query.limit.unwrap_or(50);
@@ -500,6 +556,7 @@ async fn deliveries(
     params(("endpoint_id" = Uuid, Path), ("delivery_id" = Uuid, Path)),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Admins only."),
         (status = 202, body = RedeliveryAccepted),
         (status = 404, description = "No such endpoint or delivery."),
         (status = 409, description = "The endpoint is disabled: resume it first."),
