@@ -18,7 +18,7 @@ use shop_eventing::command::CommandBus;
 use shop_eventing::CancellationToken;
 use shop_schemas::EventMetadata;
 use shop_sql::{self as sql, Pool};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
@@ -70,6 +70,9 @@ pub struct Dispatcher {
     pub pool: Pool,
     pub deliveries: Arc<CommandBus<WebhookDelivery>>,
     pub endpoints: Arc<CommandBus<WebhookEndpoint>>,
+    /// Wakes the loop before its next poll: a delivery was scheduled or redelivered in
+    /// this process, or an attempt finished (a slot is free).
+    pub wake: Arc<Notify>,
     pub settings: DeliverySettings,
 }
 
@@ -93,6 +96,7 @@ impl Dispatcher {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.settings.poll) => {}
+                _ = self.wake.notified() => {}
             }
         }
         let finish = async { while tasks.join_next().await.is_some() {} };
@@ -195,6 +199,7 @@ impl Dispatcher {
             // The lease runs out and the delivery is attempted again.
             warn!(error = %e, "cannot record a webhook attempt");
         }
+        self.wake.notify_one();
     }
 
     /// Records the outcome; a delivery that failed for good disables its endpoint.

@@ -10,6 +10,7 @@ use shop_eventing::platform::{Platform, Started};
 use shop_eventing::store::EventStore;
 use shop_schemas::Service;
 use shop_sql::db::DbError;
+use tokio::sync::Notify;
 
 use crate::address::AllowList;
 use crate::api::{self, AppState};
@@ -48,8 +49,8 @@ impl NotificationsConfig {
     }
 }
 
-fn store(pool: shop_sql::Pool) -> EventStore {
-    EventStore::new(pool).with_hook(Arc::new(NotificationTables))
+fn store(pool: shop_sql::Pool, wake: &Arc<Notify>) -> EventStore {
+    EventStore::new(pool).with_hook(Arc::new(NotificationTables { wake: wake.clone() }))
 }
 
 /// Opens the database, starts the relay, the reaction and the dispatcher, builds the routes.
@@ -60,8 +61,12 @@ pub async fn start(platform: &Platform, config: NotificationsConfig) -> Result<S
     let pool = platform
         .open_command_database(Service::Notifications, SCHEMA)
         .await?;
-    let endpoints = Arc::new(CommandBus::new(store(pool.clone()), ()));
-    let deliveries = Arc::new(CommandBus::new(store(pool.clone()), config.retry.clone()));
+    let wake = Arc::new(Notify::new());
+    let endpoints = Arc::new(CommandBus::new(store(pool.clone(), &wake), ()));
+    let deliveries = Arc::new(CommandBus::new(
+        store(pool.clone(), &wake),
+        config.retry.clone(),
+    ));
     let schedule = platform
         .consumer(
             pool.clone(),
@@ -77,6 +82,7 @@ pub async fn start(platform: &Platform, config: NotificationsConfig) -> Result<S
         pool: pool.clone(),
         deliveries: deliveries.clone(),
         endpoints: endpoints.clone(),
+        wake,
         settings: DeliverySettings {
             key: config.key.clone(),
             allow: config.allow.clone(),
@@ -113,5 +119,5 @@ pub async fn import_store(platform: &Platform) -> Result<EventStore, DbError> {
     let pool = platform
         .open_command_database(Service::Notifications, SCHEMA)
         .await?;
-    Ok(store(pool))
+    Ok(store(pool, &Arc::new(Notify::new())))
 }

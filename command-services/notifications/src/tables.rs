@@ -2,16 +2,23 @@
 //! the append that records them ([`NotificationTables`]): endpoints, subscriptions,
 //! deliveries and their attempts. Also the queries of the API and the dispatcher.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use shop_eventing::store::{AppendHook, HookError, StoredEvent};
 use shop_schemas::notifications::NotificationEvent;
 use shop_sql::{self as sql, Conn};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// Writes the read model from each appended event, in the append's transaction.
-pub struct NotificationTables;
+pub struct NotificationTables {
+    /// Told, once such an append commits, that a delivery may be due now (this process's
+    /// dispatcher need not wait for its next poll).
+    pub wake: Arc<Notify>,
+}
 
 impl AppendHook for NotificationTables {
     fn on_append<'a>(
@@ -20,13 +27,20 @@ impl AppendHook for NotificationTables {
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>> {
         async move {
+            let mut due_now = false;
             for stored in events {
-                apply(
-                    tx,
-                    stored.decode::<NotificationEvent>()?,
-                    stored.recorded_at,
-                )
-                .await?;
+                let event = stored.decode::<NotificationEvent>()?;
+                due_now |= matches!(
+                    event,
+                    NotificationEvent::WebhookScheduled(_)
+                        | NotificationEvent::WebhookRedeliveryRequested(_)
+                        | NotificationEvent::WebhookEndpointResumed(_)
+                );
+                apply(tx, event, stored.recorded_at).await?;
+            }
+            if due_now {
+                let wake = self.wake.clone();
+                tx.after_commit(move || wake.notify_one());
             }
             Ok(())
         }
