@@ -258,6 +258,10 @@ pub struct ServeOptions {
     /// Webhook attempts in flight at once per notifications process.
     #[arg(long, env = "SHOP_WEBHOOKS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub webhooks_concurrency: u64,
+    /// Webhook attempts in flight at once to one endpoint per notifications process: a
+    /// slow receiver's backlog leaves the other slots to the other endpoints.
+    #[arg(long, env = "SHOP_WEBHOOKS_PER_ENDPOINT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub webhooks_per_endpoint: u64,
     /// How often the notifications service looks for due webhook deliveries.
     #[arg(long, env = "SHOP_WEBHOOKS_POLL_MS", default_value_t = 500)]
     pub webhooks_poll_ms: u64,

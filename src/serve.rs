@@ -485,6 +485,7 @@ fn notifications_config(
         max_attempts: args.webhooks_max_attempts,
     };
     config.concurrency = args.webhooks_concurrency as usize;
+    config.per_endpoint = args.webhooks_per_endpoint as usize;
     config.poll = Duration::from_millis(args.webhooks_poll_ms.max(10));
     Ok(config)
 }

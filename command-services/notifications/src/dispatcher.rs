@@ -8,9 +8,10 @@
 //! (the request timeout plus [`LEASE_MARGIN`]); then any instance attempts the delivery
 //! again with the same `webhook-id`.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
@@ -43,6 +44,48 @@ pub struct DeliverySettings {
     pub concurrency: usize,
     /// How often the due deliveries are looked for.
     pub poll: Duration,
+    /// Attempts in flight at once to one endpoint, in this process.
+    pub per_endpoint: usize,
+}
+
+/// One attempt's place: a slot of the process's concurrency and of its endpoint's,
+/// given back when dropped (also when the attempt is aborted).
+struct Slot {
+    dispatcher: Arc<Dispatcher>,
+    endpoint_id: Uuid,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn take(dispatcher: Arc<Dispatcher>, endpoint_id: Uuid, permit: OwnedSemaphorePermit) -> Slot {
+        *dispatcher
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(endpoint_id)
+            .or_default() += 1;
+        Slot {
+            dispatcher,
+            endpoint_id,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .dispatcher
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = in_flight.get_mut(&self.endpoint_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_flight.remove(&self.endpoint_id);
+            }
+        }
+    }
 }
 
 /// One due delivery, as leased.
@@ -70,6 +113,8 @@ pub struct Dispatcher {
     pub pool: Pool,
     pub deliveries: Arc<CommandBus<WebhookDelivery>>,
     pub endpoints: Arc<CommandBus<WebhookEndpoint>>,
+    /// Attempts in flight in this process, per endpoint.
+    pub in_flight: Mutex<HashMap<Uuid, usize>>,
     /// Wakes the loop before its next poll: a delivery was scheduled or redelivered in
     /// this process, or an attempt finished (a slot is free).
     pub wake: Arc<Notify>,
@@ -120,20 +165,40 @@ impl Dispatcher {
             return Ok(());
         }
         let now = Utc::now();
+        // At most `per_endpoint` of each endpoint's due deliveries, oldest first, so that
+        // one slow endpoint's backlog cannot take every slot from the others.
         let due: Vec<(Uuid, Uuid, String, String, String, String)> = sql::query_as(
-            "SELECT d.delivery_id, d.endpoint_id, d.webhook_id, d.payload, e.url, e.secret_nonce
-             FROM webhook_deliveries d JOIN webhook_endpoints e ON e.endpoint_id = d.endpoint_id
-             WHERE d.status = 'pending' AND e.status = 'active' AND d.next_attempt_at <= $1
-               AND (d.leased_until IS NULL OR d.leased_until <= $1)
-             ORDER BY d.next_attempt_at LIMIT $2",
+            "SELECT delivery_id, endpoint_id, webhook_id, payload, url, secret_nonce FROM (
+                 SELECT d.delivery_id, d.endpoint_id, d.webhook_id, d.payload, e.url, e.secret_nonce,
+                        d.next_attempt_at,
+                        ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at) AS n
+                 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.endpoint_id = d.endpoint_id
+                 WHERE d.status = 'pending' AND e.status = 'active' AND d.next_attempt_at <= $1
+                   AND (d.leased_until IS NULL OR d.leased_until <= $1)
+             ) due WHERE n <= $3
+             ORDER BY next_attempt_at LIMIT $2",
         )
         .bind(now)
         .bind(free as i64)
+        .bind(self.settings.per_endpoint.max(1) as i64)
         .fetch_all(&self.pool)
         .await?;
         let lease = TimeDelta::from_std(self.settings.timeout + LEASE_MARGIN)
             .unwrap_or(TimeDelta::minutes(5));
         for (delivery_id, endpoint_id, webhook_id, payload, url, secret_nonce) in due {
+            let busy = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&endpoint_id)
+                .copied()
+                .unwrap_or(0);
+            if busy >= self.settings.per_endpoint.max(1) {
+                continue;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
             // Another instance may have taken it since: the lease goes to one.
             let claimed = sql::query(
                 "UPDATE webhook_deliveries SET leased_until = $2
@@ -149,9 +214,7 @@ impl Dispatcher {
             if !claimed {
                 continue;
             }
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                break;
-            };
+            let slot = Slot::take(self.clone(), endpoint_id, permit);
             let due = Due {
                 delivery_id,
                 endpoint_id,
@@ -162,13 +225,13 @@ impl Dispatcher {
             };
             let span = tracing::info_span!("webhook_attempt", webhook_id = %due.webhook_id, endpoint_id = %endpoint_id);
             shop_web::telemetry::set_parent(&span, &due.trace().1);
-            tasks.spawn(self.clone().attempt(due, permit).instrument(span));
+            tasks.spawn(self.clone().attempt(due, slot).instrument(span));
         }
         Ok(())
     }
 
     /// One attempt, and its outcome recorded.
-    async fn attempt(self: Arc<Self>, due: Due, _permit: OwnedSemaphorePermit) {
+    async fn attempt(self: Arc<Self>, due: Due, slot: Slot) {
         let at = Utc::now();
         let started = Instant::now();
         let result = send(&self.settings, &due).await;
@@ -199,6 +262,7 @@ impl Dispatcher {
             // The lease runs out and the delivery is attempted again.
             warn!(error = %e, "cannot record a webhook attempt");
         }
+        drop(slot);
         self.wake.notify_one();
     }
 
@@ -316,6 +380,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             concurrency: 1,
             poll: Duration::from_millis(100),
+            per_endpoint: 1,
         }
     }
 

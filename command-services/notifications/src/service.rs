@@ -32,6 +32,8 @@ pub struct NotificationsConfig {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub concurrency: usize,
+    /// Attempts in flight to one endpoint at once (per process).
+    pub per_endpoint: usize,
     pub poll: Duration,
 }
 
@@ -44,6 +46,7 @@ impl NotificationsConfig {
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             concurrency: 16,
+            per_endpoint: 4,
             poll: Duration::from_millis(500),
         }
     }
@@ -83,12 +86,14 @@ pub async fn start(platform: &Platform, config: NotificationsConfig) -> Result<S
         deliveries: deliveries.clone(),
         endpoints: endpoints.clone(),
         wake,
+        in_flight: Default::default(),
         settings: DeliverySettings {
             key: config.key.clone(),
             allow: config.allow.clone(),
             timeout: config.timeout,
             concurrency: config.concurrency,
             poll: config.poll,
+            per_endpoint: config.per_endpoint,
         },
     });
     tasks.push(tokio::spawn(dispatcher.run(platform.shutdown.clone())));
