@@ -23,7 +23,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shop_sql::Dialect;
 
-shop_sql::on_both_backends!(webhooks_are_signed_retried_logged_and_survive_a_kill);
+shop_sql::on_both_backends!(
+    webhooks_are_signed_retried_logged_and_survive_a_kill,
+    an_import_recovers_the_endpoints_and_their_secrets
+);
 
 /// What the test's receiver saw of one request.
 #[derive(Debug, Clone)]
@@ -520,4 +523,54 @@ async fn webhooks_are_signed_retried_logged_and_survive_a_kill(backend: Dialect)
     drop(notifications);
     drop(rest);
     instance.cleanup().await;
+}
+
+/// No secret is in an event: an export imported into a fresh deployment with the same key
+/// (here the JWT secret every test instance shares) has the endpoint back, and signs its
+/// deliveries with the secret shown at registration.
+async fn an_import_recovers_the_endpoints_and_their_secrets(backend: Dialect) {
+    let receiver = Arc::new(Receiver::default());
+    let base_url = start_receiver(receiver.clone()).await;
+    let a = Instance::on(backend);
+    let a_shop = a.spawn(&["all"], ENV).await;
+    let admin = Client::admin(a.gateway_url()).await;
+    let answer = admin
+        .post(
+            "/api/webhooks",
+            json!({"url": format!("{base_url}/hooks"), "event_types": ["shop.orders.OrderPlaced"]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    let endpoint = answer.body["endpoint_id"].as_str().unwrap().to_string();
+    let secret = answer.body["secret"].as_str().unwrap().to_string();
+    *receiver.secret.lock().unwrap() = STANDARD.decode(&secret[6..]).unwrap();
+    let exported = common::shop_on_stores(&a, &["export", "--quiet"]).await;
+    assert!(!exported.contains(&secret[6..]), "a secret in the export");
+    let file = common::logs_dir().join(format!("{}-webhooks-export.jsonl", a.name));
+    std::fs::write(&file, &exported).unwrap();
+    drop(a_shop);
+
+    let b = Instance::on(backend);
+    common::shop_on_stores(&b, &["import", file.to_str().unwrap()]).await;
+    let b_shop = b.spawn(&["all"], ENV).await;
+    let admin = Client::admin(b.gateway_url()).await;
+    let listed = admin.get("/api/webhooks").await.body;
+    assert_eq!(listed[0]["endpoint_id"], endpoint.as_str(), "{listed}");
+    assert_eq!(listed[0]["status"], "active", "{listed}");
+    let _ = common::confirmed_order(&b, "IMPORTED-1", "Imported", "imported@example.com").await;
+    eventually(
+        "the imported endpoint's delivery",
+        Duration::from_secs(60),
+        || async { !delivered(&receiver, "/hooks").is_empty() },
+    )
+    .await;
+    let all: Vec<Seen> = seen(&receiver);
+    assert!(
+        all.iter().all(|s| s.verified),
+        "signed with another secret: {all:?}"
+    );
+    assert_eq!(all[0].event_type, "shop.orders.OrderPlaced");
+    drop(b_shop);
+    a.cleanup().await;
+    b.cleanup().await;
 }
