@@ -36,6 +36,10 @@ struct Seen {
     event_id: String,
     event_type: String,
     verified: bool,
+    /// What the signatures cover, and the header (to check them with other secrets).
+    timestamp: String,
+    body: String,
+    signatures: String,
     /// 0: it was never answered (the process was killed meanwhile).
     answered: u16,
 }
@@ -107,6 +111,9 @@ async fn receive(
         event_id: event["id"].as_str().unwrap_or("").to_string(),
         event_type: event["type"].as_str().unwrap_or("").to_string(),
         verified,
+        timestamp: header("webhook-timestamp"),
+        body: body.clone(),
+        signatures: header("webhook-signature"),
         answered: if hold { 0 } else { answer },
     });
     if hold {
@@ -409,6 +416,28 @@ async fn webhooks_are_signed_retried_logged_and_survive_a_kill(backend: Dialect)
         ids.values().map(|all| all[0].event_id.as_str()).collect();
     assert_eq!(events.len(), 5);
 
+    // The secret rotated: the new one is shown once; for a day deliveries carry a
+    // signature with each.
+    let old_secret = receiver.secret.lock().unwrap().clone();
+    let rotated = admin
+        .post(
+            &format!("/api/webhooks/{endpoint}/rotate-secret"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{rotated:?}");
+    let new_secret = rotated.body["secret"].as_str().unwrap();
+    assert!(
+        new_secret.starts_with("whsec_") && new_secret != secret,
+        "{rotated:?}"
+    );
+    assert!(
+        rotated.body["previous_secret_until"].is_string(),
+        "{rotated:?}"
+    );
+    *receiver.secret.lock().unwrap() = STANDARD.decode(&new_secret[6..]).unwrap();
+    let before_rotation = seen(&receiver).len();
+
     // A receiver that keeps failing: after the last attempt its endpoint is disabled
     // with a reason; resumed, then deleted.
     let answer = admin
@@ -456,6 +485,33 @@ async fn webhooks_are_signed_retried_logged_and_survive_a_kill(backend: Dialect)
             |o| o["status"] == "CONFIRMED",
         )
         .await;
+    // The second order's events reach the first endpoint signed with both secrets.
+    eventually(
+        "webhooks after the rotation",
+        Duration::from_secs(30),
+        || async {
+            seen(&receiver)[before_rotation..]
+                .iter()
+                .any(|s| s.path == "/hooks")
+        },
+    )
+    .await;
+    for s in seen(&receiver)[before_rotation..]
+        .iter()
+        .filter(|s| s.path == "/hooks")
+    {
+        assert!(s.verified, "not signed with the new secret: {s:?}");
+        assert!(
+            verify(
+                &old_secret,
+                &s.webhook_id,
+                &s.timestamp,
+                &s.body,
+                &s.signatures
+            ),
+            "not signed with the previous secret: {s:?}"
+        );
+    }
     let timed_out = admin
         .get_until(
             &format!("/api/webhooks/{slow}/deliveries"),

@@ -157,6 +157,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         include_str!("../events/notifications/WebhookRedeliveryRequested.v1.json"),
     ),
     (
+        "schemas/events/notifications/WebhookSecretRotated.v1.json",
+        include_str!("../events/notifications/WebhookSecretRotated.v1.json"),
+    ),
+    (
         "schemas/events/notifications/WebhookScheduled.v1.json",
         include_str!("../events/notifications/WebhookScheduled.v1.json"),
     ),

@@ -33,6 +33,16 @@ pub struct WebhookEndpointUpdated {
     pub description: String,
 }
 
+/// An admin rotated an endpoint's signing secret: the new one derives from
+/// `secret_nonce`; for `previous_valid_secs` more, deliveries carry a signature with the
+/// previous one too, so receivers can switch without losing a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecretRotated {
+    pub endpoint_id: Uuid,
+    pub secret_nonce: String,
+    pub previous_valid_secs: u64,
+}
+
 /// An admin paused an endpoint: its deliveries wait until it is resumed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookEndpointPaused {
@@ -125,6 +135,7 @@ service_events!(
     [
         WebhookEndpointRegistered,
         WebhookEndpointUpdated,
+        WebhookSecretRotated,
         WebhookEndpointPaused,
         WebhookEndpointResumed,
         WebhookEndpointDisabled,
@@ -143,6 +154,7 @@ impl NotificationEvent {
         match self {
             NotificationEvent::WebhookEndpointRegistered(e) => e.endpoint_id,
             NotificationEvent::WebhookEndpointUpdated(e) => e.endpoint_id,
+            NotificationEvent::WebhookSecretRotated(e) => e.endpoint_id,
             NotificationEvent::WebhookEndpointPaused(e) => e.endpoint_id,
             NotificationEvent::WebhookEndpointResumed(e) => e.endpoint_id,
             NotificationEvent::WebhookEndpointDisabled(e) => e.endpoint_id,

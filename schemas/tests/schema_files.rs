@@ -16,7 +16,7 @@ use shop_schemas::notifications::{
     NotificationEvent, WebhookAttemptFailed, WebhookDelivered, WebhookEndpointDeleted,
     WebhookEndpointDisabled, WebhookEndpointPaused, WebhookEndpointRegistered,
     WebhookEndpointResumed, WebhookEndpointUpdated, WebhookFailed, WebhookRedeliveryRequested,
-    WebhookScheduled,
+    WebhookScheduled, WebhookSecretRotated,
 };
 use shop_schemas::orders::{
     OrderCancellationRefused, OrderCancellationRequested, OrderCancelled, OrderConfirmed,
@@ -216,6 +216,11 @@ fn samples() -> Vec<(String, Value)> {
                 url: "https://hooks.example.com/v2".into(),
                 event_types: types,
                 description: String::new(),
+            }),
+            NotificationEvent::WebhookSecretRotated(WebhookSecretRotated {
+                endpoint_id,
+                secret_nonce: "fedcba9876543210fedcba9876543210".into(),
+                previous_valid_secs: 86_400,
             }),
             NotificationEvent::WebhookEndpointPaused(WebhookEndpointPaused { endpoint_id }),
             NotificationEvent::WebhookEndpointResumed(WebhookEndpointResumed { endpoint_id }),

@@ -11,6 +11,10 @@ CREATE TABLE IF NOT EXISTS webhook_endpoints (
     event_types     TEXT        NOT NULL,
     description     TEXT        NOT NULL,
     secret_nonce    TEXT        NOT NULL,
+    -- After a rotation, the previous secret's nonce: deliveries carry its signature too
+    -- until `previous_until`.
+    previous_nonce  TEXT,
+    previous_until  TIMESTAMPTZ,
     -- active, paused, disabled or deleted.
     status          TEXT        NOT NULL,
     disabled_reason TEXT,

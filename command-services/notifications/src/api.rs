@@ -48,6 +48,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(register, list))
         .routes(routes!(event_types))
         .routes(routes!(read, update, delete))
+        .routes(routes!(rotate_secret))
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(deliveries))
@@ -397,6 +398,59 @@ async fn update(
         description,
     };
     endpoint_step(&state, id, &headers, key, command, StatusCode::OK).await
+}
+
+/// How long the previous secret still signs after a rotation: receivers have a day to
+/// switch to the new one.
+pub const PREVIOUS_SECRET_VALID_SECS: u64 = 24 * 3600;
+
+/// Rotates the endpoint's signing secret: `WebhookSecretRotated`. The answer holds the
+/// new secret, shown this once; for a day, deliveries are signed with both.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{endpoint_id}/rotate-secret",
+    tag = "webhooks",
+    params(("endpoint_id" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Rotated; `secret` is shown this once.", body = Registered),
+        (status = 403, description = "Admins only."),
+        (status = 404, description = "No such endpoint."),
+    )
+)]
+#[tracing::instrument(name = "rotate_webhook_secret", skip_all, fields(endpoint_id = %id))]
+async fn rotate_secret(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    key: IdempotencyKey,
+) -> Result<Response, Problem> {
+    let id = endpoint_id(&id)?;
+    let mut keyed = match idempotency::begin(key, state.endpoints.pool(), ADMIN_SUBJECT).await {
+        Ok(keyed) => keyed,
+        Err(answer) => return Ok(answer),
+    };
+    let nonce = new_nonce();
+    let command = EndpointCommand::RotateSecret {
+        endpoint_id: id,
+        secret_nonce: nonce.clone(),
+        previous_valid_secs: PREVIOUS_SECRET_VALID_SECS,
+    };
+    let mut metadata = metadata_from_headers(&headers);
+    metadata.correlation_id = id.to_string();
+    state
+        .endpoints
+        .execute_keyed(&mut keyed, &id.to_string(), command, &metadata)
+        .await
+        .map_err(Problem::from)?;
+    let rotated = Registered {
+        endpoint: view_after(&state, &mut keyed, id).await?,
+        secret: Secret::derive(&state.key, id, &nonce).expose(),
+    };
+    keyed
+        .answer((StatusCode::OK, Json(rotated)).into_response())
+        .await
 }
 
 /// Pauses deliveries to the endpoint: `WebhookEndpointPaused`; they wait.

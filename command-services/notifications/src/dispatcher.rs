@@ -97,6 +97,8 @@ struct Due {
     payload: String,
     url: String,
     secret_nonce: String,
+    /// The previous secret's nonce while it still signs (after a rotation).
+    previous_nonce: Option<String>,
 }
 
 impl Due {
@@ -167,9 +169,11 @@ impl Dispatcher {
         let now = Utc::now();
         // At most `per_endpoint` of each endpoint's due deliveries, oldest first, so that
         // one slow endpoint's backlog cannot take every slot from the others.
-        let due: Vec<(Uuid, Uuid, String, String, String, String)> = sql::query_as(
-            "SELECT delivery_id, endpoint_id, webhook_id, payload, url, secret_nonce FROM (
+        type Row = (Uuid, Uuid, String, String, String, String, Option<String>);
+        let due: Vec<Row> = sql::query_as(
+            "SELECT delivery_id, endpoint_id, webhook_id, payload, url, secret_nonce, previous_nonce FROM (
                  SELECT d.delivery_id, d.endpoint_id, d.webhook_id, d.payload, e.url, e.secret_nonce,
+                        CASE WHEN e.previous_until > $1 THEN e.previous_nonce END AS previous_nonce,
                         d.next_attempt_at,
                         ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at) AS n
                  FROM webhook_deliveries d JOIN webhook_endpoints e ON e.endpoint_id = d.endpoint_id
@@ -185,7 +189,9 @@ impl Dispatcher {
         .await?;
         let lease = TimeDelta::from_std(self.settings.timeout + LEASE_MARGIN)
             .unwrap_or(TimeDelta::minutes(5));
-        for (delivery_id, endpoint_id, webhook_id, payload, url, secret_nonce) in due {
+        for (delivery_id, endpoint_id, webhook_id, payload, url, secret_nonce, previous_nonce) in
+            due
+        {
             let busy = self
                 .in_flight
                 .lock()
@@ -222,6 +228,7 @@ impl Dispatcher {
                 payload,
                 url,
                 secret_nonce,
+                previous_nonce,
             };
             let span = tracing::info_span!("webhook_attempt", webhook_id = %due.webhook_id, endpoint_id = %endpoint_id);
             shop_web::telemetry::set_parent(&span, &due.trace().1);
@@ -333,18 +340,27 @@ async fn send(settings: &DeliverySettings, due: &Due) -> Result<u16, String> {
         client = client.resolve_to_addrs(&target.host, &addrs);
     }
     let client = client.build().map_err(|e| describe(e.without_url()))?;
-    let secret = Secret::derive(&settings.key, due.endpoint_id, &due.secret_nonce);
     let timestamp = Utc::now().timestamp();
+    // Every secret that signs now: the current one, and the previous one for a while
+    // after a rotation (Standard Webhooks: space-separated signatures).
+    let signature = std::iter::once(&due.secret_nonce)
+        .chain(&due.previous_nonce)
+        .map(|nonce| {
+            Secret::derive(&settings.key, due.endpoint_id, nonce).sign(
+                &due.webhook_id,
+                timestamp,
+                &due.payload,
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let response = client
         .post(target.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::USER_AGENT, "Shop-Webhooks/1")
         .header("webhook-id", &due.webhook_id)
         .header("webhook-timestamp", timestamp.to_string())
-        .header(
-            "webhook-signature",
-            secret.sign(&due.webhook_id, timestamp, &due.payload),
-        )
+        .header("webhook-signature", signature)
         .body(due.payload.clone())
         .send()
         .await
@@ -393,6 +409,7 @@ mod tests {
             payload: r#"{"specversion":"1.0","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}"#.into(),
             url,
             secret_nonce: "00".into(),
+            previous_nonce: Some("01".into()),
         }
     }
 
@@ -436,7 +453,16 @@ mod tests {
             "{head}"
         );
         assert!(head.contains("webhook-timestamp: "), "{head}");
-        assert!(head.contains("webhook-signature: v1,"), "{head}");
+        // The current secret's signature and, after a rotation, the previous one's.
+        let signatures = head
+            .lines()
+            .find_map(|l| l.strip_prefix("webhook-signature: "))
+            .unwrap();
+        assert_eq!(signatures.split(' ').count(), 2, "{head}");
+        assert!(
+            signatures.split(' ').all(|s| s.starts_with("v1,")),
+            "{head}"
+        );
         assert!(head.contains("content-type: application/json"), "{head}");
     }
 

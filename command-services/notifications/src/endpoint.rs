@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use shop_schemas::notifications::{
     NotificationEvent, WebhookEndpointDeleted, WebhookEndpointDisabled, WebhookEndpointPaused,
     WebhookEndpointRegistered, WebhookEndpointResumed, WebhookEndpointUpdated,
+    WebhookSecretRotated,
 };
 use uuid::Uuid;
 
@@ -25,6 +26,13 @@ pub enum EndpointCommand {
         url: Option<String>,
         event_types: Option<Vec<String>>,
         description: Option<String>,
+    },
+    /// A new secret (derived from `secret_nonce`); the previous one still signs for
+    /// `previous_valid_secs`.
+    RotateSecret {
+        endpoint_id: Uuid,
+        secret_nonce: String,
+        previous_valid_secs: u64,
     },
     Pause {
         endpoint_id: Uuid,
@@ -127,6 +135,15 @@ impl WebhookEndpoint {
                     && updated.description == self.description;
                 (!same).then_some(E::WebhookEndpointUpdated(updated))
             }
+            EndpointCommand::RotateSecret {
+                endpoint_id,
+                secret_nonce,
+                previous_valid_secs,
+            } => Some(E::WebhookSecretRotated(WebhookSecretRotated {
+                endpoint_id,
+                secret_nonce,
+                previous_valid_secs,
+            })),
             EndpointCommand::Pause { endpoint_id } => match self.status {
                 S::Active => Some(E::WebhookEndpointPaused(WebhookEndpointPaused {
                     endpoint_id,
@@ -324,6 +341,27 @@ mod tests {
             .then_expect_error(EndpointError::NotFound);
         given(vec![])
             .when(EndpointCommand::Delete { endpoint_id: id() })
+            .then_expect_error(EndpointError::NotFound);
+    }
+
+    #[test]
+    fn a_secret_is_rotated_on_an_endpoint_that_exists() {
+        let rotate = || EndpointCommand::RotateSecret {
+            endpoint_id: id(),
+            secret_nonce: "11".into(),
+            previous_valid_secs: 60,
+        };
+        given(vec![registered()])
+            .when(rotate())
+            .then_expect_events(vec![NotificationEvent::WebhookSecretRotated(
+                WebhookSecretRotated {
+                    endpoint_id: id(),
+                    secret_nonce: "11".into(),
+                    previous_valid_secs: 60,
+                },
+            )]);
+        given(vec![])
+            .when(rotate())
             .then_expect_error(EndpointError::NotFound);
     }
 }

@@ -167,6 +167,21 @@ async fn apply(
             .await?;
             subscribe(tx, e.endpoint_id, &e.event_types).await?;
         }
+        E::WebhookSecretRotated(e) => {
+            let until =
+                at + chrono::TimeDelta::seconds(e.previous_valid_secs.min(i64::MAX as u64) as i64);
+            sql::query(
+                "UPDATE webhook_endpoints SET previous_nonce = secret_nonce, previous_until = $3,
+                        secret_nonce = $2, updated_at = $4
+                 WHERE endpoint_id = $1",
+            )
+            .bind(e.endpoint_id)
+            .bind(&e.secret_nonce)
+            .bind(until)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
         E::WebhookEndpointPaused(e) => set_status(tx, e.endpoint_id, "paused", None, at).await?,
         E::WebhookEndpointResumed(e) => set_status(tx, e.endpoint_id, "active", None, at).await?,
         E::WebhookEndpointDisabled(e) => {

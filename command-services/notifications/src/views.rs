@@ -19,6 +19,9 @@ pub struct EndpointView {
     pub status: String,
     /// Why the service disabled it.
     pub disabled_reason: Option<String>,
+    /// After a secret rotation: until when deliveries are signed with the previous
+    /// secret too.
+    pub previous_secret_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -33,6 +36,7 @@ impl FromRow for EndpointView {
             description: row.get("description")?,
             status: row.get("status")?,
             disabled_reason: row.get("disabled_reason")?,
+            previous_secret_until: row.get("previous_until")?,
             created_at: row.get("created_at")?,
             updated_at: row.get("updated_at")?,
         })
@@ -40,7 +44,7 @@ impl FromRow for EndpointView {
 }
 
 const ENDPOINT_COLUMNS: &str =
-    "endpoint_id, url, event_types, description, status, disabled_reason, created_at, updated_at";
+    "endpoint_id, url, event_types, description, status, disabled_reason, previous_until, created_at, updated_at";
 
 /// Every endpoint not deleted, oldest first.
 ///
