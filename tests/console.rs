@@ -14,7 +14,8 @@
 //!   ask for confirmation first (cancel does nothing, OK does it);
 //! - the projections page charts throughput and lag from its polls;
 //! - the webhooks page lists an endpoint and its delivery log (failed attempts with
-//!   their status codes); a redelivery asks for confirmation first;
+//!   their status codes); a redelivery asks for confirmation first; the endpoint is
+//!   paused and resumed;
 //! - the console's responses carry the security headers.
 //!
 //! Screenshots are kept as test artifacts in `target/tmp/shop-logs/console-*.png`.
@@ -780,6 +781,27 @@ async fn an_operator_uses_the_console(backend: Dialect) {
     )
     .await;
     b.screenshot("webhooks").await;
+    b.click("#webhook-detail button.pause").await;
+    b.wait(
+        "the endpoint paused",
+        "document.querySelector('#notice').textContent.includes('is paused')",
+    )
+    .await;
+    assert_eq!(
+        admin.get(&format!("/api/webhooks/{endpoint}")).await.body["status"],
+        "paused"
+    );
+    b.wait(
+        "the resume button",
+        "document.querySelector('#webhook-detail button.resume')",
+    )
+    .await;
+    b.click("#webhook-detail button.resume").await;
+    b.wait(
+        "the endpoint resumed",
+        "document.querySelector('#notice').textContent.includes('is active')",
+    )
+    .await;
 
     // Projections: throughput and lag over time; the rebuild asks first.
     b.eval("location.hash = 'view=projections'").await;

@@ -40,6 +40,22 @@ function deliveryBlock(endpoint, d) {
       el("tbody", {}, d.attempt_log.map(attemptRow))) : el("p", { class: "hint" }, "not attempted yet"));
 }
 
+// Pause an active endpoint (its deliveries wait), resume a paused or disabled one.
+function endpointActions(endpoint) {
+  if (!endpoint) return el("p", { class: "hint" }, "no such endpoint");
+  const act = (action) => async () => {
+    try {
+      const answer = await api("POST", `/api/webhooks/${encodeURIComponent(endpoint.endpoint_id)}/${action}`);
+      notice(`endpoint ${endpoint.endpoint_id} is ${answer.status}`);
+    } catch (err) { showError(err.message); }
+    renderWebhooks();
+  };
+  return el("div", { class: "toolbar endpoint-actions" }, badge(endpoint.status),
+    el("span", { class: "mono" }, endpoint.url),
+    endpoint.status === "active" ? el("button", { class: "pause", type: "button", onclick: act("pause") }, "Pause") : null,
+    endpoint.status !== "active" ? el("button", { class: "resume", type: "button", onclick: act("resume") }, "Resume") : null);
+}
+
 async function renderWebhooks() {
   const selected = webhookEndpoint();
   const endpoints = await api("GET", "/api/webhooks");
@@ -58,7 +74,8 @@ async function renderWebhooks() {
     return;
   }
   const deliveries = await api("GET", `/api/webhooks/${encodeURIComponent(selected)}/deliveries?limit=100`);
-  panel.replaceChildren(el("h3", {}, "Delivery log"), ...deliveries.map((d) => deliveryBlock(selected, d)));
+  const endpoint = endpoints.find((e) => e.endpoint_id === selected);
+  panel.replaceChildren(endpointActions(endpoint), el("h3", {}, "Delivery log"), ...deliveries.map((d) => deliveryBlock(selected, d)));
   if (!deliveries.length) panel.append(el("p", { class: "hint" }, "no deliveries yet"));
 }
 
