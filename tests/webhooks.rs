@@ -351,6 +351,33 @@ async fn webhooks_are_signed_retried_logged_and_survive_a_kill(backend: Dialect)
         ]
     );
 
+    // Published through its outbox to its own topic, as CloudEvents.
+    let topic = format!("{}notifications.events", instance.topic_prefix);
+    eventually(
+        "the notifications topic",
+        Duration::from_secs(30),
+        || async {
+            let records = instance.topic_records(&topic).await;
+            let types: Vec<&str> = records.iter().filter_map(|r| r.header("ce_type")).collect();
+            [
+                "shop.notifications.WebhookEndpointRegistered",
+                "shop.notifications.WebhookScheduled",
+                "shop.notifications.WebhookAttemptFailed",
+                "shop.notifications.WebhookDelivered",
+            ]
+            .iter()
+            .all(|t| types.contains(t))
+        },
+    )
+    .await;
+    let records = instance.topic_records(&topic).await;
+    assert!(
+        records
+            .iter()
+            .all(|r| !r.payload.as_deref().unwrap_or("").contains(&secret[6..])),
+        "a secret on the topic"
+    );
+
     // A redelivery: the same message again, under the same id.
     let id = one["webhook_id"].as_str().unwrap().to_string();
     let answer = admin
