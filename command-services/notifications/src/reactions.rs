@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
-use shop_eventing::handler::{EventHandler, HandlerError};
+use shop_eventing::handler::{apply_span, EventHandler, HandlerError};
 use shop_schemas::notifications::WebhookScheduled;
 use shop_schemas::{CloudEvent, Service};
 use shop_sql::{self as sql, Conn};
 use shop_web::telemetry::metadata_caused_by;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::delivery::{DeliveryCommand, WebhookDelivery};
@@ -37,24 +38,77 @@ pub struct ScheduleWebhooks {
     pub bus: Arc<CommandBus<WebhookDelivery>>,
 }
 
+/// Whether an event comes from a service whose events endpoints may want.
+fn deliverable(event: &CloudEvent) -> bool {
+    event
+        .service()
+        .is_some_and(|service| WEBHOOKS_SOURCES.contains(&service))
+}
+
+/// Every (event type, endpoint) subscription of an endpoint that takes deliveries.
+const SUBSCRIPTIONS: &str = "SELECT s.event_type, s.endpoint_id FROM webhook_subscriptions s
+     JOIN webhook_endpoints e ON e.endpoint_id = s.endpoint_id
+     WHERE e.status IN ('active', 'paused')";
+
 #[async_trait]
 impl EventHandler for ScheduleWebhooks {
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
-        if !event
-            .service()
-            .is_some_and(|service| WEBHOOKS_SOURCES.contains(&service))
-        {
+        if !deliverable(event) {
             return Ok(());
         }
-        let endpoints: Vec<Uuid> = sql::query_scalar(
-            "SELECT s.endpoint_id FROM webhook_subscriptions s
-             JOIN webhook_endpoints e ON e.endpoint_id = s.endpoint_id
-             WHERE s.event_type = $1 AND e.status IN ('active', 'paused')
-             ORDER BY s.endpoint_id",
-        )
+        let endpoints: Vec<(String, Uuid)> = sql::query_as(&format!(
+            "{SUBSCRIPTIONS} AND s.event_type = $1 ORDER BY s.endpoint_id"
+        ))
         .bind(&event.ty)
         .fetch_all(&mut *tx)
         .await?;
+        let endpoints = endpoints.into_iter().map(|(_, id)| id).collect();
+        self.schedule(tx, event, endpoints).await
+    }
+
+    /// One look at the subscriptions for the whole batch (on PostgreSQL), not one per
+    /// event: most events of the saga's topics go to no endpoint.
+    async fn handle_batch(
+        &self,
+        tx: &mut Conn,
+        events: &[&CloudEvent],
+    ) -> Result<(), HandlerError> {
+        if !events.iter().any(|e| deliverable(e)) {
+            return Ok(());
+        }
+        let subscriptions: Vec<(String, Uuid)> =
+            sql::query_as(&format!("{SUBSCRIPTIONS} ORDER BY s.endpoint_id"))
+                .fetch_all(&mut *tx)
+                .await?;
+        if subscriptions.is_empty() {
+            return Ok(());
+        }
+        for event in events.iter().filter(|e| deliverable(e)) {
+            let endpoints: Vec<Uuid> = subscriptions
+                .iter()
+                .filter(|(event_type, _)| *event_type == event.ty)
+                .map(|(_, id)| *id)
+                .collect();
+            self.schedule(tx, event, endpoints)
+                .instrument(apply_span(WEBHOOKS, event))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+}
+
+impl ScheduleWebhooks {
+    /// `WebhookScheduled` for each of `endpoints`.
+    async fn schedule(
+        &self,
+        tx: &mut Conn,
+        event: &CloudEvent,
+        endpoints: Vec<Uuid>,
+    ) -> Result<(), HandlerError> {
         if endpoints.is_empty() {
             return Ok(());
         }
