@@ -111,8 +111,17 @@ pub enum TargetError {
     Malformed,
     #[error("{host} does not resolve")]
     Unresolved { host: String },
-    #[error("{host} is {ip}, not a public address (only public addresses receive webhooks unless SHOP_WEBHOOKS_ALLOW names them)")]
+    #[error("{} not a public address (only public addresses receive webhooks unless SHOP_WEBHOOKS_ALLOW names them)", named(host, ip))]
     NotPublic { host: String, ip: IpAddr },
+}
+
+/// `10.0.0.1 is`, or `hooks.example is 10.0.0.1,` for a name.
+fn named(host: &str, ip: &IpAddr) -> String {
+    if IpAddr::from_str(host).is_ok_and(|h| h == *ip) {
+        format!("{ip} is")
+    } else {
+        format!("{host} is {ip},")
+    }
 }
 
 /// A webhook URL, parsed and checked for shape (not yet for its addresses).
@@ -259,6 +268,13 @@ mod tests {
             target.resolve(&AllowList::default()).await,
             Err(TargetError::NotPublic { .. })
         ));
+        let refused = target.resolve(&AllowList::default()).await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("127.0.0.1 is not a public address"),
+            "{refused}"
+        );
         let allow = AllowList::parse("127.0.0.0/8").unwrap();
         assert_eq!(target.resolve(&allow).await.unwrap().len(), 1);
         let localhost = Target::parse("http://localhost:9/hook").unwrap();
