@@ -24,6 +24,7 @@ pub const NOT_FOR_DEV: &[&str] = &[
     "orders_port",
     "payments_port",
     "shipping_port",
+    "notifications_port",
     "read_api_port",
     "projector_port",
     "customers_url",
@@ -31,6 +32,7 @@ pub const NOT_FOR_DEV: &[&str] = &[
     "orders_url",
     "payments_url",
     "shipping_url",
+    "notifications_url",
     "read_api_url",
     "projection_members",
     "rebuild_members",
@@ -137,6 +139,7 @@ pub enum Component {
     Orders,
     Payments,
     Shipping,
+    Notifications,
     Projector,
     ReadApi,
     Gateway,
@@ -180,6 +183,8 @@ pub struct ServeOptions {
     pub payments_port: u16,
     #[arg(long, env = "SHOP_SHIPPING_PORT", default_value_t = 8085)]
     pub shipping_port: u16,
+    #[arg(long, env = "SHOP_NOTIFICATIONS_PORT", default_value_t = 8086)]
+    pub notifications_port: u16,
     #[arg(long, env = "SHOP_READ_API_PORT", default_value_t = 8090)]
     pub read_api_port: u16,
     /// The projector's health/metrics port.
@@ -200,6 +205,9 @@ pub struct ServeOptions {
     /// The gateway's shipping upstream.
     #[arg(long, env = "SHOP_SHIPPING_URL")]
     pub shipping_url: Option<String>,
+    /// The gateway's notifications upstream.
+    #[arg(long, env = "SHOP_NOTIFICATIONS_URL")]
+    pub notifications_url: Option<String>,
     /// The gateway's read-api upstream.
     #[arg(long, env = "SHOP_READ_API_URL")]
     pub read_api_url: Option<String>,
@@ -226,6 +234,41 @@ pub struct ServeOptions {
         default_value = "JP,US,GB,DE,FR"
     )]
     pub shipping_countries: String,
+    /// The key every webhook endpoint's signing secret is derived from (notifications;
+    /// default: the JWT secret). Keep it to keep the secrets: an import into a deployment
+    /// with the same key recovers them.
+    #[arg(long, env = "SHOP_WEBHOOKS_KEY", hide_env_values = true)]
+    pub webhooks_key: Option<String>,
+    /// Non-public webhook targets that may be called anyway, comma-separated host names,
+    /// addresses and CIDR blocks (e.g. `127.0.0.1/32,hooks.internal`); every other
+    /// private, loopback or link-local address is refused, at registration and at each
+    /// delivery (notifications).
+    #[arg(long, env = "SHOP_WEBHOOKS_ALLOW", default_value = "")]
+    pub webhooks_allow: String,
+    /// How long one webhook attempt may take, connection included (notifications).
+    #[arg(long, env = "SHOP_WEBHOOKS_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhooks_timeout_ms: u64,
+    /// The pause after a webhook's first failed attempt; each next pause is four times
+    /// longer, up to `--webhooks-retry-max-ms`, each ±20 % at random (notifications).
+    #[arg(long, env = "SHOP_WEBHOOKS_RETRY_BASE_MS", default_value_t = 5_000)]
+    pub webhooks_retry_base_ms: u64,
+    /// The longest pause between two attempts of a webhook (notifications).
+    #[arg(long, env = "SHOP_WEBHOOKS_RETRY_MAX_MS", default_value_t = 6 * 3600 * 1000)]
+    pub webhooks_retry_max_ms: u64,
+    /// Attempts of a webhook delivery before it fails and its endpoint is disabled
+    /// (notifications; the default schedule spans about 20 hours).
+    #[arg(long, env = "SHOP_WEBHOOKS_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhooks_max_attempts: u32,
+    /// Webhook attempts in flight at once per notifications process.
+    #[arg(long, env = "SHOP_WEBHOOKS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub webhooks_concurrency: u64,
+    /// Webhook attempts in flight at once to one endpoint per notifications process: a
+    /// slow receiver's backlog leaves the other slots to the other endpoints.
+    #[arg(long, env = "SHOP_WEBHOOKS_PER_ENDPOINT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub webhooks_per_endpoint: u64,
+    /// How often the notifications service looks for due webhook deliveries.
+    #[arg(long, env = "SHOP_WEBHOOKS_POLL_MS", default_value_t = 500)]
+    pub webhooks_poll_ms: u64,
     /// How long a read carrying a consistency token waits for the read models (read-api).
     #[arg(long, env = "SHOP_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
     pub consistency_wait_ms: u64,

@@ -82,6 +82,11 @@ pub async fn run(common: &Common, args: DevArgs) -> anyhow::Result<()> {
     options.orders_port = 0;
     options.payments_port = 0;
     options.shipping_port = 0;
+    options.notifications_port = 0;
+    // Webhook secrets derive from the remembered JWT secret unless a key is set.
+    if options.webhooks_key.as_deref().is_none_or(str::is_empty) {
+        options.webhooks_key = Some(secret.clone());
+    }
     options.read_api_port = 0;
     options.projector_port = 0;
     // Nothing balances load in front of one `shop dev`: Ctrl-C stops it at once unless

@@ -133,7 +133,7 @@ fn newest(
     version: &str,
     data: &serde_json::Value,
 ) -> anyhow::Result<(u32, serde_json::Value)> {
-    use shop_schemas::{customers, inventory, orders, payments, shipping};
+    use shop_schemas::{customers, inventory, notifications, orders, payments, shipping};
     fn decodes<E: serde::de::DeserializeOwned>(
         name: &str,
         data: &serde_json::Value,
@@ -151,6 +151,7 @@ fn newest(
         Service::Orders => decodes::<orders::OrderEvent>(event_type, &data),
         Service::Payments => decodes::<payments::PaymentEvent>(event_type, &data),
         Service::Shipping => decodes::<shipping::ShippingEvent>(event_type, &data),
+        Service::Notifications => decodes::<notifications::NotificationEvent>(event_type, &data),
     }
     .with_context(|| {
         format!(
@@ -433,6 +434,10 @@ fn saga_consumers(service: Service) -> &'static [(&'static str, &'static [Servic
             shop_shipping::reactions::SHIPMENTS,
             shop_shipping::reactions::SHIPMENTS_SOURCES,
         )],
+        Service::Notifications => &[(
+            shop_notifications::reactions::WEBHOOKS,
+            shop_notifications::reactions::WEBHOOKS_SOURCES,
+        )],
         Service::Customers => &[],
     }
 }
@@ -466,6 +471,7 @@ pub async fn import(common: &Common, args: ImportArgs) -> anyhow::Result<()> {
             }
             Service::Payments => shop_payments::service::import_store(&platform).await?,
             Service::Shipping => shop_shipping::service::import_store(&platform).await?,
+            Service::Notifications => shop_notifications::service::import_store(&platform).await?,
         };
         let present: i64 = sql::query_scalar("SELECT count(*) FROM events")
             .fetch_one(store.pool())

@@ -10,6 +10,7 @@ pub fn document() -> serde_json::Value {
             shop_inventory::api::openapi(),
             shop_orders::api::openapi(),
             shop_shipping::api::openapi(),
+            shop_notifications::api::openapi(),
             shop_read_api::openapi(),
             shop_eventing::events_api::openapi(),
             shop_gateway::openapi(),

@@ -168,6 +168,7 @@ pub async fn run_components(
             Component::Orders,
             Component::Payments,
             Component::Shipping,
+            Component::Notifications,
             Component::Projector,
             Component::ReadApi,
             Component::Gateway,
@@ -210,6 +211,7 @@ pub async fn run_components(
             Component::Orders => local.orders = base,
             Component::Payments => local.payments = base,
             Component::Shipping => local.shipping = base,
+            Component::Notifications => local.notifications = base,
             Component::ReadApi => local.read_api = base,
             _ => {}
         }
@@ -390,6 +392,7 @@ fn listening(component: Component, args: &ServeOptions) -> Option<(&'static str,
         Component::Orders => (shop_orders::COMPONENT, args.orders_port),
         Component::Payments => (shop_payments::COMPONENT, args.payments_port),
         Component::Shipping => (shop_shipping::COMPONENT, args.shipping_port),
+        Component::Notifications => (shop_notifications::COMPONENT, args.notifications_port),
         Component::Projector => (shop_projections::COMPONENT, args.projector_port),
         Component::ReadApi => (shop_read_api::COMPONENT, args.read_api_port),
         Component::Gateway => (shop_gateway::COMPONENT, args.port),
@@ -439,6 +442,12 @@ async fn start(
                 .map_err(error)?;
             (started.router, started.tasks)
         }
+        Component::Notifications => {
+            let started = shop_notifications::start(platform, notifications_config(args)?)
+                .await
+                .map_err(error)?;
+            (started.router, started.tasks)
+        }
         Component::Projector => {
             let started = shop_projections::start(platform).await.map_err(error)?;
             (started.router, started.tasks)
@@ -454,6 +463,33 @@ async fn start(
         }
         Component::Gateway | Component::All => bail!("not started this way"),
     })
+}
+
+/// The notifications service's settings; its key defaults to the JWT secret.
+fn notifications_config(
+    args: &ServeOptions,
+) -> anyhow::Result<shop_notifications::NotificationsConfig> {
+    let key = args
+        .webhooks_key
+        .clone()
+        .filter(|k| !k.is_empty())
+        .or_else(|| args.jwt_secret.clone().filter(|k| !k.is_empty()))
+        .context(
+            "set SHOP_WEBHOOKS_KEY (or SHOP_JWT_SECRET): the key webhook secrets derive from",
+        )?;
+    let mut config = shop_notifications::NotificationsConfig::with_key(key);
+    config.allow = shop_notifications::address::AllowList::parse(&args.webhooks_allow)
+        .map_err(anyhow::Error::msg)?;
+    config.timeout = Duration::from_millis(args.webhooks_timeout_ms.max(1));
+    config.retry = shop_notifications::delivery::RetryPolicy {
+        base: Duration::from_millis(args.webhooks_retry_base_ms),
+        max: Duration::from_millis(args.webhooks_retry_max_ms),
+        max_attempts: args.webhooks_max_attempts,
+    };
+    config.concurrency = args.webhooks_concurrency as usize;
+    config.per_endpoint = args.webhooks_per_endpoint as usize;
+    config.poll = Duration::from_millis(args.webhooks_poll_ms.max(10));
+    Ok(config)
 }
 
 /// The gateway's router: it needs no database and no broker.
@@ -474,6 +510,11 @@ fn gateway(
             orders: upstream(&args.orders_url, &local.orders, args.orders_port),
             payments: upstream(&args.payments_url, &local.payments, args.payments_port),
             shipping: upstream(&args.shipping_url, &local.shipping, args.shipping_port),
+            notifications: upstream(
+                &args.notifications_url,
+                &local.notifications,
+                args.notifications_port,
+            ),
             read_api: upstream(&args.read_api_url, &local.read_api, args.read_api_port),
         },
         body_limit: args.gateway_body_limit,
@@ -523,6 +564,7 @@ struct LocalUpstreams {
     orders: Option<String>,
     payments: Option<String>,
     shipping: Option<String>,
+    notifications: Option<String>,
     read_api: Option<String>,
     /// Every component above with its router, for the gateway to call in-process.
     routers: Vec<(String, Router)>,

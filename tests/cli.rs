@@ -124,8 +124,8 @@ async fn topics_list_shows_this_deployments_topics_and_their_end_offsets() {
         .collect();
     assert_eq!(
         names.len(),
-        6,
-        "five services' topics and the dead letters: {listed}"
+        7,
+        "six services' topics and the dead letters: {listed}"
     );
     assert!(
         names.iter().all(|n| n.starts_with(&mine.topic_prefix)),

@@ -13,6 +13,9 @@
 //! - a dead letter shows its error and payload; its retry, and a projection's rebuild,
 //!   ask for confirmation first (cancel does nothing, OK does it);
 //! - the projections page charts throughput and lag from its polls;
+//! - the webhooks page lists an endpoint and its delivery log (failed attempts with
+//!   their status codes); a redelivery asks for confirmation first; the endpoint is
+//!   paused and resumed;
 //! - the console's responses carry the security headers.
 //!
 //! Screenshots are kept as test artifacts in `target/tmp/shop-logs/console-*.png`.
@@ -335,9 +338,35 @@ async fn confirmed(admin: &Client, order_id: &str) {
 
 async fn an_operator_uses_the_console(backend: Dialect) {
     let instance = Instance::on(backend);
-    let _shop = instance.spawn(&["all"], &[]).await;
+    let _shop = instance
+        .spawn(
+            &["all"],
+            &[
+                ("SHOP_WEBHOOKS_ALLOW", "127.0.0.1/32"),
+                ("SHOP_WEBHOOKS_RETRY_BASE_MS", "200"),
+                ("SHOP_WEBHOOKS_RETRY_MAX_MS", "1000"),
+                ("SHOP_WEBHOOKS_MAX_ATTEMPTS", "100"),
+            ],
+        )
+        .await;
     let base = instance.gateway_url();
     let label = format!("{backend:?}").to_lowercase();
+
+    // A webhook endpoint whose receiver always fails: its deliveries keep retrying.
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hooks", receiver.local_addr().unwrap());
+    let failing =
+        axum::Router::new().fallback(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR });
+    tokio::spawn(async move { axum::serve(receiver, failing).await.ok() });
+    let registered = Client::admin(&base)
+        .await
+        .post(
+            "/api/webhooks",
+            json!({"url": hook_url, "event_types": ["shop.orders.OrderPlaced"], "description": "console"}),
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::CREATED, "{registered:?}");
+    let endpoint = registered.body["endpoint_id"].as_str().unwrap().to_string();
 
     // Two confirmed orders of one customer.
     let (admin, customer, first) = common::confirmed_order(
@@ -399,7 +428,12 @@ async fn an_operator_uses_the_console(backend: Dialect) {
 
     // The console's own responses: never sniffed, framed or cached.
     let http = reqwest::Client::new();
-    for path in ["/console/", "/console/console.js", "/console/console.css"] {
+    for path in [
+        "/console/",
+        "/console/console.js",
+        "/console/webhooks.js",
+        "/console/console.css",
+    ] {
         let response = http.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let h = response.headers();
@@ -698,6 +732,76 @@ async fn an_operator_uses_the_console(backend: Dialect) {
         letters[0]["retried_at"].is_null(),
         "retried without confirmation: {letters}"
     );
+
+    // Webhooks: the endpoint, its delivery log (attempts, status codes, next retry), and
+    // a redelivery that asks first.
+    b.eval("location.hash = 'view=webhooks'").await;
+    let row = format!("tr[data-endpoint=\"{endpoint}\"]");
+    b.wait(
+        "the webhook endpoint",
+        &format!("document.querySelector({})", js(&row)),
+    )
+    .await;
+    assert!(b.text(&row).await.contains("OrderPlaced"), "{label}");
+    b.click(&row).await;
+    b.wait(
+        "the delivery log with failed attempts",
+        "[...document.querySelectorAll('#webhook-detail table.attempts td')].some((td) => td.textContent === '500')",
+    )
+    .await;
+    assert!(
+        b.count("#webhook-detail .delivery").await >= 2,
+        "{label}: one per order"
+    );
+    assert!(b.text("#webhook-detail .delivery").await.contains("msg_"));
+    b.click("#webhook-detail .delivery button.redeliver").await;
+    b.wait(
+        "the redelivery's confirmation",
+        "document.querySelector('#confirm').open",
+    )
+    .await;
+    assert!(b.text("#confirm-title").await.starts_with("Redeliver msg_"));
+    b.screenshot("webhooks-confirm").await;
+    b.click("#confirm-cancel").await;
+    b.wait(
+        "the redelivery not asked",
+        "document.querySelector('#notice').textContent.includes('not redelivered')",
+    )
+    .await;
+    b.click("#webhook-detail .delivery button.redeliver").await;
+    b.wait(
+        "the redelivery's confirmation",
+        "document.querySelector('#confirm').open",
+    )
+    .await;
+    b.click("#confirm-ok").await;
+    b.wait(
+        "the redelivery asked",
+        "document.querySelector('#notice').textContent.includes('will be redelivered')",
+    )
+    .await;
+    b.screenshot("webhooks").await;
+    b.click("#webhook-detail button.pause").await;
+    b.wait(
+        "the endpoint paused",
+        "document.querySelector('#notice').textContent.includes('is paused')",
+    )
+    .await;
+    assert_eq!(
+        admin.get(&format!("/api/webhooks/{endpoint}")).await.body["status"],
+        "paused"
+    );
+    b.wait(
+        "the resume button",
+        "document.querySelector('#webhook-detail button.resume')",
+    )
+    .await;
+    b.click("#webhook-detail button.resume").await;
+    b.wait(
+        "the endpoint resumed",
+        "document.querySelector('#notice').textContent.includes('is active')",
+    )
+    .await;
 
     // Projections: throughput and lag over time; the rebuild asks first.
     b.eval("location.hash = 'view=projections'").await;

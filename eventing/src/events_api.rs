@@ -95,8 +95,8 @@ const MAX_LIMIT: i64 = 500;
     path = "/api/events",
     tag = "operations",
     params(
-        ("context" = String, Query, description = "The service whose events: customers, inventory, orders, payments or shipping",
-            pattern = "^(customers|inventory|orders|payments|shipping)$"),
+        ("context" = String, Query, description = "The service whose events: customers, inventory, orders, payments, shipping or notifications",
+            pattern = "^(customers|inventory|orders|payments|shipping|notifications)$"),
         ("aggregate_id" = Option<String>, Query, description = "Only this aggregate's events (an order, product, customer, wallet or shipment id); without it, the service's whole store",
             min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]+$"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 500)"),

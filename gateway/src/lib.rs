@@ -80,6 +80,7 @@ pub struct Upstreams {
     pub orders: String,
     pub payments: String,
     pub shipping: String,
+    pub notifications: String,
     pub read_api: String,
 }
 
@@ -92,6 +93,7 @@ impl Upstreams {
             Upstream::Orders => &self.orders,
             Upstream::Payments => &self.payments,
             Upstream::Shipping => &self.shipping,
+            Upstream::Notifications => &self.notifications,
             Upstream::ReadApi => &self.read_api,
         }
     }
@@ -307,8 +309,12 @@ fn ready_check(state: AppState) -> ReadyCheck {
         async move {
             // Ready when every upstream's instances have been checked once (so none
             // that is starting or draining gets a request), and some instance of every
-            // upstream answers.
+            // upstream answers — but for an add-on's (notifications): while it is down
+            // only its routes answer 503, and the shop serves on.
             for (upstream, split) in state.traffic.splits.iter() {
+                if !upstream.needed_to_be_ready() {
+                    continue;
+                }
                 let balancer = split
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

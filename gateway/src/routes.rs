@@ -12,17 +12,19 @@ pub enum Upstream {
     Orders,
     Payments,
     Shipping,
+    Notifications,
     ReadApi,
 }
 
 impl Upstream {
     /// Every upstream, in the order the gateway lists them.
-    pub const ALL: [Upstream; 6] = [
+    pub const ALL: [Upstream; 7] = [
         Upstream::Customers,
         Upstream::Inventory,
         Upstream::Orders,
         Upstream::Payments,
         Upstream::Shipping,
+        Upstream::Notifications,
         Upstream::ReadApi,
     ];
 
@@ -34,8 +36,16 @@ impl Upstream {
             Upstream::Orders => "orders",
             Upstream::Payments => "payments",
             Upstream::Shipping => "shipping",
+            Upstream::Notifications => "notifications",
             Upstream::ReadApi => "read-api",
         }
+    }
+
+    /// Whether the gateway is ready only when this upstream answers. The notifications
+    /// service is an add-on that only listens to the others: the shop's API does not
+    /// wait for it (while it is down, `/api/webhooks` answers 503).
+    pub fn needed_to_be_ready(self) -> bool {
+        self != Upstream::Notifications
     }
 
     /// The upstream of that name.
@@ -69,6 +79,8 @@ pub fn route(method: &Method, path: &str) -> Option<(Upstream, bool)> {
         ["api", "shipments", _, "dispatch" | "deliver"] if method == Method::POST => {
             Some((Upstream::Shipping, false))
         }
+        // Webhook endpoints and their delivery log (admin).
+        ["api", "webhooks", ..] => Some((Upstream::Notifications, false)),
         ["api", "products"] | ["api", "products", _] if is_get => Some((Upstream::ReadApi, true)),
         ["api", "products", ..] => Some((Upstream::Inventory, false)),
         ["api", "projections", ..] | ["api", "dlq", ..] => Some((Upstream::ReadApi, false)),
@@ -93,8 +105,9 @@ pub(crate) fn events_context(path: &str, query: Option<&str>) -> Option<Result<U
         Some("orders") => Ok(Upstream::Orders),
         Some("payments") => Ok(Upstream::Payments),
         Some("shipping") => Ok(Upstream::Shipping),
+        Some("notifications") => Ok(Upstream::Notifications),
         _ => Err(Problem::bad_request(
-            "context must be one of customers, inventory, orders, payments, shipping",
+            "context must be one of customers, inventory, orders, payments, shipping, notifications",
         )),
     })
 }

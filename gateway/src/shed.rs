@@ -34,6 +34,7 @@ impl Shedder {
                 Upstream::Orders,
                 Upstream::Payments,
                 Upstream::Shipping,
+                Upstream::Notifications,
                 Upstream::ReadApi,
             ]
             .into_iter()

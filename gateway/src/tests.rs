@@ -32,6 +32,7 @@ fn gateway_with(
             orders: orders.to_string(),
             payments: base.clone(),
             shipping: base.clone(),
+            notifications: base.clone(),
             read_api: base.clone(),
         },
         body_limit: 1024,
@@ -371,4 +372,32 @@ async fn a_post_goes_to_the_next_instance_when_one_refuses_the_connection() {
         4,
         "each sent once"
     );
+}
+
+#[test]
+fn webhooks_go_to_notifications_which_readiness_does_not_wait_for() {
+    for (method, path) in [
+        (Method::POST, "/api/webhooks"),
+        (
+            Method::GET,
+            "/api/webhooks/0190b1c2-0000-7000-8000-000000000000/deliveries",
+        ),
+        (Method::PATCH, "/api/webhooks/x"),
+        (Method::DELETE, "/api/webhooks/x"),
+    ] {
+        assert_eq!(
+            route(&method, path),
+            Some((Upstream::Notifications, false)),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        Upstream::named("notifications"),
+        Some(Upstream::Notifications)
+    );
+    assert!(!Upstream::Notifications.needed_to_be_ready());
+    assert!(Upstream::ALL
+        .into_iter()
+        .filter(|u| *u != Upstream::Notifications)
+        .all(Upstream::needed_to_be_ready));
 }

@@ -1,7 +1,7 @@
 //! The operator console (`/console`): a static page over the admin API — search by id,
 //! orders (live, paged) with their saga timeline across services, an event browser over
 //! every service's store, projections with throughput and lag charts, dead letters with
-//! their payload. Everything it loads is embedded in the binary; nothing comes from a CDN,
+//! their payload, webhook endpoints with their delivery log. Everything it loads is embedded in the binary; nothing comes from a CDN,
 //! and its policy (CSP) lets it load nothing from elsewhere nor be framed.
 
 use axum::http::header;
@@ -11,6 +11,8 @@ use axum::Router;
 
 const INDEX: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/console.js");
+/// The webhooks view (endpoints and their delivery log), over console.js's helpers.
+const WEBHOOKS: &str = include_str!("../console/webhooks.js");
 const STYLE: &str = include_str!("../console/console.css");
 
 /// The console's policy: everything from this origin only (no inline script or style, no
@@ -50,6 +52,10 @@ pub(crate) fn router() -> Router {
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
         .route(
+            "/console/webhooks.js",
+            get(|| async { asset("text/javascript; charset=utf-8", WEBHOOKS) }),
+        )
+        .route(
             "/console/console.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
@@ -61,11 +67,17 @@ mod tests {
 
     #[test]
     fn the_console_loads_nothing_from_elsewhere() {
-        for text in [INDEX, SCRIPT, STYLE] {
+        for text in [INDEX, SCRIPT, WEBHOOKS, STYLE] {
             assert!(!text.contains("http://") && !text.contains("https://"));
             assert!(!text.contains("@import") && !text.contains("url("));
         }
-        for id in ["id=\"projections\"", "id=\"dlq\"", "id=\"orders\""] {
+        for id in [
+            "id=\"projections\"",
+            "id=\"dlq\"",
+            "id=\"orders\"",
+            "id=\"webhooks\"",
+            "src=\"/console/webhooks.js\"",
+        ] {
             assert!(INDEX.contains(id), "{id}");
         }
         assert!(SCRIPT.contains("id: \"timeline\""));

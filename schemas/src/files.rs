@@ -116,6 +116,54 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "schemas/events/shipping/ShipmentScheduled.v1.json",
         include_str!("../events/shipping/ShipmentScheduled.v1.json"),
     ),
+    (
+        "schemas/events/notifications/WebhookAttemptFailed.v1.json",
+        include_str!("../events/notifications/WebhookAttemptFailed.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookDelivered.v1.json",
+        include_str!("../events/notifications/WebhookDelivered.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookEndpointDeleted.v1.json",
+        include_str!("../events/notifications/WebhookEndpointDeleted.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookEndpointDisabled.v1.json",
+        include_str!("../events/notifications/WebhookEndpointDisabled.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookEndpointPaused.v1.json",
+        include_str!("../events/notifications/WebhookEndpointPaused.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookEndpointRegistered.v1.json",
+        include_str!("../events/notifications/WebhookEndpointRegistered.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookEndpointResumed.v1.json",
+        include_str!("../events/notifications/WebhookEndpointResumed.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookEndpointUpdated.v1.json",
+        include_str!("../events/notifications/WebhookEndpointUpdated.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookFailed.v1.json",
+        include_str!("../events/notifications/WebhookFailed.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookRedeliveryRequested.v1.json",
+        include_str!("../events/notifications/WebhookRedeliveryRequested.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookSecretRotated.v1.json",
+        include_str!("../events/notifications/WebhookSecretRotated.v1.json"),
+    ),
+    (
+        "schemas/events/notifications/WebhookScheduled.v1.json",
+        include_str!("../events/notifications/WebhookScheduled.v1.json"),
+    ),
 ];
 
 /// The content of the schema file at `path` (relative to the repository root, e.g.

@@ -50,6 +50,7 @@ pub mod customers;
 pub mod envelope;
 pub mod files;
 pub mod inventory;
+pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod shipping;
@@ -154,6 +155,7 @@ pub fn event_types() -> impl Iterator<Item = &'static EventType> {
         orders::EVENT_TYPES,
         payments::EVENT_TYPES,
         shipping::EVENT_TYPES,
+        notifications::EVENT_TYPES,
     ]
     .into_iter()
     .flatten()

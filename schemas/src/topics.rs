@@ -12,15 +12,17 @@ pub enum Service {
     Orders,
     Payments,
     Shipping,
+    Notifications,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 6] = [
         Service::Customers,
         Service::Inventory,
         Service::Orders,
         Service::Payments,
         Service::Shipping,
+        Service::Notifications,
     ];
 
     /// The service's name as used in topics, CloudEvents sources and types.
@@ -31,6 +33,7 @@ impl Service {
             Service::Orders => "orders",
             Service::Payments => "payments",
             Service::Shipping => "shipping",
+            Service::Notifications => "notifications",
         }
     }
 
@@ -76,7 +79,7 @@ impl fmt::Display for UnknownService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown service {:?} (expected one of customers, inventory, orders, payments, shipping)",
+            "unknown service {:?} (expected one of customers, inventory, orders, payments, shipping, notifications)",
             self.0
         )
     }

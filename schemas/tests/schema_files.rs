@@ -12,6 +12,12 @@ use shop_schemas::inventory::{
     InventoryEvent, ProductAdded, ProductPriceChanged, ProductRestocked, StockCommitted, StockLine,
     StockReleased, StockReservationRejected, StockReserved, StockShortage,
 };
+use shop_schemas::notifications::{
+    NotificationEvent, WebhookAttemptFailed, WebhookDelivered, WebhookEndpointDeleted,
+    WebhookEndpointDisabled, WebhookEndpointPaused, WebhookEndpointRegistered,
+    WebhookEndpointResumed, WebhookEndpointUpdated, WebhookFailed, WebhookRedeliveryRequested,
+    WebhookScheduled, WebhookSecretRotated,
+};
 use shop_schemas::orders::{
     OrderCancellationRefused, OrderCancellationRequested, OrderCancelled, OrderConfirmed,
     OrderDelivered, OrderEvent, OrderLine, OrderPlaced, OrderShipped,
@@ -187,6 +193,80 @@ fn samples() -> Vec<(String, Value)> {
             ShippingEvent::ShipmentCancellationRefused(ShipmentCancellationRefused {
                 order_id,
                 reason: "already_dispatched".into(),
+            }),
+        ]
+        .into_iter()
+        .map(split),
+    );
+    let endpoint_id = Uuid::now_v7();
+    let delivery_id = Uuid::now_v7();
+    let at = chrono::Utc::now();
+    let types = vec!["shop.orders.OrderPlaced".to_string()];
+    samples.extend(
+        [
+            NotificationEvent::WebhookEndpointRegistered(WebhookEndpointRegistered {
+                endpoint_id,
+                url: "https://hooks.example.com/shop".into(),
+                event_types: types.clone(),
+                description: "ERP".into(),
+                secret_nonce: "0123456789abcdef0123456789abcdef".into(),
+            }),
+            NotificationEvent::WebhookEndpointUpdated(WebhookEndpointUpdated {
+                endpoint_id,
+                url: "https://hooks.example.com/v2".into(),
+                event_types: types,
+                description: String::new(),
+            }),
+            NotificationEvent::WebhookSecretRotated(WebhookSecretRotated {
+                endpoint_id,
+                secret_nonce: "fedcba9876543210fedcba9876543210".into(),
+                previous_valid_secs: 86_400,
+            }),
+            NotificationEvent::WebhookEndpointPaused(WebhookEndpointPaused { endpoint_id }),
+            NotificationEvent::WebhookEndpointResumed(WebhookEndpointResumed { endpoint_id }),
+            NotificationEvent::WebhookEndpointDisabled(WebhookEndpointDisabled {
+                endpoint_id,
+                reason: "delivery failed 10 times".into(),
+            }),
+            NotificationEvent::WebhookEndpointDeleted(WebhookEndpointDeleted { endpoint_id }),
+            NotificationEvent::WebhookScheduled(WebhookScheduled {
+                delivery_id,
+                endpoint_id,
+                webhook_id: format!("msg_{}", delivery_id.simple()),
+                event_id: order_id,
+                event_type: "shop.orders.OrderPlaced".into(),
+                payload: serde_json::json!({"specversion": "1.0", "id": order_id, "type": "shop.orders.OrderPlaced", "data": {}}),
+            }),
+            NotificationEvent::WebhookAttemptFailed(WebhookAttemptFailed {
+                delivery_id,
+                endpoint_id,
+                attempt: 1,
+                status_code: Some(500),
+                error: "HTTP 500".into(),
+                latency_ms: 12,
+                at,
+                next_attempt_at: at,
+            }),
+            NotificationEvent::WebhookDelivered(WebhookDelivered {
+                delivery_id,
+                endpoint_id,
+                attempt: 2,
+                status_code: 204,
+                latency_ms: 9,
+                at,
+            }),
+            NotificationEvent::WebhookFailed(WebhookFailed {
+                delivery_id,
+                endpoint_id,
+                attempt: 10,
+                status_code: None,
+                error: "timed out".into(),
+                latency_ms: 5000,
+                at,
+            }),
+            NotificationEvent::WebhookRedeliveryRequested(WebhookRedeliveryRequested {
+                delivery_id,
+                endpoint_id,
             }),
         ]
         .into_iter()
@@ -414,6 +494,7 @@ fn round_trip(service: Service, name: &str, data: &Value) -> Result<(String, Val
         Service::Orders => again::<OrderEvent>(name, data),
         Service::Payments => again::<PaymentEvent>(name, data),
         Service::Shipping => again::<ShippingEvent>(name, data),
+        Service::Notifications => again::<NotificationEvent>(name, data),
     }
 }
 

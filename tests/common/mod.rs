@@ -126,6 +126,7 @@ pub struct Ports {
     pub orders: u16,
     pub payments: u16,
     pub shipping: u16,
+    pub notifications: u16,
     pub read_api: u16,
     pub projector: u16,
 }
@@ -225,6 +226,7 @@ impl Instance {
                 orders: free_port(),
                 payments: free_port(),
                 shipping: free_port(),
+                notifications: free_port(),
                 read_api: free_port(),
                 projector: free_port(),
             },
@@ -341,6 +343,10 @@ impl Instance {
             .env("SHOP_ORDERS_PORT", self.ports.orders.to_string())
             .env("SHOP_PAYMENTS_PORT", self.ports.payments.to_string())
             .env("SHOP_SHIPPING_PORT", self.ports.shipping.to_string())
+            .env(
+                "SHOP_NOTIFICATIONS_PORT",
+                self.ports.notifications.to_string(),
+            )
             .env("SHOP_READ_API_PORT", self.ports.read_api.to_string())
             .env("SHOP_PROJECTOR_PORT", self.ports.projector.to_string())
             .stdout(Stdio::piped())
@@ -492,6 +498,7 @@ impl Instance {
             "orders",
             "payments",
             "shipping",
+            "notifications",
         ] {
             shop_sql::db::drop_database(&self.infra.database_url, &self.database(component))
                 .await

@@ -266,6 +266,10 @@ pub const METRICS_CATALOGUE: &[(&str, MetricKind, &str)] = &[
     ("gateway_canary_rollbacks_total", MetricKind::Counter, "Canaries rolled back by the gateway for their error rate"),
     ("gateway_shed_total", MetricKind::Counter, "Requests the gateway refused with 503 because their upstream had its limit in flight"),
     ("build_info", MetricKind::Gauge, "1, labelled with the version of the running build"),
+    ("webhook_deliveries_scheduled_total", MetricKind::Counter, "Webhook deliveries scheduled (one per event and subscribed endpoint)"),
+    ("webhook_attempts_total", MetricKind::Counter, "Webhook delivery attempts, by outcome (delivered, failed)"),
+    ("webhook_attempt_duration_seconds", MetricKind::Histogram, "Time of one webhook delivery attempt, until the receiver's answer or the failure"),
+    ("webhook_attempts_in_flight", MetricKind::Gauge, "Webhook delivery attempts in flight in this process"),
 ];
 
 /// How a metric is kept.
