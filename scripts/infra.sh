@@ -60,8 +60,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # --- toolchain -------------------------------------------------------------------------
 
 toolchain() {
-  # Build dependencies of the bundled librdkafka, and the Java runtime for the broker.
-  ensure_packages make g++ zlib1g-dev pkg-config kcat
+  # Build dependencies of the bundled librdkafka (openssl: tests/webhooks.rs makes its
+  # certificates), and the Java runtime for the broker.
+  ensure_packages make g++ zlib1g-dev pkg-config kcat openssl
   command -v java >/dev/null 2>&1 || ensure_packages openjdk-17-jre-headless
   command -v mvn >/dev/null 2>&1 || ensure_packages maven
   if command -v rustup >/dev/null 2>&1; then

@@ -269,6 +269,10 @@ pub struct ServeOptions {
     /// How often the notifications service looks for due webhook deliveries.
     #[arg(long, env = "SHOP_WEBHOOKS_POLL_MS", default_value_t = 500)]
     pub webhooks_poll_ms: u64,
+    /// A PEM file of certificate authorities trusted for https webhook receivers beyond
+    /// the system's (a private CA of internal receivers; notifications).
+    #[arg(long, env = "SHOP_WEBHOOKS_CA_FILE")]
+    pub webhooks_ca_file: Option<std::path::PathBuf>,
     /// How long a read carrying a consistency token waits for the read models (read-api).
     #[arg(long, env = "SHOP_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
     pub consistency_wait_ms: u64,

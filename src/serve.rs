@@ -489,6 +489,22 @@ fn notifications_config(
     config.concurrency = args.webhooks_concurrency as usize;
     config.per_endpoint = args.webhooks_per_endpoint as usize;
     config.poll = Duration::from_millis(args.webhooks_poll_ms.max(10));
+    if let Some(path) = &args.webhooks_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("SHOP_WEBHOOKS_CA_FILE: cannot read {}", path.display()))?;
+        config.roots = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!(
+                "SHOP_WEBHOOKS_CA_FILE: {} is not a PEM bundle of certificates",
+                path.display()
+            )
+        })?;
+        if config.roots.is_empty() {
+            anyhow::bail!(
+                "SHOP_WEBHOOKS_CA_FILE: {} holds no certificate",
+                path.display()
+            );
+        }
+    }
     Ok(config)
 }
 

@@ -25,7 +25,8 @@ use shop_sql::Dialect;
 
 shop_sql::on_both_backends!(
     webhooks_are_signed_retried_logged_and_survive_a_kill,
-    an_import_recovers_the_endpoints_and_their_secrets
+    an_import_recovers_the_endpoints_and_their_secrets,
+    an_https_receiver_gets_them_over_tls_with_a_trusted_authority
 );
 
 /// What the test's receiver saw of one request.
@@ -656,4 +657,232 @@ async fn an_import_recovers_the_endpoints_and_their_secrets(backend: Dialect) {
     drop(b_shop);
     a.cleanup().await;
     b.cleanup().await;
+}
+
+/// Runs `openssl` in `dir`; panics with its output when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package openssl) runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A certificate authority of the test's own and a `localhost` / 127.0.0.1 server
+/// certificate it signed, as PEM files in `dir`: `ca.pem`, `server.pem`, `server.key`.
+fn test_authority(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Shop test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+}
+
+/// Starts the receiver behind TLS (the certificate of [`test_authority`]); its base URL.
+async fn start_tls_receiver(receiver: Arc<Receiver>, dir: &std::path::Path) -> String {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(receive))
+        .with_state(receiver);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to serve.
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    // By name: the certificate is checked against the host the URL names.
+    format!("https://localhost:{port}")
+}
+
+/// An https receiver: with its authority trusted (`SHOP_WEBHOOKS_CA_FILE`) it gets the
+/// signed deliveries; the same receiver registered with a process that does not trust
+/// that authority gets nothing, and the attempt's error names the certificate.
+async fn an_https_receiver_gets_them_over_tls_with_a_trusted_authority(backend: Dialect) {
+    let instance = Instance::on(backend);
+    let dir = std::env::temp_dir().join(format!("shop-webhooks-tls-{}", uuid_suffix()));
+    test_authority(&dir);
+    let receiver = Arc::new(Receiver::default());
+    let base_url = start_tls_receiver(receiver.clone(), &dir).await;
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let allow = ("SHOP_WEBHOOKS_ALLOW", "127.0.0.1/32,localhost");
+    let others = ENV.iter().copied().filter(|(k, _)| *k != allow.0);
+    let mut env: Vec<(&str, &str)> = others.clone().chain([allow]).collect();
+    env.push(("SHOP_WEBHOOKS_CA_FILE", ca));
+    let shop = instance.spawn(&["all"], &env).await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let register = |path: &'static str| {
+        let admin = &admin;
+        let url = format!("{base_url}{path}");
+        async move {
+            let answer = admin
+                .post(
+                    "/api/webhooks",
+                    json!({"url": url, "event_types": ["shop.orders.OrderPlaced"]}),
+                )
+                .await;
+            assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+            answer
+        }
+    };
+    let answer = register("/hooks").await;
+    let secret = answer.body["secret"].as_str().unwrap();
+    *receiver.secret.lock().unwrap() = STANDARD.decode(&secret[6..]).unwrap();
+    let (_admin, _customer, _order) =
+        common::confirmed_order(&instance, "TLS-1", "Tls", "tls@example.com").await;
+    eventually("a delivery over TLS", Duration::from_secs(60), || async {
+        delivered(&receiver, "/hooks").len() == 1
+    })
+    .await;
+    let all = seen(&receiver);
+    assert!(all.iter().all(|s| s.verified), "{all:?}");
+    assert_eq!(all[0].event_type, "shop.orders.OrderPlaced");
+    shop.kill().await;
+
+    // Without the authority: the handshake fails, nothing arrives, the log says why.
+    let env: Vec<(&str, &str)> = others.chain([allow]).collect();
+    let shop = instance.spawn(&["all"], &env).await;
+    let admin = Client::admin(instance.gateway_url()).await;
+    let endpoint = admin
+        .post(
+            "/api/webhooks",
+            json!({"url": format!("{base_url}/untrusted"), "event_types": ["shop.orders.OrderPlaced"]}),
+        )
+        .await;
+    assert_eq!(endpoint.status, StatusCode::CREATED, "{endpoint:?}");
+    let endpoint = endpoint.body["endpoint_id"].as_str().unwrap().to_string();
+    // Another order (the catalogue now has two products).
+    let product = admin.add_product("TLS-2", 100, 10).await;
+    instance.wait_for_catalogue(2).await;
+    let (customer, id) = Client::customer(instance.gateway_url(), "Tls2", "tls2@example.com").await;
+    let deposit = customer
+        .post(
+            &format!("/api/customers/{id}/wallet/deposits"),
+            json!({"amount": 1000}),
+        )
+        .await;
+    assert_eq!(deposit.status, StatusCode::ACCEPTED, "{deposit:?}");
+    let placed = customer
+        .post(
+            "/api/orders",
+            json!({"lines": [{"product_id": product, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{placed:?}");
+    let log = admin
+        .get_until(
+            &format!("/api/webhooks/{endpoint}/deliveries"),
+            Duration::from_secs(60),
+            |l| {
+                l.as_array().is_some_and(|l| {
+                    l.iter()
+                        .any(|d| d["attempt_log"].as_array().is_some_and(|a| !a.is_empty()))
+                })
+            },
+        )
+        .await;
+    let error = log[0]["attempt_log"][0]["error"]
+        .as_str()
+        .unwrap_or("")
+        .to_lowercase();
+    assert!(
+        error.contains("certificate") || error.contains("tls"),
+        "{log}"
+    );
+    assert!(
+        seen(&receiver).iter().all(|s| s.path != "/untrusted"),
+        "nothing arrives over an untrusted connection"
+    );
+    shop.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    instance.cleanup().await;
+}
+
+fn uuid_suffix() -> String {
+    format!("{:x}", fastrand::u64(..))
 }

@@ -35,6 +35,8 @@ pub struct NotificationsConfig {
     /// Attempts in flight to one endpoint at once (per process).
     pub per_endpoint: usize,
     pub poll: Duration,
+    /// Certificate authorities trusted beyond the system's (`SHOP_WEBHOOKS_CA_FILE`).
+    pub roots: Vec<reqwest::Certificate>,
 }
 
 impl NotificationsConfig {
@@ -48,6 +50,7 @@ impl NotificationsConfig {
             concurrency: 16,
             per_endpoint: 4,
             poll: Duration::from_millis(500),
+            roots: Vec::new(),
         }
     }
 }
@@ -94,6 +97,7 @@ pub async fn start(platform: &Platform, config: NotificationsConfig) -> Result<S
             concurrency: config.concurrency,
             poll: config.poll,
             per_endpoint: config.per_endpoint,
+            roots: config.roots.clone(),
         },
     });
     tasks.push(tokio::spawn(dispatcher.run(platform.shutdown.clone())));
