@@ -139,6 +139,14 @@ impl ConsumerRunner {
         self
     }
 
+    /// Lingers `linger` instead of the platform's [`ConsumerConfig::linger`] (and after
+    /// lone records too): for a consumer whose work may wait longer, fewer and larger
+    /// transactions.
+    pub fn lingering(mut self, linger: Duration) -> Self {
+        self.config.linger = linger;
+        self.lingering_after_lone_records()
+    }
+
     /// A saga reaction: events an import marked for it (`replay_only`) are applied in
     /// replay mode, without commands. Checked once per batch, so only such consumers pay.
     pub fn replaying_imports(mut self) -> Self {
