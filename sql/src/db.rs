@@ -225,6 +225,20 @@ pub async fn ensure_column(
 ) -> Result<(), DbError> {
     match pool.dialect() {
         crate::Dialect::Postgres => {
+            // Looked up first: `ALTER TABLE … ADD COLUMN IF NOT EXISTS` takes the table's
+            // exclusive lock even when the column is there, and every process opening
+            // the database would queue behind the table's readers and hold up the rest.
+            let present: bool = crate::sql::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2)",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_one(pool)
+            .await?;
+            if present {
+                return Ok(());
+            }
             let mut tx = pool.begin().await?;
             crate::sql::query("SELECT pg_advisory_xact_lock(7242001)")
                 .execute(&mut tx)
