@@ -836,24 +836,7 @@ async fn an_https_receiver_gets_them_over_tls_with_a_trusted_authority(backend: 
         .await;
     assert_eq!(endpoint.status, StatusCode::CREATED, "{endpoint:?}");
     let endpoint = endpoint.body["endpoint_id"].as_str().unwrap().to_string();
-    // Another order (the catalogue now has two products).
-    let product = admin.add_product("TLS-2", 100, 10).await;
-    instance.wait_for_catalogue(2).await;
-    let (customer, id) = Client::customer(instance.gateway_url(), "Tls2", "tls2@example.com").await;
-    let deposit = customer
-        .post(
-            &format!("/api/customers/{id}/wallet/deposits"),
-            json!({"amount": 1000}),
-        )
-        .await;
-    assert_eq!(deposit.status, StatusCode::ACCEPTED, "{deposit:?}");
-    let placed = customer
-        .post(
-            "/api/orders",
-            json!({"lines": [{"product_id": product, "quantity": 1}]}),
-        )
-        .await;
-    assert_eq!(placed.status, StatusCode::ACCEPTED, "{placed:?}");
+    let _ = common::confirmed_order(&instance, "TLS-2", "Tls2", "tls2@example.com").await;
     let log = admin
         .get_until(
             &format!("/api/webhooks/{endpoint}/deliveries"),

@@ -858,7 +858,22 @@ pub async fn confirmed_order(
     let base = instance.gateway_url();
     let admin = Client::admin(&base).await;
     let product = admin.add_product(sku, 100, 10).await;
-    instance.wait_for_catalogue(1).await;
+    // This product, whatever else the catalogue has (a test may place several orders).
+    let orders = instance.store("orders").await;
+    eventually(
+        "the orders service knows the product",
+        Duration::from_secs(60),
+        || async {
+            sql::query_scalar::<i64>("SELECT count(*) FROM catalogue WHERE product_id = $1")
+                .bind(uuid::Uuid::parse_str(&product).unwrap())
+                .fetch_one(&orders)
+                .await
+                .unwrap()
+                == 1
+        },
+    )
+    .await;
+    orders.close().await;
     let (customer, id) = Client::customer(&base, name, email).await;
     let deposit = customer
         .post(
