@@ -333,7 +333,10 @@ async fn event_types(
     params(("endpoint_id" = Uuid, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 403, description = "Admins only."),(status = 200, body = EndpointView), (status = 404, description = "No such endpoint."))
+        (status = 403, description = "Admins only."),
+        (status = 200, body = EndpointView),
+        (status = 404, description = "No such endpoint."),
+    )
 )]
 async fn read(
     State(state): State<AppState>,
@@ -487,7 +490,10 @@ async fn pause(
     params(("endpoint_id" = Uuid, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 403, description = "Admins only."),(status = 200, body = EndpointView), (status = 404, description = "No such endpoint."))
+        (status = 403, description = "Admins only."),
+        (status = 200, body = EndpointView),
+        (status = 404, description = "No such endpoint."),
+    )
 )]
 async fn resume(
     State(state): State<AppState>,
@@ -509,7 +515,10 @@ async fn resume(
     params(("endpoint_id" = Uuid, Path)),
     security(("bearer" = [])),
     responses(
-        (status = 403, description = "Admins only."),(status = 204, description = "Deleted."), (status = 404, description = "No such endpoint."))
+        (status = 403, description = "Admins only."),
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such endpoint."),
+    )
 )]
 async fn delete(
     State(state): State<AppState>,
@@ -559,7 +568,10 @@ async fn endpoint_step(
     params(("endpoint_id" = Uuid, Path), DeliveriesQuery),
     security(("bearer" = [])),
     responses(
-        (status = 403, description = "Admins only."),(status = 200, body = [DeliveryView]), (status = 404, description = "No such endpoint."))
+        (status = 403, description = "Admins only."),
+        (status = 200, body = [DeliveryView]),
+        (status = 404, description = "No such endpoint."),
+    )
 )]
 async fn deliveries(
     State(state): State<AppState>,
