@@ -161,7 +161,8 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<i64, CommandError<A::Error>> {
-        self.execute_alone(aggregate_id, command, metadata).await
+        self.execute_alone(aggregate_id, command, metadata, false)
+            .await
     }
 
     /// [`CommandBus::execute_versioned`] inside the caller's span.
@@ -170,8 +171,10 @@ where
         aggregate_id: &str,
         command: A::Command,
         metadata: &EventMetadata,
+        presume_new: bool,
     ) -> Result<i64, CommandError<A::Error>> {
         let store = self.store(self.store.clone());
+        store.presume_new.store(presume_new, Ordering::Relaxed);
         self.run_with_retries(&store, aggregate_id, command, metadata)
             .await?;
         Ok(store.sequence.load(Ordering::Relaxed) as i64)
@@ -184,18 +187,51 @@ where
     ///
     /// # Errors
     /// See [`CommandError`].
+    pub fn execute_keyed<'a>(
+        &'a self,
+        keyed: &'a mut KeyedCommand,
+        aggregate_id: &'a str,
+        command: A::Command,
+        metadata: &'a EventMetadata,
+    ) -> impl std::future::Future<Output = Result<i64, CommandError<A::Error>>> + 'a {
+        // A plain function, not one more `async` level: the append path's futures are deep
+        // enough that another one overflows the compiler's query depth in the services.
+        self.execute_keyed_as(keyed, aggregate_id, command, metadata, false)
+    }
+
+    /// Like [`CommandBus::execute_keyed`], for an aggregate whose id the caller has just
+    /// made (an order's `Uuid::now_v7`): as [`CommandBus::execute_new_in`], its first
+    /// attempt starts from the default state without reading the store, and the store's
+    /// optimistic check still judges.
+    ///
+    /// # Errors
+    /// See [`CommandError`].
+    pub fn execute_new_keyed<'a>(
+        &'a self,
+        keyed: &'a mut KeyedCommand,
+        aggregate_id: &'a str,
+        command: A::Command,
+        metadata: &'a EventMetadata,
+    ) -> impl std::future::Future<Output = Result<i64, CommandError<A::Error>>> + 'a {
+        self.execute_keyed_as(keyed, aggregate_id, command, metadata, true)
+    }
+
     #[tracing::instrument(name = "command", skip_all, fields(aggregate = A::TYPE, aggregate_id = %aggregate_id))]
-    pub async fn execute_keyed(
+    async fn execute_keyed_as(
         &self,
         keyed: &mut KeyedCommand,
         aggregate_id: &str,
         command: A::Command,
         metadata: &EventMetadata,
+        presume_new: bool,
     ) -> Result<i64, CommandError<A::Error>> {
         let Some(conn) = keyed.transaction() else {
-            return self.execute_alone(aggregate_id, command, metadata).await;
+            return self
+                .execute_alone(aggregate_id, command, metadata, presume_new)
+                .await;
         };
         let store = self.store(TxEventStore::new(conn, self.store.hook()));
+        store.presume_new.store(presume_new, Ordering::Relaxed);
         self.run_with_retries(&store, aggregate_id, command, metadata)
             .await?;
         Ok(store.sequence.load(Ordering::Relaxed) as i64)

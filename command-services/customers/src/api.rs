@@ -253,7 +253,7 @@ async fn register(
     state.credentials.stage(customer_id, hash);
     let result = state
         .bus
-        .execute_keyed(
+        .execute_new_keyed(
             &mut keyed,
             &customer_id.to_string(),
             command,

@@ -175,7 +175,7 @@ async fn add_product(
     };
     let version = state
         .bus
-        .execute_keyed(
+        .execute_new_keyed(
             &mut keyed,
             &product_id.to_string(),
             command,

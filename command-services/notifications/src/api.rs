@@ -268,7 +268,7 @@ async fn register(
     metadata.correlation_id = id.to_string();
     state
         .endpoints
-        .execute_keyed(&mut keyed, &id.to_string(), command, &metadata)
+        .execute_new_keyed(&mut keyed, &id.to_string(), command, &metadata)
         .await
         .map_err(Problem::from)?;
     let endpoint = view_after(&state, &mut keyed, id).await?;

@@ -210,7 +210,7 @@ async fn place_order(
     };
     let version = state
         .bus
-        .execute_keyed(&mut keyed, &order_id.to_string(), command, &metadata)
+        .execute_new_keyed(&mut keyed, &order_id.to_string(), command, &metadata)
         .await
         .map_err(Problem::from)?;
     let token = ConsistencyToken::new(Service::Orders, order_id.to_string(), version);
