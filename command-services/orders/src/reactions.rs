@@ -1,16 +1,18 @@
 //! Reactions of the orders service to other services' events.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use shop_eventing::command::CommandBus;
-use shop_eventing::handler::{decode, EventHandler, HandlerError};
+use shop_eventing::handler::{apply_span, decode, EventHandler, HandlerError};
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::shipping::ShippingEvent;
 use shop_schemas::{CloudEvent, Service};
-use shop_sql::{self as sql, Conn};
+use shop_sql::{self as sql, Cell, Conn, RowSet};
 use shop_web::telemetry::metadata_caused_by;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::order::{CancelReason, Order, OrderCommand};
@@ -108,8 +110,88 @@ fn step(event: &CloudEvent) -> Result<Option<(Uuid, Step)>, HandlerError> {
     })
 }
 
+/// The columns of a batch's saga facts, as `order_saga` keeps them.
+const SAGA_FACTS: [(&str, &str); 3] = [
+    ("order_id", "UUID"),
+    ("stock_reserved", "BOOLEAN"),
+    ("payment_completed", "BOOLEAN"),
+];
+
 #[async_trait]
 impl EventHandler for OrderSaga {
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// A batch (the runner batches on PostgreSQL) records every order's reservation and
+    /// payment in one statement, which answers which orders now have both; then each
+    /// command (a confirmation for those, and the commands the other events carry) runs
+    /// in the order of the events that caused it.
+    async fn handle_batch(
+        &self,
+        tx: &mut Conn,
+        events: &[&CloudEvent],
+    ) -> Result<(), HandlerError> {
+        let mut commands: Vec<(usize, Uuid, OrderCommand)> = Vec::new();
+        // Per order: reserved, paid, and the last event that brought either.
+        let mut facts: HashMap<Uuid, (bool, bool, usize)> = HashMap::new();
+        for (index, event) in events.iter().enumerate() {
+            let Some((order_id, step)) = step(event)? else {
+                continue;
+            };
+            match step {
+                Step::Command(command) => commands.push((index, order_id, command)),
+                Step::Reserved | Step::Paid => {
+                    let fact = facts.entry(order_id).or_insert((false, false, index));
+                    fact.0 |= matches!(step, Step::Reserved);
+                    fact.1 |= matches!(step, Step::Paid);
+                    fact.2 = index;
+                }
+            }
+        }
+        if !facts.is_empty() {
+            let mut rows = RowSet::new(&SAGA_FACTS);
+            for (order_id, (reserved, paid, _)) in &facts {
+                rows.push([
+                    (*order_id).into(),
+                    Cell::Text(reserved.to_string()),
+                    Cell::Text(paid.to_string()),
+                ]);
+            }
+            let rows_table = tx.dialect().rows(1, "r", &SAGA_FACTS);
+            let statement = format!(
+                "INSERT INTO order_saga (order_id, stock_reserved, payment_completed)
+                 SELECT order_id, stock_reserved, payment_completed FROM {rows_table}
+                 ON CONFLICT (order_id) DO UPDATE SET
+                     stock_reserved = order_saga.stock_reserved OR EXCLUDED.stock_reserved,
+                     payment_completed = order_saga.payment_completed OR EXCLUDED.payment_completed
+                 RETURNING CASE WHEN stock_reserved AND payment_completed THEN order_id END"
+            );
+            let mut query = sql::query_scalar::<Option<Uuid>>(&statement);
+            for arg in rows.into_args(tx.dialect())? {
+                query = query.bind(arg);
+            }
+            let both: Vec<Option<Uuid>> = query.fetch_all(&mut *tx).await?;
+            for order_id in both.into_iter().flatten() {
+                commands.push((facts[&order_id].2, order_id, OrderCommand::Confirm));
+            }
+        }
+        commands.sort_by_key(|(index, order_id, _)| (*index, *order_id));
+        for (index, order_id, command) in commands {
+            let event = events[index];
+            self.bus
+                .execute_in(
+                    tx,
+                    &order_id.to_string(),
+                    command,
+                    &metadata_caused_by(event),
+                )
+                .instrument(apply_span(SAGA, event))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let Some((order_id, step)) = step(event)? else {
             return Ok(());
