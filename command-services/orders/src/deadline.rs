@@ -15,7 +15,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use shop_eventing::command::CommandBus;
-use shop_eventing::store::{AppendHook, HookError, StoredEvent};
+use shop_eventing::store::{AppendHook, HookError, InlineHook, StoredEvent};
 use shop_eventing::CancellationToken;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::EventMetadata;
@@ -28,10 +28,51 @@ use crate::order::{CancelReason, Order, OrderCommand};
 /// Keeps `order_deadlines` in step with the order's events, in the append transaction,
 /// and counts the saga's outcomes (`saga_outcomes_total{event, reason}`).
 pub struct DeadlineTable {
-    pub timeout: Duration,
+    timeout: Duration,
+    /// Placements' deadlines as part of the append statement (PostgreSQL).
+    inline: [InlineHook; 1],
+}
+
+impl DeadlineTable {
+    /// Deadlines `timeout` after each placement.
+    pub fn new(timeout: Duration) -> Self {
+        let after = deadline_after(timeout).num_milliseconds();
+        DeadlineTable {
+            timeout,
+            // A placement (the HTTP path's append, alone or in a group) is then one
+            // statement outside any transaction, instead of a transaction of three
+            // (`BEGIN`, the append, the deadline's insert) and its `COMMIT`. The due time
+            // counts from the statement's start rather than the events' `recorded_at`,
+            // taken a moment before. Confirmations and cancellations delete the row (and
+            // are counted) in `on_append`: they come from the saga's reactions, whose
+            // transaction is open anyway.
+            inline: [InlineHook {
+                cte: format!(
+                    "deadline_set AS (
+                        INSERT INTO order_deadlines (order_id, due_at)
+                        SELECT (data->>'order_id')::uuid, now() + interval '{after} milliseconds'
+                        FROM appended WHERE event_type = 'OrderPlaced'
+                        ON CONFLICT (order_id) DO NOTHING)"
+                )
+                .into(),
+                event_types: &["OrderPlaced"],
+            }],
+        }
+    }
 }
 
 impl AppendHook for DeadlineTable {
+    fn inline_postgres(&self) -> &[InlineHook] {
+        &self.inline
+    }
+
+    fn touches(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "OrderPlaced" | "OrderConfirmed" | "OrderCancelled"
+        )
+    }
+
     fn on_append<'a>(
         &'a self,
         tx: &'a mut Conn,

@@ -46,9 +46,8 @@ pub async fn start(platform: &Platform, config: OrdersConfig) -> Result<Started,
     let pool = platform
         .open_command_database(Service::Orders, SCHEMA)
         .await?;
-    let store = EventStore::new(pool.clone()).with_hook(Arc::new(DeadlineTable {
-        timeout: config.saga_timeout,
-    }));
+    let store =
+        EventStore::new(pool.clone()).with_hook(Arc::new(DeadlineTable::new(config.saga_timeout)));
     let bus = Arc::new(CommandBus::new(store, ()));
     let catalogue = platform.consumer(
         pool.clone(),
@@ -108,7 +107,5 @@ pub async fn import_store(
     let pool = platform
         .open_command_database(Service::Orders, SCHEMA)
         .await?;
-    Ok(EventStore::new(pool).with_hook(Arc::new(DeadlineTable {
-        timeout: config.saga_timeout,
-    })))
+    Ok(EventStore::new(pool).with_hook(Arc::new(DeadlineTable::new(config.saga_timeout))))
 }

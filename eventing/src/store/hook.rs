@@ -35,8 +35,9 @@ pub trait AppendHook: Send + Sync {
 pub struct InlineHook {
     /// `name AS (…)`, over `appended` (the new events' `event_type` and `data`). A
     /// constraint it violates aborts the append; a `CHECK` violation is the hook's
-    /// refusal ([`HookError::Refused`]).
-    pub cte: &'static str,
+    /// refusal ([`HookError::Refused`]). Written once (a hook's configuration may be
+    /// part of it), so that the statement's text, and its prepared form, stay the same.
+    pub cte: std::borrow::Cow<'static, str>,
     /// The event types it covers; an append with another hooked type runs
     /// [`AppendHook::on_append`] instead.
     pub event_types: &'static [&'static str],
