@@ -249,7 +249,8 @@ async fn project(
             s.at.into(),
         ]);
     }
-    rows.execute(
+    // Replanned: an `UPDATE … FROM` the batch, looking rows up in a table that grows.
+    rows.replanned().execute(
         tx,
         Vec::new(),
         |r| format!(

@@ -225,6 +225,8 @@ pub struct RowSet<'c> {
     rows: usize,
     /// The first value that did not fit its column (reported by [`RowSet::into_args`]).
     misfit: Option<String>,
+    /// [`RowSet::execute`] plans its statement at each run ([`crate::Query::replanned`]).
+    replanned: bool,
 }
 
 impl<'c> RowSet<'c> {
@@ -238,6 +240,7 @@ impl<'c> RowSet<'c> {
                 .collect(),
             rows: 0,
             misfit: None,
+            replanned: false,
         }
     }
 
@@ -252,6 +255,14 @@ impl<'c> RowSet<'c> {
             }
         }
         self.rows += 1;
+    }
+
+    /// [`RowSet::execute`] plans its statement at each run, for the batch and the
+    /// tables as they are ([`crate::Query::replanned`]): for a statement that looks the
+    /// rows up in a table that grows (an `UPDATE … FROM` the rows).
+    pub fn replanned(mut self) -> Self {
+        self.replanned = true;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -306,6 +317,9 @@ impl<'c> RowSet<'c> {
         let dialect = tx.dialect();
         let sql = statement(&dialect.rows(leading.len() + 1, "r", self.columns));
         let mut query = query(&sql);
+        if self.replanned {
+            query = query.replanned();
+        }
         for arg in leading.into_iter().chain(self.into_args(dialect)?) {
             query = query.bind(arg);
         }

@@ -110,6 +110,8 @@ async fn reserved_products(tx: &mut Conn, orders: Vec<String>) -> Result<Vec<Uui
         tx.dialect().in_list(2)
     );
     let reservations = sql::query_as::<(serde_json::Value, String)>(&statement)
+        // The events table grows: planned for it as it is (`Query::replanned`).
+        .replanned()
         .bind(<Reservation as cqrs_es::Aggregate>::TYPE)
         .bind(sql::Arg::TextList(orders))
         .fetch_all(&mut *tx)

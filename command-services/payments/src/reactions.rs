@@ -182,6 +182,8 @@ impl EventHandler for OrderPayments {
              UNION ALL
              SELECT order_id, customer_id, COALESCE(total, 0), true FROM order_payments WHERE order_id = ANY($2) AND charged",
         )
+        // Planned for the batch and the table as they are (`Query::replanned`).
+        .replanned()
         .bind(Arg::UuidList(touched))
         .bind(Arg::UuidList(cancelled))
         .fetch_all(&mut *tx)

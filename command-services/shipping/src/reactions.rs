@@ -165,6 +165,8 @@ impl EventHandler for ScheduleShipments {
                AND (r.order_id = ANY($1) OR r.customer_id = ANY($2))
              RETURNING r.order_id, r.customer_id, c.country",
         )
+        // Planned for the batch and the tables as they are (`Query::replanned`).
+        .replanned()
         .bind(Arg::UuidList(orders.keys().copied().collect()))
         .bind(Arg::UuidList(customers.keys().copied().collect()))
         .fetch_all(&mut *tx)

@@ -268,7 +268,11 @@ pub(super) async fn record_applied_versions(
                        ON CONFLICT (consumer, source, subject) DO UPDATE SET sequence = EXCLUDED.sequence)
              SELECT source, subject, applied FROM known"
         );
-        let mut query = sql::query_as::<(String, String, i64)>(&sql).bind(consumer);
+        // Replanned: a lookup per aggregate into a table that grows (see
+        // `Query::replanned`).
+        let mut query = sql::query_as::<(String, String, i64)>(&sql)
+            .replanned()
+            .bind(consumer);
         for arg in rows.into_args(Dialect::Postgres)? {
             query = query.bind(arg);
         }
