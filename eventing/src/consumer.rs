@@ -460,6 +460,10 @@ impl ConsumerRunner {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
+        if Backend::of(&tx).statements_cost_round_trips() {
+            // A failed batch is applied again record by record (`process`).
+            crate::store::without_savepoints(&mut tx);
+        }
         // Where statements cost round trips, a consumer that deduplicates by event id
         // learns its checkpoints, its fresh ids and the replay question in one.
         let opened = if !self.track_versions && Backend::of(&tx).statements_cost_round_trips() {

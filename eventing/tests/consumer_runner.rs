@@ -949,3 +949,105 @@ async fn a_deaf_subscription_is_replaced_and_every_record_applied() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// Runs a command on one aggregate per event, as a saga reaction does.
+struct Incrementer {
+    bus: Arc<shop_eventing::command::CommandBus<common::Counter>>,
+}
+
+#[async_trait]
+impl EventHandler for Incrementer {
+    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
+        sql::query("INSERT INTO applied (event_id) VALUES ($1)")
+            .bind(event.id)
+            .execute(&mut *tx)
+            .await?;
+        self.bus
+            .execute_in(tx, "c", 1, &shop_schemas::EventMetadata::default())
+            .await?;
+        Ok(())
+    }
+}
+
+/// On PostgreSQL a batch's appends take no savepoint: a command that loses a race (here
+/// on a cached state another writer made stale) aborts the batch, which is then applied
+/// record by record, each record's appends under savepoints. Each event still takes
+/// effect once, and nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_command_loses_a_race_is_applied_again_record_by_record() {
+    let schema: Vec<&str> = [shop_eventing::store::SCHEMA]
+        .into_iter()
+        .chain(TX_SCHEMA.iter().copied())
+        .collect();
+    let database = fresh_database("lost-race", &schema).await;
+    let name = database.instance().to_string();
+    let pool = database.pool.clone();
+    let store = shop_eventing::store::EventStore::new(pool.clone());
+    let bus = Arc::new(shop_eventing::command::CommandBus::<common::Counter>::new(
+        store.clone(),
+        (),
+    ));
+    let metadata = shop_schemas::EventMetadata::default();
+    // The bus caches the counter at sequence 1; another writer then appends sequence 2.
+    bus.execute("c", 1, &metadata).await.unwrap();
+    shop_eventing::command::CommandBus::<common::Counter>::new(store, ())
+        .execute("c", 1, &metadata)
+        .await
+        .unwrap();
+    let (log, topic, dead) = kafka_topics(&name, 1).await;
+    let shutdown = CancellationToken::new();
+    let runner = ConsumerRunner::new(
+        pool.clone(),
+        log.clone(),
+        config(
+            "incrementer",
+            format!("{name}.incrementer"),
+            &topic,
+            &dead,
+            100,
+        ),
+        Arc::new(Incrementer { bus }),
+    );
+    let records: Vec<OutgoingRecord> = (0..3)
+        .map(|n| OutgoingRecord::from_cloud_event(&topic, &event(serde_json::json!({"n": n}))))
+        .collect();
+    log.publish(records).await.unwrap();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied: i64 = sql::query_scalar("SELECT count(*) FROM applied")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if applied >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "applied {applied} of 3");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+    let sequences: Vec<i64> =
+        sql::query_scalar("SELECT sequence FROM events WHERE aggregate_id = 'c' ORDER BY sequence")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(sequences, [1, 2, 3, 4, 5], "each event's command once");
+    let (rows, events, transactions): (i64, i64, i64) =
+        sql::query_as("SELECT count(*), count(DISTINCT event_id), count(DISTINCT tx) FROM applied")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((rows, events), (3, 3), "each event applied once");
+    assert_eq!(
+        transactions, 3,
+        "the batch was rolled back and applied record by record"
+    );
+    let dead_letters: i64 = sql::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(dead_letters, 0);
+    log.delete_topics(&[topic, dead]).await.ok();
+    database.drop().await;
+}

@@ -32,6 +32,7 @@ mod write;
 
 pub use event::StoredEvent;
 pub use hook::{AppendHook, HookError, InlineHook};
+pub(crate) use tx::without_savepoints;
 pub use tx::TxEventStore;
 
 /// The event-store tables; apply with [`shop_sql::db::open`].

@@ -86,8 +86,24 @@ impl TxEventStore<'_> {
     }
 }
 
+/// Marks a transaction that is retried as a whole when it fails ([`without_savepoints`]).
+#[derive(Default)]
+struct RetriedWhole(bool);
+
+/// Appends in this transaction take no savepoint: its owner retries it as a whole when
+/// it fails (the consumer runner's batch on PostgreSQL, applied again record by record,
+/// each record's appends under savepoints). A lost race or a hook's refusal then aborts
+/// the transaction rather than one append. That is rare (another writer of the same
+/// aggregate, a stale cached state, a stock count the batch misjudged), while the
+/// savepoint's `SAVEPOINT` and `RELEASE` cost two round trips per command, every time:
+/// ten per order on the saga's path.
+pub(crate) fn without_savepoints(tx: &mut Conn) {
+    tx.transaction_local::<RetriedWhole>().0 = true;
+}
+
 /// Appends inside the caller's transaction (a reaction's) under a savepoint: a lost race
-/// rolls back only this append and leaves the caller's transaction usable.
+/// rolls back only this append and leaves the caller's transaction usable. In a
+/// transaction retried as a whole ([`without_savepoints`]), without one.
 #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
 async fn append_under_savepoint(
     conn: &mut Conn,
@@ -96,6 +112,25 @@ async fn append_under_savepoint(
     snapshot: Option<Snapshot>,
 ) -> Result<(), PersistenceError> {
     let snapshots: Vec<Snapshot> = snapshot.into_iter().collect();
+    if conn
+        .transaction_local_ref::<RetriedWhole>()
+        .is_some_and(|r| r.0)
+    {
+        let work = HookWork::of(hook, Backend::of(conn), events);
+        return match write_batch(conn, work, events, &snapshots).await {
+            Ok(appended) => {
+                metrics::counter!("events_appended_total").increment(appended);
+                Ok(())
+            }
+            // The transaction is aborted: no retry can run in it (the command bus
+            // retries a lost race), so the whole transaction goes.
+            Err(PersistenceError::OptimisticLockError) => Err(PersistenceError::UnknownError(
+                "lost a concurrency race in a transaction without savepoints; it is retried as a whole"
+                    .into(),
+            )),
+            Err(e) => Err(e),
+        };
+    }
     let savepoint = |statement: &'static str| sql::query(statement);
     savepoint("SAVEPOINT append")
         .execute(&mut *conn)
