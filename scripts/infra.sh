@@ -251,6 +251,23 @@ kafka_clean() {
     --delete --topic '(t[0-9a-f]{12}|bench(e2e)?[0-9a-f]{8})\..*'
 }
 
+# Databases of the same test instances and bench runs (`<instance>_<component>`). A
+# killed bench leaves one per component; 29 of them, idle, made the next runs' figures
+# worse (`docs/src/benchmarks.md`). Not while tests or a bench run: theirs match too.
+postgres_clean() {
+  pg_running || die "PostgreSQL is not running (scripts/infra.sh up)"
+  local stale
+  stale=$(psql "$PG_URL" -tAc "SELECT datname FROM pg_database WHERE datname ~ '^(t[0-9a-f]{12}|bench(e2e)?[0-9a-f]{8})_'")
+  if [ -z "$stale" ]; then
+    say "no stale test databases"
+    return
+  fi
+  say "dropping $(echo "$stale" | wc -l) stale test databases"
+  for db in $stale; do
+    psql "$PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
+  done
+}
+
 # --- commands --------------------------------------------------------------------------
 
 status() {
@@ -284,6 +301,7 @@ case "${1:-}" in
     ;;
   clean)
     kafka_clean
+    postgres_clean
     ;;
   *)
     echo "usage: $0 up|down|status|clean" >&2

@@ -36,7 +36,7 @@ fi
 
 # Databases and topics left behind by earlier runs that were interrupted (test instances
 # are t<hex>).
-psql "$SHOP_TEST_DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datname ~ '^t[0-9a-f]{12}_'" |
+psql "$SHOP_TEST_DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datname ~ '^(t[0-9a-f]{12}|bench(e2e)?[0-9a-f]{8})_'" |
   while read -r db; do [ -n "$db" ] && psql "$SHOP_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 scripts/infra.sh clean
 
