@@ -186,19 +186,7 @@ impl EventHandler for ScheduleShipments {
         schedules.sort_by_key(|(cause, order_id, _, _)| (*cause, *order_id));
         for (cause, order_id, customer_id, country) in schedules {
             let event = events[cause];
-            let command = ShipmentCommand::Schedule {
-                order_id,
-                customer_id,
-                country,
-            };
-            // Scheduled once, and a cancelled order never is: the shipment starts here.
-            self.bus
-                .execute_new_in(
-                    tx,
-                    &order_id.to_string(),
-                    command,
-                    &metadata_caused_by(event),
-                )
+            self.start(tx, order_id, customer_id, country, event)
                 .instrument(apply_span(SHIPMENTS, event))
                 .await?;
         }
@@ -303,12 +291,24 @@ impl ScheduleShipments {
             .bind(order_id)
             .execute(&mut *tx)
             .await?;
+        self.start(tx, order_id, customer_id, country, cause).await
+    }
+
+    /// Schedules a ready order's shipment, once its request is marked scheduled: it is
+    /// scheduled once, and a cancelled order never is, so the shipment starts here.
+    async fn start(
+        &self,
+        tx: &mut Conn,
+        order_id: Uuid,
+        customer_id: Uuid,
+        country: String,
+        cause: &CloudEvent,
+    ) -> Result<(), HandlerError> {
         let command = ShipmentCommand::Schedule {
             order_id,
             customer_id,
             country,
         };
-        // Scheduled once, and a cancelled order never is: the shipment starts here.
         self.bus
             .execute_new_in(
                 tx,
