@@ -158,16 +158,17 @@ async fn ensure_database(admin: &mut PgConnection, name: &str) -> Result<(), DbE
     Ok(())
 }
 
+/// Serializes schema changes across processes, until the transaction ends (PostgreSQL):
+/// an arbitrary constant key, "schema changes of this database".
+const SCHEMA_LOCK: &str = "SELECT pg_advisory_xact_lock(7242001)";
+
 /// Runs idempotent schema scripts in one transaction, serialized across processes.
 ///
 /// # Errors
 /// A statement fails.
 pub async fn apply_schema(pool: &PgPool, scripts: &[&str]) -> Result<(), DbError> {
     let mut tx = pool.begin().await?;
-    // An arbitrary constant key: "schema changes of this database".
-    sqlx::query("SELECT pg_advisory_xact_lock(7242001)")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(SCHEMA_LOCK).execute(&mut *tx).await?;
     for script in scripts {
         sqlx::raw_sql(script).execute(&mut *tx).await?;
     }
@@ -199,9 +200,7 @@ pub async fn run_script(pool: &crate::Pool, script: &str) -> Result<(), DbError>
         .collect();
     let mut tx = pool.begin().await?;
     if pool.dialect() == crate::Dialect::Postgres {
-        crate::sql::query("SELECT pg_advisory_xact_lock(7242001)")
-            .execute(&mut tx)
-            .await?;
+        crate::sql::query(SCHEMA_LOCK).execute(&mut tx).await?;
     }
     for statement in &statements {
         crate::sql::query(statement).execute(&mut tx).await?;
@@ -240,9 +239,7 @@ pub async fn ensure_column(
                 return Ok(());
             }
             let mut tx = pool.begin().await?;
-            crate::sql::query("SELECT pg_advisory_xact_lock(7242001)")
-                .execute(&mut tx)
-                .await?;
+            crate::sql::query(SCHEMA_LOCK).execute(&mut tx).await?;
             crate::sql::query(&format!(
                 "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
             ))

@@ -146,6 +146,14 @@ impl From<String> for Cell {
     }
 }
 
+/// A boolean (for a `BOOLEAN` column) as `1` or `0`: text PostgreSQL casts to a boolean,
+/// and that SQLite's numeric affinity stores as the integer it uses for one.
+impl From<bool> for Cell {
+    fn from(v: bool) -> Cell {
+        Cell::Text(if v { "1" } else { "0" }.to_string())
+    }
+}
+
 /// A JSON value (for a `JSONB` column) as its text.
 impl From<&Value> for Cell {
     fn from(v: &Value) -> Cell {

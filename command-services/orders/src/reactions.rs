@@ -10,7 +10,7 @@ use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::payments::PaymentEvent;
 use shop_schemas::shipping::ShippingEvent;
 use shop_schemas::{CloudEvent, Service};
-use shop_sql::{self as sql, Cell, Conn, RowSet};
+use shop_sql::{self as sql, Conn, RowSet};
 use shop_web::telemetry::metadata_caused_by;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -152,11 +152,7 @@ impl EventHandler for OrderSaga {
         if !facts.is_empty() {
             let mut rows = RowSet::new(&SAGA_FACTS);
             for (order_id, (reserved, paid, _)) in &facts {
-                rows.push([
-                    (*order_id).into(),
-                    Cell::Text(reserved.to_string()),
-                    Cell::Text(paid.to_string()),
-                ]);
+                rows.push([(*order_id).into(), (*reserved).into(), (*paid).into()]);
             }
             let rows_table = tx.dialect().rows(1, "r", &SAGA_FACTS);
             let statement = format!(

@@ -10,7 +10,7 @@ use shop_schemas::customers::CustomerEvent;
 use shop_schemas::inventory::InventoryEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::{CloudEvent, Service};
-use shop_sql::{self as sql, Arg, Cell, Conn, RowSet};
+use shop_sql::{self as sql, Arg, Conn, RowSet};
 use shop_web::telemetry::metadata_caused_by;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -148,8 +148,8 @@ impl EventHandler for OrderPayments {
                 (*order_id).into(),
                 f.customer_id.into(),
                 f.total.into(),
-                Cell::Text(f.reserved.to_string()),
-                Cell::Text(f.cancelled.to_string()),
+                f.reserved.into(),
+                f.cancelled.into(),
             ]);
         }
         rows.execute(tx, Vec::new(), |r| {

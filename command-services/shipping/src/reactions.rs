@@ -10,7 +10,7 @@ use shop_eventing::handler::{apply_span, decode, EventHandler, HandlerError};
 use shop_schemas::customers::CustomerEvent;
 use shop_schemas::orders::OrderEvent;
 use shop_schemas::{CloudEvent, Service};
-use shop_sql::{self as sql, Arg, Cell, Conn, RowSet};
+use shop_sql::{self as sql, Arg, Conn, RowSet};
 use shop_web::telemetry::metadata_caused_by;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -125,8 +125,8 @@ impl EventHandler for ScheduleShipments {
             requests.push([
                 (*order_id).into(),
                 f.customer_id.into(),
-                Cell::Text(f.confirmed.to_string()),
-                Cell::Text(f.cancelled.to_string()),
+                f.confirmed.into(),
+                f.cancelled.into(),
             ]);
         }
         requests

@@ -86,9 +86,10 @@ impl TxEventStore<'_> {
     }
 }
 
-/// Marks a transaction that is retried as a whole when it fails ([`without_savepoints`]).
+/// Marks a transaction that is retried as a whole when it fails ([`without_savepoints`]):
+/// present or not.
 #[derive(Default)]
-struct RetriedWhole(bool);
+struct RetriedWhole;
 
 /// Appends in this transaction take no savepoint: its owner retries it as a whole when
 /// it fails (the consumer runner's batch on PostgreSQL, applied again record by record,
@@ -98,7 +99,7 @@ struct RetriedWhole(bool);
 /// savepoint's `SAVEPOINT` and `RELEASE` cost two round trips per command, every time:
 /// ten per order on the saga's path.
 pub(crate) fn without_savepoints(tx: &mut Conn) {
-    tx.transaction_local::<RetriedWhole>().0 = true;
+    tx.transaction_local::<RetriedWhole>();
 }
 
 /// Appends inside the caller's transaction (a reaction's) under a savepoint: a lost race
@@ -112,50 +113,43 @@ async fn append_under_savepoint(
     snapshot: Option<Snapshot>,
 ) -> Result<(), PersistenceError> {
     let snapshots: Vec<Snapshot> = snapshot.into_iter().collect();
-    if conn
-        .transaction_local_ref::<RetriedWhole>()
-        .is_some_and(|r| r.0)
-    {
-        let work = HookWork::of(hook, Backend::of(conn), events);
-        return match write_batch(conn, work, events, &snapshots).await {
-            Ok(appended) => {
-                metrics::counter!("events_appended_total").increment(appended);
-                Ok(())
-            }
-            // The transaction is aborted: no retry can run in it (the command bus
-            // retries a lost race), so the whole transaction goes.
-            Err(PersistenceError::OptimisticLockError) => Err(PersistenceError::UnknownError(
-                "lost a concurrency race in a transaction without savepoints; it is retried as a whole"
-                    .into(),
-            )),
-            Err(e) => Err(e),
-        };
+    let savepoint = conn.transaction_local_ref::<RetriedWhole>().is_none();
+    let run = |statement: &'static str| sql::query(statement);
+    if savepoint {
+        run("SAVEPOINT append")
+            .execute(&mut *conn)
+            .await
+            .map_err(connection_error)?;
     }
-    let savepoint = |statement: &'static str| sql::query(statement);
-    savepoint("SAVEPOINT append")
-        .execute(&mut *conn)
-        .await
-        .map_err(connection_error)?;
     let work = HookWork::of(hook, Backend::of(conn), events);
     match write_batch(conn, work, events, &snapshots).await {
         Ok(appended) => {
-            savepoint("RELEASE SAVEPOINT append")
-                .execute(&mut *conn)
-                .await
-                .map_err(connection_error)?;
+            if savepoint {
+                run("RELEASE SAVEPOINT append")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(connection_error)?;
+            }
             metrics::counter!("events_appended_total").increment(appended);
             Ok(())
         }
-        Err(e) => {
-            savepoint("ROLLBACK TO SAVEPOINT append")
+        Err(e) if savepoint => {
+            run("ROLLBACK TO SAVEPOINT append")
                 .execute(&mut *conn)
                 .await
                 .map_err(connection_error)?;
-            savepoint("RELEASE SAVEPOINT append")
+            run("RELEASE SAVEPOINT append")
                 .execute(&mut *conn)
                 .await
                 .map_err(connection_error)?;
             Err(e)
         }
+        // The transaction is aborted: no retry can run in it (the command bus retries a
+        // lost race), so the whole transaction goes.
+        Err(PersistenceError::OptimisticLockError) => Err(PersistenceError::UnknownError(
+            "lost a concurrency race in a transaction without savepoints; it is retried as a whole"
+                .into(),
+        )),
+        Err(e) => Err(e),
     }
 }
