@@ -501,10 +501,18 @@ async fn publish(
     pool: &shop_sql::Pool,
 ) -> anyhow::Result<Stage> {
     let total = shop_eventing::relay::backlog(pool).await?;
+    // Done when the topic holds them all: watched at the broker, as counting the outbox
+    // every few milliseconds would be work for the database the relay is reading.
+    let topic = Service::Inventory.topic(&platform.topic_prefix);
+    let in_topic = || async {
+        let ends = platform.log.end_offsets(&topic).await?;
+        anyhow::Ok(ends.iter().map(|(_, end)| end).sum::<i64>())
+    };
+    let before = in_topic().await?;
     let relay = platform.relay(pool.clone(), Service::Inventory);
     let started = Instant::now();
     let relay_task = tokio::spawn(relay.run(platform.shutdown.clone()));
-    while shop_eventing::relay::backlog(pool).await? > 0 {
+    while in_topic().await? < before + total {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let publish_rate = total as f64 / started.elapsed().as_secs_f64();

@@ -174,17 +174,17 @@ impl Relay {
     }
 
     /// Publishes what waits in the outbox, batch by batch, until a batch is not full.
-    /// While a batch's delivery reports come in, the next batch is read from the
-    /// database; it is produced only once the one before is acknowledged and removed, so
-    /// records keep their order and a batch that fails is produced again before anything
-    /// after it.
+    /// While a batch is produced, the one before it (acknowledged) is removed and the
+    /// next one is read from the database; it is produced only once the one before is
+    /// acknowledged, so records keep their order and a batch that fails is produced again
+    /// before anything after it.
     async fn drain(&self, conn: &mut Conn, topic: &str) -> Result<(), sqlx::Error> {
         let size = self.config.batch_size;
-        let mut rows = backend::outbox_batch(conn, 0, size).await?;
+        let mut batch = self.batch(backend::outbox_batch(conn, 0, size, &[]).await?.rows, topic)?;
         // The outbox backlog: the batch when it is not full, else a count, less what is
         // published as the drain goes.
-        let mut backlog = if rows.len() < size as usize {
-            rows.len() as i64
+        let mut backlog = if batch.rows.len() < size as usize {
+            batch.rows.len() as i64
         } else {
             sql::query_scalar::<i64>("SELECT count(*) FROM outbox")
                 .fetch_one(&mut *conn)
@@ -193,60 +193,108 @@ impl Relay {
         let gauge =
             metrics::gauge!("relay_backlog_events", "service" => self.config.service.name());
         gauge.set(backlog as f64);
-        while !rows.is_empty() {
+        // Produced and acknowledged, not yet removed from the outbox.
+        let mut published: Option<Vec<i64>> = None;
+        while !batch.rows.is_empty() {
+            let Batch {
+                rows,
+                positions,
+                records,
+            } = batch;
             let full = rows.len() >= size as usize;
-            let events: Vec<StoredEvent> = rows
-                .iter()
-                .map(StoredEvent::from_row)
-                .collect::<Result<_, _>>()?;
-            let last = events.last().map_or(0, |e| e.position);
-            // Built again for a retry rather than copied for every attempt.
-            let records = || -> Vec<OutgoingRecord> {
-                events
-                    .iter()
-                    .map(|e| {
-                        OutgoingRecord::from_cloud_event(
-                            topic,
-                            &e.to_cloud_event(self.config.service),
-                        )
-                    })
-                    .collect()
+            let last = positions.last().copied().unwrap_or(0);
+            let span = tracing::info_span!("publish", topic, events = rows.len());
+            let sending = self.log.publish(records).instrument(span.clone());
+            // Meanwhile: the batch before goes from the outbox, and the next is read and
+            // made into records.
+            let reading = async {
+                let done = published.take().unwrap_or_default();
+                if full {
+                    let next = backend::outbox_batch(conn, last, size, &done).await?;
+                    Ok(Some((self.batch(next.rows, topic)?, next.behind)))
+                } else {
+                    if !done.is_empty() {
+                        backend::remove_from_outbox(conn, &done).await?;
+                    }
+                    Ok::<_, sqlx::Error>(None)
+                }
             };
-            let span = tracing::info_span!("publish", topic, events = events.len());
-            let sending = self.log.publish(records()).instrument(span.clone());
-            let (next, mut sent) = if full {
-                let (next, sent) = tokio::join!(backend::outbox_batch(conn, last, size), sending);
-                (next, sent)
-            } else {
-                (Ok(Vec::new()), sending.await)
-            };
+            let (next, mut sent) = tokio::join!(reading, sending);
             while let Err(e) = sent {
                 // Nothing is marked; the whole batch is produced again.
                 warn!(error = %e, "publish failed; retrying the batch");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 // Keep the lock connection alive (and notice if it died).
                 sql::query("SELECT 1").execute(&mut *conn).await?;
-                sent = self.log.publish(records()).instrument(span.clone()).await;
+                let (_, records) = self.records(&rows, topic)?;
+                sent = self.log.publish(records).instrument(span.clone()).await;
             }
             fault::point(fault::RELAY_AFTER_PRODUCE);
-            let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
-            let next = next?;
-            // The next batch was read past this one's positions. An event below them
-            // that committed meanwhile (positions are taken at insert, not at commit)
-            // goes first: a later event of its aggregate may be in the batch read.
-            let first_next: Option<i64> = next.first().map(|r| r.get("position")).transpose()?;
-            let missed = backend::remove_from_outbox(conn, positions, first_next).await?;
-            debug!(count = events.len(), "published");
-            backlog = (backlog - events.len() as i64).max(0);
+            debug!(count = rows.len(), "published");
+            backlog = (backlog - rows.len() as i64).max(0);
             gauge.set(backlog as f64);
-            rows = if missed {
-                backend::outbox_batch(conn, 0, size).await?
-            } else {
-                next
+            let batch_len = positions.len() as i64;
+            published = Some(positions);
+            batch = match next? {
+                None => Batch::default(),
+                // Besides this batch, an event at or below its positions waited when the
+                // next was read: it committed after this batch was read, and a later event
+                // of its aggregate may be in the next. It goes first.
+                Some((_, behind)) if behind > batch_len => {
+                    if let Some(done) = published.take() {
+                        backend::remove_from_outbox(conn, &done).await?;
+                    }
+                    self.batch(backend::outbox_batch(conn, 0, size, &[]).await?.rows, topic)?
+                }
+                Some((next, _)) => next,
             };
+        }
+        if let Some(done) = published {
+            backend::remove_from_outbox(conn, &done).await?;
         }
         Ok(())
     }
+
+    /// The batch of these rows.
+    fn batch(&self, rows: Vec<sql::Row>, topic: &str) -> Result<Batch, sqlx::Error> {
+        let (positions, records) = self.records(&rows, topic)?;
+        Ok(Batch {
+            rows,
+            positions,
+            records,
+        })
+    }
+
+    /// The rows' positions and records. An event's data goes out as the JSON text the
+    /// store holds, not parsed and written again.
+    fn records(
+        &self,
+        rows: &[sql::Row],
+        topic: &str,
+    ) -> Result<(Vec<i64>, Vec<OutgoingRecord>), sqlx::Error> {
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            let data: String = row.get("data")?;
+            let event = StoredEvent::from_row_with_data(row, serde_json::Value::Null)?;
+            positions.push(event.position);
+            records.push(OutgoingRecord::with_data_json(
+                topic,
+                &event.to_cloud_event(self.config.service),
+                data.into_bytes(),
+            ));
+        }
+        Ok((positions, records))
+    }
+}
+
+/// Events the relay read from its outbox, as rows and as records.
+#[derive(Default)]
+struct Batch {
+    /// Kept to make the records again if producing them fails.
+    rows: Vec<sql::Row>,
+    positions: Vec<i64>,
+    records: Vec<OutgoingRecord>,
 }
 
 /// How many events wait in a service's outbox (for metrics and status).

@@ -21,6 +21,16 @@ pub struct OutgoingRecord {
 impl OutgoingRecord {
     /// A CloudEvent as a binary-mode record keyed by its subject.
     pub fn from_cloud_event(topic: &str, event: &CloudEvent) -> Self {
+        Self::with_data_json(
+            topic,
+            event,
+            serde_json::to_vec(&event.data).unwrap_or_default(),
+        )
+    }
+
+    /// A CloudEvent as a binary-mode record whose value is `data_json`, the event's data
+    /// already written as JSON (the event's own `data` is not read).
+    pub fn with_data_json(topic: &str, event: &CloudEvent, data_json: Vec<u8>) -> Self {
         OutgoingRecord {
             topic: topic.to_string(),
             key: event.subject.clone(),
@@ -29,7 +39,7 @@ impl OutgoingRecord {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
-            payload: serde_json::to_vec(&event.data).unwrap_or_default(),
+            payload: data_json,
         }
     }
 }

@@ -84,61 +84,51 @@ pub(crate) async fn insert_events(
     }
 }
 
-/// The rows of up to `limit` events waiting in the outbox after position `after`, in
-/// position order (the relay's next batch, [`crate::store::EVENT_COLUMNS`]).
+/// The relay's next batch: the rows of up to `limit` events waiting in the outbox after
+/// position `after`, in position order ([`crate::store::EVENT_COLUMNS`], their `data` as
+/// the JSON text stored), and how many events waited at or below `after` when they were
+/// read. `remove` (published events, all at or below `after`) leaves the outbox first,
+/// in the same statement on PostgreSQL.
+pub(crate) struct OutboxBatch {
+    pub rows: Vec<sql::Row>,
+    /// Events in the outbox at or below `after` as the batch was read, up to `limit` + 1:
+    /// the relay's own batch not yet removed, and any event that committed after the
+    /// relay read past its position (positions are taken at insert, not at commit).
+    pub behind: i64,
+}
+
 pub(crate) async fn outbox_batch(
     conn: &mut Conn,
     after: i64,
     limit: i64,
-) -> Result<Vec<sql::Row>, sqlx::Error> {
+    remove: &[i64],
+) -> Result<OutboxBatch, sqlx::Error> {
+    // The batch is read as the outbox was before the removal: it must not hold them.
+    debug_assert!(remove.is_sorted() && remove.iter().all(|p| *p <= after));
     match conn.dialect() {
-        Dialect::Postgres => postgres::outbox_batch(conn, after, limit).await,
-        Dialect::Sqlite => sqlite::outbox_batch(conn, after, limit).await,
+        Dialect::Postgres => postgres::outbox_batch(conn, after, limit, remove).await,
+        Dialect::Sqlite => sqlite::outbox_batch(conn, after, limit, remove).await,
     }
 }
 
-/// Removes published events from the outbox; with `below`, also answers whether an
-/// event below that position waits there besides them (one that committed after the
-/// relay read past its position), in the same statement on PostgreSQL.
+/// Removes published events (`positions`, ascending) from the outbox.
 pub(crate) async fn remove_from_outbox(
     conn: &mut Conn,
-    positions: Vec<i64>,
-    below: Option<i64>,
-) -> Result<bool, sqlx::Error> {
-    match (conn.dialect(), below) {
-        (Dialect::Postgres, Some(below)) => {
-            // A data-modifying WITH runs to completion whether or not it is read; the
-            // query sees the rows as they were before it: the removed ones (all below
-            // `below`, and only this relay removes rows) and any other.
-            sql::query_scalar::<bool>(
-                "WITH gone AS (DELETE FROM outbox WHERE position = ANY($1))
-                 SELECT count(*) > $3 FROM outbox WHERE position < $2",
-            )
-            .bind(&positions)
-            .bind(below)
-            .bind(positions.len() as i64)
-            .fetch_one(&mut *conn)
-            .await
-        }
-        (dialect, below) => {
-            let delete = format!("DELETE FROM outbox WHERE position {}", dialect.in_list(1));
-            sql::query(&delete)
-                .bind(&positions)
-                .execute(&mut *conn)
-                .await?;
-            match below {
-                None => Ok(false),
-                Some(below) => {
-                    sql::query_scalar::<bool>(
-                        "SELECT EXISTS (SELECT 1 FROM outbox WHERE position < $1)",
-                    )
-                    .bind(below)
-                    .fetch_one(&mut *conn)
-                    .await
-                }
-            }
-        }
-    }
+    positions: &[i64],
+) -> Result<(), sqlx::Error> {
+    debug_assert!(positions.is_sorted());
+    let delete = match conn.dialect() {
+        Dialect::Postgres => format!("DELETE FROM outbox WHERE {}", postgres::REMOVED_1),
+        Dialect::Sqlite => format!(
+            "DELETE FROM outbox WHERE position {}",
+            Dialect::Sqlite.in_list(1)
+        ),
+    };
+    sql::query(&delete)
+        .bind(sql::Arg::I64List(positions.to_vec()))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Records the event ids a consumer applies (`processed_events`) and returns those it

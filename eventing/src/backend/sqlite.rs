@@ -51,19 +51,30 @@ pub(super) async fn insert_events(
     Ok(())
 }
 
+/// The removal, the batch, then the count: an event that commits after the count is
+/// not in the batch, nor any later event of its aggregate.
 pub(super) async fn outbox_batch(
     conn: &mut Conn,
     after: i64,
     limit: i64,
-) -> Result<Vec<sql::Row>, sqlx::Error> {
+    remove: &[i64],
+) -> Result<super::OutboxBatch, sqlx::Error> {
+    if !remove.is_empty() {
+        super::remove_from_outbox(conn, remove).await?;
+    }
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE position IN (SELECT position FROM outbox WHERE position > $2 ORDER BY position LIMIT $1) ORDER BY position"
     );
-    sql::query(&sql)
+    let rows = sql::query(&sql)
         .bind(limit)
         .bind(after)
         .fetch_all(&mut *conn)
-        .await
+        .await?;
+    let behind = sql::query_scalar("SELECT count(*) FROM outbox WHERE position <= $1")
+        .bind(after)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(super::OutboxBatch { rows, behind })
 }
 
 pub(super) const INSERT_PROCESSED_IDS: &str = "INSERT INTO processed_events (consumer, event_id) SELECT $1, value FROM json_each($2) WHERE true ON CONFLICT DO NOTHING RETURNING event_id";

@@ -67,6 +67,11 @@ impl StoredEvent {
     }
 
     pub(crate) fn from_row(row: &sql::Row) -> Result<Self, sqlx::Error> {
+        Self::from_row_with_data(row, row.get("data")?)
+    }
+
+    /// The event of a row whose `data` is taken as given (the relay reads it as text).
+    pub(crate) fn from_row_with_data(row: &sql::Row, data: Value) -> Result<Self, sqlx::Error> {
         let metadata: Value = row.get("metadata")?;
         let metadata: HashMap<String, String> =
             serde_json::from_value(metadata).unwrap_or_default();
@@ -78,7 +83,7 @@ impl StoredEvent {
             event_id: row.get("event_id")?,
             event_type: row.get("event_type")?,
             event_version: row.get("event_version")?,
-            data: row.get("data")?,
+            data,
             metadata: EventMetadata::from_map(&metadata),
             recorded_at: row.get("recorded_at")?,
         })
