@@ -271,6 +271,12 @@ async fn an_order_is_confirmed_shipped_and_delivered(backend: Dialect) {
     let view = shop.wait_order(&order, "CONFIRMED").await;
     assert_eq!(view["total"], 3600);
     assert_eq!(view["cancel_reason"], Value::Null);
+    // The confirmation's append removed the order's deadline.
+    let orders_db = shop.instance.store("orders").await;
+    assert_eq!(
+        count(&orders_db, "SELECT count(*) FROM order_deadlines").await,
+        0
+    );
 
     // Shipping: only a dispatched parcel can be delivered, and only once dispatched.
     shop.wait_history(&order, &["ShipmentScheduled@shipping"])
@@ -318,6 +324,7 @@ async fn an_order_is_confirmed_shipped_and_delivered(backend: Dialect) {
     shop.wait_figures(&hanako, (10_000 - 3600, 3600, 1)).await;
     shop.wait_stock(&tea, (7, 0, 3)).await;
 
+    orders_db.close().await;
     shop.stop().await;
 }
 
@@ -360,6 +367,12 @@ async fn an_order_beyond_the_wallet_is_cancelled_and_its_stock_released(backend:
     let order = hanako.place(&[(&tea, 2)]).await;
     let view = shop.wait_order(&order, "CANCELLED").await;
     assert_eq!(view["cancel_reason"], "payment_declined");
+    // The cancellation's append removed the order's deadline.
+    let orders_db = shop.instance.store("orders").await;
+    assert_eq!(
+        count(&orders_db, "SELECT count(*) FROM order_deadlines").await,
+        0
+    );
     shop.wait_history(
         &order,
         &[
@@ -374,6 +387,7 @@ async fn an_order_beyond_the_wallet_is_cancelled_and_its_stock_released(backend:
     shop.wait_figures(&hanako, (1000, 0, 1)).await;
     shop.wait_stock(&tea, (10, 0, 0)).await;
 
+    orders_db.close().await;
     shop.stop().await;
 }
 

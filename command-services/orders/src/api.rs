@@ -165,7 +165,8 @@ async fn place_order(
     let customer_id = Uuid::parse_str(&claims.sub)
         .map_err(|_| Problem::forbidden("orders are placed by customers"))?;
     let requested = parse_lines(body).map_err(Problem::validation)?;
-    state.backlog.admit()?;
+    // Held until the placement has finished: the backlog's count may not see it before.
+    let _admission = state.backlog.admit()?;
     let ids: Vec<Uuid> = requested.iter().map(|(id, _)| *id).collect();
     let lookup = format!(
         "SELECT product_id, price FROM catalogue WHERE product_id {}",

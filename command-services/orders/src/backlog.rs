@@ -7,9 +7,10 @@
 //! accepted order would wait longer (up to its deadline, then be cancelled with reason
 //! `timeout`). The pending orders are the rows of `order_deadlines` (written with
 //! `OrderPlaced`, removed with the decision), shared by every instance of the service; a
-//! watcher counts them a few times a second, and each instance adds the orders it placed
-//! since, so a burst between two counts cannot overshoot the limit by more than the
-//! other instances' placements.
+//! watcher counts them a few times a second, and each instance adds the orders it admitted
+//! that the count may not have seen (those in flight when it began, and those admitted
+//! while it ran), so a burst between two counts cannot overshoot the limit by more than
+//! the other instances' placements.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,28 @@ pub struct Backlog {
     /// Refuse at this many pending orders (0: never).
     limit: u64,
     pending: AtomicU64,
+    /// Orders admitted since start.
+    admitted: AtomicU64,
+    /// Orders admitted whose placement has not finished ([`Admission`]s alive).
+    in_flight: AtomicU64,
+}
+
+/// An admitted order, until its placement has finished (appended, or failed).
+pub struct Admission<'a>(Option<&'a Backlog>);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if let Some(backlog) = self.0 {
+            backlog.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// What a count of the pending orders may not have seen of this instance's: taken
+/// before it ([`Backlog::before_count`]), settled after it ([`Backlog::counted`]).
+pub struct Unseen {
+    admitted: u64,
+    in_flight: u64,
 }
 
 impl Backlog {
@@ -36,16 +59,19 @@ impl Backlog {
         Arc::new(Backlog {
             limit,
             pending: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         })
     }
 
-    /// Admits one more order, or the 503 that refuses it.
+    /// Admits one more order, or the 503 that refuses it. Keep the admission until the
+    /// placement has finished.
     ///
     /// # Errors
     /// The backlog is at its limit.
-    pub fn admit(&self) -> Result<(), Problem> {
+    pub fn admit(&self) -> Result<Admission<'_>, Problem> {
         if self.limit == 0 {
-            return Ok(());
+            return Ok(Admission(None));
         }
         let pending = self.pending.fetch_add(1, Ordering::AcqRel);
         if pending >= self.limit {
@@ -57,7 +83,19 @@ impl Backlog {
             ))
             .retry_after(1));
         }
-        Ok(())
+        // In flight before it counts as admitted: a count that begins between the two
+        // sees it in flight rather than not at all.
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.admitted.fetch_add(1, Ordering::AcqRel);
+        Ok(Admission(Some(self)))
+    }
+
+    /// Taken just before a count of the pending orders begins.
+    pub fn before_count(&self) -> Unseen {
+        Unseen {
+            in_flight: self.in_flight.load(Ordering::Acquire),
+            admitted: self.admitted.load(Ordering::Acquire),
+        }
     }
 
     /// The pending orders now.
@@ -65,7 +103,15 @@ impl Backlog {
         self.pending.load(Ordering::Acquire)
     }
 
-    fn counted(&self, pending: u64) {
+    /// A count's result: the orders it saw, and this instance's it may not have (in
+    /// flight as it began, or admitted since; one in flight that committed before the
+    /// count's snapshot is counted twice until the next count).
+    fn counted(&self, counted: u64, unseen: &Unseen) {
+        let since = self
+            .admitted
+            .load(Ordering::Acquire)
+            .saturating_sub(unseen.admitted);
+        let pending = counted + unseen.in_flight + since;
         self.pending.store(pending, Ordering::Release);
         #[allow(clippy::cast_precision_loss)] // a count far below 2^52
         metrics::gauge!("saga_backlog_orders").set(pending as f64);
@@ -76,12 +122,13 @@ impl Backlog {
 pub async fn run(pool: Pool, backlog: Arc<Backlog>, shutdown: CancellationToken) {
     let mut failing = false;
     loop {
+        let unseen = backlog.before_count();
         match sql::query_scalar::<i64>("SELECT count(*) FROM order_deadlines")
             .fetch_one(&pool)
             .await
         {
             Ok(n) => {
-                backlog.counted(u64::try_from(n).unwrap_or(0));
+                backlog.counted(u64::try_from(n).unwrap_or(0), &unseen);
                 failing = false;
             }
             // The last count stands (and grows with this instance's placements).
@@ -105,18 +152,38 @@ mod tests {
     #[test]
     fn orders_are_refused_at_the_limit_and_admitted_again_once_counted_below() {
         let backlog = Backlog::new(2);
-        assert!(backlog.admit().is_ok());
-        assert!(backlog.admit().is_ok());
-        let refused = backlog.admit().unwrap_err();
+        drop(backlog.admit().unwrap());
+        drop(backlog.admit().unwrap());
+        let refused = backlog.admit().err().unwrap();
         assert_eq!(refused.status, 503);
         assert_eq!(refused.retry_after, Some(1));
         assert_eq!(backlog.pending(), 2);
-        backlog.counted(1);
-        assert!(backlog.admit().is_ok());
+        backlog.counted(1, &backlog.before_count());
+        drop(backlog.admit().unwrap());
         assert!(backlog.admit().is_err());
         let open = Backlog::new(0);
         for _ in 0..10 {
             assert!(open.admit().is_ok());
         }
+    }
+
+    /// An order admitted while a count runs, or in flight as it began, is not lost when
+    /// the count (which may not have seen it) is stored.
+    #[test]
+    fn a_count_does_not_forget_the_orders_it_may_not_have_seen() {
+        let backlog = Backlog::new(3);
+        let in_flight = backlog.admit().unwrap();
+        let unseen = backlog.before_count();
+        let during = backlog.admit().unwrap();
+        drop(in_flight);
+        drop(during);
+        // The count saw neither.
+        backlog.counted(0, &unseen);
+        assert_eq!(backlog.pending(), 2);
+        drop(backlog.admit().unwrap());
+        assert!(backlog.admit().is_err(), "the fourth is refused");
+        // The next count sees the three.
+        backlog.counted(3, &backlog.before_count());
+        assert_eq!(backlog.pending(), 3);
     }
 }

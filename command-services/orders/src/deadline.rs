@@ -29,8 +29,9 @@ use crate::order::{CancelReason, Order, OrderCommand};
 /// and counts the saga's outcomes (`saga_outcomes_total{event, reason}`).
 pub struct DeadlineTable {
     timeout: Duration,
-    /// Placements' deadlines as part of the append statement (PostgreSQL).
-    inline: [InlineHook; 1],
+    /// Placements' deadlines, and their removal by a confirmation or a cancellation, as
+    /// part of the append statement (PostgreSQL).
+    inline: [InlineHook; 2],
 }
 
 impl DeadlineTable {
@@ -43,20 +44,30 @@ impl DeadlineTable {
             // statement outside any transaction, instead of a transaction of three
             // (`BEGIN`, the append, the deadline's insert) and its `COMMIT`. The due time
             // counts from the statement's start rather than the events' `recorded_at`,
-            // taken a moment before. Confirmations and cancellations delete the row (and
-            // are counted) in `on_append`: they come from the saga's reactions, whose
-            // transaction is open anyway.
-            inline: [InlineHook {
-                cte: format!(
-                    "deadline_set AS (
+            // taken a moment before. A confirmation or a cancellation (most in the
+            // saga's reactions, whose transaction is open anyway) deletes the row in its
+            // append statement too: one round trip less an order.
+            inline: [
+                InlineHook {
+                    cte: format!(
+                        "deadline_set AS (
                         INSERT INTO order_deadlines (order_id, due_at)
                         SELECT (data->>'order_id')::uuid, now() + interval '{after} milliseconds'
                         FROM appended WHERE event_type = 'OrderPlaced'
                         ON CONFLICT (order_id) DO NOTHING)"
-                )
-                .into(),
-                event_types: &["OrderPlaced"],
-            }],
+                    )
+                    .into(),
+                    event_types: &["OrderPlaced"],
+                },
+                InlineHook {
+                    cte: "deadline_done AS (
+                        DELETE FROM order_deadlines WHERE order_id IN (
+                            SELECT (data->>'order_id')::uuid FROM appended
+                            WHERE event_type IN ('OrderConfirmed', 'OrderCancelled')))"
+                        .into(),
+                    event_types: &["OrderConfirmed", "OrderCancelled"],
+                },
+            ],
         }
     }
 }
@@ -64,6 +75,24 @@ impl DeadlineTable {
 impl AppendHook for DeadlineTable {
     fn inline_postgres(&self) -> &[InlineHook] {
         &self.inline
+    }
+
+    /// Counted at append (an append that then rolls back may count).
+    fn appended(&self, events: &[StoredEvent]) {
+        for stored in events {
+            if !matches!(
+                stored.event_type.as_str(),
+                "OrderConfirmed" | "OrderCancelled"
+            ) {
+                continue;
+            }
+            let reason = match stored.decode::<OrderEvent>() {
+                Ok(OrderEvent::OrderCancelled(e)) => e.reason,
+                _ => String::new(),
+            };
+            metrics::counter!("saga_outcomes_total", "event" => stored.event_type.clone(), "reason" => reason)
+                .increment(1);
+        }
     }
 
     fn touches(&self, event_type: &str) -> bool {
@@ -91,14 +120,7 @@ impl AppendHook for DeadlineTable {
                         .execute(&mut *tx)
                         .await?;
                     }
-                    event @ (OrderEvent::OrderConfirmed(_) | OrderEvent::OrderCancelled(_)) => {
-                        let reason = match event {
-                            OrderEvent::OrderCancelled(e) => e.reason,
-                            _ => String::new(),
-                        };
-                        // Counted at append (an append that then rolls back may count).
-                        metrics::counter!("saga_outcomes_total", "event" => stored.event_type.clone(), "reason" => reason)
-                            .increment(1);
+                    OrderEvent::OrderConfirmed(_) | OrderEvent::OrderCancelled(_) => {
                         sql::query("DELETE FROM order_deadlines WHERE order_id = $1")
                             .bind(Uuid::parse_str(&stored.aggregate_id).ok())
                             .execute(&mut *tx)

@@ -15,6 +15,11 @@ pub trait AppendHook: Send + Sync {
         events: &'a [StoredEvent],
     ) -> BoxFuture<'a, Result<(), HookError>>;
 
+    /// Called once an append's events are written, with its hook work done (inline or
+    /// by [`AppendHook::on_append`]), before the transaction commits: for what the
+    /// process itself keeps, such as metrics. The append may still roll back.
+    fn appended(&self, _events: &[StoredEvent]) {}
+
     /// Whether events of this type need the hook. An append none of whose events does
     /// (and that writes no snapshot) is a single statement, outside any transaction.
     fn touches(&self, _event_type: &str) -> bool {

@@ -23,7 +23,7 @@ pub(super) type Snapshot = (String, Value, usize);
 #[derive(Clone, Copy)]
 pub(super) enum HookWork<'a> {
     None,
-    Inline(&'a InlineHook),
+    Inline(&'a InlineHook, &'a dyn AppendHook),
     Statements(&'a dyn AppendHook),
 }
 
@@ -49,7 +49,9 @@ impl<'a> HookWork<'a> {
             .inline_hooks(hook)
             .iter()
             .find(|inline| touched().all(|t| inline.event_types.contains(&t)))
-            .map_or(HookWork::Statements(hook), HookWork::Inline)
+            .map_or(HookWork::Statements(hook), |inline| {
+                HookWork::Inline(inline, hook)
+            })
     }
 }
 
@@ -136,7 +138,7 @@ pub(super) async fn write_batch(
         .map(|event| StoredEvent::from_serialized(event, now))
         .collect::<Result<Vec<_>, _>>()?;
     let inline = match work {
-        HookWork::Inline(inline) => Some(inline),
+        HookWork::Inline(inline, _) => Some(inline),
         _ => None,
     };
     let lost_race = |e: sqlx::Error| {
@@ -149,11 +151,16 @@ pub(super) async fn write_batch(
         }
     };
     backend::insert_events(tx, &mut stored, events, inline, &lost_race).await?;
-    if let HookWork::Statements(hook) = work {
-        hook.on_append(tx, &stored).await.map_err(|e| match e {
-            HookError::Sql(e) => connection_error(e),
-            taken => PersistenceError::UnknownError(Box::new(taken)),
-        })?;
+    match work {
+        HookWork::None => {}
+        HookWork::Inline(_, hook) => hook.appended(&stored),
+        HookWork::Statements(hook) => {
+            hook.on_append(tx, &stored).await.map_err(|e| match e {
+                HookError::Sql(e) => connection_error(e),
+                taken => PersistenceError::UnknownError(Box::new(taken)),
+            })?;
+            hook.appended(&stored);
+        }
     }
     for (aggregate_id, payload, last_sequence) in snapshots {
         let Some(of) = events.iter().find(|e| e.aggregate_id == *aggregate_id) else {
