@@ -161,8 +161,8 @@ pub(super) const REMOVED_1: &str =
     "position BETWEEN $1[1] AND $1[cardinality($1)] AND position = ANY($1)";
 const REMOVED_3: &str = "position BETWEEN $3[1] AND $3[cardinality($3)] AND position = ANY($3)";
 
-/// [`crate::store::EVENT_COLUMNS`] with the data as the JSON text stored, which the relay publishes
-/// as it is.
+/// [`crate::store::EVENT_COLUMNS`] with the data as the JSON text stored, which the
+/// relay publishes as it is.
 const RELAY_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, data::text AS data, metadata, recorded_at";
 
 /// [`super::open_batch`]: a row per checkpoint, per fresh event id, and one for the
