@@ -460,13 +460,14 @@ impl ConsumerRunner {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
-        if Backend::of(&tx).statements_cost_round_trips() {
+        let round_trips = Backend::of(&tx).statements_cost_round_trips();
+        if round_trips {
             // A failed batch is applied again record by record (`process`).
             crate::store::without_savepoints(&mut tx);
         }
         // Where statements cost round trips, a consumer that deduplicates by event id
         // learns its checkpoints, its fresh ids and the replay question in one.
-        let opened = if !self.track_versions && Backend::of(&tx).statements_cost_round_trips() {
+        let opened = if !self.track_versions && round_trips {
             let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
             let opened =
                 crate::backend::open_batch(&mut tx, &self.config.name, &ids, self.replays_imports)
@@ -513,10 +514,7 @@ impl ConsumerRunner {
         let replay_pending = self
             .replay_pending
             .load(std::sync::atomic::Ordering::Relaxed);
-        if self.handler.batches()
-            && Backend::of(&tx).statements_cost_round_trips()
-            && !replay_pending
-        {
+        if self.handler.batches() && round_trips && !replay_pending {
             // `remove`: an id twice in one batch (a republished record) applies once.
             let batch: Vec<&CloudEvent> = events
                 .iter()

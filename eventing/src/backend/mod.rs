@@ -118,7 +118,7 @@ pub(crate) async fn remove_from_outbox(
 ) -> Result<(), sqlx::Error> {
     debug_assert!(positions.is_sorted());
     let delete = match conn.dialect() {
-        Dialect::Postgres => format!("DELETE FROM outbox WHERE {}", postgres::REMOVED_1),
+        Dialect::Postgres => format!("DELETE FROM outbox WHERE {}", postgres::removed(1)),
         Dialect::Sqlite => format!(
             "DELETE FROM outbox WHERE position {}",
             Dialect::Sqlite.in_list(1)

@@ -127,8 +127,9 @@ pub(super) async fn outbox_batch(
     limit: i64,
     remove: &[i64],
 ) -> Result<super::OutboxBatch, sqlx::Error> {
+    let removed = removed(3);
     let sql = format!(
-        "WITH gone AS (DELETE FROM outbox WHERE {REMOVED_3})
+        "WITH gone AS (DELETE FROM outbox WHERE {removed})
          SELECT e.*, b.behind FROM (
                    SELECT count(*) - cardinality($3::bigint[]) AS behind FROM (
                        SELECT 1 FROM outbox WHERE position <= $2 ORDER BY position
@@ -154,12 +155,12 @@ pub(super) async fn outbox_batch(
     Ok(super::OutboxBatch { rows, behind })
 }
 
-/// The outbox rows of the published positions in `$1` (ascending), bounded by the first
-/// and the last: with `= ANY` alone, the planner read every row of an outbox that had
-/// grown (a seq scan of 10,000 rows for 500, by `EXPLAIN`).
-pub(super) const REMOVED_1: &str =
-    "position BETWEEN $1[1] AND $1[cardinality($1)] AND position = ANY($1)";
-const REMOVED_3: &str = "position BETWEEN $3[1] AND $3[cardinality($3)] AND position = ANY($3)";
+/// The outbox rows of the published positions in parameter `$n` (ascending), bounded by
+/// the first and the last: with `= ANY` alone, the planner read every row of an outbox
+/// that had grown (a seq scan of 10,000 rows for 500, by `EXPLAIN`).
+pub(super) fn removed(n: usize) -> String {
+    format!("position BETWEEN ${n}[1] AND ${n}[cardinality(${n})] AND position = ANY(${n})")
+}
 
 /// [`crate::store::EVENT_COLUMNS`] with the data as the JSON text stored, which the
 /// relay publishes as it is.
