@@ -7,10 +7,10 @@
 //! accepted order would wait longer (up to its deadline, then be cancelled with reason
 //! `timeout`). The pending orders are the rows of `order_deadlines` (written with
 //! `OrderPlaced`, removed with the decision), shared by every instance of the service; a
-//! watcher counts them a few times a second, and each instance adds the orders it admitted
-//! that the count may not have seen (those in flight when it began, and those admitted
-//! while it ran), so a burst between two counts cannot overshoot the limit by more than
-//! the other instances' placements.
+//! watcher counts them a few times a second, and each instance adds its orders still
+//! being placed when the count returns (which the count cannot have seen) and those it
+//! admits until the next count, so a burst between two counts cannot overshoot the limit
+//! by more than the other instances' placements.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,8 +29,6 @@ pub struct Backlog {
     /// Refuse at this many pending orders (0: never).
     limit: u64,
     pending: AtomicU64,
-    /// Orders admitted since start.
-    admitted: AtomicU64,
     /// Orders admitted whose placement has not finished ([`Admission`]s alive).
     in_flight: AtomicU64,
 }
@@ -46,20 +44,12 @@ impl Drop for Admission<'_> {
     }
 }
 
-/// What a count of the pending orders may not have seen of this instance's: taken
-/// before it ([`Backlog::before_count`]), settled after it ([`Backlog::counted`]).
-pub struct Unseen {
-    admitted: u64,
-    in_flight: u64,
-}
-
 impl Backlog {
     /// `limit` pending orders at most (`SHOP_ORDERS_MAX_PENDING`; 0 turns admission off).
     pub fn new(limit: u64) -> Arc<Self> {
         Arc::new(Backlog {
             limit,
             pending: AtomicU64::new(0),
-            admitted: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
         })
     }
@@ -83,19 +73,8 @@ impl Backlog {
             ))
             .retry_after(1));
         }
-        // In flight before it counts as admitted: a count that begins between the two
-        // sees it in flight rather than not at all.
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.admitted.fetch_add(1, Ordering::AcqRel);
         Ok(Admission(Some(self)))
-    }
-
-    /// Taken just before a count of the pending orders begins.
-    pub fn before_count(&self) -> Unseen {
-        Unseen {
-            in_flight: self.in_flight.load(Ordering::Acquire),
-            admitted: self.admitted.load(Ordering::Acquire),
-        }
     }
 
     /// The pending orders now.
@@ -103,15 +82,13 @@ impl Backlog {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// A count's result: the orders it saw, and this instance's it may not have (in
-    /// flight as it began, or admitted since; one in flight that committed before the
-    /// count's snapshot is counted twice until the next count).
-    fn counted(&self, counted: u64, unseen: &Unseen) {
-        let since = self
-            .admitted
-            .load(Ordering::Acquire)
-            .saturating_sub(unseen.admitted);
-        let pending = counted + unseen.in_flight + since;
+    /// A count's result: the orders it saw, and this instance's still being placed. An
+    /// order placed while the count ran is missed if it committed after the count's
+    /// snapshot and its request ended before the count returned; one that committed
+    /// before the snapshot and whose request had not yet ended is counted twice. Both
+    /// windows are the moments around a commit, and last until the next count.
+    fn counted(&self, counted: u64) {
+        let pending = counted + self.in_flight.load(Ordering::Acquire);
         self.pending.store(pending, Ordering::Release);
         #[allow(clippy::cast_precision_loss)] // a count far below 2^52
         metrics::gauge!("saga_backlog_orders").set(pending as f64);
@@ -122,13 +99,12 @@ impl Backlog {
 pub async fn run(pool: Pool, backlog: Arc<Backlog>, shutdown: CancellationToken) {
     let mut failing = false;
     loop {
-        let unseen = backlog.before_count();
         match sql::query_scalar::<i64>("SELECT count(*) FROM order_deadlines")
             .fetch_one(&pool)
             .await
         {
             Ok(n) => {
-                backlog.counted(u64::try_from(n).unwrap_or(0), &unseen);
+                backlog.counted(u64::try_from(n).unwrap_or(0));
                 failing = false;
             }
             // The last count stands (and grows with this instance's placements).
@@ -158,7 +134,7 @@ mod tests {
         assert_eq!(refused.status, 503);
         assert_eq!(refused.retry_after, Some(1));
         assert_eq!(backlog.pending(), 2);
-        backlog.counted(1, &backlog.before_count());
+        backlog.counted(1);
         drop(backlog.admit().unwrap());
         assert!(backlog.admit().is_err());
         let open = Backlog::new(0);
@@ -167,23 +143,21 @@ mod tests {
         }
     }
 
-    /// An order admitted while a count runs, or in flight as it began, is not lost when
-    /// the count (which may not have seen it) is stored.
+    /// An order still being placed when a count returns is not lost when the count
+    /// (which cannot have seen it) is stored; one that has finished is the count's.
     #[test]
-    fn a_count_does_not_forget_the_orders_it_may_not_have_seen() {
+    fn a_count_keeps_the_orders_still_being_placed() {
         let backlog = Backlog::new(3);
-        let in_flight = backlog.admit().unwrap();
-        let unseen = backlog.before_count();
-        let during = backlog.admit().unwrap();
-        drop(in_flight);
-        drop(during);
-        // The count saw neither.
-        backlog.counted(0, &unseen);
+        let placing = backlog.admit().unwrap();
+        drop(backlog.admit().unwrap());
+        // The count saw the finished one.
+        backlog.counted(1);
         assert_eq!(backlog.pending(), 2);
         drop(backlog.admit().unwrap());
         assert!(backlog.admit().is_err(), "the fourth is refused");
+        drop(placing);
         // The next count sees the three.
-        backlog.counted(3, &backlog.before_count());
+        backlog.counted(3);
         assert_eq!(backlog.pending(), 3);
     }
 }
