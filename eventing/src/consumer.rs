@@ -689,7 +689,7 @@ impl ConsumerRunner {
         let mut headers: Vec<(String, String)> = record
             .headers
             .iter()
-            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
             .collect();
         headers.extend([
             ("dlq_consumer".to_string(), self.config.name.clone()),

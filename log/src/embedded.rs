@@ -25,7 +25,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::log::{
-    EventLog, LogError, LogRecord, OutgoingRecord, Position, StartFrom, Subscription, TopicInfo,
+    EventLog, Headers, LogError, LogRecord, OutgoingRecord, Position, StartFrom, Subscription,
+    TopicInfo,
 };
 use shop_sql::lite::LiteDb;
 use shop_sql::{self as sql, Pool};
@@ -307,11 +308,12 @@ impl EventLog for EmbeddedLog {
                 partition,
                 offset,
                 key: Some(record.key.clone()),
-                headers: record
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect(),
+                headers: Headers::new(
+                    record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_bytes())),
+                ),
                 payload: Some(Arc::from(record.payload.as_slice())),
                 timestamp_ms: Some(now_ms),
             });
@@ -576,10 +578,7 @@ fn record_from_row(topic: &str, partition: i32, row: &sql::Row) -> Result<LogRec
         partition,
         offset: row.get(0).map_err(unavailable)?,
         key: row.get(1).map_err(unavailable)?,
-        headers: headers
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes()))
-            .collect(),
+        headers: Headers::new(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
         payload: row
             .get::<Option<Vec<u8>>>(3)
             .map_err(unavailable)?

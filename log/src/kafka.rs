@@ -486,16 +486,7 @@ struct KafkaSubscription {
 fn to_record(message: &BorrowedMessage<'_>) -> LogRecord {
     let headers = message
         .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_string(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
+        .map(|hs| crate::log::Headers::new(hs.iter().map(|h| (h.key, h.value.unwrap_or_default()))))
         .unwrap_or_default();
     LogRecord {
         topic: message.topic().to_string(),
@@ -504,7 +495,7 @@ fn to_record(message: &BorrowedMessage<'_>) -> LogRecord {
         key: message
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned()),
-        headers: headers.into(),
+        headers,
         payload: message.payload().map(Arc::from),
         timestamp_ms: message.timestamp().to_millis(),
     }

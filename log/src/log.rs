@@ -52,7 +52,7 @@ pub struct LogRecord {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
-    pub headers: Arc<[(String, Vec<u8>)]>,
+    pub headers: Headers,
     pub payload: Option<Arc<[u8]>>,
     /// Milliseconds since the epoch, when the log knows it.
     pub timestamp_ms: Option<i64>,
@@ -65,9 +65,88 @@ impl LogRecord {
     /// The record is not a Shop CloudEvent.
     pub fn cloud_event(&self) -> Result<CloudEvent, shop_schemas::envelope::EnvelopeError> {
         CloudEvent::from_kafka(
-            self.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            self.headers.iter(),
             self.payload.as_deref().unwrap_or_default(),
         )
+    }
+}
+
+/// A read record's headers: names and values back to back in one shared buffer, each
+/// header as its name's length and its value's length (4 bytes each, little-endian),
+/// then the name and the value.
+///
+/// A record from Kafka carries a dozen headers, and every consumer group reads every
+/// record of its topics. Held as a `String` and a `Vec` each, they were two allocations
+/// a header and two frees: `perf` of a projection rebuild put the copies of header values
+/// alone at a twentieth of the projector's CPU. Here a record's headers are two
+/// allocations (the buffer while written, then the shared one).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Arc<[u8]>);
+
+impl Headers {
+    /// Headers from their names and values, in order (a name may repeat).
+    pub fn new<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut bytes = Vec::with_capacity(512);
+        for (name, value) in headers {
+            bytes.extend_from_slice(&Self::length(name.len()));
+            bytes.extend_from_slice(&Self::length(value.len()));
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(value);
+        }
+        Headers(bytes.into())
+    }
+
+    fn length(n: usize) -> [u8; 4] {
+        u32::try_from(n)
+            .expect("a header's name or value under 4 GiB")
+            .to_le_bytes()
+    }
+
+    /// Each header's name and value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        let mut rest: &[u8] = &self.0;
+        std::iter::from_fn(move || {
+            let (lengths, after) = rest.split_at_checked(8)?;
+            let length = |at: usize| {
+                let bytes: [u8; 4] = lengths[at..at + 4].try_into().expect("4 bytes");
+                u32::from_le_bytes(bytes) as usize
+            };
+            let (name, after) = after.split_at(length(0));
+            let (value, after) = after.split_at(length(4));
+            rest = after;
+            // Written from a `&str` by `new`.
+            Some((
+                std::str::from_utf8(name).expect("a header name is UTF-8"),
+                value,
+            ))
+        })
+    }
+
+    /// The value of the last header named `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .filter(|(n, _)| *n == name)
+            .last()
+            .map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.iter()
+                    .map(|(name, value)| (name, String::from_utf8_lossy(value))),
+            )
+            .finish()
     }
 }
 
@@ -202,5 +281,30 @@ pub trait Subscription: Send {
     /// The partitions this member holds now (`None` when the log cannot say).
     fn assignment(&self) -> Option<Vec<(String, i32)>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Headers;
+
+    #[test]
+    fn headers_keep_names_values_and_order() {
+        let pairs: [(&str, &[u8]); 4] = [
+            ("ce_id", b"1"),
+            ("empty", b""),
+            ("ce_id", b"2"),
+            ("bytes", &[0, 255, 7]),
+        ];
+        let headers = Headers::new(pairs);
+        assert_eq!(headers.iter().collect::<Vec<_>>(), pairs);
+        assert_eq!(headers.len(), 4);
+        assert_eq!(headers.get("ce_id"), Some(&b"2"[..]), "the last of a name");
+        assert_eq!(headers.get("empty"), Some(&b""[..]));
+        assert_eq!(headers.get("missing"), None);
+        assert_eq!(headers.clone(), headers);
+        let none = Headers::new([]);
+        assert!(none.is_empty() && none.iter().next().is_none());
+        assert_eq!(none, Headers::default());
     }
 }

@@ -344,7 +344,7 @@ fn header<'r>(record: &'r LogRecord, name: &str) -> Option<&'r str> {
     record
         .headers
         .iter()
-        .find(|(k, _)| k == name)
+        .find(|(k, _)| *k == name)
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
@@ -405,7 +405,7 @@ fn dead_letters(records: &[LogRecord]) -> Vec<DeadLetter> {
                     .headers
                     .iter()
                     .filter(|(k, _)| !k.starts_with("dlq_"))
-                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
                     .collect(),
                 payload: r.payload.as_deref().filter(|p| !p.is_empty()).map(|p| {
                     serde_json::from_slice(p).unwrap_or_else(|_| {
@@ -494,7 +494,7 @@ pub(crate) async fn retry_dead_letter(
             .headers
             .iter()
             .filter(|(k, _)| !k.starts_with("dlq_"))
-            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
             .collect(),
         payload: record
             .payload
