@@ -253,6 +253,75 @@ pub(super) async fn save_progress(
     Ok(())
 }
 
+/// [`super::pass_over`] in one statement: the checkpoints move only if every partition
+/// of the batch has one at or past the batch's first offset.
+pub(super) async fn pass_over(
+    conn: &mut Conn,
+    consumer: &str,
+    first: &[Position],
+    next: &[Position],
+    events: &[CloudEvent],
+    replays: bool,
+) -> Result<bool, sqlx::Error> {
+    const COLUMNS: [(&str, &str); 4] = [
+        ("topic", "TEXT"),
+        ("partition", "INTEGER"),
+        ("first_offset", "BIGINT"),
+        ("next_offset", "BIGINT"),
+    ];
+    let mut rows = sql::RowSet::new(&COLUMNS);
+    for (first, next) in first.iter().zip(next) {
+        debug_assert_eq!(
+            (&first.topic, first.partition),
+            (&next.topic, next.partition)
+        );
+        rows.push([
+            first.topic.as_str().into(),
+            first.partition.into(),
+            first.next_offset.into(),
+            next.next_offset.into(),
+        ]);
+    }
+    let partitions = rows.len() as i64;
+    let from = Dialect::Postgres.rows(7, "b", &COLUMNS);
+    // `ready`: every partition has a checkpoint and none is behind the batch. Each part
+    // reads the statement's snapshot; a checkpoint another member moved meanwhile only
+    // moved forward, and `GREATEST` keeps it there.
+    let sql = format!(
+        "WITH b AS (SELECT * FROM {from}),
+         ready AS (SELECT count(*) = $2 AS ok FROM b JOIN consumer_checkpoints c
+                   ON c.consumer = $1 AND c.topic = b.topic AND c.partition = b.partition
+                  AND c.next_offset >= b.first_offset),
+         moved AS (UPDATE consumer_checkpoints c
+                   SET next_offset = GREATEST(c.next_offset, b.next_offset), updated_at = CURRENT_TIMESTAMP
+                   FROM b, ready
+                   WHERE ready.ok AND c.consumer = $1 AND c.topic = b.topic AND c.partition = b.partition),
+         counted AS (UPDATE consumer_status s
+                     SET events_applied = s.events_applied + $3,
+                         last_event_at = GREATEST(s.last_event_at, $4), updated_at = CURRENT_TIMESTAMP
+                     FROM ready WHERE ready.ok AND s.consumer = $1),
+         replayed AS (DELETE FROM replay_only r USING ready
+                      WHERE ready.ok AND $5 AND r.consumer = $1 AND r.event_id = ANY($6))
+         SELECT ok FROM ready"
+    );
+    let ids: Vec<Uuid> = if replays {
+        events.iter().map(|e| e.id).collect()
+    } else {
+        Vec::new()
+    };
+    let mut query = sql::query_scalar::<bool>(&sql)
+        .bind(consumer)
+        .bind(partitions)
+        .bind(events.len() as i64)
+        .bind(events.iter().map(|e| e.time).max())
+        .bind(replays)
+        .bind(ids);
+    for arg in rows.into_args(Dialect::Postgres)? {
+        query = query.bind(arg);
+    }
+    query.fetch_one(&mut *conn).await
+}
+
 /// One statement for the whole batch: each aggregate's recorded sequence and the
 /// batch's highest for it ([`crate::consistency::unapplied`]).
 pub(super) async fn record_applied_versions(
