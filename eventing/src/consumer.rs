@@ -26,7 +26,7 @@ use shop_sql::{self as sql, Conn, Pool};
 mod recovery;
 mod watch;
 
-use recovery::{first_positions, BatchOutcome, Interrupted, RewindReason};
+use recovery::{BatchOutcome, Interrupted, RewindReason};
 use watch::{stalled, Closing, Lag, LoopWatch};
 
 /// How often a consumer measures its lag (`consumer_lag_events`).
@@ -425,25 +425,13 @@ impl ConsumerRunner {
     /// Applies a batch: what to commit to the log, or where to read again.
     async fn process(&self, records: Vec<LogRecord>) -> BatchOutcome {
         debug!(count = records.len(), "batch");
-        let events = records
-            .iter()
-            .map(|r| {
-                r.cloud_event()
-                    .map_err(|e| HandlerError::permanent(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>();
-        if let Ok(events) = &events {
-            if self.passed_over(&records, events).await {
-                return BatchOutcome::Applied(next_positions(&records));
-            }
-        }
         // Once its transaction is open, a batch runs to its commit without giving way to
         // the scheduler's fairness budget: every awaited lock (the command bus's, cqrs-es's)
         // spends it, and a batch of a few hundred events spent it many times over, each
         // time waiting behind every ready task of the process (HTTP requests, the other
         // consumers) while holding its transaction — on SQLite, the database's one writer.
         // It still waits, and lets others run, whenever it awaits the database or the log.
-        match tokio::task::unconstrained(self.apply_batch(&records, events)).await {
+        match tokio::task::unconstrained(self.apply_batch(&records)).await {
             Ok(()) => return BatchOutcome::Applied(next_positions(&records)),
             Err(Interrupted::Gaps(gaps)) => return self.rewind_for_gaps(&records, gaps).await,
             Err(Interrupted::Failed(e)) if e.unavailable || !self.database_answers().await => {
@@ -463,48 +451,14 @@ impl ConsumerRunner {
         BatchOutcome::Applied(next_positions(&records))
     }
 
-    /// Whether the batch was passed over: none of its events is one the handler acts on
-    /// ([`EventHandler::acts_on`]), and its checkpoints moved past it in one statement
-    /// (on PostgreSQL, for a consumer that deduplicates by event id; a consumer that
-    /// records versions records every event's).
-    async fn passed_over(&self, records: &[LogRecord], events: &[CloudEvent]) -> bool {
-        if self.track_versions
-            || !Backend::of_pool(&self.pool).statements_cost_round_trips()
-            || events.iter().any(|e| self.handler.acts_on(e))
-        {
-            return false;
-        }
-        let (first, next) = (first_positions(records), next_positions(records));
-        match crate::backend::pass_over(
-            &self.pool,
-            &self.config.name,
-            &first,
-            &next,
-            events,
-            self.replays_imports,
-        )
-        .await
-        {
-            Ok(passed) => {
-                if passed {
-                    metrics::counter!("consumer_events_total", "consumer" => self.config.name.clone(), "outcome" => "applied").increment(events.len() as u64);
-                }
-                passed
-            }
-            // The batch's transaction meets the same database.
-            Err(e) => {
-                debug!(error = %e, "passing over a batch failed; applying it");
-                false
-            }
-        }
-    }
-
-    async fn apply_batch(
-        &self,
-        records: &[LogRecord],
-        events: Result<Vec<CloudEvent>, HandlerError>,
-    ) -> Result<(), Interrupted> {
-        let events = events?;
+    async fn apply_batch(&self, records: &[LogRecord]) -> Result<(), Interrupted> {
+        let events = records
+            .iter()
+            .map(|r| {
+                r.cloud_event()
+                    .map_err(|e| HandlerError::permanent(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
         let round_trips = Backend::of(&tx).statements_cost_round_trips();
         if round_trips {

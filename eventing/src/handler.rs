@@ -111,17 +111,6 @@ pub trait EventHandler: Send + Sync + 'static {
     fn batches(&self) -> bool {
         false
     }
-
-    /// Whether the handler may act on `event` at all (decode it and match). A batch of
-    /// events none of which it acts on is not applied: where statements cost round
-    /// trips, the runner moves its checkpoints past them in one statement, without a
-    /// transaction or dedup records ([`crate::backend`]'s `pass_over`). Say `false` only
-    /// for events the handler does nothing with in any state or mode (an import's replay
-    /// included); an event it cannot decode is one it acts on (its transaction fails and
-    /// dead-letters it). Default: every event.
-    fn acts_on(&self, _event: &CloudEvent) -> bool {
-        true
-    }
 }
 
 /// The span of one event's application by `consumer`: named `apply`, and, exported,

@@ -444,9 +444,6 @@ struct BatchCounter;
 #[async_trait]
 impl EventHandler for BatchCounter {
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
-        if !self.acts_on(event) {
-            return Ok(());
-        }
         Counter.handle(tx, event).await
     }
 
@@ -1051,105 +1048,6 @@ async fn a_batch_whose_command_loses_a_race_is_applied_again_record_by_record() 
         .await
         .unwrap();
     assert_eq!(dead_letters, 0);
-    log.delete_topics(&[topic, dead]).await.ok();
-    database.drop().await;
-}
-
-/// Acts on events whose data says `"act": true` ([`Counter`]'s work), on no other.
-struct Picky;
-
-#[async_trait]
-impl EventHandler for Picky {
-    fn acts_on(&self, event: &CloudEvent) -> bool {
-        event.data["act"] == true
-    }
-
-    async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
-        if !self.acts_on(event) {
-            return Ok(());
-        }
-        Counter.handle(tx, event).await
-    }
-}
-
-/// A batch of events the handler does not act on only moves the checkpoint and the
-/// count of applied events (one statement, no dedup records) — once the partition has a
-/// checkpoint to move on from; before that, the batch's transaction records it as any.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_the_handler_does_not_act_on_only_moves_the_checkpoint() {
-    let database = fresh_database("passover", COUNTER_SCHEMA).await;
-    let name = database.instance().to_string();
-    let pool = database.pool.clone();
-    let (log, topic, dead) = kafka_topics(&name, 1).await;
-    let shutdown = CancellationToken::new();
-    let settings = config("picky", format!("{name}.picky"), &topic, &dead, 100);
-    let runner = ConsumerRunner::new(pool.clone(), log.clone(), settings, Arc::new(Picky));
-    let task = tokio::spawn(runner.run(shutdown.clone()));
-    let publish = |acts: &[bool]| {
-        let records: Vec<OutgoingRecord> = acts
-            .iter()
-            .map(|act| {
-                OutgoingRecord::from_cloud_event(&topic, &event(serde_json::json!({"act": act})))
-            })
-            .collect();
-        let log = log.clone();
-        async move { log.publish(records).await.unwrap() }
-    };
-    // (next offset, events applied, event ids recorded) once the checkpoint reaches `at`.
-    let state = |at: i64| {
-        let pool = pool.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let next: Option<i64> = sql::query_scalar(
-                    "SELECT next_offset FROM consumer_checkpoints WHERE consumer = 'picky'",
-                )
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-                if next == Some(at) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "checkpoint at {next:?}, not {at}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let applied: i64 = sql::query_scalar(
-                "SELECT events_applied FROM consumer_status WHERE consumer = 'picky'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            let recorded: i64 =
-                sql::query_scalar("SELECT count(*) FROM processed_events WHERE consumer = 'picky'")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-            (applied, recorded)
-        }
-    };
-    // No checkpoint yet: the first batch, acted on or not, goes through a transaction.
-    publish(&[false, false]).await;
-    assert_eq!(state(2).await, (2, 2));
-    publish(&[true]).await;
-    assert_eq!(counted(&pool, 1).await, 1);
-    assert_eq!(state(3).await, (3, 3));
-    // Nothing to act on: the checkpoint and the count move; no id is recorded.
-    publish(&[false, false, false]).await;
-    assert_eq!(state(6).await, (6, 3));
-    publish(&[false, true]).await;
-    assert_eq!(counted(&pool, 2).await, 2);
-    let (applied, recorded) = state(8).await;
-    assert_eq!(applied, 8);
-    assert!(
-        (4..=5).contains(&recorded),
-        "the mixed batch records its ids ({recorded})"
-    );
-
-    shutdown.cancel();
-    task.await.unwrap();
     log.delete_topics(&[topic, dead]).await.ok();
     database.drop().await;
 }

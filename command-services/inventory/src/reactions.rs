@@ -41,26 +41,6 @@ impl EventHandler for ReserveStock {
         true
     }
 
-    /// Placements, confirmations and cancellations (what [`ReserveStock::apply`] acts
-    /// on; the match names every order event, so a new one needs a decision here).
-    fn acts_on(&self, event: &CloudEvent) -> bool {
-        match decode::<OrderEvent>(Service::Orders, event) {
-            Ok(None) => false,
-            Ok(Some(
-                OrderEvent::OrderPlaced(_)
-                | OrderEvent::OrderConfirmed(_)
-                | OrderEvent::OrderCancelled(_),
-            ))
-            | Err(_) => true,
-            Ok(Some(
-                OrderEvent::OrderShipped(_)
-                | OrderEvent::OrderDelivered(_)
-                | OrderEvent::OrderCancellationRequested(_)
-                | OrderEvent::OrderCancellationRefused(_),
-            )) => false,
-        }
-    }
-
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
         let Some(decoded) = decode::<OrderEvent>(Service::Orders, event)? else {
             return Ok(());

@@ -25,14 +25,14 @@ pub struct CatalogueReplica;
 
 #[async_trait]
 impl EventHandler for CatalogueReplica {
-    /// Products' prices only: not the stock's moves, most of the inventory topic.
-    fn acts_on(&self, event: &CloudEvent) -> bool {
-        !matches!(price(event), Ok(None))
-    }
-
     async fn handle(&self, tx: &mut Conn, event: &CloudEvent) -> Result<(), HandlerError> {
-        let Some((product_id, price)) = price(event)? else {
+        let Some(decoded) = decode::<InventoryEvent>(Service::Inventory, event)? else {
             return Ok(());
+        };
+        let (product_id, price) = match decoded {
+            InventoryEvent::ProductAdded(e) => (e.product_id, e.price),
+            InventoryEvent::ProductPriceChanged(e) => (e.product_id, e.price),
+            _ => return Ok(()),
         };
         // `version` guards against an older price overwriting a newer one.
         sql::query(
@@ -48,15 +48,6 @@ impl EventHandler for CatalogueReplica {
         .await?;
         Ok(())
     }
-}
-
-/// A product's price, from the inventory events that set one.
-fn price(event: &CloudEvent) -> Result<Option<(Uuid, i64)>, HandlerError> {
-    Ok(match decode::<InventoryEvent>(Service::Inventory, event)? {
-        Some(InventoryEvent::ProductAdded(e)) => Some((e.product_id, e.price)),
-        Some(InventoryEvent::ProductPriceChanged(e)) => Some((e.product_id, e.price)),
-        _ => None,
-    })
 }
 
 /// The consumer name of [`OrderSaga`].
@@ -130,10 +121,6 @@ const SAGA_FACTS: [(&str, &str); 3] = [
 impl EventHandler for OrderSaga {
     fn batches(&self) -> bool {
         true
-    }
-
-    fn acts_on(&self, event: &CloudEvent) -> bool {
-        !matches!(step(event), Ok(None))
     }
 
     /// A batch (the runner batches on PostgreSQL) records every order's reservation and

@@ -111,10 +111,6 @@ impl EventHandler for OrderPayments {
         true
     }
 
-    fn acts_on(&self, event: &CloudEvent) -> bool {
-        !matches!(fact(event), Ok(None))
-    }
-
     /// A batch (the runner batches on PostgreSQL) records every order's facts in one
     /// statement, then decides in one more which orders to charge (placed, reserved, not
     /// cancelled, not charged) and which to refund (cancelled in this batch after a

@@ -59,26 +59,6 @@ impl EventHandler for ScheduleShipments {
         true
     }
 
-    /// Registrations, and the order events that open, confirm or cancel a request (the
-    /// match names every order event, so a new one needs a decision here).
-    fn acts_on(&self, event: &CloudEvent) -> bool {
-        match decode::<OrderEvent>(Service::Orders, event) {
-            // Registrations (the customers topic) and what cannot be decoded.
-            Ok(None) | Err(_) => true,
-            Ok(Some(
-                OrderEvent::OrderPlaced(_)
-                | OrderEvent::OrderConfirmed(_)
-                | OrderEvent::OrderCancelled(_)
-                | OrderEvent::OrderCancellationRequested(_),
-            )) => true,
-            Ok(Some(
-                OrderEvent::OrderShipped(_)
-                | OrderEvent::OrderDelivered(_)
-                | OrderEvent::OrderCancellationRefused(_),
-            )) => false,
-        }
-    }
-
     /// A batch (the runner batches on PostgreSQL) records its customers' countries and
     /// its orders' facts in a statement each, runs the cancellations it carries (in
     /// event order), then marks in one statement every request it made ready

@@ -202,33 +202,6 @@ pub(crate) async fn open_batch(
     Ok(opened)
 }
 
-/// Passes over a batch none of whose `events` its consumer acts on
-/// ([`crate::handler::EventHandler::acts_on`]), where statements cost round trips: in
-/// one statement and no transaction, each partition's checkpoint moves to the batch's
-/// `next` positions and the batch counts as applied, as its transaction would have
-/// left them (no dedup records: an event acted on by nobody needs none). Only when every
-/// partition of the batch has a checkpoint at or past its `first` offset: a missing or
-/// lagging one is the batch transaction's to find (a gap, reported and read again).
-/// With `replays`, the events' `replay_only` rows go too (nothing of them to replay).
-/// Whether the batch was passed over.
-pub(crate) async fn pass_over(
-    pool: &Pool,
-    consumer: &str,
-    first: &[Position],
-    next: &[Position],
-    events: &[CloudEvent],
-    replays: bool,
-) -> Result<bool, sqlx::Error> {
-    match pool.dialect() {
-        Dialect::Postgres => {
-            let mut conn = pool.acquire().await?;
-            postgres::pass_over(&mut conn, consumer, first, next, events, replays).await
-        }
-        // No round trip to save: the batch's transaction does it.
-        Dialect::Sqlite => Ok(false),
-    }
-}
-
 /// The events of a batch above the sequence a consumer recorded for their aggregates,
 /// recorded as applied ([`crate::consistency::unapplied`]).
 pub(crate) async fn record_applied_versions(
