@@ -131,9 +131,10 @@ async fn open_postgres(
         .acquire_timeout(Duration::from_secs(10))
         // sqlx pings every connection it takes back, and by default every idle one it
         // hands out: a round trip before each transaction (a consumer's batch, a relay's
-        // read, a command), 5 % of the system's CPU at 500 orders/s (`perf`). A
-        // connection idle for less than `PING_AFTER_IDLE` was answering when it came
-        // back; only those idle longer are pinged (and replaced when they do not answer).
+        // read, a command); the two pings were 5 % of the system's samples at 500
+        // orders/s (`perf`). A connection idle for less than `PING_AFTER_IDLE` was
+        // answering when it came back; only those idle longer are pinged before use (and
+        // replaced when they do not answer).
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
