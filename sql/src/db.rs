@@ -103,11 +103,6 @@ async fn open_sqlite(
     Ok(db.into())
 }
 
-/// How long a pooled connection may have been idle and still be handed out without a
-/// ping first ([`open_postgres`]). A connection that broke meanwhile (the server
-/// restarted) fails its first statement instead, once, and is dropped when it comes back.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
-
 async fn open_postgres(
     config: &DatabaseConfig,
     component: &str,
@@ -129,21 +124,6 @@ async fn open_postgres(
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        // sqlx pings every connection it takes back, and by default every idle one it
-        // hands out: a round trip before each transaction (a consumer's batch, a relay's
-        // read, a command); the two pings were 5 % of the system's samples at 500
-        // orders/s (`perf`). A connection idle for less than `PING_AFTER_IDLE` was
-        // answering when it came back; only those idle longer are pinged before use (and
-        // replaced when they do not answer).
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_AFTER_IDLE {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
         .connect_with(server.database(&name))
         .await?;
     apply_schema(&pool, schema).await?;
