@@ -117,10 +117,10 @@ async fn an_event_that_commits_late_is_published_before_its_aggregates_next(back
             .await
             .unwrap();
     assert_eq!(positions.len(), 1100);
-    // `a6`'s two events are not in the outbox when the relay reads its first two
-    // batches: they commit, in their order, while the first is produced. The relay then
-    // reads the third batch, which holds the second event and not the first (below
-    // positions it has read past).
+    // `a6`'s two events are not in the outbox when the relay reads its first batch:
+    // they commit, in their order, while the first is produced, which is also when the
+    // second is read. The second event is then read in a batch past positions already
+    // read, above the first.
     let (late, late_id) = positions[6];
     let (next, next_id) = positions[1050];
     sql::query("DELETE FROM outbox WHERE position IN ($1, $2)")
@@ -180,9 +180,12 @@ async fn an_event_that_commits_late_is_published_before_its_aggregates_next(back
             .unwrap_or_else(|| panic!("{id} was not published"))
     };
     assert_eq!(published.len(), 1100, "each event once");
-    // The first two batches went without them; the first of the aggregate went before
-    // the second.
-    assert!(at(&late_id) >= 1000, "not in the first two batches");
+    // The first batch went without them (they were put back while it was produced);
+    // the first of the aggregate went before the second. Whether the late one rides in
+    // the second batch or the third depends on whether its commit came before the read
+    // of the second began (that read counts it and reads again from the outbox's start)
+    // or after (the read of the third does): a run beside other tests saw both.
+    assert!(at(&late_id) >= 500, "not in the first batch");
     assert!(
         at(&late_id) < at(&next_id),
         "an aggregate's late event was published after its next one"
