@@ -121,22 +121,6 @@ impl Headers {
             ))
         })
     }
-
-    /// The value of the last header named `name`.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .filter(|(n, _)| *n == name)
-            .last()
-            .map(|(_, v)| v)
-    }
-
-    pub fn len(&self) -> usize {
-        self.iter().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl std::fmt::Debug for Headers {
@@ -298,13 +282,9 @@ mod tests {
         ];
         let headers = Headers::new(pairs);
         assert_eq!(headers.iter().collect::<Vec<_>>(), pairs);
-        assert_eq!(headers.len(), 4);
-        assert_eq!(headers.get("ce_id"), Some(&b"2"[..]), "the last of a name");
-        assert_eq!(headers.get("empty"), Some(&b""[..]));
-        assert_eq!(headers.get("missing"), None);
         assert_eq!(headers.clone(), headers);
         let none = Headers::new([]);
-        assert!(none.is_empty() && none.iter().next().is_none());
+        assert!(none.iter().next().is_none());
         assert_eq!(none, Headers::default());
     }
 }
